@@ -1,0 +1,9 @@
+//! Gingham's BGP speaker.
+//!
+//! - [`wire`]: sans-IO codec (RFC 4271 messages, capabilities, path attributes, RFC 7606).
+//! - [`fsm`]: sans-IO session state machine (RFC 4271 section 8) with collision detection
+//!   and damping; timers are inputs and outputs, never clocks.
+//! - `session` (feature `runtime`): the tokio driver: TCP, MD5, TTL security, framing, timers.
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod wire;
