@@ -6,4 +6,5 @@
 //! - `session` (feature `runtime`): the tokio driver: TCP, MD5, TTL security, framing, timers.
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod fsm;
 pub mod wire;

@@ -214,7 +214,8 @@ impl Capability {
         })
     }
 
-    pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    /// Appends the capability TLV to `buf`.
+    pub fn encode_into(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let start = buf.len();
         buf.put_u8(self.code());
         buf.put_u8(0);

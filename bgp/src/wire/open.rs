@@ -170,7 +170,7 @@ impl Open {
         buf.put_u32(u32::from(self.bgp_id));
         let mut caps = BytesMut::new();
         for c in &self.capabilities {
-            c.encode(&mut caps)?;
+            c.encode_into(&mut caps)?;
         }
         if caps.is_empty() {
             buf.put_u8(0);
