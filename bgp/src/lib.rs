@@ -7,4 +7,6 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod fsm;
+#[cfg(feature = "runtime")]
+pub mod session;
 pub mod wire;

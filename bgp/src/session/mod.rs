@@ -1,0 +1,11 @@
+//! The tokio driver: TCP connections, MD5 and TTL security, framing, timers. One task per
+//! peer owns that peer's FSM and connections; a listener task routes accepted connections.
+
+mod conn;
+mod listener;
+mod peer;
+pub mod socket;
+
+pub use listener::{Listener, UnknownConnection};
+pub use peer::{spawn_peer, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerSnapshot};
+pub use socket::{Transport, TtlMode};
