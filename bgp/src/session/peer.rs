@@ -56,6 +56,8 @@ pub enum PeerCommand {
 }
 
 /// What the peer task tells its owner.
+// Update dominates the stream; see `wire::Message` for why it is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerEvent {
     Established {
@@ -136,6 +138,9 @@ pub fn spawn_peer(
     (PeerHandle { commands: tx, addr }, join)
 }
 
+/// An outgoing attempt's number and outcome; stale attempts are recognised by number.
+type ConnectResult = (u64, std::io::Result<TcpStream>);
+
 struct Conn {
     handle: ConnHandle,
     codec: SessionCodec,
@@ -151,10 +156,7 @@ struct PeerTask {
     conn_events: mpsc::Receiver<ConnEvent>,
     connect: Option<JoinHandle<()>>,
     connect_attempt: u64,
-    connect_results: (
-        mpsc::Sender<(u64, std::io::Result<TcpStream>)>,
-        mpsc::Receiver<(u64, std::io::Result<TcpStream>)>,
-    ),
+    connect_results: (mpsc::Sender<ConnectResult>, mpsc::Receiver<ConnectResult>),
     timers: HashMap<Timer, Instant>,
     next_conn: ConnId,
     established_at: Option<Instant>,

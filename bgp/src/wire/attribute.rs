@@ -443,7 +443,7 @@ impl PathAttributes {
                 self.aggregator = Some(agg);
             }
             COMMUNITIES => {
-                if v.is_empty() || v.len() % 4 != 0 {
+                if v.is_empty() || !v.len().is_multiple_of(4) {
                     return Err((
                         ErrorCode::OptionalAttributeError,
                         "COMMUNITIES length is not a non-zero multiple of 4",
@@ -458,7 +458,7 @@ impl PathAttributes {
                 self.originator_id = Some(Ipv4Addr::from(v.get_u32()));
             }
             CLUSTER_LIST => {
-                if v.is_empty() || v.len() % 4 != 0 {
+                if v.is_empty() || !v.len().is_multiple_of(4) {
                     return Err(len_err(
                         "CLUSTER_LIST length is not a non-zero multiple of 4",
                     ));
@@ -494,7 +494,7 @@ impl PathAttributes {
                 }
             }
             LARGE_COMMUNITY => {
-                if v.is_empty() || v.len() % 12 != 0 {
+                if v.is_empty() || !v.len().is_multiple_of(12) {
                     return Err((
                         ErrorCode::OptionalAttributeError,
                         "LARGE_COMMUNITY length is not a non-zero multiple of 12",

@@ -145,7 +145,7 @@ impl Capability {
                 Capability::FourOctetAs(v.get_u32())
             }
             code::GRACEFUL_RESTART => {
-                if v.len() < 2 || (v.len() - 2) % 4 != 0 {
+                if v.len() < 2 || !(v.len() - 2).is_multiple_of(4) {
                     return Err(malformed("graceful restart capability has a bad length"));
                 }
                 let word = v.get_u16();
@@ -167,7 +167,7 @@ impl Capability {
                 })
             }
             code::EXTENDED_NEXT_HOP => {
-                if v.len() % 6 != 0 {
+                if !v.len().is_multiple_of(6) {
                     return Err(malformed("extended next hop capability has a bad length"));
                 }
                 let mut tuples = Vec::with_capacity(v.len() / 6);
@@ -186,7 +186,7 @@ impl Capability {
                 Capability::ExtendedNextHop(tuples)
             }
             code::ADD_PATH => {
-                if v.len() % 4 != 0 {
+                if !v.len().is_multiple_of(4) {
                     return Err(malformed("add-path capability has a bad length"));
                 }
                 let mut families = Vec::with_capacity(v.len() / 4);

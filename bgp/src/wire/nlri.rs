@@ -42,7 +42,7 @@ fn read_prefix<const N: usize>(buf: &mut Bytes) -> Result<([u8; N], u8), PrefixE
     buf.copy_to_slice(&mut addr[..octets]);
     // Bits past the prefix length are "irrelevant" (RFC 4271 4.3); clear them so equal
     // prefixes compare equal.
-    if len % 8 != 0 {
+    if !len.is_multiple_of(8) {
         addr[octets - 1] &= 0xffu8 << (8 - len % 8);
     }
     Ok((addr, len))
