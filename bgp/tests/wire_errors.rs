@@ -38,8 +38,10 @@ fn mandatory_plus(extra: &[u8]) -> Vec<u8> {
     [ORIGIN, AS_PATH, NEXT_HOP, extra].concat()
 }
 
+type Outcome = Option<(AttrAction, ErrorCode)>;
+
 /// The RFC 7606 outcome for a whole UPDATE: None when clean.
-fn outcome(bytes: &[u8], codec: &SessionCodec) -> Option<(AttrAction, ErrorCode)> {
+fn outcome(bytes: &[u8], codec: &SessionCodec) -> Outcome {
     match decode(bytes, codec) {
         Ok(d) => d
             .attr_errors
@@ -54,7 +56,7 @@ fn outcome(bytes: &[u8], codec: &SessionCodec) -> Option<(AttrAction, ErrorCode)
 fn rfc7606_table() {
     use AttrAction::*;
     use ErrorCode::*;
-    let rows: Vec<(&str, Vec<u8>, SessionCodec, Option<(AttrAction, ErrorCode)>)> = vec![
+    let rows: Vec<(&str, Vec<u8>, SessionCodec, Outcome)> = vec![
         ("well-formed", mandatory_plus(&[]), IBGP4, None),
         // 7.1 ORIGIN
         (
