@@ -1,0 +1,63 @@
+//! FRR bgpd without zebra (`-Z`) in a namespace, queried with `vtysh --vty_socket`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::netns::{read_pid_file, run, Daemon, Netns, TempDir};
+
+pub struct Frr {
+    pub daemon: Daemon,
+    dir: TempDir,
+}
+
+impl Frr {
+    pub fn start(ns: &Netns, config: &str) -> Result<Frr> {
+        let dir = TempDir::new("gfrr")?;
+        let log = dir.join("bgpd.log");
+        let conf = dir.join("bgpd.conf");
+        std::fs::write(&conf, format!("log file {} debugging\n{config}", log.display()))?;
+        // bgpd drops to user frr and must write its pid, socket and log here.
+        run(Command::new("chown").args(["-R", "frr:frr"]).arg(&dir.path))?;
+        let pid_file = dir.join("bgpd.pid");
+        run(ns
+            .command("/usr/lib/frr/bgpd")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(&pid_file)
+            .arg("--vty_socket")
+            .arg(&dir.path)
+            .args(["-Z", "-d"]))?;
+        let pid = read_pid_file(&pid_file, Duration::from_secs(10))?;
+        Ok(Frr { daemon: Daemon { name: "bgpd".into(), pid, log: Some(log) }, dir })
+    }
+
+    pub fn vtysh(&self, command: &str) -> Result<String> {
+        let out = run(Command::new("vtysh").arg("--vty_socket").arg(&self.dir.path).args(["-d", "bgpd", "-c", command]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn json(&self, command: &str) -> Result<Value> {
+        let text = self.vtysh(command)?;
+        serde_json::from_str(&text).with_context(|| format!("parsing `{command}` output: {text}"))
+    }
+
+    pub fn neighbor_state(&self, addr: &str) -> Option<String> {
+        let v = self.json(&format!("show bgp neighbors {addr} json")).ok()?;
+        v.get(addr)?.get("bgpState")?.as_str().map(str::to_owned)
+    }
+
+    pub fn established(&self, addr: &str) -> bool {
+        self.neighbor_state(addr).as_deref() == Some("Established")
+    }
+
+    /// One route's JSON from `show bgp {afi} unicast PREFIX json`.
+    pub fn route(&self, afi: &str, prefix: &str) -> Option<Value> {
+        let v = self.json(&format!("show bgp {afi} unicast {prefix} json")).ok()?;
+        let has_paths = v.get("paths").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
+        has_paths.then_some(v)
+    }
+}

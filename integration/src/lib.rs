@@ -1,0 +1,7 @@
+//! Test and lab infrastructure: namespaces, real BGP daemons, our speaker in a namespace,
+//! and the interop topology behind `gingham-lab interop`.
+
+pub mod daemons;
+pub mod interop;
+pub mod netns;
+pub mod speaker;
