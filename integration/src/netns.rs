@@ -14,15 +14,24 @@ use anyhow::{bail, Context, Result};
 pub fn unique_suffix() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{:x}", (std::process::id() << 12) ^ (n << 24) ^ (nanos >> 8) & 0xffffff)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}",
+        (std::process::id() << 12) ^ (n << 24) ^ (nanos >> 8) & 0xffffff
+    )
 }
 
 /// Runs a command, failing with its stderr when it exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -74,7 +83,8 @@ impl Netns {
     }
 
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec("sysctl", &["-qw", &format!("{key}={value}")]).map(|_| ())
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
+            .map(|_| ())
     }
 }
 
@@ -108,7 +118,10 @@ impl Fabric {
         let bridge = Netns::new("gfab")?;
         bridge.ip(&["link", "add", "br0", "type", "bridge"])?;
         bridge.ip(&["link", "set", "br0", "up"])?;
-        let mut fabric = Fabric { hosts: Vec::new(), bridge };
+        let mut fabric = Fabric {
+            hosts: Vec::new(),
+            bridge,
+        };
         for i in 0..hosts {
             let ns = Netns::new(&format!("gh{}", i + 1))?;
             let n = 11 + i as u8;
@@ -118,8 +131,23 @@ impl Fabric {
             let port = format!("p{}", i + 1);
             let tmp = format!("e{}{}", i + 1, unique_suffix());
             let tmp = &tmp[..tmp.len().min(15)];
-            ip(&["link", "add", tmp, "netns", ns.name(), "type", "veth", "peer", "name", &port, "netns", fabric.bridge.name()])?;
-            fabric.bridge.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            ip(&[
+                "link",
+                "add",
+                tmp,
+                "netns",
+                ns.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                fabric.bridge.name(),
+            ])?;
+            fabric
+                .bridge
+                .ip(&["link", "set", &port, "master", "br0", "up"])?;
             ns.ip(&["link", "set", tmp, "name", "eth0"])?;
             // DAD would hold IPv6 addresses "tentative" for a second or two.
             ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
@@ -167,7 +195,16 @@ impl Daemon {
         self.log
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(|s| s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
+            .map(|s| {
+                s.lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
             .unwrap_or_default()
     }
 }
