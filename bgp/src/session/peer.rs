@@ -98,6 +98,8 @@ pub struct PeerSnapshot {
     /// Prefixes the peer currently announces to us.
     pub prefixes_received: usize,
     pub treat_as_withdraw: u64,
+    /// Connections closed with or by Cease / Connection Collision Resolution (RFC 4271 6.8).
+    pub collisions: u64,
 }
 
 /// Handle to a running peer task. Dropping every handle stops the peer (silently).
@@ -171,6 +173,7 @@ struct Stats {
     updates_received: u64,
     updates_sent: u64,
     treat_as_withdraw: u64,
+    collisions: u64,
 }
 
 impl PeerTask {
@@ -268,6 +271,7 @@ impl PeerTask {
             updates_sent: self.stats.updates_sent,
             prefixes_received: self.received.len(),
             treat_as_withdraw: self.stats.treat_as_withdraw,
+            collisions: self.stats.collisions,
         }
     }
 
@@ -357,6 +361,9 @@ impl PeerTask {
                 };
                 if let Message::Update(_) = message {
                     self.stats.updates_sent += 1;
+                }
+                if is_collision(&message) {
+                    self.stats.collisions += 1;
                 }
                 match message.encode(&c.codec, &mut c.out) {
                     Ok(()) => self.stats.messages_sent += 1,
@@ -487,6 +494,10 @@ impl PeerTask {
             }
         }
     }
+}
+
+fn is_collision(m: &Message) -> bool {
+    matches!(m, Message::Notification(n) if n.error_code() == Some(crate::wire::ErrorCode::ConnectionCollisionResolution))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -12,6 +12,8 @@ const TCP_MD5SIG: libc::c_int = 14;
 const TCP_MD5SIG_MAXKEYLEN: usize = 80;
 const IP_MINTTL: libc::c_int = 21;
 const IPV6_MINHOPCOUNT: libc::c_int = 73;
+const TCP_SAVE_SYN: libc::c_int = 27;
+const TCP_SAVED_SYN: libc::c_int = 28;
 
 /// `struct tcp_md5sig` from linux/tcp.h.
 #[repr(C)]
@@ -129,6 +131,13 @@ pub enum TtlMode {
 }
 
 impl TtlMode {
+    fn min_ttl(self) -> Option<u8> {
+        match self {
+            TtlMode::Send(_) => None,
+            TtlMode::Gtsm { hops } => Some((256 - u16::from(hops.max(1))) as u8),
+        }
+    }
+
     fn apply(self, fd: &impl AsRawFd, v6: bool) -> io::Result<()> {
         match self {
             TtlMode::Send(ttl) => set_ttl(fd, v6, ttl),
@@ -185,10 +194,50 @@ impl Transport {
     }
 
     /// Applies the per-peer options to a connection the listener accepted.
+    ///
+    /// Errors: for a GTSM peer, a SYN that arrived with too small a TTL. The minimum TTL can
+    /// only be set once the connection exists, so the handshake itself is checked through the
+    /// SYN the kernel saved (`TCP_SAVED_SYN`); otherwise a far-away sender's first segments
+    /// would slip in before the option took effect.
     pub fn adopt(&self, stream: &TcpStream) -> io::Result<()> {
         stream.set_nodelay(true)?;
+        if let Some(min) = self.ttl.min_ttl() {
+            if let Some(ttl) = saved_syn_ttl(stream)? {
+                if ttl < min {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("SYN arrived with TTL {ttl}, GTSM requires {min}"),
+                    ));
+                }
+            }
+        }
         self.ttl.apply(stream, stream.local_addr()?.is_ipv6())
     }
+}
+
+/// The TTL (hop limit) of the SYN that opened an accepted connection, when the listener
+/// saved it.
+fn saved_syn_ttl(stream: &TcpStream) -> io::Result<Option<u8>> {
+    let mut buf = [0u8; 512];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf and len describe a writable buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_SAVED_SYN,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || len == 0 {
+        return Ok(None);
+    }
+    Ok(match buf[0] >> 4 {
+        4 if len > 8 => Some(buf[8]),
+        6 if len > 7 => Some(buf[7]),
+        _ => None,
+    })
 }
 
 /// A listening socket for BGP. IPv6 sockets are IPv6-only so IPv4 peers (and their MD5
@@ -207,6 +256,9 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     // SYN-ACKs leave before we know which peer connected; 255 satisfies any GTSM peer and
     // costs nothing for the rest.
     set_ttl(&sock, addr.is_ipv6(), 255)?;
+    // Keep each connection's SYN so GTSM can check the TTL it arrived with (see `adopt`).
+    let on: libc::c_int = 1;
+    setsockopt(&sock, libc::IPPROTO_TCP, TCP_SAVE_SYN, &on)?;
     sock.bind(addr)?;
     sock.listen(128)
 }
