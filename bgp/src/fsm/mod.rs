@@ -20,7 +20,8 @@
 //!
 //! Deviation, on purpose: RFC 4271 6.8 keeps an Established connection when a colliding OPEN
 //! arrives. If the other side saw ours only in OpenConfirm it resolves by identifier and both
-//! connections die; we resolve by identifier in every state, so both sides always agree. A new
+//! connections die; we resolve by identifier in every state (OpenSent included, once an OPEN
+//! has told us the peer's identifier), so both sides always agree. A new
 //! OPEN while Established with graceful restart negotiated is the peer restarting (RFC 4724
 //! 4.2): the old connection goes, the new one stays.
 
@@ -603,7 +604,10 @@ impl PeerFsm {
         let Some(other) = self
             .conns
             .iter()
-            .find(|c| c.id != conn && c.state >= ConnState::OpenConfirm)
+            // RFC 4271 6.8 lets a speaker also resolve against a connection in OpenSent when
+            // it knows the peer's identifier, which the OPEN just received tells us. Resolving
+            // that early keeps the losing connection from reaching Established and flapping.
+            .find(|c| c.id != conn)
         else {
             return true;
         };
