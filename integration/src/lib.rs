@@ -2,6 +2,7 @@
 //! and the interop topology behind `gingham-lab interop`.
 
 pub mod daemons;
+pub mod golden;
 pub mod interop;
 pub mod netns;
 pub mod speaker;

@@ -28,6 +28,12 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Record golden BGP vectors from BIRD, FRR and GoBGP talking to each other (tshark).
+    CaptureGolden {
+        /// Fixture file to write.
+        #[arg(long, default_value = "bgp/tests/golden/daemons.txt")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -38,6 +44,11 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Interop { keep } => run_interop(keep),
+        Command::CaptureGolden { out } => {
+            gingham_integration::golden::capture(&out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
     }
 }
 
