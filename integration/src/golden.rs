@@ -96,11 +96,7 @@ pub fn capture(out: &Path) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting tshark")?;
-    let mut tshark = Daemon {
-        name: "tshark".into(),
-        pid: child.id() as i32,
-        log: None,
-    };
+    let mut tshark = Daemon::new("tshark", child.id() as i32, None);
     wait_for("tshark capturing", Duration::from_secs(15), || {
         pcap.exists().then_some(())
     })?;

@@ -16,6 +16,7 @@
 //! | frr-ebgp    | IPv6      | ipv6   | 4200000001 | 65000      | eBGP mixed  |
 //! | gobgp-ebgp  | IPv4      | ipv4   | 65000      | 65014      | eBGP 2-oct  |
 //! | gobgp-ibgp  | IPv6      | ipv6   | 4200000001 | 4200000001 | iBGP 4-oct  |
+//! | bird-as2    | IPv4 (.112) | ipv4 | 65100      | 65000      | eBGP, BIRD without the 4-octet capability: 4-octet ASNs in paths travel as AS_TRANS + AS4_PATH both ways |
 //!
 //! Each daemon originates 198.19.N.0/24 and 2001:db8:N::/48 (N = 2 BIRD, 3 FRR, 4 GoBGP); we
 //! originate 198.19.1.0/24 and 2001:db8:1::/48 on every session.
@@ -104,6 +105,13 @@ pub fn sessions() -> Vec<Session> {
             4_200_000_001,
             Family::IPV6_UNICAST,
         ),
+        s(
+            "bird-as2",
+            "198.18.0.112",
+            65100,
+            65000,
+            Family::IPV4_UNICAST,
+        ),
     ]
 }
 
@@ -117,7 +125,18 @@ protocol static s6 { ipv6; route 2001:db8:2::/48 unreachable; }
 protocol bgp bird_ibgp {
   local 198.18.0.12 as 65000; neighbor 198.18.0.11 as 65000;
   hold time 9; keepalive time 3;
-  ipv4 { import all; export where source = RTS_STATIC; };
+  ipv4 { import all; export where net = 198.19.2.0/24; };
+}
+protocol static s5 { ipv4; route 198.19.5.0/24 unreachable; }
+# An "old" 2-octet session: 4-octet ASNs in paths travel as AS_TRANS plus AS4_PATH, both ways.
+# (BIRD reads a 4-octet capability even with as4 off, so our AS on this session is 2-octet.)
+protocol bgp bird_as2 {
+  local 198.18.0.112 as 65000; neighbor 198.18.0.111 as 65100;
+  enable as4 off; hold time 9; keepalive time 3;
+  ipv4 {
+    import all;
+    export filter { if net = 198.19.5.0/24 then { bgp_path.prepend(4200000099); accept; } reject; };
+  };
 }
 protocol bgp bird_ebgp {
   local 2001:db8:18::c as 4200000002; neighbor 2001:db8:18::b as 4200000001;
@@ -192,10 +211,11 @@ pub fn peer_config(s: &Session) -> PeerConfig {
     fsm.connect_retry = Duration::from_secs(2);
     fsm.hostname = Some("gingham-h1".into());
     let mut t = Transport::new(SocketAddr::new(s.peer, 179));
-    t.local_addr = Some(if s.peer.is_ipv4() {
-        OUR_V4.parse().unwrap()
-    } else {
-        OUR_V6.parse().unwrap()
+    // bird-as2 uses our second address: BIRD wants one neighbor address per protocol.
+    t.local_addr = Some(match s.peer {
+        IpAddr::V4(a) if a.octets()[3] > 100 => "198.18.0.111".parse().unwrap(),
+        IpAddr::V4(_) => OUR_V4.parse().unwrap(),
+        IpAddr::V6(_) => OUR_V6.parse().unwrap(),
     });
     PeerConfig::new(fsm, t)
 }
@@ -204,10 +224,11 @@ pub fn peer_config(s: &Session) -> PeerConfig {
 pub fn our_routes(s: &Session) -> Vec<Update> {
     let mut attrs = PathAttributes {
         origin: Some(Origin::Igp),
-        as_path: Some(if s.ebgp() {
-            AsPath::sequence([s.local_as])
-        } else {
-            AsPath::default()
+        as_path: Some(match (s.ebgp(), s.name) {
+            // As if relayed from a 4-octet AS: the 2-octet session must carry it in AS4_PATH.
+            (true, "bird-as2") => AsPath::sequence([s.local_as, 4_200_000_077]),
+            (true, _) => AsPath::sequence([s.local_as]),
+            (false, _) => AsPath::default(),
         }),
         ..Default::default()
     };
@@ -283,8 +304,15 @@ impl InteropLab {
 
     /// What the daemons' logs say, for a failing test's message.
     pub fn logs(&self) -> String {
+        let ours: Vec<String> = self
+            .speaker
+            .snapshots()
+            .into_iter()
+            .map(|(n, s)| format!("{n}: {} {:?}", s.state, s.last_error))
+            .collect();
         format!(
-            "--- bird\n{}\n--- frr\n{}\n--- gobgp\n{}",
+            "--- gingham\n{}\n--- bird\n{}\n--- frr\n{}\n--- gobgp\n{}",
+            ours.join("\n"),
             self.bird.daemon.log_tail(),
             self.frr.daemon.log_tail(),
             self.gobgp.daemon.log_tail()

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -40,6 +41,64 @@ pub fn ip(args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(args)).map(|_| ())
 }
 
+/// Namespaces and processes alive right now, so a signal can still remove them: a process
+/// killed by SIGTERM runs no destructors.
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    namespaces: Vec::new(),
+    pids: Vec::new(),
+});
+
+struct Live {
+    namespaces: Vec<String>,
+    pids: Vec<i32>,
+}
+
+fn live() -> std::sync::MutexGuard<'static, Live> {
+    // A panic while holding the lock leaves plain data behind; keep using it.
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For binaries: on SIGINT or SIGTERM, stop every process and delete every namespace this
+/// process created, then exit 130.
+pub fn cleanup_on_signals() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        let (pids, namespaces) = {
+            let l = live();
+            (l.pids.clone(), l.namespaces.clone())
+        };
+        for pid in pids {
+            Daemon {
+                name: String::new(),
+                pid,
+                log: None,
+            }
+            .stop();
+        }
+        for ns in namespaces.iter().rev() {
+            let _best_effort = ip(&["netns", "del", ns]);
+        }
+        eprintln!("interrupted: removed {} namespaces", namespaces.len());
+        std::process::exit(130);
+    });
+}
+
 /// One network namespace, deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
@@ -50,6 +109,7 @@ impl Netns {
     pub fn new(prefix: &str) -> Result<Netns> {
         let name = format!("{prefix}-{}", unique_suffix());
         ip(&["netns", "add", &name])?;
+        live().namespaces.push(name.clone());
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -93,6 +153,7 @@ impl Drop for Netns {
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("cleanup: {e}");
         }
+        live().namespaces.retain(|n| n != &self.name);
     }
 }
 
@@ -173,6 +234,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Tracks a process we started so it is stopped on drop (and on SIGINT/SIGTERM in
+    /// binaries that called [`cleanup_on_signals`]).
+    pub fn new(name: &str, pid: i32, log: Option<PathBuf>) -> Daemon {
+        live().pids.push(pid);
+        Daemon {
+            name: name.to_owned(),
+            pid,
+            log,
+        }
+    }
+
     pub fn stop(&mut self) {
         if self.pid <= 0 {
             return;
@@ -188,6 +260,8 @@ impl Daemon {
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
         reap(self.pid);
+        let pid = self.pid;
+        live().pids.retain(|p| *p != pid);
         self.pid = 0;
     }
 

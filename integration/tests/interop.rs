@@ -2,7 +2,8 @@
 //! `gingham_integration::interop`). Needs root.
 //!
 //! Verifies:
-//! 1. all six sessions (iBGP/eBGP x IPv4/IPv6, 2- and 4-octet ASNs) reach Established on both
+//! 1. all seven sessions (iBGP/eBGP x IPv4/IPv6, 2- and 4-octet ASNs, one without the
+//!    4-octet capability) reach Established on both
 //!    sides and stay up for more than two hold periods (hold 9 s, watched for 25 s);
 //! 2. the prefixes each daemon originates are decoded with their AS_PATH and next hop;
 //! 3. the prefixes we send are in each daemon's RIB, with the AS_PATH and next hop we sent.
@@ -69,6 +70,13 @@ fn sessions_with_bird_frr_gobgp_establish_exchange_routes_and_stay_up() {
         ),
         ("198.18.0.14", "198.19.4.0/24", "65014", "198.18.0.14"),
         ("2001:db8:18::e", "2001:db8:4::/48", "", "2001:db8:18::e"),
+        // From a 2-octet session: AS_PATH "65000 23456 ..." merged with AS4_PATH.
+        (
+            "198.18.0.112",
+            "198.19.5.0/24",
+            "65000 4200000099",
+            "198.18.0.112",
+        ),
     ];
     for (peer, prefix, path, nh) in expect {
         let addr = SocketAddr::new(peer.parse().unwrap(), 179);
@@ -130,6 +138,20 @@ fn sessions_with_bird_frr_gobgp_establish_exchange_routes_and_stay_up() {
         "{bird_v4}"
     );
 
+    // Through the 2-octet session BIRD rebuilds the 4-octet path from our AS4_PATH.
+    check("BIRD has our route over the 2-octet session", &|| {
+        lab.bird
+            .routes_from("bird_as2")
+            .contains(&OUR_PREFIX_V4.to_string())
+    });
+    let as2 = lab.bird.cmd("show route protocol bird_as2 all").unwrap();
+    assert!(as2.contains("BGP.as_path: 65100 4200000077"), "{as2}");
+    let snap = lab.speaker.snapshot("bird-as2").unwrap();
+    assert!(
+        !snap.negotiated.unwrap().four_octet_as,
+        "bird-as2 must be a 2-octet session"
+    );
+
     check("FRR has our v4 route", &|| {
         lab.frr.route("ipv4", OUR_PREFIX_V4).is_some()
     });
@@ -181,7 +203,7 @@ fn sessions_with_bird_frr_gobgp_establish_exchange_routes_and_stay_up() {
         assert!(snap.uptime.unwrap() >= Duration::from_secs(25), "{name}");
         let n = snap.negotiated.unwrap();
         assert_eq!(n.hold_time, 9, "{name}");
-        assert!(n.four_octet_as, "{name}");
+        assert_eq!(n.four_octet_as, name != "bird-as2", "{name}");
         assert!(
             n.families == vec![Family::IPV4_UNICAST] || n.families == vec![Family::IPV6_UNICAST]
         );

@@ -42,6 +42,8 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    // Namespaces and daemons must not outlive an interrupted lab.
+    gingham_integration::netns::cleanup_on_signals();
     match Cli::parse().command {
         Command::Interop { keep } => run_interop(keep),
         Command::CaptureGolden { out } => {

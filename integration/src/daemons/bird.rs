@@ -31,11 +31,7 @@ impl Bird {
             .arg(&pid_file))?;
         let pid = read_pid_file(&pid_file, Duration::from_secs(5))?;
         Ok(Bird {
-            daemon: Daemon {
-                name: "bird".into(),
-                pid,
-                log: Some(log),
-            },
+            daemon: Daemon::new("bird", pid, Some(log)),
             dir,
         })
     }

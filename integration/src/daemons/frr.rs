@@ -36,11 +36,7 @@ impl Frr {
             .args(["-Z", "-d"]))?;
         let pid = read_pid_file(&pid_file, Duration::from_secs(10))?;
         Ok(Frr {
-            daemon: Daemon {
-                name: "bgpd".into(),
-                pid,
-                log: Some(log),
-            },
+            daemon: Daemon::new("bgpd", pid, Some(log)),
             dir,
         })
     }

@@ -35,11 +35,7 @@ impl GoBgp {
             .context("starting gobgpd")?;
         // `ip netns exec` execs the program, so the child's pid is gobgpd's.
         let g = GoBgp {
-            daemon: Daemon {
-                name: "gobgpd".into(),
-                pid: child.id() as i32,
-                log: Some(log),
-            },
+            daemon: Daemon::new("gobgpd", child.id() as i32, Some(log)),
             ns: ns.name().to_owned(),
             _dir: dir,
         };

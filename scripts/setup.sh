@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Gingham's demo and tests need on Debian 12, skipping what is already there:
+# BGP daemons to peer with (BIRD 2, FRR, GoBGP, ExaBGP), iproute2, ping and tshark.
+# Sourced by demo.sh and test.sh; safe to run again.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "Gingham's lab and tests build network namespaces: run as root (e.g. with sudo)." >&2
+  exit 1
+fi
+
+need=()
+for pair in bird:bird2 /usr/lib/frr/bgpd:frr gobgpd:gobgpd exabgp:exabgp ip:iproute2 ping:iputils-ping tshark:tshark ss:iproute2 xxd:xxd; do
+  cmd="${pair%%:*}"; pkg="${pair#*:}"
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then need+=("$pkg"); fi
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; the answer does not matter here.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "installing Debian's Rust toolchain (Gingham needs rustc 1.80 or newer)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc >/dev/null
+fi

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every check CI runs: formatting, lints, the sans-IO build without the tokio driver, docs with
+# broken links denied, and all tests, including the root-only namespace tests that run BIRD,
+# FRR and GoBGP.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+set -x
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+# wire and fsm must never need a socket or a clock.
+cargo build -p gingham-bgp --no-default-features
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+cargo test --workspace
