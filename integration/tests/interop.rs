@@ -170,7 +170,7 @@ fn sessions_with_bird_frr_gobgp_establish_exchange_routes_and_stay_up() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|n| n["ip"] == Value::from("2001:db8:18::b")),
+            .any(|n| n["ip"] == "2001:db8:18::b"),
         "{frr_v6}"
     );
     let frr_v4 = lab.frr.route("ipv4", OUR_PREFIX_V4).unwrap();

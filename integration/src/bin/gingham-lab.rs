@@ -69,16 +69,8 @@ fn run_interop(keep: bool) -> Result<()> {
         interop::OUR_V4
     );
     println!(
-        "{:<12} {:<16} {:>11} {:>11} {:<12} {:>6} {:>5} {:>9}  {}",
-        "PEER",
-        "ADDRESS",
-        "LOCAL AS",
-        "PEER AS",
-        "STATE",
-        "HOLD",
-        "4-OCT",
-        "PFX RCVD",
-        "CAPABILITIES"
+        "{:<12} {:<16} {:>11} {:>11} {:<12} {:>6} {:>5} {:>9}  FAMILIES / LAST ERROR",
+        "PEER", "ADDRESS", "LOCAL AS", "PEER AS", "STATE", "HOLD", "4-OCT", "PFX RCVD"
     );
     for (name, s) in lab.speaker.snapshots() {
         let (hold, four, caps) = match &s.negotiated {

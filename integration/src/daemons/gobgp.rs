@@ -64,7 +64,7 @@ impl GoBgp {
             .ok()
             .and_then(|v| v.pointer("/state/session_state").cloned())
             .is_some_and(|s| {
-                s == Value::from(6)
+                s == 6
                     || s.as_str()
                         .is_some_and(|s| s.eq_ignore_ascii_case("established"))
             })
