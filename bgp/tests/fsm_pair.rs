@@ -598,3 +598,52 @@ fn ipv4_address_helper() {
             > u32::from("198.18.0.11".parse::<Ipv4Addr>().unwrap())
     );
 }
+
+#[test]
+fn add_path_graceful_restart_and_extended_next_hop_from_the_peer_negotiate_cleanly() {
+    use gingham_bgp::wire::*;
+    let ours = config("198.18.0.11", 65000, 65000);
+    let peer = Open::new(
+        65000,
+        90,
+        "198.18.0.12".parse().unwrap(),
+        vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::AddPath(vec![AddPathFamily {
+                family: Family::IPV4_UNICAST,
+                mode: AddPathMode::Both,
+            }]),
+            Capability::GracefulRestart(GracefulRestart {
+                restart_state: true,
+                notification: true,
+                restart_time: 120,
+                families: vec![],
+            }),
+            Capability::ExtendedNextHop(vec![ExtendedNextHop {
+                family: Family::IPV4_UNICAST,
+                next_hop_afi: 2,
+            }]),
+            Capability::Unknown {
+                code: 250,
+                value: bytes::Bytes::from_static(b"x"),
+            },
+        ],
+    );
+    let n = negotiate(&ours, &peer).expect("negotiates");
+    // We never advertise add-path, so NLRI carry no path identifiers: the codec is plain.
+    assert_eq!(n.codec(), SessionCodec::new(true, false));
+    assert!(!local_open(&ours)
+        .capabilities
+        .iter()
+        .any(|c| matches!(c, Capability::AddPath(_))));
+    assert_eq!(
+        n.peer_graceful_restart.as_ref().map(|g| g.restart_time),
+        Some(120)
+    );
+    assert!(!n.graceful_restart(), "we did not offer graceful restart");
+    assert!(
+        !n.extended_next_hop_v4,
+        "we did not offer extended next hop"
+    );
+    assert_eq!(n.families, vec![Family::IPV4_UNICAST]);
+}

@@ -294,3 +294,31 @@ async fn truncated_nlri_resets_with_3_10() {
     let n = raw.notification().await;
     assert_eq!((n.code, n.subcode), (3, 10));
 }
+
+#[tokio::test]
+async fn connections_from_unconfigured_addresses_are_refused() {
+    // No peer is configured for 127.0.0.1, so the listener closes without an OPEN.
+    let listener = Listener::bind(&["127.0.0.1:0".parse().unwrap()], vec![], None).unwrap();
+    let mut raw = Raw::connect(listener.local_addrs()[0].port()).await;
+    assert_eq!(raw.recv().await, None);
+}
+
+#[tokio::test]
+async fn connections_inside_a_listen_range_are_offered_to_the_owner() {
+    let (tx, mut rx) = mpsc::channel(1);
+    let listener = Listener::bind(
+        &["127.0.0.1:0".parse().unwrap()],
+        vec!["127.0.0.0/8".parse().unwrap()],
+        Some(tx),
+    )
+    .unwrap();
+    let _raw = Raw::connect(listener.local_addrs()[0].port()).await;
+    let unknown = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        unknown.remote.ip(),
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+}
