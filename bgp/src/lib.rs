@@ -7,6 +7,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod fsm;
+pub mod rib;
 #[cfg(feature = "runtime")]
 pub mod session;
 pub mod wire;

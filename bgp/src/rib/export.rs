@@ -1,0 +1,136 @@
+//! What a route looks like when it leaves for a given peer, or why it does not leave:
+//! iBGP/eBGP rules (RFC 4271 5.1, 9.1.3) and route reflection (RFC 4456 6 and 8).
+//!
+//! | from \ to      | eBGP peer        | iBGP non-client         | iBGP client            |
+//! |----------------|------------------|-------------------------|------------------------|
+//! | local          | prepend, NH self | LP, NH self             | LP, NH self            |
+//! | eBGP peer      | prepend, NH self | LP, NH kept             | LP, NH kept            |
+//! | iBGP non-client| prepend, NH self | no (iBGP split horizon) | reflect (RR only)      |
+//! | iBGP client    | prepend, NH self | reflect (RR only)       | reflect (RR only)      |
+//!
+//! Reflecting sets ORIGINATOR_ID (when absent) and prepends our cluster id to CLUSTER_LIST.
+//! Towards eBGP, LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST are stripped, and a MED learned
+//! from another AS is not passed on.
+
+use std::net::IpAddr;
+
+use super::{PeerId, RibConfig, RibPeer, LOCAL};
+use crate::wire::{AsPath, Family, MpReach, NextHop, PathAttributes, Segment, SegmentType};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportDecision {
+    Send(PathAttributes),
+    /// Why not, for debugging and tests.
+    Suppress(&'static str),
+}
+
+impl ExportDecision {
+    pub fn into_attrs(self) -> Option<PathAttributes> {
+        match self {
+            ExportDecision::Send(a) => Some(a),
+            ExportDecision::Suppress(_) => None,
+        }
+    }
+}
+
+fn set_next_hop_self(attrs: &mut PathAttributes, family: Family, local: IpAddr) -> bool {
+    match (family, local) {
+        (Family::IPV4_UNICAST, IpAddr::V4(a)) => {
+            attrs.next_hop = Some(a);
+            attrs.mp_reach = None;
+            true
+        }
+        (Family::IPV6_UNICAST, IpAddr::V6(a)) => {
+            attrs.next_hop = None;
+            attrs.mp_reach = Some(MpReach {
+                family,
+                next_hop: NextHop::V6 {
+                    global: a,
+                    link_local: None,
+                },
+                nlri: Vec::new(),
+            });
+            true
+        }
+        // No address of that family on this session to offer as next hop.
+        _ => false,
+    }
+}
+
+/// Decides whether and how the best path (from `source_id`) goes to `target`.
+pub fn transform(
+    config: &RibConfig,
+    family: Family,
+    attrs: &PathAttributes,
+    source_id: PeerId,
+    source: Option<&RibPeer>,
+    target_id: PeerId,
+    target: &RibPeer,
+) -> ExportDecision {
+    if !target.families.contains(&family) {
+        return ExportDecision::Suppress("family not negotiated");
+    }
+    if source_id == target_id {
+        return ExportDecision::Suppress("learned from this peer");
+    }
+    let from_ibgp = source.is_some_and(|s| !s.ebgp());
+    let from_ebgp = source.is_some_and(RibPeer::ebgp);
+    let reflecting = from_ibgp && !target.ebgp();
+    if reflecting {
+        if config.cluster_id.is_none() {
+            return ExportDecision::Suppress("iBGP split horizon");
+        }
+        let from_client = source.is_some_and(|s| s.rr_client);
+        if !from_client && !target.rr_client {
+            return ExportDecision::Suppress("non-client route to non-client");
+        }
+    }
+    let mut out = attrs.clone();
+    if target.ebgp() {
+        let mut path = out.as_path.take().unwrap_or_default();
+        // Confederation segments never leave the confederation.
+        path.segments.retain(|s| !s.kind.is_confed());
+        match path.segments.first_mut() {
+            Some(Segment {
+                kind: SegmentType::Sequence,
+                asns,
+            }) if asns.len() < 255 => asns.insert(0, target.local_as),
+            _ => path.segments.insert(
+                0,
+                Segment {
+                    kind: SegmentType::Sequence,
+                    asns: vec![target.local_as],
+                },
+            ),
+        }
+        out.as_path = Some(path);
+        out.local_pref = None;
+        out.originator_id = None;
+        out.cluster_list.clear();
+        if from_ebgp {
+            out.med = None;
+        }
+        let keep = target.keep_original_next_hop && super::next_hop(attrs).is_some();
+        if !keep && !set_next_hop_self(&mut out, family, target.local_address) {
+            return ExportDecision::Suppress(
+                "no local address of the route's family for next-hop-self",
+            );
+        }
+    } else {
+        out.as_path.get_or_insert_with(AsPath::default);
+        out.local_pref = Some(attrs.local_pref.unwrap_or(100));
+        if source_id == LOCAL && !set_next_hop_self(&mut out, family, target.local_address) {
+            return ExportDecision::Suppress(
+                "no local address of the route's family for next-hop-self",
+            );
+        }
+        if reflecting {
+            if let Some(s) = source {
+                out.originator_id.get_or_insert(s.router_id);
+            }
+            let cluster = config.cluster_id.unwrap_or(config.router_id);
+            out.cluster_list.insert(0, cluster);
+        }
+    }
+    ExportDecision::Send(out)
+}

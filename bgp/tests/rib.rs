@@ -1,0 +1,231 @@
+//! Loc-RIB, route reflection matrix, loop checks, ECMP and Adj-RIB-Out behaviour.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use gingham_bgp::rib::decision::DecisionConfig;
+use gingham_bgp::rib::*;
+use gingham_bgp::wire::*;
+use ipnetwork::IpNetwork;
+
+const ME: &str = "198.18.0.254";
+
+fn rib(cluster: Option<&str>) -> Rib {
+    Rib::new(RibConfig {
+        router_id: ME.parse().unwrap(),
+        cluster_id: cluster.map(|c| c.parse().unwrap()),
+        multipath: true,
+        decision: DecisionConfig::default(),
+    })
+}
+
+fn peer(n: u8, asn: u32, client: bool) -> RibPeer {
+    RibPeer {
+        address: IpAddr::V4(Ipv4Addr::new(198, 18, 0, n)),
+        local_address: ME.parse().unwrap(),
+        router_id: Ipv4Addr::new(10, 0, 0, n),
+        local_as: 65000,
+        peer_as: asn,
+        rr_client: client,
+        keep_original_next_hop: false,
+        allow_own_as: 0,
+        families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        codec: SessionCodec::new(true, asn != 65000),
+    }
+}
+
+fn announce(prefix: &str, path: &[u32], nh: &str) -> Update {
+    Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence(path.iter().copied())),
+            next_hop: Some(nh.parse().unwrap()),
+            ..Default::default()
+        },
+        nlri: vec![prefix.parse().unwrap()],
+        ..Default::default()
+    }
+}
+
+fn p(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+/// What `to` would receive for `prefix`, if anything.
+fn exported(rib: &mut Rib, to: PeerId, prefix: &str) -> Option<PathAttributes> {
+    rib.export(to, &[p(prefix)])
+        .into_iter()
+        .find(|u| u.nlri.iter().any(|n| IpNetwork::V4(*n) == p(prefix)))
+        .map(|u| u.attributes)
+}
+
+#[test]
+fn reflection_matrix() {
+    // client 1, client 2, non-client 3, eBGP 4
+    let mut r = rib(Some("10.255.0.1"));
+    r.peer_up(1, peer(1, 65000, true));
+    r.peer_up(2, peer(2, 65000, true));
+    r.peer_up(3, peer(3, 65000, false));
+    r.peer_up(4, peer(4, 65004, false));
+    r.apply_update(1, &announce("198.19.1.0/24", &[], "198.18.0.1"));
+    r.apply_update(3, &announce("198.19.3.0/24", &[], "198.18.0.3"));
+
+    // client route -> other client and non-client, with ORIGINATOR_ID and CLUSTER_LIST
+    let to2 = exported(&mut r, 2, "198.19.1.0/24").expect("client to client");
+    assert_eq!(to2.originator_id, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(
+        to2.cluster_list,
+        vec!["10.255.0.1".parse::<Ipv4Addr>().unwrap()]
+    );
+    assert_eq!(
+        to2.next_hop,
+        Some("198.18.0.1".parse().unwrap()),
+        "iBGP keeps the next hop"
+    );
+    assert!(
+        exported(&mut r, 3, "198.19.1.0/24").is_some(),
+        "client to non-client"
+    );
+    assert!(
+        exported(&mut r, 1, "198.19.1.0/24").is_none(),
+        "never back to the sender"
+    );
+    // non-client route -> clients only
+    assert!(exported(&mut r, 1, "198.19.3.0/24").is_some());
+    // eBGP gets everything with our AS prepended, next hop self, no iBGP attributes
+    let to4 = exported(&mut r, 4, "198.19.1.0/24").unwrap();
+    assert_eq!(to4.as_path.unwrap().to_string(), "65000");
+    assert_eq!(to4.next_hop, Some(ME.parse().unwrap()));
+    assert_eq!(
+        (to4.local_pref, to4.originator_id, to4.cluster_list.len()),
+        (None, None, 0)
+    );
+}
+
+#[test]
+fn non_client_to_non_client_is_not_reflected_and_no_rr_means_split_horizon() {
+    let mut r = rib(Some("10.255.0.1"));
+    r.peer_up(3, peer(3, 65000, false));
+    r.peer_up(5, peer(5, 65000, false));
+    r.apply_update(3, &announce("198.19.3.0/24", &[], "198.18.0.3"));
+    assert!(exported(&mut r, 5, "198.19.3.0/24").is_none());
+
+    let mut plain = rib(None);
+    plain.peer_up(1, peer(1, 65000, true));
+    plain.peer_up(2, peer(2, 65000, true));
+    plain.apply_update(1, &announce("198.19.1.0/24", &[], "198.18.0.1"));
+    assert!(exported(&mut plain, 2, "198.19.1.0/24").is_none());
+}
+
+#[test]
+fn loops_are_dropped_on_import() {
+    let mut r = rib(Some("10.255.0.1"));
+    r.peer_up(4, peer(4, 65004, false));
+    r.peer_up(1, peer(1, 65000, true));
+    let res = r.apply_update(4, &announce("198.19.9.0/24", &[65004, 65000], "198.18.0.4"));
+    assert_eq!((res.rejected, r.prefix_count()), (1, 0), "own AS in path");
+    let mut u = announce("198.19.8.0/24", &[], "198.18.0.1");
+    u.attributes.cluster_list = vec!["10.255.0.1".parse().unwrap()];
+    assert_eq!(
+        r.apply_update(1, &u).rejected,
+        1,
+        "our cluster id in CLUSTER_LIST"
+    );
+    let mut u = announce("198.19.7.0/24", &[], "198.18.0.1");
+    u.attributes.originator_id = Some(ME.parse().unwrap());
+    assert_eq!(
+        r.apply_update(1, &u).rejected,
+        1,
+        "our router id as ORIGINATOR_ID"
+    );
+    assert_eq!(
+        r.apply_update(1, &announce("198.19.6.0/24", &[], ME))
+            .rejected,
+        1,
+        "next hop is us"
+    );
+    assert_eq!(r.prefix_count(), 0);
+}
+
+#[test]
+fn equal_paths_form_an_ecmp_set_and_a_withdrawal_shrinks_it() {
+    let mut r = rib(None);
+    r.peer_up(1, peer(1, 65000, false));
+    r.peer_up(2, peer(2, 65000, false));
+    r.apply_update(1, &announce("198.19.5.0/24", &[], "198.18.0.1"));
+    let res = r.apply_update(2, &announce("198.19.5.0/24", &[], "198.18.0.2"));
+    assert_eq!(res.changed, vec![p("198.19.5.0/24")]);
+    let best = r.best(&p("198.19.5.0/24")).unwrap();
+    assert_eq!(best.next_hops.len(), 2);
+    let withdraw = Update {
+        withdrawn: vec!["198.19.5.0/24".parse().unwrap()],
+        ..Default::default()
+    };
+    assert_eq!(r.apply_update(1, &withdraw).changed.len(), 1);
+    assert_eq!(
+        r.best(&p("198.19.5.0/24")).unwrap().next_hops,
+        vec!["198.18.0.2".parse::<IpAddr>().unwrap()]
+    );
+    // A longer path is not part of the set.
+    r.apply_update(1, &announce("198.19.5.0/24", &[65001], "198.18.0.1"));
+    assert_eq!(r.best(&p("198.19.5.0/24")).unwrap().next_hops.len(), 1);
+}
+
+#[test]
+fn peer_down_withdraws_what_was_reflected() {
+    let mut r = rib(Some("10.255.0.1"));
+    r.peer_up(1, peer(1, 65000, true));
+    r.peer_up(2, peer(2, 65000, true));
+    r.apply_update(1, &announce("198.19.1.0/24", &[], "198.18.0.1"));
+    assert_eq!(r.export_all(2).len(), 1);
+    assert_eq!(r.advertised(2), 1);
+    let changed = r.peer_down(1);
+    let updates = r.export(2, &changed);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].withdrawn, vec!["198.19.1.0/24".parse().unwrap()]);
+    assert_eq!(r.advertised(2), 0);
+}
+
+#[test]
+fn thousands_of_routes_share_one_attribute_set() {
+    let mut r = rib(Some("10.255.0.1"));
+    r.peer_up(1, peer(1, 65000, true));
+    let attrs = announce("0.0.0.0/0", &[], "198.18.0.1").attributes;
+    let nlri: Vec<_> = (0..5000u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+        .collect();
+    r.apply_update(
+        1,
+        &Update {
+            attributes: attrs,
+            nlri,
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.prefix_count(), 5000);
+    assert_eq!(r.interned_sets(), 1);
+}
+
+#[test]
+fn ipv6_routes_get_an_ipv6_next_hop_self_towards_ebgp() {
+    let mut r = rib(None);
+    let mut p6 = peer(4, 65004, false);
+    p6.local_address = "2001:db8:18::1".parse().unwrap();
+    r.peer_up(4, p6);
+    r.originate(
+        p("2001:db8:1::/48"),
+        PathAttributes {
+            origin: Some(Origin::Igp),
+            ..Default::default()
+        },
+    );
+    let u = r.export_all(4);
+    let mp = u[0].attributes.mp_reach.as_ref().unwrap();
+    assert_eq!(mp.nlri, vec![p("2001:db8:1::/48")]);
+    assert_eq!(
+        mp.next_hop,
+        NextHop::V6 {
+            global: "2001:db8:18::1".parse().unwrap(),
+            link_local: None
+        }
+    );
+}
