@@ -17,6 +17,9 @@ use std::net::IpAddr;
 use super::{PeerId, RibConfig, RibPeer, LOCAL};
 use crate::wire::{AsPath, Family, MpReach, NextHop, PathAttributes, Segment, SegmentType};
 
+// Returned by value once per prefix and peer and consumed at once; boxing would add an
+// allocation to the common case.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExportDecision {
     Send(PathAttributes),
