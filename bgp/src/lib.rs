@@ -10,4 +10,6 @@ pub mod fsm;
 pub mod rib;
 #[cfg(feature = "runtime")]
 pub mod session;
+#[cfg(feature = "runtime")]
+pub mod speaker;
 pub mod wire;

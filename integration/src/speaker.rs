@@ -200,7 +200,9 @@ impl Speaker {
 
 fn apply(v: &mut View, ev: PeerEvent) {
     match ev {
-        PeerEvent::Established { peer, negotiated } => {
+        PeerEvent::Established {
+            peer, negotiated, ..
+        } => {
             v.established.insert(peer, *negotiated);
         }
         PeerEvent::Down { peer, reason } => {

@@ -62,6 +62,8 @@ pub enum PeerCommand {
 pub enum PeerEvent {
     Established {
         peer: SocketAddr,
+        /// Our end of the session's TCP connection.
+        local: Option<SocketAddr>,
         negotiated: Box<Negotiated>,
     },
     Down {
@@ -147,6 +149,8 @@ struct Conn {
     handle: ConnHandle,
     codec: SessionCodec,
     out: BytesMut,
+    /// Our end of the connection: the next hop we offer when we are the next hop.
+    local: Option<SocketAddr>,
 }
 
 struct PeerTask {
@@ -278,6 +282,7 @@ impl PeerTask {
     async fn new_connection(&mut self, stream: TcpStream, direction: Direction) {
         let id = self.next_conn;
         self.next_conn += 1;
+        let local = stream.local_addr().ok();
         let handle = ConnHandle::spawn(
             id,
             stream,
@@ -290,6 +295,7 @@ impl PeerTask {
                 handle,
                 codec: SessionCodec::default(),
                 out: BytesMut::new(),
+                local,
             },
         );
         self.input(Input::ConnectionUp {
@@ -387,13 +393,17 @@ impl PeerTask {
                 self.timers.remove(&timer);
             }
             Output::Established { conn, negotiated } => {
+                let mut local = None;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.codec = negotiated.codec();
+                    local = c.local;
                 }
                 self.established_at = Some(Instant::now());
                 tracing::info!(peer = %self.peer(), peer_as = negotiated.peer_as, hold = negotiated.hold_time, "session established");
+                let local = local.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
                 self.emit(PeerEvent::Established {
                     peer: self.peer(),
+                    local,
                     negotiated,
                 })
                 .await;

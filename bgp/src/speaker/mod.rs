@@ -1,0 +1,232 @@
+//! The speaker: the owner task of peers and RIB, and the only way in for the agent.
+//!
+//! Commands ([`SpeakerHandle`]) add, change and remove peers, originate and withdraw
+//! prefixes, and read status. Out comes a stream of best-path changes ([`RouteChange`]) for
+//! a FIB syncer; under load it is coalesced (the latest state per prefix), never lossy.
+
+mod task;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::fsm::{FsmConfig, Negotiated, State};
+use crate::rib::BestRoute;
+use crate::session::{PeerConfig, Transport, TtlMode};
+use crate::wire::Family;
+
+/// Speaker-wide settings.
+#[derive(Clone, Debug)]
+pub struct SpeakerConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    /// Set: this speaker is a route reflector for its clients.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Where to accept connections (`0.0.0.0:179`, `[::]:179`).
+    pub listen: Vec<SocketAddr>,
+    /// ECMP over paths equal up to MED.
+    pub multipath: bool,
+    pub always_compare_med: bool,
+    pub hostname: Option<String>,
+}
+
+impl SpeakerConfig {
+    pub fn new(router_id: Ipv4Addr, local_as: u32) -> SpeakerConfig {
+        SpeakerConfig {
+            router_id,
+            local_as,
+            cluster_id: None,
+            listen: vec![
+                "0.0.0.0:179".parse().expect("literal"),
+                "[::]:179".parse().expect("literal"),
+            ],
+            multipath: true,
+            always_compare_med: false,
+            hostname: None,
+        }
+    }
+}
+
+/// One neighbour as the agent (or an operator) describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighborConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    pub peer_as: u32,
+    /// Overrides the speaker's AS on this session.
+    pub local_as: Option<u32>,
+    pub local_address: Option<IpAddr>,
+    pub passive: bool,
+    pub rr_client: bool,
+    pub md5_key: Option<String>,
+    pub ttl: TtlMode,
+    pub hold_time: u16,
+    pub connect_retry: Duration,
+    pub families: Vec<Family>,
+    pub keep_original_next_hop: bool,
+    pub allow_own_as: u8,
+}
+
+impl NeighborConfig {
+    pub fn new(address: IpAddr, peer_as: u32) -> NeighborConfig {
+        NeighborConfig {
+            address,
+            port: 179,
+            peer_as,
+            local_as: None,
+            local_address: None,
+            passive: false,
+            rr_client: false,
+            md5_key: None,
+            ttl: TtlMode::Send(255),
+            hold_time: 90,
+            connect_retry: Duration::from_secs(5),
+            families: vec![if address.is_ipv4() {
+                Family::IPV4_UNICAST
+            } else {
+                Family::IPV6_UNICAST
+            }],
+            keep_original_next_hop: false,
+            allow_own_as: 0,
+        }
+    }
+
+    fn peer_config(&self, speaker: &SpeakerConfig) -> PeerConfig {
+        let mut fsm = FsmConfig::new(
+            self.local_as.unwrap_or(speaker.local_as),
+            speaker.router_id,
+            self.peer_as,
+        );
+        fsm.hold_time = self.hold_time;
+        fsm.connect_retry = self.connect_retry;
+        fsm.passive = self.passive;
+        fsm.families = self.families.clone();
+        fsm.hostname = speaker.hostname.clone();
+        let mut t = Transport::new(SocketAddr::new(self.address, self.port));
+        t.local_addr = self.local_address;
+        t.md5_key = self.md5_key.clone();
+        t.ttl = self.ttl;
+        PeerConfig::new(fsm, t)
+    }
+}
+
+/// A peer as `peers` reports it.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    pub config: NeighborConfig,
+    pub state: State,
+    pub uptime: Option<Duration>,
+    pub last_error: Option<String>,
+    pub negotiated: Option<Negotiated>,
+    pub prefixes_received: usize,
+    pub prefixes_accepted: usize,
+    pub prefixes_advertised: usize,
+}
+
+/// A best-path change: `None` means the prefix is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteChange {
+    pub prefix: IpNetwork,
+    pub best: Option<BestRoute>,
+}
+
+#[derive(Debug, Error)]
+pub enum SpeakerError {
+    #[error("the speaker has stopped")]
+    Stopped,
+    #[error("cannot listen: {0}")]
+    Listen(#[from] io::Error),
+}
+
+pub(crate) enum Command {
+    AddPeer(NeighborConfig, oneshot::Sender<()>),
+    RemovePeer(IpAddr, oneshot::Sender<bool>),
+    Originate {
+        prefix: IpNetwork,
+        communities: Vec<u32>,
+        reply: oneshot::Sender<()>,
+    },
+    Withdraw {
+        prefix: IpNetwork,
+        reply: oneshot::Sender<bool>,
+    },
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
+    Routes(Family, oneshot::Sender<Vec<(IpNetwork, BestRoute)>>),
+}
+
+/// The agent's grip on the speaker. Dropping every handle stops it: sessions close without
+/// NOTIFICATION, so peers keep our routes if graceful restart was negotiated.
+#[derive(Clone)]
+pub struct SpeakerHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl SpeakerHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Adds a peer, or replaces the configuration of the peer at that address.
+    pub async fn add_peer(&self, n: NeighborConfig) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::AddPeer(n, tx)).await
+    }
+
+    /// Returns whether such a peer existed.
+    pub async fn remove_peer(&self, address: IpAddr) -> Result<bool, SpeakerError> {
+        self.ask(|tx| Command::RemovePeer(address, tx)).await
+    }
+
+    pub async fn originate(
+        &self,
+        prefix: IpNetwork,
+        communities: Vec<u32>,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|reply| Command::Originate {
+            prefix,
+            communities,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn withdraw(&self, prefix: IpNetwork) -> Result<bool, SpeakerError> {
+        self.ask(|reply| Command::Withdraw { prefix, reply }).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
+        self.ask(Command::Peers).await
+    }
+
+    pub async fn routes(
+        &self,
+        family: Family,
+    ) -> Result<Vec<(IpNetwork, BestRoute)>, SpeakerError> {
+        self.ask(|tx| Command::Routes(family, tx)).await
+    }
+}
+
+/// Starts the speaker: binds the listeners and spawns the owner task.
+///
+/// Returns the handle and the stream of best-path changes. The stream must be read; while it
+/// is not, changes are coalesced per prefix inside the speaker.
+pub fn spawn(
+    config: SpeakerConfig,
+) -> Result<(SpeakerHandle, mpsc::Receiver<Vec<RouteChange>>), SpeakerError> {
+    let listener = crate::session::Listener::bind(&config.listen, Vec::new(), None)?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (fib_tx, fib_rx) = mpsc::channel(16);
+    tokio::spawn(task::SpeakerTask::new(config, listener, fib_tx).run(cmd_rx));
+    Ok((SpeakerHandle { commands: cmd_tx }, fib_rx))
+}
