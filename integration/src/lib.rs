@@ -1,6 +1,7 @@
 //! Test and lab infrastructure: namespaces, real BGP daemons, our speaker in a namespace,
 //! and the interop topology behind `gingham-lab interop`.
 
+pub mod bench;
 pub mod daemons;
 pub mod golden;
 pub mod interop;

@@ -28,6 +28,27 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Run a Gingham BGP speaker in this namespace until SIGTERM (used by the benchmark).
+    Speaker {
+        #[arg(long)]
+        router_id: std::net::Ipv4Addr,
+        #[arg(long)]
+        asn: u32,
+        /// Become a route reflector with this cluster id.
+        #[arg(long)]
+        cluster_id: Option<std::net::Ipv4Addr>,
+        /// ADDRESS:AS[:client], repeatable.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
+    /// Route-reflector benchmark: Gingham, BIRD, FRR and GoBGP in one run, with ratios.
+    BenchRr {
+        #[arg(long, default_value_t = 100_000)]
+        prefixes: usize,
+        /// Comma-separated subset of gingham,bird,frr,gobgp.
+        #[arg(long, default_value = "gingham,bird,frr,gobgp")]
+        only: String,
+    },
     /// Record golden BGP vectors from BIRD, FRR and GoBGP talking to each other (tshark).
     CaptureGolden {
         /// Fixture file to write.
@@ -42,10 +63,34 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    // Namespaces and daemons must not outlive an interrupted lab.
-    gingham_integration::netns::cleanup_on_signals();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Speaker { .. }) {
+        // Namespaces and daemons must not outlive an interrupted lab.
+        gingham_integration::netns::cleanup_on_signals();
+    }
+    match command {
         Command::Interop { keep } => run_interop(keep),
+        Command::Speaker { router_id, asn, cluster_id, peers } => run_speaker(router_id, asn, cluster_id, &peers),
+        Command::BenchRr { prefixes, only } => {
+            use gingham_integration::bench::{self, Reflector};
+            let me = std::env::current_exe()?;
+            let mut results = Vec::new();
+            for name in only.split(',') {
+                let r = match name.trim() {
+                    "gingham" => Reflector::Gingham,
+                    "bird" => Reflector::Bird,
+                    "frr" => Reflector::Frr,
+                    "gobgp" => Reflector::GoBgp,
+                    other => anyhow::bail!("unknown reflector {other}"),
+                };
+                eprintln!("running {} ...", r.name());
+                let m = bench::run(r, prefixes, &me)?;
+                eprintln!("  {:.2} s, {:.1} MB", m.seconds, m.peak_rss_kib as f64 / 1024.0);
+                results.push(m);
+            }
+            print!("{}", bench::table(&results, prefixes));
+            Ok(())
+        }
         Command::CaptureGolden { out } => {
             gingham_integration::golden::capture(&out)?;
             println!("wrote {}", out.display());
@@ -189,4 +234,36 @@ fn wait_for_ctrl_c() {
             let _either_way_we_tear_down = tokio::signal::ctrl_c().await;
         });
     }
+}
+
+/// A standalone speaker in the current namespace, for measurements against other daemons.
+fn run_speaker(router_id: std::net::Ipv4Addr, asn: u32, cluster_id: Option<std::net::Ipv4Addr>, peers: &[String]) -> Result<()> {
+    use gingham_bgp::speaker::{self, NeighborConfig, SpeakerConfig};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut config = SpeakerConfig::new(router_id, asn);
+        config.cluster_id = cluster_id;
+        config.listen = vec!["0.0.0.0:179".parse()?];
+        let (handle, mut changes) = speaker::spawn(config)?;
+        for p in peers {
+            let mut parts = p.split(':');
+            let addr = parts.next().unwrap_or_default().parse()?;
+            let peer_as = parts.next().map(str::parse).transpose()?.unwrap_or(asn);
+            let mut n = NeighborConfig::new(addr, peer_as);
+            n.rr_client = parts.next() == Some("client");
+            n.connect_retry = Duration::from_secs(1);
+            handle.add_peer(n).await?;
+        }
+        println!("ready");
+        // Nobody installs these routes; drain the stream so it does not coalesce forever.
+        let drain = tokio::spawn(async move { while changes.recv().await.is_some() {} });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        drop(handle);
+        drain.abort();
+        Ok::<(), anyhow::Error>(())
+    })
 }
