@@ -31,41 +31,18 @@ fn input() -> impl Strategy<Value = Input> {
         prop_oneof![Just(0u16), Just(9u16), Just(90u16)].prop_map(peer_open),
         Just(Message::Keepalive),
         Just(Message::Update(Default::default())),
-        Just(Message::Notification(Notification {
-            code: 6,
-            subcode: 2,
-            data: Default::default()
-        })),
+        Just(Message::Notification(Notification { code: 6, subcode: 2, data: Default::default() })),
     ];
     prop_oneof![
         Just(Input::ManualStart),
-        Just(Input::ManualStop(StopMode::Cease {
-            code: ErrorCode::AdministrativeShutdown,
-            communication: None
-        })),
-        (kind, proptest::option::of(conn.clone()))
-            .prop_map(|(kind, conn)| Input::Timer(Timer { kind, conn })),
+        Just(Input::ManualStop(StopMode::Cease { code: ErrorCode::AdministrativeShutdown, communication: None })),
+        (kind, proptest::option::of(conn.clone())).prop_map(|(kind, conn)| Input::Timer(Timer { kind, conn })),
         Just(Input::ConnectFailed),
-        (conn.clone(), any::<bool>()).prop_map(|(conn, out)| Input::ConnectionUp {
-            conn,
-            direction: if out {
-                Direction::Outgoing
-            } else {
-                Direction::Incoming
-            }
-        }),
-        conn.clone()
-            .prop_map(|conn| Input::ConnectionClosed { conn }),
-        (conn.clone(), message.clone()).prop_map(|(conn, message)| Input::Received {
-            conn,
-            message,
-            attr_errors: vec![]
-        }),
-        (conn.clone(), message).prop_map(|(conn, message)| Input::Received {
-            conn,
-            message,
-            attr_errors: vec![]
-        }),
+        (conn.clone(), any::<bool>())
+            .prop_map(|(conn, out)| Input::ConnectionUp { conn, direction: if out { Direction::Outgoing } else { Direction::Incoming } }),
+        conn.clone().prop_map(|conn| Input::ConnectionClosed { conn }),
+        (conn.clone(), message.clone()).prop_map(|(conn, message)| Input::Received { conn, message, attr_errors: vec![] }),
+        (conn.clone(), message).prop_map(|(conn, message)| Input::Received { conn, message, attr_errors: vec![] }),
     ]
 }
 
@@ -133,30 +110,19 @@ fn hold_timer_in_every_state_sends_4_0_and_ends_idle() {
     for steps in 0..3 {
         let mut fsm = PeerFsm::new(cfg());
         let _ = fsm.handle(Input::ManualStart);
-        let _ = fsm.handle(Input::ConnectionUp {
-            conn: 1,
-            direction: Direction::Outgoing,
-        });
+        let _ = fsm.handle(Input::ConnectionUp { conn: 1, direction: Direction::Outgoing });
         if steps >= 1 {
-            let _ = fsm.handle(Input::Received {
-                conn: 1,
-                message: peer_open(90),
-                attr_errors: vec![],
-            });
+            let _ = fsm.handle(Input::Received { conn: 1, message: peer_open(90), attr_errors: vec![] });
         }
         if steps >= 2 {
-            let _ = fsm.handle(Input::Received {
-                conn: 1,
-                message: Message::Keepalive,
-                attr_errors: vec![],
-            });
+            let _ = fsm.handle(Input::Received { conn: 1, message: Message::Keepalive, attr_errors: vec![] });
         }
         let before = fsm.state();
-        let out = fsm.handle(Input::Timer(Timer {
-            kind: TimerKind::Hold,
-            conn: Some(1),
-        }));
-        assert!(out.iter().any(|o| matches!(o, Output::Send { message: Message::Notification(n), .. } if (n.code, n.subcode) == (4, 0))), "{before:?}: {out:?}");
+        let out = fsm.handle(Input::Timer(Timer { kind: TimerKind::Hold, conn: Some(1) }));
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Send { message: Message::Notification(n), .. } if (n.code, n.subcode) == (4, 0))),
+            "{before:?}: {out:?}"
+        );
         assert_eq!(fsm.state(), State::Idle, "after hold expiry in {before:?}");
         assert!(out.iter().any(|o| matches!(o, Output::StartTimer { timer: Timer { kind: TimerKind::IdleHold, .. }, after } if *after >= Duration::from_secs(1))));
     }

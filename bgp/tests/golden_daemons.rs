@@ -16,21 +16,14 @@ fn vectors() -> Vec<Vector> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
-            let field = |k: &str| {
-                l.split_whitespace()
-                    .find_map(|f| f.strip_prefix(k))
-                    .unwrap_or_else(|| panic!("{k} in {l}"))
-                    .to_owned()
-            };
+            let field = |k: &str| l.split_whitespace().find_map(|f| f.strip_prefix(k)).unwrap_or_else(|| panic!("{k} in {l}")).to_owned();
             let hex = field("hex=");
             Vector {
                 from: field("from="),
                 to: field("to="),
                 // Every one of these sessions negotiated 4-octet ASNs.
                 codec: SessionCodec::new(true, field("ebgp=") == "1"),
-                bytes: (0..hex.len() / 2)
-                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-                    .collect(),
+                bytes: (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect(),
             }
         })
         .collect()
@@ -40,15 +33,8 @@ fn decoded() -> Vec<(Vector, Message)> {
     vectors()
         .into_iter()
         .map(|v| {
-            let d = decode(&v.bytes, &v.codec)
-                .unwrap_or_else(|e| panic!("{} -> {}: {e}", v.from, v.to));
-            assert!(
-                d.attr_errors.is_empty(),
-                "{} -> {}: {:?}",
-                v.from,
-                v.to,
-                d.attr_errors
-            );
+            let d = decode(&v.bytes, &v.codec).unwrap_or_else(|e| panic!("{} -> {}: {e}", v.from, v.to));
+            assert!(d.attr_errors.is_empty(), "{} -> {}: {:?}", v.from, v.to, d.attr_errors);
             (v, d.message)
         })
         .collect()
@@ -63,22 +49,14 @@ fn every_captured_message_decodes_cleanly_and_survives_our_re_encoding() {
         let back = decode(&again, &v.codec).unwrap().message;
         assert_eq!(&back, m, "{} -> {}", v.from, v.to);
         // Messages with one canonical encoding must match the peer's bytes exactly.
-        if matches!(
-            m,
-            Message::Keepalive | Message::Notification(_) | Message::RouteRefresh(_)
-        ) {
+        if matches!(m, Message::Keepalive | Message::Notification(_) | Message::RouteRefresh(_)) {
             assert_eq!(again.to_vec(), v.bytes, "{} -> {} {:?}", v.from, v.to, m);
         }
     }
 }
 
 /// The first message from `from` (to `to`, when given) that matches.
-fn find<'a>(
-    all: &'a [(Vector, Message)],
-    from: &str,
-    to: Option<&str>,
-    pred: impl Fn(&Message) -> bool,
-) -> &'a Message {
+fn find<'a>(all: &'a [(Vector, Message)], from: &str, to: Option<&str>, pred: impl Fn(&Message) -> bool) -> &'a Message {
     &all.iter()
         .find(|(v, m)| v.from == from && to.is_none_or(|t| v.to == t) && pred(m))
         .unwrap_or_else(|| panic!("no matching message from {from}"))
@@ -89,30 +67,15 @@ fn find<'a>(
 fn opens_carry_each_daemons_as_and_capabilities() {
     let all = decoded();
     for (from, asn) in [("bird", 65001), ("frr", 65002), ("gobgp", 65001)] {
-        let Message::Open(o) = find(&all, from, None, |m| matches!(m, Message::Open(_))) else {
-            unreachable!()
-        };
+        let Message::Open(o) = find(&all, from, None, |m| matches!(m, Message::Open(_))) else { unreachable!() };
         assert_eq!(o.asn(), asn, "{from}");
-        assert!(
-            o.capabilities.contains(&Capability::FourOctetAs(asn)),
-            "{from}: {:?}",
-            o.capabilities
-        );
+        assert!(o.capabilities.contains(&Capability::FourOctetAs(asn)), "{from}: {:?}", o.capabilities);
         assert!(o.capabilities.contains(&Capability::RouteRefresh), "{from}");
-        assert!(
-            o.capabilities
-                .iter()
-                .any(|c| matches!(c, Capability::Multiprotocol(_))),
-            "{from}"
-        );
+        assert!(o.capabilities.iter().any(|c| matches!(c, Capability::Multiprotocol(_))), "{from}");
     }
-    let Message::Open(frr) = find(&all, "frr", None, |m| matches!(m, Message::Open(_))) else {
-        unreachable!()
-    };
+    let Message::Open(frr) = find(&all, "frr", None, |m| matches!(m, Message::Open(_))) else { unreachable!() };
     assert!(
-        frr.capabilities
-            .iter()
-            .any(|c| matches!(c, Capability::Fqdn { hostname, .. } if !hostname.is_empty())),
+        frr.capabilities.iter().any(|c| matches!(c, Capability::Fqdn { hostname, .. } if !hostname.is_empty())),
         "{:?}",
         frr.capabilities
     );
@@ -122,32 +85,18 @@ fn opens_carry_each_daemons_as_and_capabilities() {
 fn bird_update_carries_communities_large_communities_and_med() {
     let all = decoded();
     // To its iBGP peer GoBGP: BIRD keeps MED and adds LOCAL_PREF there.
-    let Message::Update(u) = find(
-        &all,
-        "bird",
-        Some("gobgp"),
-        |m| matches!(m, Message::Update(u) if u.nlri.contains(&"198.19.10.0/24".parse().unwrap())),
-    ) else {
+    let Message::Update(u) =
+        find(&all, "bird", Some("gobgp"), |m| matches!(m, Message::Update(u) if u.nlri.contains(&"198.19.10.0/24".parse().unwrap())))
+    else {
         unreachable!()
     };
     let a = &u.attributes;
     assert_eq!(a.communities, vec![(65001 << 16) | 100]);
-    assert_eq!(
-        a.large_communities,
-        vec![LargeCommunity {
-            global: 65001,
-            local1: 1,
-            local2: 2
-        }]
-    );
+    assert_eq!(a.large_communities, vec![LargeCommunity { global: 65001, local1: 1, local2: 2 }]);
     assert_eq!(a.med, Some(50));
     assert_eq!(a.origin, Some(Origin::Igp));
     assert_eq!(a.local_pref, Some(100));
-    assert_eq!(
-        a.as_path,
-        Some(AsPath::default()),
-        "iBGP: nothing prepended"
-    );
+    assert_eq!(a.as_path, Some(AsPath::default()), "iBGP: nothing prepended");
 }
 
 #[test]
@@ -163,22 +112,10 @@ fn frr_ipv6_update_has_mp_reach_with_its_global_next_hop() {
     };
     let mp = u.attributes.mp_reach.as_ref().unwrap();
     assert_eq!(mp.family, Family::IPV6_UNICAST);
-    let NextHop::V6 { global, .. } = mp.next_hop else {
-        panic!("{:?}", mp.next_hop)
-    };
-    assert_eq!(
-        global,
-        "2001:db8:18::c".parse::<std::net::Ipv6Addr>().unwrap()
-    );
+    let NextHop::V6 { global, .. } = mp.next_hop else { panic!("{:?}", mp.next_hop) };
+    assert_eq!(global, "2001:db8:18::c".parse::<std::net::Ipv6Addr>().unwrap());
     assert_eq!(u.attributes.med, Some(20));
-    assert_eq!(
-        u.attributes.large_communities,
-        vec![LargeCommunity {
-            global: 65002,
-            local1: 3,
-            local2: 4
-        }]
-    );
+    assert_eq!(u.attributes.large_communities, vec![LargeCommunity { global: 65002, local1: 3, local2: 4 }]);
     assert_eq!(u.attributes.as_path.as_ref().unwrap().to_string(), "65002");
 }
 
@@ -186,29 +123,18 @@ fn frr_ipv6_update_has_mp_reach_with_its_global_next_hop() {
 fn gobgp_ibgp_update_has_local_pref_and_is_later_withdrawn() {
     let all = decoded();
     let p: ipnetwork::Ipv4Network = "198.19.30.0/24".parse().unwrap();
-    let Message::Update(u) = find(
-        &all,
-        "gobgp",
-        Some("bird"),
-        |m| matches!(m, Message::Update(u) if u.nlri.contains(&p)),
-    ) else {
+    let Message::Update(u) = find(&all, "gobgp", Some("bird"), |m| matches!(m, Message::Update(u) if u.nlri.contains(&p))) else {
         unreachable!()
     };
     assert_eq!(u.attributes.local_pref, Some(200));
     assert_eq!(u.attributes.med, Some(10));
-    assert!(all
-        .iter()
-        .any(|(v, m)| v.from == "gobgp"
-            && matches!(m, Message::Update(u) if u.withdrawn.contains(&p))));
+    assert!(all.iter().any(|(v, m)| v.from == "gobgp" && matches!(m, Message::Update(u) if u.withdrawn.contains(&p))));
 }
 
 #[test]
 fn end_of_rib_route_refresh_and_shutdown_communication_are_recognised() {
     let all = decoded();
-    let eor = |f: Family| {
-        all.iter()
-            .any(|(_, m)| matches!(m, Message::Update(u) if u.end_of_rib_family() == Some(f)))
-    };
+    let eor = |f: Family| all.iter().any(|(_, m)| matches!(m, Message::Update(u) if u.end_of_rib_family() == Some(f)));
     assert!(eor(Family::IPV4_UNICAST) && eor(Family::IPV6_UNICAST));
     let rr: Vec<RefreshSubtype> = all
         .iter()
@@ -218,15 +144,8 @@ fn end_of_rib_route_refresh_and_shutdown_communication_are_recognised() {
         })
         .collect();
     assert!(rr.contains(&RefreshSubtype::Request), "{rr:?}");
-    assert!(
-        rr.contains(&RefreshSubtype::Begin) && rr.contains(&RefreshSubtype::End),
-        "enhanced route refresh BoRR/EoRR: {rr:?}"
-    );
-    let Message::Notification(n) = find(&all, "bird", None, |m| {
-        matches!(m, Message::Notification(_))
-    }) else {
-        unreachable!()
-    };
+    assert!(rr.contains(&RefreshSubtype::Begin) && rr.contains(&RefreshSubtype::End), "enhanced route refresh BoRR/EoRR: {rr:?}");
+    let Message::Notification(n) = find(&all, "bird", None, |m| matches!(m, Message::Notification(_))) else { unreachable!() };
     assert_eq!(n.error_code(), Some(ErrorCode::AdministrativeShutdown));
     assert_eq!(n.shutdown_communication(), Some("maintenance window"));
 }

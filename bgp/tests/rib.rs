@@ -52,10 +52,7 @@ fn p(s: &str) -> IpNetwork {
 
 /// What `to` would receive for `prefix`, if anything.
 fn exported(rib: &mut Rib, to: PeerId, prefix: &str) -> Option<PathAttributes> {
-    rib.export(to, &[p(prefix)])
-        .into_iter()
-        .find(|u| u.nlri.iter().any(|n| IpNetwork::V4(*n) == p(prefix)))
-        .map(|u| u.attributes)
+    rib.export(to, &[p(prefix)]).into_iter().find(|u| u.nlri.iter().any(|n| IpNetwork::V4(*n) == p(prefix))).map(|u| u.attributes)
 }
 
 #[test]
@@ -72,33 +69,17 @@ fn reflection_matrix() {
     // client route -> other client and non-client, with ORIGINATOR_ID and CLUSTER_LIST
     let to2 = exported(&mut r, 2, "198.19.1.0/24").expect("client to client");
     assert_eq!(to2.originator_id, Some("10.0.0.1".parse().unwrap()));
-    assert_eq!(
-        to2.cluster_list,
-        vec!["10.255.0.1".parse::<Ipv4Addr>().unwrap()]
-    );
-    assert_eq!(
-        to2.next_hop,
-        Some("198.18.0.1".parse().unwrap()),
-        "iBGP keeps the next hop"
-    );
-    assert!(
-        exported(&mut r, 3, "198.19.1.0/24").is_some(),
-        "client to non-client"
-    );
-    assert!(
-        exported(&mut r, 1, "198.19.1.0/24").is_none(),
-        "never back to the sender"
-    );
+    assert_eq!(to2.cluster_list, vec!["10.255.0.1".parse::<Ipv4Addr>().unwrap()]);
+    assert_eq!(to2.next_hop, Some("198.18.0.1".parse().unwrap()), "iBGP keeps the next hop");
+    assert!(exported(&mut r, 3, "198.19.1.0/24").is_some(), "client to non-client");
+    assert!(exported(&mut r, 1, "198.19.1.0/24").is_none(), "never back to the sender");
     // non-client route -> clients only
     assert!(exported(&mut r, 1, "198.19.3.0/24").is_some());
     // eBGP gets everything with our AS prepended, next hop self, no iBGP attributes
     let to4 = exported(&mut r, 4, "198.19.1.0/24").unwrap();
     assert_eq!(to4.as_path.unwrap().to_string(), "65000");
     assert_eq!(to4.next_hop, Some(ME.parse().unwrap()));
-    assert_eq!(
-        (to4.local_pref, to4.originator_id, to4.cluster_list.len()),
-        (None, None, 0)
-    );
+    assert_eq!((to4.local_pref, to4.originator_id, to4.cluster_list.len()), (None, None, 0));
 }
 
 #[test]
@@ -125,24 +106,11 @@ fn loops_are_dropped_on_import() {
     assert_eq!((res.rejected, r.prefix_count()), (1, 0), "own AS in path");
     let mut u = announce("198.19.8.0/24", &[], "198.18.0.1");
     u.attributes.cluster_list = vec!["10.255.0.1".parse().unwrap()];
-    assert_eq!(
-        r.apply_update(1, &u).rejected,
-        1,
-        "our cluster id in CLUSTER_LIST"
-    );
+    assert_eq!(r.apply_update(1, &u).rejected, 1, "our cluster id in CLUSTER_LIST");
     let mut u = announce("198.19.7.0/24", &[], "198.18.0.1");
     u.attributes.originator_id = Some(ME.parse().unwrap());
-    assert_eq!(
-        r.apply_update(1, &u).rejected,
-        1,
-        "our router id as ORIGINATOR_ID"
-    );
-    assert_eq!(
-        r.apply_update(1, &announce("198.19.6.0/24", &[], ME))
-            .rejected,
-        1,
-        "next hop is us"
-    );
+    assert_eq!(r.apply_update(1, &u).rejected, 1, "our router id as ORIGINATOR_ID");
+    assert_eq!(r.apply_update(1, &announce("198.19.6.0/24", &[], ME)).rejected, 1, "next hop is us");
     assert_eq!(r.prefix_count(), 0);
 }
 
@@ -156,15 +124,9 @@ fn equal_paths_form_an_ecmp_set_and_a_withdrawal_shrinks_it() {
     assert_eq!(res.changed, vec![p("198.19.5.0/24")]);
     let best = r.best(&p("198.19.5.0/24")).unwrap();
     assert_eq!(best.next_hops.len(), 2);
-    let withdraw = Update {
-        withdrawn: vec!["198.19.5.0/24".parse().unwrap()],
-        ..Default::default()
-    };
+    let withdraw = Update { withdrawn: vec!["198.19.5.0/24".parse().unwrap()], ..Default::default() };
     assert_eq!(r.apply_update(1, &withdraw).changed.len(), 1);
-    assert_eq!(
-        r.best(&p("198.19.5.0/24")).unwrap().next_hops,
-        vec!["198.18.0.2".parse::<IpAddr>().unwrap()]
-    );
+    assert_eq!(r.best(&p("198.19.5.0/24")).unwrap().next_hops, vec!["198.18.0.2".parse::<IpAddr>().unwrap()]);
     // A longer path is not part of the set.
     r.apply_update(1, &announce("198.19.5.0/24", &[65001], "198.18.0.1"));
     assert_eq!(r.best(&p("198.19.5.0/24")).unwrap().next_hops.len(), 1);
@@ -190,17 +152,8 @@ fn thousands_of_routes_share_one_attribute_set() {
     let mut r = rib(Some("10.255.0.1"));
     r.peer_up(1, peer(1, 65000, true));
     let attrs = announce("0.0.0.0/0", &[], "198.18.0.1").attributes;
-    let nlri: Vec<_> = (0..5000u32)
-        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
-        .collect();
-    r.apply_update(
-        1,
-        &Update {
-            attributes: attrs,
-            nlri,
-            ..Default::default()
-        },
-    );
+    let nlri: Vec<_> = (0..5000u32).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap()).collect();
+    r.apply_update(1, &Update { attributes: attrs, nlri, ..Default::default() });
     assert_eq!(r.prefix_count(), 5000);
     assert_eq!(r.interned_sets(), 1);
 }
@@ -211,21 +164,52 @@ fn ipv6_routes_get_an_ipv6_next_hop_self_towards_ebgp() {
     let mut p6 = peer(4, 65004, false);
     p6.local_address = "2001:db8:18::1".parse().unwrap();
     r.peer_up(4, p6);
-    r.originate(
-        p("2001:db8:1::/48"),
-        PathAttributes {
-            origin: Some(Origin::Igp),
-            ..Default::default()
-        },
-    );
+    r.originate(p("2001:db8:1::/48"), PathAttributes { origin: Some(Origin::Igp), ..Default::default() });
     let u = r.export_all(4);
     let mp = u[0].attributes.mp_reach.as_ref().unwrap();
     assert_eq!(mp.nlri, vec![p("2001:db8:1::/48")]);
-    assert_eq!(
-        mp.next_hop,
-        NextHop::V6 {
-            global: "2001:db8:18::1".parse().unwrap(),
-            link_local: None
-        }
-    );
+    assert_eq!(mp.next_hop, NextHop::V6 { global: "2001:db8:18::1".parse().unwrap(), link_local: None });
+}
+
+#[test]
+fn withdrawals_reach_every_peer_beyond_the_inline_slots() {
+    // 40 clients: the first 32 keep their Adj-RIB-Out as bits in the table, the rest in sets.
+    let mut r = rib(Some("10.255.0.1"));
+    for n in 1..=40u8 {
+        r.peer_up(u32::from(n), peer(n, 65000, true));
+    }
+    r.apply_update(1, &announce("198.19.1.0/24", &[], "198.18.0.1"));
+    for n in 2..=40 {
+        assert_eq!(r.export_all(n).len(), 1, "peer {n} gets the route");
+        assert_eq!(r.advertised(n), 1);
+    }
+    let withdraw = Update { withdrawn: vec!["198.19.1.0/24".parse().unwrap()], ..Default::default() };
+    let changed = r.apply_update(1, &withdraw).changed;
+    for n in 2..=40 {
+        let u = r.export(n, &changed);
+        assert_eq!(u.len(), 1, "peer {n} gets the withdrawal");
+        assert_eq!(u[0].withdrawn, vec!["198.19.1.0/24".parse().unwrap()]);
+        assert_eq!(r.advertised(n), 0);
+    }
+    // Nothing is left behind once everybody has been told.
+    assert_eq!(r.prefix_count(), 0);
+    assert!(r.export_all(2).is_empty());
+}
+
+#[test]
+fn fib_queue_reports_each_change_once_including_removals() {
+    let mut r = rib(None);
+    let pfx = p("198.19.4.0/24");
+    r.originate(pfx, PathAttributes { origin: Some(Origin::Igp), ..Default::default() });
+    r.mark_fib(pfx);
+    r.mark_fib(pfx);
+    assert_eq!(r.take_fib(10), vec![pfx], "queued once");
+    assert!(!r.fib_pending());
+    r.withdraw_local(pfx);
+    r.mark_fib(pfx);
+    let taken = r.take_fib(10);
+    assert_eq!(taken, vec![pfx]);
+    assert!(r.best(&pfx).is_none(), "reported as gone");
+    assert_eq!(r.prefix_count(), 0);
+    assert!(r.take_fib(10).is_empty());
 }

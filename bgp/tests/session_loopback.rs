@@ -7,18 +7,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use gingham_bgp::fsm::{DownReason, FsmConfig, State};
-use gingham_bgp::session::{
-    spawn_peer, Listener, PeerCommand, PeerConfig, PeerEvent, PeerHandle, Transport,
-};
+use gingham_bgp::session::{spawn_peer, Listener, PeerCommand, PeerConfig, PeerEvent, PeerHandle, Transport};
 use gingham_bgp::wire::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-const CODEC: SessionCodec = SessionCodec {
-    four_octet_as: true,
-    ebgp: false,
-};
+const CODEC: SessionCodec = SessionCodec { four_octet_as: true, ebgp: false };
 
 struct Speaker {
     peer: PeerHandle,
@@ -39,12 +34,7 @@ async fn speaker(hold: u16) -> Speaker {
     let (peer, _join) = spawn_peer(PeerConfig::new(fsm, transport.clone()), tx);
     listener.add_peer(transport, peer.sender());
     assert!(peer.send(PeerCommand::Start).await);
-    Speaker {
-        peer,
-        events,
-        port,
-        _listener: listener,
-    }
+    Speaker { peer, events, port, _listener: listener }
 }
 
 struct Raw {
@@ -54,16 +44,10 @@ struct Raw {
 
 impl Raw {
     async fn connect(port: u16) -> Raw {
-        Raw {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-        }
+        Raw { stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(), buf: BytesMut::new() }
     }
     async fn send(&mut self, m: &Message) {
-        self.stream
-            .write_all(&m.to_bytes(&CODEC).unwrap())
-            .await
-            .unwrap();
+        self.stream.write_all(&m.to_bytes(&CODEC).unwrap()).await.unwrap();
     }
     async fn send_raw(&mut self, b: &[u8]) {
         self.stream.write_all(b).await.unwrap();
@@ -74,11 +58,10 @@ impl Raw {
             if let Some(f) = split_frame(&mut self.buf).unwrap() {
                 return Some(decode_frame(&f, &CODEC).unwrap().message);
             }
-            let n =
-                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
-                    .await
-                    .expect("peer silent for 10 s")
-                    .ok()?;
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("peer silent for 10 s")
+                .ok()?;
             if n == 0 {
                 return None;
             }
@@ -86,12 +69,7 @@ impl Raw {
     }
     async fn establish(port: u16, hold: u16) -> Raw {
         let mut raw = Raw::connect(port).await;
-        let open = Open::new(
-            65000,
-            hold,
-            "198.18.0.2".parse().unwrap(),
-            vec![Capability::Multiprotocol(Family::IPV4_UNICAST)],
-        );
+        let open = Open::new(65000, hold, "198.18.0.2".parse().unwrap(), vec![Capability::Multiprotocol(Family::IPV4_UNICAST)]);
         raw.send(&Message::Open(open)).await;
         assert!(matches!(raw.recv().await, Some(Message::Open(_))));
         assert_eq!(raw.recv().await, Some(Message::Keepalive));
@@ -103,11 +81,7 @@ impl Raw {
         loop {
             match self.recv().await {
                 Some(Message::Notification(n)) => {
-                    assert_eq!(
-                        self.recv().await,
-                        None,
-                        "connection closed after NOTIFICATION"
-                    );
+                    assert_eq!(self.recv().await, None, "connection closed after NOTIFICATION");
                     return n;
                 }
                 Some(_) => continue,
@@ -118,10 +92,7 @@ impl Raw {
 }
 
 async fn next_event(events: &mut mpsc::Receiver<PeerEvent>) -> PeerEvent {
-    tokio::time::timeout(Duration::from_secs(10), events.recv())
-        .await
-        .expect("no event in 10 s")
-        .expect("peer task alive")
+    tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("no event in 10 s").expect("peer task alive")
 }
 
 fn route(prefix: &str) -> Update {
@@ -142,26 +113,17 @@ fn route(prefix: &str) -> Update {
 async fn session_stays_up_through_hold_periods_and_carries_updates_both_ways() {
     let mut s = speaker(3).await;
     let mut raw = Raw::establish(s.port, 3).await;
-    assert!(matches!(
-        next_event(&mut s.events).await,
-        PeerEvent::Established { .. }
-    ));
+    assert!(matches!(next_event(&mut s.events).await, PeerEvent::Established { .. }));
 
     raw.send(&Message::Update(route("198.19.7.0/24"))).await;
     match next_event(&mut s.events).await {
-        PeerEvent::Update {
-            update,
-            attr_errors,
-            ..
-        } => {
+        PeerEvent::Update { update, attr_errors, .. } => {
             assert!(attr_errors.is_empty());
             assert_eq!(update.nlri, vec!["198.19.7.0/24".parse().unwrap()]);
         }
         other => panic!("{other:?}"),
     }
-    s.peer
-        .send(PeerCommand::Send(vec![route("198.19.8.0/24")]))
-        .await;
+    s.peer.send(PeerCommand::Send(vec![route("198.19.8.0/24")])).await;
     // Keep answering keepalives for three hold periods, collecting what arrives.
     let mut got_update = false;
     let mut keepalives = 0;
@@ -172,18 +134,13 @@ async fn session_stays_up_through_hold_periods_and_carries_updates_both_ways() {
                 keepalives += 1;
                 raw.send(&Message::Keepalive).await;
             }
-            Ok(Some(Message::Update(u))) => {
-                got_update |= u.nlri == vec!["198.19.8.0/24".parse().unwrap()]
-            }
+            Ok(Some(Message::Update(u))) => got_update |= u.nlri == vec!["198.19.8.0/24".parse().unwrap()],
             Ok(other) => panic!("unexpected {other:?}"),
             Err(_) => break,
         }
     }
     assert!(got_update, "our UPDATE reached the peer");
-    assert!(
-        keepalives >= 9,
-        "keepalives every second with hold 3, got {keepalives}"
-    );
+    assert!(keepalives >= 9, "keepalives every second with hold 3, got {keepalives}");
     let snap = s.peer.snapshot().await.unwrap();
     assert_eq!(snap.state, State::Established);
     assert_eq!(snap.prefixes_received, 1);
@@ -193,19 +150,10 @@ async fn session_stays_up_through_hold_periods_and_carries_updates_both_ways() {
 async fn silent_peer_is_dropped_by_the_hold_timer_with_4_0() {
     let mut s = speaker(3).await;
     let mut raw = Raw::establish(s.port, 3).await;
-    assert!(matches!(
-        next_event(&mut s.events).await,
-        PeerEvent::Established { .. }
-    ));
+    assert!(matches!(next_event(&mut s.events).await, PeerEvent::Established { .. }));
     let n = raw.notification().await;
     assert_eq!((n.code, n.subcode), (4, 0));
-    assert!(matches!(
-        next_event(&mut s.events).await,
-        PeerEvent::Down {
-            reason: DownReason::HoldTimerExpired,
-            ..
-        }
-    ));
+    assert!(matches!(next_event(&mut s.events).await, PeerEvent::Down { reason: DownReason::HoldTimerExpired, .. }));
 }
 
 #[tokio::test]
@@ -232,20 +180,11 @@ async fn bad_open_version_gets_2_1_with_supported_version() {
 async fn broken_optional_attribute_is_treat_as_withdraw_without_reset() {
     let mut s = speaker(90).await;
     let mut raw = Raw::establish(s.port, 90).await;
-    assert!(matches!(
-        next_event(&mut s.events).await,
-        PeerEvent::Established { .. }
-    ));
+    assert!(matches!(next_event(&mut s.events).await, PeerEvent::Established { .. }));
     raw.send(&Message::Update(route("198.19.9.0/24"))).await;
-    assert!(matches!(
-        next_event(&mut s.events).await,
-        PeerEvent::Update { .. }
-    ));
+    assert!(matches!(next_event(&mut s.events).await, PeerEvent::Update { .. }));
     // Same prefix again with COMMUNITIES of length 3 (RFC 7606 7.8: treat-as-withdraw).
-    let mut bytes = Message::Update(route("198.19.9.0/24"))
-        .to_bytes(&CODEC)
-        .unwrap()
-        .to_vec();
+    let mut bytes = Message::Update(route("198.19.9.0/24")).to_bytes(&CODEC).unwrap().to_vec();
     let nlri = bytes.split_off(bytes.len() - 4);
     bytes.extend_from_slice(&[0xc0, 8, 3, 0, 0, 1]);
     bytes.extend_from_slice(&nlri);
@@ -255,11 +194,7 @@ async fn broken_optional_attribute_is_treat_as_withdraw_without_reset() {
     bytes[21..23].copy_from_slice(&alen.to_be_bytes());
     raw.send_raw(&bytes).await;
     match next_event(&mut s.events).await {
-        PeerEvent::Update {
-            update,
-            attr_errors,
-            ..
-        } => {
+        PeerEvent::Update { update, attr_errors, .. } => {
             assert_eq!(attr_errors[0].action, AttrAction::TreatAsWithdraw);
             assert_eq!(update.withdrawn, vec!["198.19.9.0/24".parse().unwrap()]);
             assert!(update.nlri.is_empty());
@@ -267,11 +202,7 @@ async fn broken_optional_attribute_is_treat_as_withdraw_without_reset() {
         other => panic!("{other:?}"),
     }
     let snap = s.peer.snapshot().await.unwrap();
-    assert_eq!(
-        snap.state,
-        State::Established,
-        "no reset for treat-as-withdraw"
-    );
+    assert_eq!(snap.state, State::Established, "no reset for treat-as-withdraw");
     assert_eq!(snap.prefixes_received, 0);
 }
 
@@ -279,14 +210,8 @@ async fn broken_optional_attribute_is_treat_as_withdraw_without_reset() {
 async fn truncated_nlri_resets_with_3_10() {
     let mut s = speaker(90).await;
     let mut raw = Raw::establish(s.port, 90).await;
-    assert!(matches!(
-        next_event(&mut s.events).await,
-        PeerEvent::Established { .. }
-    ));
-    let mut bytes = Message::Update(route("198.19.9.0/24"))
-        .to_bytes(&CODEC)
-        .unwrap()
-        .to_vec();
+    assert!(matches!(next_event(&mut s.events).await, PeerEvent::Established { .. }));
+    let mut bytes = Message::Update(route("198.19.9.0/24")).to_bytes(&CODEC).unwrap().to_vec();
     bytes.truncate(bytes.len() - 2); // NLRI says /24 but carries one octet
     let len = bytes.len() as u16;
     bytes[16..18].copy_from_slice(&len.to_be_bytes());
@@ -306,19 +231,8 @@ async fn connections_from_unconfigured_addresses_are_refused() {
 #[tokio::test]
 async fn connections_inside_a_listen_range_are_offered_to_the_owner() {
     let (tx, mut rx) = mpsc::channel(1);
-    let listener = Listener::bind(
-        &["127.0.0.1:0".parse().unwrap()],
-        vec!["127.0.0.0/8".parse().unwrap()],
-        Some(tx),
-    )
-    .unwrap();
+    let listener = Listener::bind(&["127.0.0.1:0".parse().unwrap()], vec!["127.0.0.0/8".parse().unwrap()], Some(tx)).unwrap();
     let _raw = Raw::connect(listener.local_addrs()[0].port()).await;
-    let unknown = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        unknown.remote.ip(),
-        "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
-    );
+    let unknown = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(unknown.remote.ip(), "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
 }

@@ -10,22 +10,14 @@ use proptest::prelude::*;
 
 fn v4_prefix() -> impl Strategy<Value = Ipv4Network> {
     (any::<u32>(), 0u8..=32).prop_map(|(a, l)| {
-        let masked = if l == 0 {
-            0
-        } else {
-            a & (u32::MAX << (32 - u32::from(l)))
-        };
+        let masked = if l == 0 { 0 } else { a & (u32::MAX << (32 - u32::from(l))) };
         Ipv4Network::new(Ipv4Addr::from(masked), l).unwrap()
     })
 }
 
 fn v6_prefix() -> impl Strategy<Value = Ipv6Network> {
     (any::<u128>(), 0u8..=128).prop_map(|(a, l)| {
-        let masked = if l == 0 {
-            0
-        } else {
-            a & (u128::MAX << (128 - u32::from(l)))
-        };
+        let masked = if l == 0 { 0 } else { a & (u128::MAX << (128 - u32::from(l))) };
         Ipv6Network::new(Ipv6Addr::from(masked), l).unwrap()
     })
 }
@@ -35,52 +27,18 @@ fn unicast_v4() -> impl Strategy<Value = Ipv4Addr> {
 }
 
 fn as_path(four_octet: bool) -> impl Strategy<Value = AsPath> {
-    let asn = if four_octet {
-        (1u32..=u32::MAX).boxed()
-    } else {
-        (1u32..=65535).boxed()
-    };
-    let kind = prop_oneof![
-        Just(SegmentType::Sequence),
-        Just(SegmentType::Set),
-        Just(SegmentType::ConfedSequence),
-        Just(SegmentType::ConfedSet)
-    ];
-    vec(
-        (kind, vec(asn, 1..8)).prop_map(|(kind, asns)| Segment { kind, asns }),
-        0..4,
-    )
-    .prop_map(|segments| AsPath { segments })
+    let asn = if four_octet { (1u32..=u32::MAX).boxed() } else { (1u32..=65535).boxed() };
+    let kind =
+        prop_oneof![Just(SegmentType::Sequence), Just(SegmentType::Set), Just(SegmentType::ConfedSequence), Just(SegmentType::ConfedSet)];
+    vec((kind, vec(asn, 1..8)).prop_map(|(kind, asns)| Segment { kind, asns }), 0..4).prop_map(|segments| AsPath { segments })
 }
 
 fn attributes(four_octet: bool) -> impl Strategy<Value = PathAttributes> {
-    let origin = prop_oneof![
-        Just(Origin::Igp),
-        Just(Origin::Egp),
-        Just(Origin::Incomplete)
-    ];
-    let large = (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(global, local1, local2)| {
-        LargeCommunity {
-            global,
-            local1,
-            local2,
-        }
-    });
-    let aggregator_as = if four_octet {
-        (1u32..=u32::MAX).boxed()
-    } else {
-        (1u32..=65535).boxed()
-    };
-    let unknown = (
-        prop_oneof![Just(0xe0u8), Just(0xc0u8)],
-        100u8..=200,
-        vec(any::<u8>(), 0..300),
-    )
-        .prop_map(|(flags, type_code, value)| UnknownAttribute {
-            flags: flags | flag::PARTIAL,
-            type_code,
-            value: value.into(),
-        });
+    let origin = prop_oneof![Just(Origin::Igp), Just(Origin::Egp), Just(Origin::Incomplete)];
+    let large = (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(global, local1, local2)| LargeCommunity { global, local1, local2 });
+    let aggregator_as = if four_octet { (1u32..=u32::MAX).boxed() } else { (1u32..=65535).boxed() };
+    let unknown = (prop_oneof![Just(0xe0u8), Just(0xc0u8)], 100u8..=200, vec(any::<u8>(), 0..300))
+        .prop_map(|(flags, type_code, value)| UnknownAttribute { flags: flags | flag::PARTIAL, type_code, value: value.into() });
     (
         (
             proptest::option::of(origin),
@@ -89,12 +47,7 @@ fn attributes(four_octet: bool) -> impl Strategy<Value = PathAttributes> {
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u32>()),
             any::<bool>(),
-            proptest::option::of(
-                (aggregator_as, any::<u32>()).prop_map(|(asn, a)| Aggregator {
-                    asn,
-                    address: Ipv4Addr::from(a),
-                }),
-            ),
+            proptest::option::of((aggregator_as, any::<u32>()).prop_map(|(asn, a)| Aggregator { asn, address: Ipv4Addr::from(a) })),
         ),
         (
             vec(any::<u32>(), 0..80),
@@ -109,15 +62,7 @@ fn attributes(four_octet: bool) -> impl Strategy<Value = PathAttributes> {
         .prop_map(
             |(
                 (origin, as_path, next_hop, med, local_pref, atomic_aggregate, aggregator),
-                (
-                    communities,
-                    originator_id,
-                    cluster_list,
-                    mp_reach,
-                    mp_unreach,
-                    large_communities,
-                    unknown,
-                ),
+                (communities, originator_id, cluster_list, mp_reach, mp_unreach, large_communities, unknown),
             )| PathAttributes {
                 origin,
                 as_path,
@@ -138,11 +83,8 @@ fn attributes(four_octet: bool) -> impl Strategy<Value = PathAttributes> {
 }
 
 fn mp_reach() -> impl Strategy<Value = MpReach> {
-    let v6_nh =
-        (any::<u128>(), proptest::option::of(any::<u128>())).prop_map(|(g, ll)| NextHop::V6 {
-            global: Ipv6Addr::from(g),
-            link_local: ll.map(Ipv6Addr::from),
-        });
+    let v6_nh = (any::<u128>(), proptest::option::of(any::<u128>()))
+        .prop_map(|(g, ll)| NextHop::V6 { global: Ipv6Addr::from(g), link_local: ll.map(Ipv6Addr::from) });
     prop_oneof![
         (unicast_v4(), vec(v4_prefix(), 0..20)).prop_map(|(nh, p)| MpReach {
             family: Family::IPV4_UNICAST,
@@ -159,46 +101,26 @@ fn mp_reach() -> impl Strategy<Value = MpReach> {
 
 fn mp_unreach() -> impl Strategy<Value = MpUnreach> {
     prop_oneof![
-        vec(v4_prefix(), 0..20).prop_map(|p| MpUnreach {
-            family: Family::IPV4_UNICAST,
-            withdrawn: p.into_iter().map(IpNetwork::V4).collect()
-        }),
-        vec(v6_prefix(), 0..20).prop_map(|p| MpUnreach {
-            family: Family::IPV6_UNICAST,
-            withdrawn: p.into_iter().map(IpNetwork::V6).collect()
-        }),
+        vec(v4_prefix(), 0..20)
+            .prop_map(|p| MpUnreach { family: Family::IPV4_UNICAST, withdrawn: p.into_iter().map(IpNetwork::V4).collect() }),
+        vec(v6_prefix(), 0..20)
+            .prop_map(|p| MpUnreach { family: Family::IPV6_UNICAST, withdrawn: p.into_iter().map(IpNetwork::V6).collect() }),
     ]
 }
 
 fn update(four_octet: bool) -> impl Strategy<Value = Update> {
-    (
-        vec(v4_prefix(), 0..30),
-        attributes(four_octet),
-        vec(v4_prefix(), 0..30),
-    )
-        .prop_map(|(withdrawn, mut attributes, nlri)| {
-            // A route needs its mandatory attributes; without them the decoder (rightly) adds an
-            // RFC 7606 error, which the round trip is not about.
-            if !nlri.is_empty()
-                || attributes
-                    .mp_reach
-                    .as_ref()
-                    .is_some_and(|m| !m.nlri.is_empty())
-            {
-                attributes.origin.get_or_insert(Origin::Igp);
-                attributes.as_path.get_or_insert_with(AsPath::default);
-                if !nlri.is_empty() {
-                    attributes
-                        .next_hop
-                        .get_or_insert(Ipv4Addr::new(198, 18, 0, 1));
-                }
+    (vec(v4_prefix(), 0..30), attributes(four_octet), vec(v4_prefix(), 0..30)).prop_map(|(withdrawn, mut attributes, nlri)| {
+        // A route needs its mandatory attributes; without them the decoder (rightly) adds an
+        // RFC 7606 error, which the round trip is not about.
+        if !nlri.is_empty() || attributes.mp_reach.as_ref().is_some_and(|m| !m.nlri.is_empty()) {
+            attributes.origin.get_or_insert(Origin::Igp);
+            attributes.as_path.get_or_insert_with(AsPath::default);
+            if !nlri.is_empty() {
+                attributes.next_hop.get_or_insert(Ipv4Addr::new(198, 18, 0, 1));
             }
-            Update {
-                withdrawn,
-                attributes,
-                nlri,
-            }
-        })
+        }
+        Update { withdrawn, attributes, nlri }
+    })
 }
 
 fn capability() -> impl Strategy<Value = Capability> {
@@ -208,94 +130,48 @@ fn capability() -> impl Strategy<Value = Capability> {
         Just(Capability::RouteRefresh),
         Just(Capability::EnhancedRouteRefresh),
         any::<u32>().prop_map(Capability::FourOctetAs),
-        (
-            any::<bool>(),
-            any::<bool>(),
-            0u16..4096,
-            vec((family.clone(), any::<bool>()), 0..4)
-        )
-            .prop_map(|(r, n, t, f)| {
-                Capability::GracefulRestart(GracefulRestart {
-                    restart_state: r,
-                    notification: n,
-                    restart_time: t,
-                    families: f
-                        .into_iter()
-                        .map(|(family, fp)| GrFamily {
-                            family,
-                            forwarding_preserved: fp,
-                        })
-                        .collect(),
-                })
-            }),
-        vec((family.clone(), any::<u16>()), 0..4).prop_map(|v| Capability::ExtendedNextHop(
-            v.into_iter()
-                .map(|(family, next_hop_afi)| ExtendedNextHop {
-                    family,
-                    next_hop_afi
-                })
-                .collect()
-        )),
-        vec(
-            (
-                family,
-                prop_oneof![
-                    Just(AddPathMode::Receive),
-                    Just(AddPathMode::Send),
-                    Just(AddPathMode::Both)
-                ]
-            ),
-            0..4
-        )
-        .prop_map(|v| Capability::AddPath(
-            v.into_iter()
-                .map(|(family, mode)| AddPathFamily { family, mode })
-                .collect()
-        )),
-        ("[a-z0-9-]{0,20}", "[a-z.]{0,20}")
-            .prop_map(|(hostname, domain)| Capability::Fqdn { hostname, domain }),
-        (200u8..=250, vec(any::<u8>(), 0..20)).prop_map(|(code, v)| Capability::Unknown {
-            code,
-            value: v.into()
+        (any::<bool>(), any::<bool>(), 0u16..4096, vec((family.clone(), any::<bool>()), 0..4)).prop_map(|(r, n, t, f)| {
+            Capability::GracefulRestart(GracefulRestart {
+                restart_state: r,
+                notification: n,
+                restart_time: t,
+                families: f.into_iter().map(|(family, fp)| GrFamily { family, forwarding_preserved: fp }).collect(),
+            })
         }),
+        vec((family.clone(), any::<u16>()), 0..4).prop_map(|v| Capability::ExtendedNextHop(
+            v.into_iter().map(|(family, next_hop_afi)| ExtendedNextHop { family, next_hop_afi }).collect()
+        )),
+        vec((family, prop_oneof![Just(AddPathMode::Receive), Just(AddPathMode::Send), Just(AddPathMode::Both)]), 0..4)
+            .prop_map(|v| Capability::AddPath(v.into_iter().map(|(family, mode)| AddPathFamily { family, mode }).collect())),
+        ("[a-z0-9-]{0,20}", "[a-z.]{0,20}").prop_map(|(hostname, domain)| Capability::Fqdn { hostname, domain }),
+        (200u8..=250, vec(any::<u8>(), 0..20)).prop_map(|(code, v)| Capability::Unknown { code, value: v.into() }),
     ]
 }
 
 fn message(four_octet: bool) -> impl Strategy<Value = Message> {
     prop_oneof![
-        (
-            any::<u16>(),
-            prop_oneof![Just(0u16), 3u16..],
-            1u32..,
-            vec(capability(), 0..40)
-        )
-            .prop_map(|(my_as, hold_time, id, capabilities)| Message::Open(Open {
+        (any::<u16>(), prop_oneof![Just(0u16), 3u16..], 1u32.., vec(capability(), 0..40)).prop_map(
+            |(my_as, hold_time, id, capabilities)| Message::Open(Open {
                 version: 4,
                 my_as,
                 hold_time,
                 bgp_id: Ipv4Addr::from(id),
                 capabilities
-            })),
-        update(four_octet).prop_map(Message::Update),
-        (any::<u8>(), any::<u8>(), vec(any::<u8>(), 0..100)).prop_map(|(code, subcode, d)| {
-            Message::Notification(Notification {
-                code,
-                subcode,
-                data: d.into(),
             })
-        }),
+        ),
+        update(four_octet).prop_map(Message::Update),
+        (any::<u8>(), any::<u8>(), vec(any::<u8>(), 0..100))
+            .prop_map(|(code, subcode, d)| { Message::Notification(Notification { code, subcode, data: d.into() }) }),
         Just(Message::Keepalive),
-        (any::<u16>(), any::<u8>(), 0u8..4).prop_map(|(afi, safi, st)| Message::RouteRefresh(
-            RouteRefresh {
-                family: Family { afi, safi },
-                subtype: match st {
-                    0 => RefreshSubtype::Request,
-                    1 => RefreshSubtype::Begin,
-                    2 => RefreshSubtype::End,
-                    _ => RefreshSubtype::Other(7),
-                }
+        (any::<u16>(), any::<u8>(), 0u8..4).prop_map(|(afi, safi, st)| Message::RouteRefresh(RouteRefresh {
+            family: Family { afi, safi },
+            subtype: match st {
+                0 => RefreshSubtype::Request,
+                1 => RefreshSubtype::Begin,
+                2 => RefreshSubtype::End,
+                _ => RefreshSubtype::Other(7),
             }
-        )),
+        })),
     ]
 }
 

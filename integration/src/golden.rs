@@ -83,10 +83,7 @@ fn daemon_of(addr: &str) -> &'static str {
 /// Runs the capture and writes `out` (a fixture file).
 pub fn capture(out: &Path) -> Result<()> {
     let fabric = Fabric::new(3)?;
-    let pcap = std::env::temp_dir().join(format!(
-        "gingham-golden-{}.pcap",
-        crate::netns::unique_suffix()
-    ));
+    let pcap = std::env::temp_dir().join(format!("gingham-golden-{}.pcap", crate::netns::unique_suffix()));
     let child = fabric
         .bridge
         .command("tshark")
@@ -97,37 +94,15 @@ pub fn capture(out: &Path) -> Result<()> {
         .spawn()
         .context("starting tshark")?;
     let mut tshark = Daemon::new("tshark", child.id() as i32, None);
-    wait_for("tshark capturing", Duration::from_secs(15), || {
-        pcap.exists().then_some(())
-    })?;
+    wait_for("tshark capturing", Duration::from_secs(15), || pcap.exists().then_some(()))?;
     std::thread::sleep(Duration::from_secs(1));
 
     let bird = Bird::start(&fabric.hosts[0].ns, BIRD)?;
     let frr = Frr::start(&fabric.hosts[1].ns, FRR)?;
     let gobgp = GoBgp::start(&fabric.hosts[2].ns, GOBGP)?;
-    gobgp.cli(&[
-        "global",
-        "rib",
-        "add",
-        "-a",
-        "ipv4",
-        "198.19.30.0/24",
-        "community",
-        "65001:300",
-        "med",
-        "10",
-        "local-pref",
-        "200",
-    ])?;
-    let all_up = || {
-        bird.established("frr4")
-            && bird.established("frr6")
-            && bird.established("gobgp")
-            && frr.established("198.18.0.13")
-    };
-    wait_for("sessions up", Duration::from_secs(60), || {
-        all_up().then_some(())
-    })?;
+    gobgp.cli(&["global", "rib", "add", "-a", "ipv4", "198.19.30.0/24", "community", "65001:300", "med", "10", "local-pref", "200"])?;
+    let all_up = || bird.established("frr4") && bird.established("frr6") && bird.established("gobgp") && frr.established("198.18.0.13");
+    wait_for("sessions up", Duration::from_secs(60), || all_up().then_some(()))?;
     std::thread::sleep(Duration::from_secs(3));
     // ROUTE-REFRESH from FRR and GoBGP, a withdrawal, then a Cease with a shutdown message.
     frr.vtysh("clear bgp ipv4 unicast 198.18.0.11 soft in")?;
@@ -138,29 +113,26 @@ pub fn capture(out: &Path) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     tshark.stop();
 
-    let fields = run(std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-Y",
-            "tcp.len > 0",
-            "-T",
-            "fields",
-            "-e",
-            "ip.src",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "ipv6.dst",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "tcp.dstport",
-            "-e",
-            "tcp.payload",
-        ]))?;
+    let fields = run(std::process::Command::new("tshark").arg("-r").arg(&pcap).args([
+        "-Y",
+        "tcp.len > 0",
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "ipv6.src",
+        "-e",
+        "ip.dst",
+        "-e",
+        "ipv6.dst",
+        "-e",
+        "tcp.srcport",
+        "-e",
+        "tcp.dstport",
+        "-e",
+        "tcp.payload",
+    ]))?;
     let _removed = std::fs::remove_file(&pcap);
     let mut streams: BTreeMap<(String, String, String, String), Vec<u8>> = BTreeMap::new();
     let mut order = Vec::new();
@@ -171,12 +143,7 @@ pub fn capture(out: &Path) -> Result<()> {
         }
         let src = if f[0].is_empty() { f[1] } else { f[0] };
         let dst = if f[2].is_empty() { f[3] } else { f[2] };
-        let key = (
-            src.to_owned(),
-            f[4].to_owned(),
-            dst.to_owned(),
-            f[5].to_owned(),
-        );
+        let key = (src.to_owned(), f[4].to_owned(), dst.to_owned(), f[5].to_owned());
         let bytes = hex_decode(f[6].replace(':', "").trim())?;
         if !streams.contains_key(&key) {
             order.push(key.clone());
@@ -201,10 +168,7 @@ pub fn capture(out: &Path) -> Result<()> {
             if len < 19 || pos + len > data.len() {
                 break;
             }
-            let hex: String = data[pos..pos + len]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex: String = data[pos..pos + len].iter().map(|b| format!("{b:02x}")).collect();
             writeln!(text, "from={from} to={to} ebgp={ebgp} hex={hex}")?;
             pos += len;
         }
@@ -215,7 +179,5 @@ pub fn capture(out: &Path) -> Result<()> {
 }
 
 pub fn hex_decode(s: &str) -> Result<Vec<u8>> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).context("bad hex"))
-        .collect()
+    (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).context("bad hex")).collect()
 }

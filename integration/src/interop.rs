@@ -55,63 +55,15 @@ impl Session {
 }
 
 pub fn sessions() -> Vec<Session> {
-    let s = |name, peer: &str, local_as, peer_as, family| Session {
-        name,
-        peer: peer.parse().unwrap(),
-        local_as,
-        peer_as,
-        family,
-    };
+    let s = |name, peer: &str, local_as, peer_as, family| Session { name, peer: peer.parse().unwrap(), local_as, peer_as, family };
     vec![
-        s(
-            "bird-ibgp",
-            "198.18.0.12",
-            65000,
-            65000,
-            Family::IPV4_UNICAST,
-        ),
-        s(
-            "bird-ebgp",
-            "2001:db8:18::c",
-            4_200_000_001,
-            4_200_000_002,
-            Family::IPV6_UNICAST,
-        ),
-        s(
-            "frr-ibgp",
-            "198.18.0.13",
-            65000,
-            65000,
-            Family::IPV4_UNICAST,
-        ),
-        s(
-            "frr-ebgp",
-            "2001:db8:18::d",
-            4_200_000_001,
-            65000,
-            Family::IPV6_UNICAST,
-        ),
-        s(
-            "gobgp-ebgp",
-            "198.18.0.14",
-            65000,
-            65014,
-            Family::IPV4_UNICAST,
-        ),
-        s(
-            "gobgp-ibgp",
-            "2001:db8:18::e",
-            4_200_000_001,
-            4_200_000_001,
-            Family::IPV6_UNICAST,
-        ),
-        s(
-            "bird-as2",
-            "198.18.0.112",
-            65100,
-            65000,
-            Family::IPV4_UNICAST,
-        ),
+        s("bird-ibgp", "198.18.0.12", 65000, 65000, Family::IPV4_UNICAST),
+        s("bird-ebgp", "2001:db8:18::c", 4_200_000_001, 4_200_000_002, Family::IPV6_UNICAST),
+        s("frr-ibgp", "198.18.0.13", 65000, 65000, Family::IPV4_UNICAST),
+        s("frr-ebgp", "2001:db8:18::d", 4_200_000_001, 65000, Family::IPV6_UNICAST),
+        s("gobgp-ebgp", "198.18.0.14", 65000, 65014, Family::IPV4_UNICAST),
+        s("gobgp-ibgp", "2001:db8:18::e", 4_200_000_001, 4_200_000_001, Family::IPV6_UNICAST),
+        s("bird-as2", "198.18.0.112", 65100, 65000, Family::IPV4_UNICAST),
     ]
 }
 
@@ -242,10 +194,7 @@ pub fn our_routes(s: &Session) -> Vec<Update> {
     } else {
         attrs.mp_reach = Some(MpReach {
             family: Family::IPV6_UNICAST,
-            next_hop: NextHop::V6 {
-                global: OUR_V6.parse().unwrap(),
-                link_local: None,
-            },
+            next_hop: NextHop::V6 { global: OUR_V6.parse().unwrap(), link_local: None },
             nlri: vec![OUR_PREFIX_V6.parse().unwrap()],
         });
     }
@@ -265,10 +214,7 @@ pub struct InteropLab {
 impl InteropLab {
     pub fn up() -> Result<InteropLab> {
         let fabric = Fabric::new(4)?;
-        let mut speaker = Speaker::start(
-            &fabric.hosts[0].ns,
-            vec!["0.0.0.0:179".parse()?, "[::]:179".parse()?],
-        )?;
+        let mut speaker = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse()?, "[::]:179".parse()?])?;
         let bird = Bird::start(&fabric.hosts[1].ns, &bird_config())?;
         let frr = Frr::start(&fabric.hosts[2].ns, &frr_config())?;
         let gobgp = GoBgp::start(&fabric.hosts[3].ns, &gobgp_config())?;
@@ -277,26 +223,14 @@ impl InteropLab {
         for s in sessions() {
             speaker.add_peer(s.name, peer_config(&s));
         }
-        Ok(InteropLab {
-            speaker,
-            bird,
-            frr,
-            gobgp,
-            fabric,
-        })
+        Ok(InteropLab { speaker, bird, frr, gobgp, fabric })
     }
 
     /// Waits until every session is Established on both sides, then originates our routes.
     pub fn converge(&self, timeout: Duration) -> Result<()> {
         for s in sessions() {
             let addr = SocketAddr::new(s.peer, 179);
-            wait_for(&format!("{} Established", s.name), timeout, || {
-                self.speaker
-                    .view()
-                    .established
-                    .contains_key(&addr)
-                    .then_some(())
-            })?;
+            wait_for(&format!("{} Established", s.name), timeout, || self.speaker.view().established.contains_key(&addr).then_some(()))?;
             self.speaker.send(s.name, our_routes(&s));
         }
         Ok(())
@@ -304,12 +238,7 @@ impl InteropLab {
 
     /// What the daemons' logs say, for a failing test's message.
     pub fn logs(&self) -> String {
-        let ours: Vec<String> = self
-            .speaker
-            .snapshots()
-            .into_iter()
-            .map(|(n, s)| format!("{n}: {} {:?}", s.state, s.last_error))
-            .collect();
+        let ours: Vec<String> = self.speaker.snapshots().into_iter().map(|(n, s)| format!("{n}: {} {:?}", s.state, s.last_error)).collect();
         format!(
             "--- gingham\n{}\n--- bird\n{}\n--- frr\n{}\n--- gobgp\n{}",
             ours.join("\n"),

@@ -15,24 +15,15 @@ use anyhow::{bail, Context, Result};
 pub fn unique_suffix() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{:x}",
-        (std::process::id() << 12) ^ (n << 24) ^ (nanos >> 8) & 0xffffff
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:x}", (std::process::id() << 12) ^ (n << 24) ^ (nanos >> 8) & 0xffffff)
 }
 
 /// Runs a command, failing with its stderr when it exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(out)
 }
@@ -43,10 +34,7 @@ pub fn ip(args: &[&str]) -> Result<()> {
 
 /// Namespaces and processes alive right now, so a signal can still remove them: a process
 /// killed by SIGTERM runs no destructors.
-static LIVE: Mutex<Live> = Mutex::new(Live {
-    namespaces: Vec::new(),
-    pids: Vec::new(),
-});
+static LIVE: Mutex<Live> = Mutex::new(Live { namespaces: Vec::new(), pids: Vec::new() });
 
 struct Live {
     namespaces: Vec<String>,
@@ -62,16 +50,11 @@ fn live() -> std::sync::MutexGuard<'static, Live> {
 /// process created, then exit 130.
 pub fn cleanup_on_signals() {
     std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
             return;
         };
         rt.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
                 return;
             };
             tokio::select! {
@@ -84,12 +67,7 @@ pub fn cleanup_on_signals() {
             (l.pids.clone(), l.namespaces.clone())
         };
         for pid in pids {
-            Daemon {
-                name: String::new(),
-                pid,
-                log: None,
-            }
-            .stop();
+            Daemon { name: String::new(), pid, log: None }.stop();
         }
         for ns in namespaces.iter().rev() {
             let _best_effort = ip(&["netns", "del", ns]);
@@ -143,8 +121,7 @@ impl Netns {
     }
 
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
-            .map(|_| ())
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")]).map(|_| ())
     }
 }
 
@@ -179,10 +156,7 @@ impl Fabric {
         let bridge = Netns::new("gfab")?;
         bridge.ip(&["link", "add", "br0", "type", "bridge"])?;
         bridge.ip(&["link", "set", "br0", "up"])?;
-        let mut fabric = Fabric {
-            hosts: Vec::new(),
-            bridge,
-        };
+        let mut fabric = Fabric { hosts: Vec::new(), bridge };
         for i in 0..hosts {
             let ns = Netns::new(&format!("gh{}", i + 1))?;
             let n = 11 + i as u8;
@@ -192,23 +166,8 @@ impl Fabric {
             let port = format!("p{}", i + 1);
             let tmp = format!("e{}{}", i + 1, unique_suffix());
             let tmp = &tmp[..tmp.len().min(15)];
-            ip(&[
-                "link",
-                "add",
-                tmp,
-                "netns",
-                ns.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                fabric.bridge.name(),
-            ])?;
-            fabric
-                .bridge
-                .ip(&["link", "set", &port, "master", "br0", "up"])?;
+            ip(&["link", "add", tmp, "netns", ns.name(), "type", "veth", "peer", "name", &port, "netns", fabric.bridge.name()])?;
+            fabric.bridge.ip(&["link", "set", &port, "master", "br0", "up"])?;
             ns.ip(&["link", "set", tmp, "name", "eth0"])?;
             // DAD would hold IPv6 addresses "tentative" for a second or two.
             ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
@@ -238,11 +197,7 @@ impl Daemon {
     /// binaries that called [`cleanup_on_signals`]).
     pub fn new(name: &str, pid: i32, log: Option<PathBuf>) -> Daemon {
         live().pids.push(pid);
-        Daemon {
-            name: name.to_owned(),
-            pid,
-            log,
-        }
+        Daemon { name: name.to_owned(), pid, log }
     }
 
     pub fn stop(&mut self) {
@@ -269,16 +224,7 @@ impl Daemon {
         self.log
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(|s| {
-                s.lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
+            .map(|s| s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
             .unwrap_or_default()
     }
 }

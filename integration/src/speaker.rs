@@ -10,9 +10,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 use gingham_bgp::fsm::{DownReason, Negotiated, StopMode};
-use gingham_bgp::session::{
-    spawn_peer, Listener, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerSnapshot,
-};
+use gingham_bgp::session::{spawn_peer, Listener, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerSnapshot};
 use gingham_bgp::wire::{PathAttributes, Update};
 use ipnetwork::IpNetwork;
 use tokio::runtime::Handle;
@@ -29,8 +27,7 @@ pub struct NsRuntime {
 
 impl NsRuntime {
     pub fn new(ns: &Netns) -> Result<NsRuntime> {
-        let file =
-            File::open(ns.path()).with_context(|| format!("opening {}", ns.path().display()))?;
+        let file = File::open(ns.path()).with_context(|| format!("opening {}", ns.path().display()))?;
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -39,10 +36,7 @@ impl NsRuntime {
                 let _report = handle_tx.send(Err(std::io::Error::last_os_error().to_string()));
                 return;
             }
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _report = handle_tx.send(Err(e.to_string()));
@@ -59,11 +53,7 @@ impl NsRuntime {
             Ok(Err(e)) => bail!("entering namespace {}: {e}", ns.name()),
             Err(_) => bail!("namespace thread died"),
         };
-        Ok(NsRuntime {
-            handle,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        Ok(NsRuntime { handle, stop: Some(stop_tx), thread: Some(thread) })
     }
 
     pub fn handle(&self) -> &Handle {
@@ -126,13 +116,7 @@ impl Speaker {
                 view_tx.send_modify(|v| apply(v, ev));
             }
         });
-        Ok(Speaker {
-            rt,
-            listener,
-            peers: HashMap::new(),
-            events_tx,
-            view,
-        })
+        Ok(Speaker { rt, listener, peers: HashMap::new(), events_tx, view })
     }
 
     pub fn add_peer(&mut self, name: &str, config: PeerConfig) {
@@ -154,8 +138,7 @@ impl Speaker {
 
     pub fn send(&self, name: &str, updates: Vec<Update>) {
         let h = self.peers[name].clone();
-        self.rt
-            .block_on(async move { h.send(PeerCommand::Send(updates)).await });
+        self.rt.block_on(async move { h.send(PeerCommand::Send(updates)).await });
     }
 
     pub fn command(&self, name: &str, cmd: PeerCommand) {
@@ -171,10 +154,7 @@ impl Speaker {
     pub fn snapshots(&self) -> Vec<(String, PeerSnapshot)> {
         let mut names: Vec<&String> = self.peers.keys().collect();
         names.sort();
-        names
-            .into_iter()
-            .filter_map(|n| self.snapshot(n).map(|s| (n.clone(), s)))
-            .collect()
+        names.into_iter().filter_map(|n| self.snapshot(n).map(|s| (n.clone(), s))).collect()
     }
 
     pub fn view(&self) -> View {
@@ -187,11 +167,8 @@ impl Speaker {
             let addr = h.addr.ip();
             let listener = self.listener.clone();
             self.rt.block_on(async move {
-                h.send(PeerCommand::Stop(StopMode::Cease {
-                    code: gingham_bgp::wire::ErrorCode::PeerDeconfigured,
-                    communication: None,
-                }))
-                .await;
+                h.send(PeerCommand::Stop(StopMode::Cease { code: gingham_bgp::wire::ErrorCode::PeerDeconfigured, communication: None }))
+                    .await;
                 listener.remove_peer(addr);
             });
         }
@@ -200,9 +177,7 @@ impl Speaker {
 
 fn apply(v: &mut View, ev: PeerEvent) {
     match ev {
-        PeerEvent::Established {
-            peer, negotiated, ..
-        } => {
+        PeerEvent::Established { peer, negotiated, .. } => {
             v.established.insert(peer, *negotiated);
         }
         PeerEvent::Down { peer, reason } => {
@@ -210,15 +185,8 @@ fn apply(v: &mut View, ev: PeerEvent) {
             v.received.remove(&peer);
             v.downs.push((peer, reason));
         }
-        PeerEvent::Update {
-            peer,
-            update,
-            attr_errors,
-        } => {
-            if attr_errors
-                .iter()
-                .any(|e| e.action == gingham_bgp::wire::AttrAction::TreatAsWithdraw)
-            {
+        PeerEvent::Update { peer, update, attr_errors } => {
+            if attr_errors.iter().any(|e| e.action == gingham_bgp::wire::AttrAction::TreatAsWithdraw) {
                 v.treat_as_withdraw += 1;
             }
             if let Some(f) = update.end_of_rib_family() {
@@ -234,11 +202,7 @@ fn apply(v: &mut View, ev: PeerEvent) {
             for p in update.announced() {
                 let mut a = attrs.clone();
                 if let (IpNetwork::V6(_), Some(mp)) = (p, &update.attributes.mp_reach) {
-                    a.mp_reach = Some(gingham_bgp::wire::MpReach {
-                        family: mp.family,
-                        next_hop: mp.next_hop,
-                        nlri: vec![],
-                    });
+                    a.mp_reach = Some(gingham_bgp::wire::MpReach { family: mp.family, next_hop: mp.next_hop, nlri: vec![] });
                 }
                 table.insert(p, a);
             }

@@ -30,25 +30,12 @@ fn peer(local: &str, remote: &str) -> PeerConfig {
 
 fn ports(fabric: &Fabric, state: &str) {
     for i in 1..=fabric.hosts.len() {
-        fabric
-            .bridge
-            .ip(&["link", "set", &format!("p{i}"), state])
-            .unwrap();
+        fabric.bridge.ip(&["link", "set", &format!("p{i}"), state]).unwrap();
     }
 }
 
 fn established_bgp_connections(ns: &Netns) -> usize {
-    let out = ns
-        .exec(
-            "ss",
-            &[
-                "-Htn",
-                "state",
-                "established",
-                "( sport = :179 or dport = :179 )",
-            ],
-        )
-        .unwrap();
+    let out = ns.exec("ss", &["-Htn", "state", "established", "( sport = :179 or dport = :179 )"]).unwrap();
     out.lines().filter(|l| !l.trim().is_empty()).count()
 }
 
@@ -64,26 +51,15 @@ fn two_of_our_speakers_keep_exactly_one_connection() {
     ports(&fabric, "up");
 
     let up = |s: &Speaker, n: &str| s.snapshot(n).map(|s| s.state) == Some(State::Established);
-    wait_for("both Established", Duration::from_secs(30), || {
-        (up(&a, "b") && up(&b, "a")).then_some(())
-    })
-    .unwrap();
+    wait_for("both Established", Duration::from_secs(30), || (up(&a, "b") && up(&b, "a")).then_some(())).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(established_bgp_connections(&fabric.hosts[0].ns), 1);
     assert_eq!(established_bgp_connections(&fabric.hosts[1].ns), 1);
     let collisions = a.snapshot("b").unwrap().collisions + b.snapshot("a").unwrap().collisions;
-    assert!(
-        collisions >= 1,
-        "no collision happened; the test did not exercise resolution"
-    );
+    assert!(collisions >= 1, "no collision happened; the test did not exercise resolution");
     std::thread::sleep(Duration::from_secs(3));
     assert!(up(&a, "b") && up(&b, "a"));
-    assert!(
-        a.view().downs.is_empty() && b.view().downs.is_empty(),
-        "{:?} {:?}",
-        a.view().downs,
-        b.view().downs
-    );
+    assert!(a.view().downs.is_empty() && b.view().downs.is_empty(), "{:?} {:?}", a.view().downs, b.view().downs);
 }
 
 #[test]
@@ -108,21 +84,11 @@ protocol bgp gingham {
     std::thread::sleep(Duration::from_millis(2500));
     ports(&fabric, "up");
 
-    let up = || {
-        a.snapshot("bird").map(|s| s.state) == Some(State::Established)
-            && bird.established("gingham")
-    };
-    wait_for("both Established", Duration::from_secs(40), || {
-        up().then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", bird.daemon.log_tail()));
+    let up = || a.snapshot("bird").map(|s| s.state) == Some(State::Established) && bird.established("gingham");
+    wait_for("both Established", Duration::from_secs(40), || up().then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", bird.daemon.log_tail()));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        established_bgp_connections(&fabric.hosts[0].ns),
-        1,
-        "{}",
-        bird.daemon.log_tail()
-    );
+    assert_eq!(established_bgp_connections(&fabric.hosts[0].ns), 1, "{}", bird.daemon.log_tail());
     assert!(
         a.snapshot("bird").unwrap().collisions >= 1,
         "no collision happened; the test did not exercise resolution\n{}",

@@ -25,10 +25,7 @@ use gingham_integration::speaker::{NsRuntime, Speaker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const CODEC: SessionCodec = SessionCodec {
-    four_octet_as: true,
-    ebgp: false,
-};
+const CODEC: SessionCodec = SessionCodec { four_octet_as: true, ebgp: false };
 
 const BIRD_CONF: &str = r#"
 router id 198.18.0.12;
@@ -44,15 +41,9 @@ protocol bgp gingham {
 
 /// Connects until our speaker accepts (it refuses while damping a failed attempt), sends
 /// `first`, and returns the NOTIFICATION it answers with (None if it closes without one).
-async fn exchange(
-    first: Vec<u8>,
-    establish_first: bool,
-    then: Vec<u8>,
-) -> (Option<Notification>, bool) {
+async fn exchange(first: Vec<u8>, establish_first: bool, then: Vec<u8>) -> (Option<Notification>, bool) {
     let mut stream = loop {
-        let mut s = TcpStream::connect("198.18.0.11:179")
-            .await
-            .expect("connect");
+        let mut s = TcpStream::connect("198.18.0.11:179").await.expect("connect");
         let mut buf = BytesMut::new();
         // Our speaker sends OPEN at once when it accepts; a refused connection just closes.
         match tokio::time::timeout(Duration::from_secs(5), read_message(&mut s, &mut buf)).await {
@@ -62,19 +53,10 @@ async fn exchange(
     };
     let (s, buf) = &mut stream;
     if establish_first {
-        let open = Open::new(
-            65013,
-            90,
-            "198.18.0.13".parse().unwrap(),
-            vec![Capability::Multiprotocol(Family::IPV4_UNICAST)],
-        );
-        s.write_all(&Message::Open(open).to_bytes(&CODEC).unwrap())
-            .await
-            .unwrap();
+        let open = Open::new(65013, 90, "198.18.0.13".parse().unwrap(), vec![Capability::Multiprotocol(Family::IPV4_UNICAST)]);
+        s.write_all(&Message::Open(open).to_bytes(&CODEC).unwrap()).await.unwrap();
         assert_eq!(read_message(s, buf).await, Some(Message::Keepalive));
-        s.write_all(&Message::Keepalive.to_bytes(&CODEC).unwrap())
-            .await
-            .unwrap();
+        s.write_all(&Message::Keepalive.to_bytes(&CODEC).unwrap()).await.unwrap();
     }
     s.write_all(&first).await.unwrap();
     if !then.is_empty() {
@@ -145,15 +127,11 @@ fn open_with(f: impl FnOnce(&mut Open)) -> Vec<u8> {
 fn malformed_input_gets_the_right_notification_and_other_peers_are_untouched() {
     let fabric = Fabric::new(3).unwrap();
     let bird = Bird::start(&fabric.hosts[1].ns, BIRD_CONF).unwrap();
-    let mut speaker =
-        Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
+    let mut speaker = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
     let mut fsm = FsmConfig::new(65000, "198.18.0.11".parse().unwrap(), 65000);
     fsm.hold_time = 9;
     fsm.connect_retry = Duration::from_secs(2);
-    speaker.add_peer(
-        "bird",
-        PeerConfig::new(fsm, Transport::new("198.18.0.12:179".parse().unwrap())),
-    );
+    speaker.add_peer("bird", PeerConfig::new(fsm, Transport::new("198.18.0.12:179".parse().unwrap())));
     // The raw sender: passive on our side, quick damping so the cases follow each other fast.
     let mut raw = FsmConfig::new(65000, "198.18.0.11".parse().unwrap(), 65013);
     raw.passive = true;
@@ -162,21 +140,11 @@ fn malformed_input_gets_the_right_notification_and_other_peers_are_untouched() {
         max_idle_hold: Duration::from_millis(400),
         stable_period: Duration::from_secs(60),
     };
-    speaker.add_peer(
-        "raw",
-        PeerConfig::new(raw, Transport::new("198.18.0.13:179".parse().unwrap())),
-    );
+    speaker.add_peer("raw", PeerConfig::new(raw, Transport::new("198.18.0.13:179".parse().unwrap())));
 
     let bird_addr: SocketAddr = "198.18.0.12:179".parse().unwrap();
-    wait_for("BIRD session", Duration::from_secs(30), || {
-        speaker
-            .view()
-            .received
-            .get(&bird_addr)
-            .filter(|t| !t.is_empty())
-            .map(|_| ())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", bird.daemon.log_tail()));
+    wait_for("BIRD session", Duration::from_secs(30), || speaker.view().received.get(&bird_addr).filter(|t| !t.is_empty()).map(|_| ()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", bird.daemon.log_tail()));
 
     let sender = NsRuntime::new(&fabric.hosts[2].ns).unwrap();
     let code = |first: Vec<u8>, established: bool, then: Vec<u8>| {
@@ -187,24 +155,12 @@ fn malformed_input_gets_the_right_notification_and_other_peers_are_untouched() {
     // 1. Header errors.
     let mut bad_marker = message(4, &[]);
     bad_marker[0] = 0;
-    assert_eq!(
-        code(bad_marker, false, vec![]),
-        (Some((1, 1, vec![])), true)
-    );
-    assert_eq!(
-        code(message(4, &[0]), false, vec![]),
-        (Some((1, 2, vec![0, 20])), true)
-    );
-    assert_eq!(
-        code(message(9, &[]), false, vec![]),
-        (Some((1, 3, vec![9])), true)
-    );
+    assert_eq!(code(bad_marker, false, vec![]), (Some((1, 1, vec![])), true));
+    assert_eq!(code(message(4, &[0]), false, vec![]), (Some((1, 2, vec![0, 20])), true));
+    assert_eq!(code(message(9, &[]), false, vec![]), (Some((1, 3, vec![9])), true));
 
     // 2. OPEN errors.
-    assert_eq!(
-        code(open_with(|o| o.version = 3), false, vec![]).0,
-        Some((2, 1, vec![0, 4]))
-    );
+    assert_eq!(code(open_with(|o| o.version = 3), false, vec![]).0, Some((2, 1, vec![0, 4])));
     assert_eq!(
         code(
             open_with(|o| {
@@ -220,16 +176,10 @@ fn malformed_input_gets_the_right_notification_and_other_peers_are_untouched() {
     );
     let mut zero_id = open_with(|_| {});
     zero_id[24..28].copy_from_slice(&[0, 0, 0, 0]);
-    assert_eq!(
-        code(zero_id, false, vec![]).0.map(|c| (c.0, c.1)),
-        Some((2, 3))
-    );
+    assert_eq!(code(zero_id, false, vec![]).0.map(|c| (c.0, c.1)), Some((2, 3)));
     let mut hold2 = open_with(|_| {});
     hold2[22..24].copy_from_slice(&2u16.to_be_bytes());
-    assert_eq!(
-        code(hold2, false, vec![]).0.map(|c| (c.0, c.1)),
-        Some((2, 6))
-    );
+    assert_eq!(code(hold2, false, vec![]).0.map(|c| (c.0, c.1)), Some((2, 6)));
 
     // 3. Treat-as-withdraw: announce, then re-announce with COMMUNITIES of length 3.
     let raw_addr: SocketAddr = "198.18.0.13:179".parse().unwrap();
@@ -244,28 +194,14 @@ fn malformed_input_gets_the_right_notification_and_other_peers_are_untouched() {
     assert!(!closed, "session kept open");
     let view = speaker.view();
     assert!(view.treat_as_withdraw >= 1);
-    assert!(
-        view.received
-            .get(&raw_addr)
-            .is_none_or(|t| !t.contains_key(&"198.19.13.0/24".parse().unwrap())),
-        "prefix withdrawn"
-    );
+    assert!(view.received.get(&raw_addr).is_none_or(|t| !t.contains_key(&"198.19.13.0/24".parse().unwrap())), "prefix withdrawn");
 
     // 4. Truncated UPDATE: withdrawn-routes length runs past the message.
-    assert_eq!(
-        code(message(2, &[0, 40, 0, 0]), true, vec![])
-            .0
-            .map(|c| (c.0, c.1)),
-        Some((3, 1))
-    );
+    assert_eq!(code(message(2, &[0, 40, 0, 0]), true, vec![]).0.map(|c| (c.0, c.1)), Some((3, 1)));
 
     // 5. BIRD never noticed.
     assert!(bird.established("gingham"));
     assert_eq!(speaker.snapshot("bird").unwrap().state, State::Established);
-    assert!(
-        speaker.view().downs.iter().all(|(p, _)| *p != bird_addr),
-        "BIRD session went down: {:?}",
-        speaker.view().downs
-    );
+    assert!(speaker.view().downs.iter().all(|(p, _)| *p != bird_addr), "BIRD session went down: {:?}", speaker.view().downs);
     assert!(speaker.view().received[&bird_addr].contains_key(&"198.19.2.0/24".parse().unwrap()));
 }

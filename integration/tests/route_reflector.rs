@@ -71,10 +71,7 @@ fn gingham_reflects_between_bird_and_frr_clients() {
                 fib_tx.send_modify(|m| {
                     for RouteChange { prefix, best } in batch {
                         match best {
-                            Some(b) => m.insert(
-                                prefix,
-                                b.next_hops.iter().map(|h| h.to_string()).collect(),
-                            ),
+                            Some(b) => m.insert(prefix, b.next_hops.iter().map(|h| h.to_string()).collect()),
                             None => m.remove(&prefix),
                         };
                     }
@@ -83,44 +80,22 @@ fn gingham_reflects_between_bird_and_frr_clients() {
         });
         handle
     });
-    let logs = || {
-        format!(
-            "--- bird\n{}\n--- frr\n{}",
-            bird.daemon.log_tail(),
-            frr.daemon.log_tail()
-        )
-    };
+    let logs = || format!("--- bird\n{}\n--- frr\n{}", bird.daemon.log_tail(), frr.daemon.log_tail());
     let t = Duration::from_secs(40);
 
     // 1. FRR's route reflected to BIRD.
-    wait_for("BIRD has FRR's route", t, || {
-        bird.routes_from("reflector")
-            .contains(&"198.19.3.0/24".to_string())
-            .then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    wait_for("BIRD has FRR's route", t, || bird.routes_from("reflector").contains(&"198.19.3.0/24".to_string()).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     let at_bird = bird.route_all("198.19.3.0/24");
-    assert!(
-        at_bird.contains("BGP.originator_id: 198.18.0.13"),
-        "{at_bird}"
-    );
-    assert!(
-        at_bird.contains("BGP.cluster_list: 10.255.0.1"),
-        "{at_bird}"
-    );
+    assert!(at_bird.contains("BGP.originator_id: 198.18.0.13"), "{at_bird}");
+    assert!(at_bird.contains("BGP.cluster_list: 10.255.0.1"), "{at_bird}");
     assert!(at_bird.contains("BGP.next_hop: 198.18.0.13"), "{at_bird}");
 
     // BIRD's route reflected to FRR.
-    let route = wait_for("FRR has BIRD's route", t, || {
-        frr.route("ipv4", "198.19.2.0/24")
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    let route = wait_for("FRR has BIRD's route", t, || frr.route("ipv4", "198.19.2.0/24")).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     let path = &route["paths"][0];
     assert_eq!(path["originatorId"], "198.18.0.12", "{route}");
-    let clusters = path["clusterList"]["list"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let clusters = path["clusterList"]["list"].as_array().cloned().unwrap_or_default();
     assert_eq!(clusters, vec![Value::from("10.255.0.1")], "{route}");
     assert_eq!(path["nexthops"][0]["ip"], "198.18.0.12", "{route}");
 
@@ -135,14 +110,9 @@ fn gingham_reflects_between_bird_and_frr_clients() {
 
     // 2. Withdrawal propagates.
     bird.cmd("disable s4").unwrap();
-    wait_for("FRR drops BIRD's route", t, || {
-        frr.route("ipv4", "198.19.2.0/24").is_none().then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
-    wait_for("FIB stream withdrawal", t, || {
-        (!fib.borrow().contains_key(&"198.19.2.0/24".parse().unwrap())).then_some(())
-    })
-    .unwrap();
+    wait_for("FRR drops BIRD's route", t, || frr.route("ipv4", "198.19.2.0/24").is_none().then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    wait_for("FIB stream withdrawal", t, || (!fib.borrow().contains_key(&"198.19.2.0/24".parse().unwrap())).then_some(())).unwrap();
 
     let peers = rt.block_on({
         let h = handle.clone();
@@ -150,17 +120,8 @@ fn gingham_reflects_between_bird_and_frr_clients() {
     });
     assert_eq!(peers.len(), 2);
     for p in &peers {
-        assert_eq!(
-            p.state,
-            gingham_bgp::fsm::State::Established,
-            "{:?}",
-            p.config.address
-        );
-        assert_eq!(
-            p.prefixes_accepted,
-            usize::from(p.config.address.to_string() == "198.18.0.13"),
-            "only FRR's route is left"
-        );
+        assert_eq!(p.state, gingham_bgp::fsm::State::Established, "{:?}", p.config.address);
+        assert_eq!(p.prefixes_accepted, usize::from(p.config.address.to_string() == "198.18.0.13"), "only FRR's route is left");
     }
     // BIRD still holds FRR's route from us; FRR holds nothing from us any more.
     let advertised: Vec<usize> = peers.iter().map(|p| p.prefixes_advertised).collect();

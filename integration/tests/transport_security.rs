@@ -54,82 +54,30 @@ fn peer(local: &str, remote: &str, local_as: u32, md5: Option<&str>, ttl: TtlMod
 #[test]
 fn md5_and_gtsm_with_frr() {
     let fabric = Fabric::new(2).unwrap();
-    for (host, addrs) in [
-        (0, ["198.18.0.211", "198.18.0.221"]),
-        (1, ["198.18.0.212", "198.18.0.222"]),
-    ] {
+    for (host, addrs) in [(0, ["198.18.0.211", "198.18.0.221"]), (1, ["198.18.0.212", "198.18.0.222"])] {
         for a in addrs {
-            fabric.hosts[host]
-                .ns
-                .ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])
-                .unwrap();
+            fabric.hosts[host].ns.ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"]).unwrap();
         }
     }
     let frr = Frr::start(&fabric.hosts[1].ns, FRR_CONF).unwrap();
-    let mut speaker =
-        Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
-    speaker.add_peer(
-        "md5-good",
-        peer(
-            "198.18.0.11",
-            "198.18.0.12",
-            65000,
-            Some("gingham-secret"),
-            TtlMode::Send(255),
-        ),
-    );
-    speaker.add_peer(
-        "md5-bad",
-        peer(
-            "198.18.0.111",
-            "198.18.0.112",
-            65000,
-            Some("not-the-secret"),
-            TtlMode::Send(255),
-        ),
-    );
-    speaker.add_peer(
-        "gtsm",
-        peer(
-            "198.18.0.211",
-            "198.18.0.212",
-            65211,
-            None,
-            TtlMode::Gtsm { hops: 1 },
-        ),
-    );
-    speaker.add_peer(
-        "gtsm-enforced",
-        peer(
-            "198.18.0.221",
-            "198.18.0.222",
-            65221,
-            None,
-            TtlMode::Gtsm { hops: 1 },
-        ),
-    );
+    let mut speaker = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
+    speaker.add_peer("md5-good", peer("198.18.0.11", "198.18.0.12", 65000, Some("gingham-secret"), TtlMode::Send(255)));
+    speaker.add_peer("md5-bad", peer("198.18.0.111", "198.18.0.112", 65000, Some("not-the-secret"), TtlMode::Send(255)));
+    speaker.add_peer("gtsm", peer("198.18.0.211", "198.18.0.212", 65211, None, TtlMode::Gtsm { hops: 1 }));
+    speaker.add_peer("gtsm-enforced", peer("198.18.0.221", "198.18.0.222", 65221, None, TtlMode::Gtsm { hops: 1 }));
 
     let up = |name: &str| speaker.snapshot(name).map(|s| s.state) == Some(State::Established);
     let fail = |e: anyhow::Error| -> ! { panic!("{e}\n--- frr\n{}", frr.daemon.log_tail()) };
-    wait_for("md5-good Established", Duration::from_secs(30), || {
-        up("md5-good").then_some(())
-    })
-    .unwrap_or_else(|e| fail(e));
+    wait_for("md5-good Established", Duration::from_secs(30), || up("md5-good").then_some(())).unwrap_or_else(|e| fail(e));
     assert!(frr.established("198.18.0.11"), "FRR agrees md5-good is up");
-    wait_for("gtsm Established", Duration::from_secs(30), || {
-        up("gtsm").then_some(())
-    })
-    .unwrap_or_else(|e| fail(e));
+    wait_for("gtsm Established", Duration::from_secs(30), || up("gtsm").then_some(())).unwrap_or_else(|e| fail(e));
     assert!(frr.established("198.18.0.211"), "FRR agrees gtsm is up");
 
     // Give the failing ones time for several connect attempts each way.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < deadline {
         assert!(!up("md5-bad"), "session with a wrong MD5 key came up");
-        assert!(
-            !up("gtsm-enforced"),
-            "session with a TTL-1 peer came up despite GTSM"
-        );
+        assert!(!up("gtsm-enforced"), "session with a TTL-1 peer came up despite GTSM");
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(!frr.established("198.18.0.111"));

@@ -30,20 +30,14 @@ pub(crate) struct Damping {
 
 impl Damping {
     pub(crate) fn new(config: DampingConfig) -> Damping {
-        Damping {
-            config,
-            failures: 0,
-        }
+        Damping { config, failures: 0 }
     }
 
     /// Records a failure and returns how long to stay Idle before restarting.
     pub(crate) fn on_failure(&mut self) -> Duration {
         let shift = self.failures.min(16);
         self.failures = self.failures.saturating_add(1);
-        self.config
-            .initial_idle_hold
-            .saturating_mul(1u32 << shift)
-            .min(self.config.max_idle_hold)
+        self.config.initial_idle_hold.saturating_mul(1u32 << shift).min(self.config.max_idle_hold)
     }
 
     pub(crate) fn reset(&mut self) {

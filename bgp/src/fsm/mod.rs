@@ -35,10 +35,7 @@ use std::time::Duration;
 pub use damping::DampingConfig;
 pub use negotiate::{local_open, negotiate, Negotiated};
 
-use crate::wire::{
-    AttrError, DecodeError, ErrorCode, Family, GracefulRestart, Message, Notification, Open,
-    RouteRefresh, Update,
-};
+use crate::wire::{AttrError, DecodeError, ErrorCode, Family, GracefulRestart, Message, Notification, Open, RouteRefresh, Update};
 use damping::Damping;
 
 /// Names one TCP connection of a peer; chosen by the driver, never reused.
@@ -89,10 +86,7 @@ impl Timer {
         Timer { kind, conn: None }
     }
     fn conn(kind: TimerKind, conn: ConnId) -> Timer {
-        Timer {
-            kind,
-            conn: Some(conn),
-        }
+        Timer { kind, conn: Some(conn) }
     }
 }
 
@@ -100,10 +94,7 @@ impl Timer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopMode {
     /// Send a Cease NOTIFICATION (RFC 4486 subcode) with an optional RFC 9003 message.
-    Cease {
-        code: ErrorCode,
-        communication: Option<String>,
-    },
+    Cease { code: ErrorCode, communication: Option<String> },
     /// Close without NOTIFICATION so the peer keeps our routes as stale (RFC 4724 4.1).
     Silent,
 }
@@ -165,10 +156,9 @@ impl DownReason {
     /// or a NOTIFICATION under the RFC 8538 N bit other than Hard Reset).
     pub fn allows_graceful_restart(&self, peer_n_bit: bool) -> bool {
         match self {
-            DownReason::HoldTimerExpired
-            | DownReason::SendHoldTimerExpired
-            | DownReason::ConnectionClosed
-            | DownReason::PeerRestarted => true,
+            DownReason::HoldTimerExpired | DownReason::SendHoldTimerExpired | DownReason::ConnectionClosed | DownReason::PeerRestarted => {
+                true
+            }
             DownReason::NotificationReceived(n) | DownReason::NotificationSent(n) => {
                 peer_n_bit && n.error_code() != Some(ErrorCode::HardReset)
             }
@@ -292,15 +282,7 @@ impl PeerFsm {
     pub fn new(config: FsmConfig) -> PeerFsm {
         let open = local_open(&config);
         let damping = Damping::new(config.damping);
-        PeerFsm {
-            config,
-            open,
-            started: false,
-            phase: Phase::Idle,
-            conns: Vec::new(),
-            damping,
-            last_error: None,
-        }
+        PeerFsm { config, open, started: false, phase: Phase::Idle, conns: Vec::new(), damping, last_error: None }
     }
 
     pub fn config(&self) -> &FsmConfig {
@@ -323,10 +305,7 @@ impl PeerFsm {
 
     /// The Established connection and what it negotiated.
     pub fn established(&self) -> Option<(ConnId, &Negotiated)> {
-        self.conns
-            .iter()
-            .find(|c| c.state == ConnState::Established)
-            .and_then(|c| c.negotiated.as_ref().map(|n| (c.id, n)))
+        self.conns.iter().find(|c| c.state == ConnState::Established).and_then(|c| c.negotiated.as_ref().map(|n| (c.id, n)))
     }
 
     pub fn last_error(&self) -> Option<&str> {
@@ -350,20 +329,14 @@ impl PeerFsm {
                     self.phase = Phase::Active;
                 }
             }
-            Input::ConnectionUp { conn, direction } => {
-                self.connection_up(conn, direction, &mut out)
-            }
+            Input::ConnectionUp { conn, direction } => self.connection_up(conn, direction, &mut out),
             Input::ConnectionClosed { conn } => {
                 if let Some(c) = self.remove(conn) {
                     self.last_error = Some("connection closed by peer".into());
                     self.closed(c, DownReason::ConnectionClosed, &mut out);
                 }
             }
-            Input::Received {
-                conn,
-                message,
-                attr_errors,
-            } => self.received(conn, message, attr_errors, &mut out),
+            Input::Received { conn, message, attr_errors } => self.received(conn, message, attr_errors, &mut out),
             Input::ReceiveError { conn, error } => {
                 self.last_error = Some(format!("received malformed message: {error}"));
                 let n = error.notification();
@@ -375,9 +348,7 @@ impl PeerFsm {
                 self.fail_conn(conn, n, DownReason::SendHoldTimerExpired, &mut out);
             }
             Input::SendUpdate(update) => self.send_established(Message::Update(update), &mut out),
-            Input::SendRouteRefresh(rr) => {
-                self.send_established(Message::RouteRefresh(rr), &mut out)
-            }
+            Input::SendRouteRefresh(rr) => self.send_established(Message::RouteRefresh(rr), &mut out),
         }
         out
     }
@@ -397,62 +368,39 @@ impl PeerFsm {
         } else {
             self.phase = Phase::Connect;
             out.push(Output::Connect);
-            out.push(Output::StartTimer {
-                timer: Timer::peer(TimerKind::ConnectRetry),
-                after: self.config.connect_retry,
-            });
+            out.push(Output::StartTimer { timer: Timer::peer(TimerKind::ConnectRetry), after: self.config.connect_retry });
         }
     }
 
     fn manual_stop(&mut self, mode: StopMode, out: &mut Out) {
         self.started = false;
         self.phase = Phase::Idle;
-        for kind in [
-            TimerKind::ConnectRetry,
-            TimerKind::IdleHold,
-            TimerKind::StablePeriod,
-        ] {
+        for kind in [TimerKind::ConnectRetry, TimerKind::IdleHold, TimerKind::StablePeriod] {
             out.push(Output::StopTimer(Timer::peer(kind)));
         }
         let was_established = self.established().is_some();
         for c in std::mem::take(&mut self.conns) {
-            if let StopMode::Cease {
-                code,
-                communication,
-            } = &mode
-            {
+            if let StopMode::Cease { code, communication } = &mode {
                 let n = match communication {
                     Some(text) => Notification::cease_with_communication(*code, text),
                     None => code.notification(bytes::Bytes::new()),
                 };
-                out.push(Output::Send {
-                    conn: c.id,
-                    message: Message::Notification(n),
-                });
+                out.push(Output::Send { conn: c.id, message: Message::Notification(n) });
             }
             out.push(Output::Close { conn: c.id });
         }
         if was_established {
-            out.push(Output::Down {
-                reason: DownReason::ManualStop,
-            });
+            out.push(Output::Down { reason: DownReason::ManualStop });
         }
     }
 
     fn timer(&mut self, timer: Timer, out: &mut Out) {
         match (timer.kind, timer.conn) {
             (TimerKind::ConnectRetry, _) => {
-                if self.started
-                    && self.conns.is_empty()
-                    && !self.config.passive
-                    && self.phase != Phase::Idle
-                {
+                if self.started && self.conns.is_empty() && !self.config.passive && self.phase != Phase::Idle {
                     self.phase = Phase::Connect;
                     out.push(Output::Connect);
-                    out.push(Output::StartTimer {
-                        timer,
-                        after: self.config.connect_retry,
-                    });
+                    out.push(Output::StartTimer { timer, after: self.config.connect_retry });
                 }
             }
             (TimerKind::IdleHold, _) => {
@@ -494,29 +442,12 @@ impl PeerFsm {
             self.phase = Phase::Active;
         }
         out.push(Output::StopTimer(Timer::peer(TimerKind::ConnectRetry)));
-        self.conns.push(Connection {
-            id: conn,
-            direction,
-            state: ConnState::OpenSent,
-            negotiated: None,
-        });
-        out.push(Output::Send {
-            conn,
-            message: Message::Open(self.open.clone()),
-        });
-        out.push(Output::StartTimer {
-            timer: Timer::conn(TimerKind::Hold, conn),
-            after: self.config.open_hold,
-        });
+        self.conns.push(Connection { id: conn, direction, state: ConnState::OpenSent, negotiated: None });
+        out.push(Output::Send { conn, message: Message::Open(self.open.clone()) });
+        out.push(Output::StartTimer { timer: Timer::conn(TimerKind::Hold, conn), after: self.config.open_hold });
     }
 
-    fn received(
-        &mut self,
-        conn: ConnId,
-        message: Message,
-        attr_errors: Vec<AttrError>,
-        out: &mut Out,
-    ) {
+    fn received(&mut self, conn: ConnId, message: Message, attr_errors: Vec<AttrError>, out: &mut Out) {
         let Some(state) = self.find(conn).map(|c| c.state) else {
             return;
         };
@@ -541,19 +472,11 @@ impl PeerFsm {
             (ConnState::Established, Message::Keepalive) => self.restart_hold(conn, out),
             (ConnState::Established, Message::Update(update)) => {
                 self.restart_hold(conn, out);
-                out.push(Output::Update {
-                    update,
-                    attr_errors,
-                });
+                out.push(Output::Update { update, attr_errors });
             }
-            (ConnState::Established, Message::RouteRefresh(rr)) => {
-                out.push(Output::RouteRefresh(rr))
-            }
+            (ConnState::Established, Message::RouteRefresh(rr)) => out.push(Output::RouteRefresh(rr)),
             (_, other) => {
-                self.last_error = Some(format!(
-                    "unexpected message type {} in {state:?}",
-                    other.kind()
-                ));
+                self.last_error = Some(format!("unexpected message type {} in {state:?}", other.kind()));
                 let n = unexpected.notification(bytes::Bytes::new());
                 self.fail_conn(conn, n.clone(), DownReason::NotificationSent(n), out);
             }
@@ -577,22 +500,13 @@ impl PeerFsm {
         let Some(c) = self.find_mut(conn) else { return };
         c.state = ConnState::OpenConfirm;
         c.negotiated = Some(negotiated);
-        out.push(Output::Send {
-            conn,
-            message: Message::Keepalive,
-        });
+        out.push(Output::Send { conn, message: Message::Keepalive });
         if hold == 0 {
             // RFC 4271 4.4: a zero hold time means neither keepalives nor a hold timer.
             out.push(Output::StopTimer(Timer::conn(TimerKind::Hold, conn)));
         } else {
-            out.push(Output::StartTimer {
-                timer: Timer::conn(TimerKind::Hold, conn),
-                after: secs(hold),
-            });
-            out.push(Output::StartTimer {
-                timer: Timer::conn(TimerKind::Keepalive, conn),
-                after: secs(keepalive),
-            });
+            out.push(Output::StartTimer { timer: Timer::conn(TimerKind::Hold, conn), after: secs(hold) });
+            out.push(Output::StartTimer { timer: Timer::conn(TimerKind::Keepalive, conn), after: secs(keepalive) });
         }
     }
 
@@ -612,20 +526,11 @@ impl PeerFsm {
             return true;
         };
         let (other_id, other_state) = (other.id, other.state);
-        let restarted = other_state == ConnState::Established
-            && other
-                .negotiated
-                .as_ref()
-                .is_some_and(|n| n.graceful_restart());
+        let restarted = other_state == ConnState::Established && other.negotiated.as_ref().is_some_and(|n| n.graceful_restart());
         let loser = if restarted {
             other_id
         } else {
-            let keep = collision::survivor(
-                self.config.router_id,
-                self.config.local_as,
-                negotiated.peer_id,
-                negotiated.peer_as,
-            );
+            let keep = collision::survivor(self.config.router_id, self.config.local_as, negotiated.peer_id, negotiated.peer_as);
             if keep == direction {
                 other_id
             } else {
@@ -637,18 +542,11 @@ impl PeerFsm {
         };
         if !restarted {
             let n = ErrorCode::ConnectionCollisionResolution.notification(bytes::Bytes::new());
-            out.push(Output::Send {
-                conn: loser,
-                message: Message::Notification(n),
-            });
+            out.push(Output::Send { conn: loser, message: Message::Notification(n) });
         }
         out.push(Output::Close { conn: loser });
         if lost.state == ConnState::Established {
-            let reason = if restarted {
-                DownReason::PeerRestarted
-            } else {
-                DownReason::CollisionResolution
-            };
+            let reason = if restarted { DownReason::PeerRestarted } else { DownReason::CollisionResolution };
             out.push(Output::Down { reason });
             out.push(Output::StopTimer(Timer::peer(TimerKind::StablePeriod)));
         }
@@ -662,41 +560,22 @@ impl PeerFsm {
             return;
         };
         self.last_error = None;
-        out.push(Output::Established {
-            conn,
-            negotiated: Box::new(negotiated),
-        });
-        out.push(Output::StartTimer {
-            timer: Timer::peer(TimerKind::StablePeriod),
-            after: self.damping.stable_period(),
-        });
+        out.push(Output::Established { conn, negotiated: Box::new(negotiated) });
+        out.push(Output::StartTimer { timer: Timer::peer(TimerKind::StablePeriod), after: self.damping.stable_period() });
     }
 
     fn restart_hold(&self, conn: ConnId, out: &mut Out) {
-        let hold = self
-            .find(conn)
-            .and_then(|c| c.negotiated.as_ref())
-            .map(|n| n.hold_time)
-            .unwrap_or(0);
+        let hold = self.find(conn).and_then(|c| c.negotiated.as_ref()).map(|n| n.hold_time).unwrap_or(0);
         if hold != 0 {
-            out.push(Output::StartTimer {
-                timer: Timer::conn(TimerKind::Hold, conn),
-                after: secs(hold),
-            });
+            out.push(Output::StartTimer { timer: Timer::conn(TimerKind::Hold, conn), after: secs(hold) });
         }
     }
 
     fn send_keepalive(&self, conn: ConnId, out: &mut Out) {
-        out.push(Output::Send {
-            conn,
-            message: Message::Keepalive,
-        });
+        out.push(Output::Send { conn, message: Message::Keepalive });
         if let Some(n) = self.find(conn).and_then(|c| c.negotiated.as_ref()) {
             if n.keepalive_time != 0 {
-                out.push(Output::StartTimer {
-                    timer: Timer::conn(TimerKind::Keepalive, conn),
-                    after: secs(n.keepalive_time),
-                });
+                out.push(Output::StartTimer { timer: Timer::conn(TimerKind::Keepalive, conn), after: secs(n.keepalive_time) });
             }
         }
     }
@@ -708,26 +587,14 @@ impl PeerFsm {
         out.push(Output::Send { conn, message });
         // RFC 4271 8.2.2: every UPDATE sent restarts the KeepaliveTimer.
         if n.keepalive_time != 0 {
-            out.push(Output::StartTimer {
-                timer: Timer::conn(TimerKind::Keepalive, conn),
-                after: secs(n.keepalive_time),
-            });
+            out.push(Output::StartTimer { timer: Timer::conn(TimerKind::Keepalive, conn), after: secs(n.keepalive_time) });
         }
     }
 
     /// Sends `notification` on `conn`, closes it and handles the consequences.
-    fn fail_conn(
-        &mut self,
-        conn: ConnId,
-        notification: Notification,
-        reason: DownReason,
-        out: &mut Out,
-    ) {
+    fn fail_conn(&mut self, conn: ConnId, notification: Notification, reason: DownReason, out: &mut Out) {
         if let Some(c) = self.remove(conn) {
-            out.push(Output::Send {
-                conn,
-                message: Message::Notification(notification),
-            });
+            out.push(Output::Send { conn, message: Message::Notification(notification) });
             out.push(Output::Close { conn });
             self.closed(c, reason, out);
         }
@@ -736,9 +603,7 @@ impl PeerFsm {
     /// A connection has gone; decide what the peer does next.
     fn closed(&mut self, c: Connection, reason: DownReason, out: &mut Out) {
         if c.state == ConnState::Established {
-            out.push(Output::Down {
-                reason: reason.clone(),
-            });
+            out.push(Output::Down { reason: reason.clone() });
             out.push(Output::StopTimer(Timer::peer(TimerKind::StablePeriod)));
         }
         if !self.conns.is_empty() || !self.started {
@@ -750,20 +615,14 @@ impl PeerFsm {
         if quiet {
             self.phase = Phase::Active;
             if !self.config.passive {
-                out.push(Output::StartTimer {
-                    timer: Timer::peer(TimerKind::ConnectRetry),
-                    after: self.config.connect_retry,
-                });
+                out.push(Output::StartTimer { timer: Timer::peer(TimerKind::ConnectRetry), after: self.config.connect_retry });
             }
             return;
         }
         self.phase = Phase::Idle;
         out.push(Output::StopTimer(Timer::peer(TimerKind::ConnectRetry)));
         let delay = self.damping.on_failure();
-        out.push(Output::StartTimer {
-            timer: Timer::peer(TimerKind::IdleHold),
-            after: delay,
-        });
+        out.push(Output::StartTimer { timer: Timer::peer(TimerKind::IdleHold), after: delay });
     }
 
     fn find(&self, conn: ConnId) -> Option<&Connection> {

@@ -7,9 +7,7 @@ use std::net::Ipv4Addr;
 use bytes::BytesMut;
 
 use super::FsmConfig;
-use crate::wire::{
-    Capability, ErrorCode, Family, GracefulRestart, Notification, Open, SessionCodec,
-};
+use crate::wire::{Capability, ErrorCode, Family, GracefulRestart, Notification, Open, SessionCodec};
 
 /// What both sides agreed on. The codec of every later message derives from this, never
 /// from the peer's OPEN alone.
@@ -49,11 +47,7 @@ impl Negotiated {
 
 /// Our OPEN for this peer.
 pub fn local_open(config: &FsmConfig) -> Open {
-    let mut caps: Vec<Capability> = config
-        .families
-        .iter()
-        .map(|f| Capability::Multiprotocol(*f))
-        .collect();
+    let mut caps: Vec<Capability> = config.families.iter().map(|f| Capability::Multiprotocol(*f)).collect();
     caps.push(Capability::RouteRefresh);
     caps.push(Capability::EnhancedRouteRefresh);
     caps.push(Capability::FourOctetAs(config.local_as));
@@ -61,18 +55,10 @@ pub fn local_open(config: &FsmConfig) -> Open {
         caps.push(Capability::GracefulRestart(gr.clone()));
     }
     if config.extended_next_hop && config.families.contains(&Family::IPV4_UNICAST) {
-        caps.push(Capability::ExtendedNextHop(vec![
-            crate::wire::ExtendedNextHop {
-                family: Family::IPV4_UNICAST,
-                next_hop_afi: 2,
-            },
-        ]));
+        caps.push(Capability::ExtendedNextHop(vec![crate::wire::ExtendedNextHop { family: Family::IPV4_UNICAST, next_hop_afi: 2 }]));
     }
     if let Some(host) = &config.hostname {
-        caps.push(Capability::Fqdn {
-            hostname: host.clone(),
-            domain: String::new(),
-        });
+        caps.push(Capability::Fqdn { hostname: host.clone(), domain: String::new() });
     }
     Open::new(config.local_as, config.hold_time, config.router_id, caps)
 }
@@ -95,11 +81,7 @@ pub fn negotiate(config: &FsmConfig, peer: &Open) -> Result<Negotiated, Notifica
     if peer.hold_time != 0 && peer.hold_time < config.min_hold_time {
         return Err(ErrorCode::UnacceptableHoldTime.notification(bytes::Bytes::new()));
     }
-    let hold_time = if peer.hold_time == 0 || config.hold_time == 0 {
-        0
-    } else {
-        peer.hold_time.min(config.hold_time)
-    };
+    let hold_time = if peer.hold_time == 0 || config.hold_time == 0 { 0 } else { peer.hold_time.min(config.hold_time) };
 
     let caps = &peer.capabilities;
     let has = |f: fn(&Capability) -> bool| caps.iter().any(f);
@@ -111,17 +93,8 @@ pub fn negotiate(config: &FsmConfig, peer: &Open) -> Result<Negotiated, Notifica
         })
         .collect();
     // RFC 4760 section 8: a peer without any multiprotocol capability speaks IPv4 unicast.
-    let peer_families = if peer_families.is_empty() {
-        vec![Family::IPV4_UNICAST]
-    } else {
-        peer_families
-    };
-    let families: Vec<Family> = config
-        .families
-        .iter()
-        .copied()
-        .filter(|f| peer_families.contains(f))
-        .collect();
+    let peer_families = if peer_families.is_empty() { vec![Family::IPV4_UNICAST] } else { peer_families };
+    let families: Vec<Family> = config.families.iter().copied().filter(|f| peer_families.contains(f)).collect();
     if families.is_empty() {
         // RFC 5492 section 5: name the capabilities we needed.
         let mut data = BytesMut::new();
@@ -140,9 +113,7 @@ pub fn negotiate(config: &FsmConfig, peer: &Open) -> Result<Negotiated, Notifica
     });
     let extended_next_hop_v4 = config.extended_next_hop
         && caps.iter().any(|c| match c {
-            Capability::ExtendedNextHop(t) => t
-                .iter()
-                .any(|t| t.family == Family::IPV4_UNICAST && t.next_hop_afi == 2),
+            Capability::ExtendedNextHop(t) => t.iter().any(|t| t.family == Family::IPV4_UNICAST && t.next_hop_afi == 2),
             _ => false,
         });
     Ok(Negotiated {

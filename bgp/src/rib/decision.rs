@@ -58,10 +58,7 @@ fn origin_rank(o: Option<Origin>) -> u8 {
 pub fn compare(a: &Candidate<'_>, b: &Candidate<'_>, cfg: &DecisionConfig) -> (Ordering, Step) {
     let (x, y) = (a.attrs, b.attrs);
     // Highest LOCAL_PREF; absent means the default of 100 (RFC 4277 5.1.1).
-    let lp = y
-        .local_pref
-        .unwrap_or(100)
-        .cmp(&x.local_pref.unwrap_or(100));
+    let lp = y.local_pref.unwrap_or(100).cmp(&x.local_pref.unwrap_or(100));
     if lp != Ordering::Equal {
         return (lp, Step::LocalPref);
     }
@@ -109,28 +106,15 @@ mod tests {
     use crate::wire::AsPath;
 
     fn attrs() -> PathAttributes {
-        PathAttributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath::sequence([65001])),
-            ..Default::default()
-        }
+        PathAttributes { origin: Some(Origin::Igp), as_path: Some(AsPath::sequence([65001])), ..Default::default() }
     }
 
     fn cand<'a>(attrs: &'a PathAttributes, id: &str, nbr: &str, ebgp: bool) -> Candidate<'a> {
-        Candidate {
-            attrs,
-            ebgp,
-            router_id: id.parse().unwrap(),
-            neighbor: nbr.parse().unwrap(),
-        }
+        Candidate { attrs, ebgp, router_id: id.parse().unwrap(), neighbor: nbr.parse().unwrap() }
     }
 
     fn decide(a: &PathAttributes, b: &PathAttributes) -> (Ordering, Step) {
-        compare(
-            &cand(a, "1.1.1.1", "198.18.0.1", false),
-            &cand(b, "2.2.2.2", "198.18.0.2", false),
-            &DecisionConfig::default(),
-        )
+        compare(&cand(a, "1.1.1.1", "198.18.0.1", false), &cand(b, "2.2.2.2", "198.18.0.2", false), &DecisionConfig::default())
     }
 
     #[test]
@@ -142,10 +126,7 @@ mod tests {
 
         let mut long = base.clone();
         long.as_path = Some(AsPath::sequence([65001, 65002]));
-        assert_eq!(
-            decide(&long, &base),
-            (Ordering::Greater, Step::AsPathLength)
-        );
+        assert_eq!(decide(&long, &base), (Ordering::Greater, Step::AsPathLength));
 
         let mut incomplete = base.clone();
         incomplete.origin = Some(Origin::Incomplete);
@@ -160,46 +141,25 @@ mod tests {
         other_as.as_path = Some(AsPath::sequence([65009]));
         other_as.med = Some(10);
         assert_eq!(decide(&other_as, &base).1, Step::RouterId);
-        let always = DecisionConfig {
-            always_compare_med: true,
-        };
-        let r = compare(
-            &cand(&other_as, "1.1.1.1", "198.18.0.1", false),
-            &cand(&base, "2.2.2.2", "198.18.0.2", false),
-            &always,
-        );
+        let always = DecisionConfig { always_compare_med: true };
+        let r = compare(&cand(&other_as, "1.1.1.1", "198.18.0.1", false), &cand(&base, "2.2.2.2", "198.18.0.2", false), &always);
         assert_eq!(r, (Ordering::Greater, Step::Med));
 
-        let r = compare(
-            &cand(&base, "1.1.1.1", "198.18.0.1", false),
-            &cand(&base, "2.2.2.2", "198.18.0.2", true),
-            &always,
-        );
+        let r = compare(&cand(&base, "1.1.1.1", "198.18.0.1", false), &cand(&base, "2.2.2.2", "198.18.0.2", true), &always);
         assert_eq!(r, (Ordering::Greater, Step::EbgpOverIbgp));
 
         assert_eq!(decide(&base, &base), (Ordering::Less, Step::RouterId));
         // ORIGINATOR_ID stands in for the router id of reflected routes.
         let mut reflected = base.clone();
         reflected.originator_id = Some("9.9.9.9".parse().unwrap());
-        assert_eq!(
-            decide(&reflected, &base),
-            (Ordering::Greater, Step::RouterId)
-        );
+        assert_eq!(decide(&reflected, &base), (Ordering::Greater, Step::RouterId));
 
         let mut cl = base.clone();
         cl.cluster_list = vec!["10.0.0.1".parse().unwrap()];
-        let r = compare(
-            &cand(&cl, "1.1.1.1", "198.18.0.1", false),
-            &cand(&base, "1.1.1.1", "198.18.0.2", false),
-            &always,
-        );
+        let r = compare(&cand(&cl, "1.1.1.1", "198.18.0.1", false), &cand(&base, "1.1.1.1", "198.18.0.2", false), &always);
         assert_eq!(r, (Ordering::Greater, Step::ClusterListLength));
 
-        let r = compare(
-            &cand(&base, "1.1.1.1", "198.18.0.2", false),
-            &cand(&base, "1.1.1.1", "198.18.0.1", false),
-            &always,
-        );
+        let r = compare(&cand(&base, "1.1.1.1", "198.18.0.2", false), &cand(&base, "1.1.1.1", "198.18.0.1", false), &always);
         assert_eq!(r, (Ordering::Greater, Step::NeighborAddress));
     }
 

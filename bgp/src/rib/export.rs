@@ -45,14 +45,7 @@ fn set_next_hop_self(attrs: &mut PathAttributes, family: Family, local: IpAddr) 
         }
         (Family::IPV6_UNICAST, IpAddr::V6(a)) => {
             attrs.next_hop = None;
-            attrs.mp_reach = Some(MpReach {
-                family,
-                next_hop: NextHop::V6 {
-                    global: a,
-                    link_local: None,
-                },
-                nlri: Vec::new(),
-            });
+            attrs.mp_reach = Some(MpReach { family, next_hop: NextHop::V6 { global: a, link_local: None }, nlri: Vec::new() });
             true
         }
         // No address of that family on this session to offer as next hop.
@@ -94,17 +87,8 @@ pub fn transform(
         // Confederation segments never leave the confederation.
         path.segments.retain(|s| !s.kind.is_confed());
         match path.segments.first_mut() {
-            Some(Segment {
-                kind: SegmentType::Sequence,
-                asns,
-            }) if asns.len() < 255 => asns.insert(0, target.local_as),
-            _ => path.segments.insert(
-                0,
-                Segment {
-                    kind: SegmentType::Sequence,
-                    asns: vec![target.local_as],
-                },
-            ),
+            Some(Segment { kind: SegmentType::Sequence, asns }) if asns.len() < 255 => asns.insert(0, target.local_as),
+            _ => path.segments.insert(0, Segment { kind: SegmentType::Sequence, asns: vec![target.local_as] }),
         }
         out.as_path = Some(path);
         out.local_pref = None;
@@ -115,17 +99,13 @@ pub fn transform(
         }
         let keep = target.keep_original_next_hop && super::next_hop(attrs).is_some();
         if !keep && !set_next_hop_self(&mut out, family, target.local_address) {
-            return ExportDecision::Suppress(
-                "no local address of the route's family for next-hop-self",
-            );
+            return ExportDecision::Suppress("no local address of the route's family for next-hop-self");
         }
     } else {
         out.as_path.get_or_insert_with(AsPath::default);
         out.local_pref = Some(attrs.local_pref.unwrap_or(100));
         if source_id == LOCAL && !set_next_hop_self(&mut out, family, target.local_address) {
-            return ExportDecision::Suppress(
-                "no local address of the route's family for next-hop-self",
-            );
+            return ExportDecision::Suppress("no local address of the route's family for next-hop-self");
         }
         if reflecting {
             if let Some(s) = source {

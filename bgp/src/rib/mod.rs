@@ -8,6 +8,8 @@
 pub mod decision;
 pub mod export;
 pub mod pack;
+mod prefix_set;
+mod table;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,6 +20,8 @@ use ipnetwork::IpNetwork;
 use crate::wire::{Family, MpReach, NextHop, PathAttributes, SessionCodec, Update};
 use decision::{compare, Candidate, DecisionConfig};
 pub use export::ExportDecision;
+pub use prefix_set::PrefixSet;
+use table::{Path, Table};
 
 /// Names a peer inside the RIB; [`LOCAL`] is us (originated routes).
 pub type PeerId = u32;
@@ -58,12 +62,6 @@ pub struct RibConfig {
     pub decision: DecisionConfig,
 }
 
-#[derive(Clone, Debug)]
-struct Path {
-    peer: PeerId,
-    attrs: Arc<PathAttributes>,
-}
-
 /// The best path for a prefix as the FIB needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BestRoute {
@@ -87,9 +85,17 @@ pub struct Rib {
     config: RibConfig,
     peers: HashMap<PeerId, RibPeer>,
     /// Paths per prefix, best first (the decision process keeps them sorted).
-    table: HashMap<IpNetwork, Vec<Path>>,
+    table: Table,
     accepted: HashMap<PeerId, usize>,
-    adj_out: HashMap<PeerId, HashMap<IpNetwork, Arc<PathAttributes>>>,
+    /// Prefixes a peer announces that the import checks refused (usually none).
+    rejected: HashMap<PeerId, PrefixSet>,
+    /// Adj-RIB-Out: which prefixes each peer holds from us. The attributes it holds follow
+    /// from the current best path, and every change of that is re-sent, so only membership
+    /// is kept (it decides between a withdrawal and nothing). The first 31 peers keep it as
+    /// bits in the table itself; later ones in a set of their own.
+    adj_out: HashMap<PeerId, PrefixSet>,
+    slots: [Option<PeerId>; table::SLOTS],
+    slot_of: HashMap<PeerId, u32>,
     interner: HashSet<Arc<PathAttributes>>,
 }
 
@@ -98,9 +104,12 @@ impl Rib {
         Rib {
             config,
             peers: HashMap::new(),
-            table: HashMap::new(),
+            table: Table::default(),
             accepted: HashMap::new(),
+            rejected: HashMap::new(),
             adj_out: HashMap::new(),
+            slots: [None; table::SLOTS],
+            slot_of: HashMap::new(),
             interner: HashSet::new(),
         }
     }
@@ -136,33 +145,49 @@ impl Rib {
         self.accepted.get(&peer).copied().unwrap_or(0)
     }
 
+    /// Prefixes the peer announces now, accepted or not.
+    pub fn received(&self, peer: PeerId) -> usize {
+        self.accepted(peer) + self.rejected.get(&peer).map_or(0, PrefixSet::len)
+    }
+
     pub fn advertised(&self, peer: PeerId) -> usize {
-        self.adj_out.get(&peer).map_or(0, HashMap::len)
+        match self.slot_of.get(&peer) {
+            Some(slot) => self.table.count_slot(*slot),
+            None => self.adj_out.get(&peer).map_or(0, PrefixSet::len),
+        }
     }
 
     /// A peer reached Established. Its Adj-RIB-Out starts empty; call [`Rib::export_all`].
     pub fn peer_up(&mut self, id: PeerId, peer: RibPeer) {
         self.peers.insert(id, peer);
-        self.adj_out.insert(id, HashMap::new());
+        match self.slots.iter().position(Option::is_none) {
+            Some(slot) => {
+                self.slots[slot] = Some(id);
+                self.slot_of.insert(id, slot as u32);
+            }
+            None => {
+                self.adj_out.insert(id, PrefixSet::default());
+            }
+        }
     }
 
     /// A peer went away: its paths go, and the prefixes whose best changed are returned.
     pub fn peer_down(&mut self, id: PeerId) -> Vec<IpNetwork> {
         let mut changed = Vec::new();
-        let prefixes: Vec<IpNetwork> = self
-            .table
-            .iter()
-            .filter(|(_, paths)| paths.iter().any(|p| p.peer == id))
-            .map(|(p, _)| *p)
-            .collect();
+        let prefixes: Vec<IpNetwork> = self.table.prefixes().filter(|p| self.table.has_peer(p, id)).collect();
         for prefix in prefixes {
             if self.remove_path(prefix, id) {
                 changed.push(prefix);
             }
         }
         self.peers.remove(&id);
+        self.reset_adj_out(id);
         self.adj_out.remove(&id);
+        if let Some(slot) = self.slot_of.remove(&id) {
+            self.slots[slot as usize] = None;
+        }
         self.accepted.remove(&id);
+        self.rejected.remove(&id);
         changed
     }
 
@@ -170,6 +195,9 @@ impl Rib {
     pub fn apply_update(&mut self, peer: PeerId, update: &Update) -> ImportResult {
         let mut result = ImportResult::default();
         for prefix in update.withdrawn_prefixes() {
+            if let Some(r) = self.rejected.get_mut(&peer) {
+                r.remove(&prefix);
+            }
             if self.remove_path(prefix, peer) {
                 result.changed.push(prefix);
             }
@@ -182,29 +210,12 @@ impl Rib {
         let mp_attrs = a.mp_reach.as_ref().map(|mp| {
             let mut m = base.clone();
             m.next_hop = None;
-            m.mp_reach = Some(MpReach {
-                family: mp.family,
-                next_hop: mp.next_hop,
-                nlri: Vec::new(),
-            });
+            m.mp_reach = Some(MpReach { family: mp.family, next_hop: mp.next_hop, nlri: Vec::new() });
             m
         });
         for (attrs, prefixes) in [
-            (
-                v4_attrs,
-                update
-                    .nlri
-                    .iter()
-                    .map(|p| IpNetwork::V4(*p))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                mp_attrs,
-                a.mp_reach
-                    .as_ref()
-                    .map(|m| m.nlri.clone())
-                    .unwrap_or_default(),
-            ),
+            (v4_attrs, update.nlri.iter().map(|p| IpNetwork::V4(*p)).collect::<Vec<_>>()),
+            (mp_attrs, a.mp_reach.as_ref().map(|m| m.nlri.clone()).unwrap_or_default()),
         ] {
             let Some(attrs) = attrs else { continue };
             if prefixes.is_empty() {
@@ -214,15 +225,13 @@ impl Rib {
             let interned = self.intern(attrs);
             for prefix in prefixes {
                 let changed = if acceptable {
-                    self.add_path(
-                        prefix,
-                        Path {
-                            peer,
-                            attrs: interned.clone(),
-                        },
-                    )
+                    if let Some(r) = self.rejected.get_mut(&peer) {
+                        r.remove(&prefix);
+                    }
+                    self.add_path(prefix, Path { peer, attrs: interned.clone() })
                 } else {
                     result.rejected += 1;
+                    self.rejected.entry(peer).or_default().insert(prefix);
                     self.remove_path(prefix, peer)
                 };
                 if changed {
@@ -249,12 +258,7 @@ impl Rib {
             return false;
         };
         if let Some(path) = &attrs.as_path {
-            let own = path
-                .segments
-                .iter()
-                .flat_map(|s| s.asns.iter())
-                .filter(|&&a| a == p.local_as)
-                .count();
+            let own = path.segments.iter().flat_map(|s| s.asns.iter()).filter(|&&a| a == p.local_as).count();
             if own > usize::from(p.allow_own_as) {
                 return false;
             }
@@ -271,37 +275,25 @@ impl Rib {
 
     fn candidate<'a>(&'a self, path: &'a Path) -> Candidate<'a> {
         match self.peers.get(&path.peer) {
-            Some(p) => Candidate {
-                attrs: &path.attrs,
-                ebgp: p.ebgp(),
-                router_id: p.router_id,
-                neighbor: p.address,
-            },
-            None => Candidate {
-                attrs: &path.attrs,
-                ebgp: false,
-                router_id: self.config.router_id,
-                neighbor: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            },
+            Some(p) => Candidate { attrs: &path.attrs, ebgp: p.ebgp(), router_id: p.router_id, neighbor: p.address },
+            None => {
+                Candidate { attrs: &path.attrs, ebgp: false, router_id: self.config.router_id, neighbor: IpAddr::V4(Ipv4Addr::UNSPECIFIED) }
+            }
         }
     }
 
     fn signature(paths: &[Path], ecmp: usize) -> Vec<(PeerId, *const PathAttributes)> {
-        paths
-            .iter()
-            .take(ecmp.max(1))
-            .map(|p| (p.peer, Arc::as_ptr(&p.attrs)))
-            .collect()
+        paths.iter().take(ecmp.max(1)).map(|p| (p.peer, Arc::as_ptr(&p.attrs))).collect()
     }
 
     /// Adds or replaces `peer`'s path; returns whether the best path or ECMP set changed.
     fn add_path(&mut self, prefix: IpNetwork, path: Path) -> bool {
-        let mut paths = self.table.remove(&prefix).unwrap_or_default();
+        let (mut paths, advertised) = self.table.take(&prefix);
         let before = Self::signature(&paths, self.ecmp_len(&paths));
         match paths.iter_mut().find(|p| p.peer == path.peer) {
             Some(existing) => {
                 if Arc::ptr_eq(&existing.attrs, &path.attrs) {
-                    self.table.insert(prefix, paths);
+                    self.table.put(prefix, paths, advertised);
                     return false;
                 }
                 *existing = path;
@@ -313,14 +305,16 @@ impl Rib {
         }
         self.sort(&mut paths);
         let after = Self::signature(&paths, self.ecmp_len(&paths));
-        self.table.insert(prefix, paths);
+        self.table.put(prefix, paths, advertised);
         before != after
     }
 
     fn remove_path(&mut self, prefix: IpNetwork, peer: PeerId) -> bool {
-        let Some(mut paths) = self.table.remove(&prefix) else {
+        let (mut paths, advertised) = self.table.take(&prefix);
+        if paths.is_empty() {
+            self.table.put(prefix, paths, advertised);
             return false;
-        };
+        }
         let before = Self::signature(&paths, self.ecmp_len(&paths));
         let len = paths.len();
         paths.retain(|p| p.peer != peer);
@@ -330,10 +324,8 @@ impl Rib {
             }
         }
         let after = Self::signature(&paths, self.ecmp_len(&paths));
-        if !paths.is_empty() {
-            self.table.insert(prefix, paths);
-        }
-        before != after || (len > 0 && before.is_empty() != after.is_empty())
+        self.table.put(prefix, paths, advertised);
+        before != after
     }
 
     fn sort(&self, paths: &mut [Path]) {
@@ -341,14 +333,7 @@ impl Rib {
             return;
         }
         let mut idx: Vec<usize> = (0..paths.len()).collect();
-        idx.sort_by(|&a, &b| {
-            compare(
-                &self.candidate(&paths[a]),
-                &self.candidate(&paths[b]),
-                &self.config.decision,
-            )
-            .0
-        });
+        idx.sort_by(|&a, &b| compare(&self.candidate(&paths[a]), &self.candidate(&paths[b]), &self.config.decision).0);
         let sorted: Vec<Path> = idx.iter().map(|&i| paths[i].clone()).collect();
         paths.clone_from_slice(&sorted);
     }
@@ -362,11 +347,7 @@ impl Rib {
         1 + paths[1..]
             .iter()
             .take_while(|p| {
-                let (ord, step) = compare(
-                    &self.candidate(best),
-                    &self.candidate(p),
-                    &self.config.decision,
-                );
+                let (ord, step) = compare(&self.candidate(best), &self.candidate(p), &self.config.decision);
                 ord == std::cmp::Ordering::Equal || step.allows_multipath()
             })
             .count()
@@ -374,11 +355,11 @@ impl Rib {
 
     /// The best route for `prefix`, with its ECMP next hops.
     pub fn best(&self, prefix: &IpNetwork) -> Option<BestRoute> {
-        let paths = self.table.get(prefix)?;
-        let best = paths.first()?;
-        let n = self.ecmp_len(paths);
+        let best = self.table.best(prefix)?;
         let mut next_hops: Vec<IpAddr> = Vec::new();
         if best.peer != LOCAL {
+            let paths: Vec<Path> = self.table.paths(prefix);
+            let n = self.ecmp_len(&paths);
             for p in &paths[..n] {
                 if let Some(nh) = next_hop(&p.attrs) {
                     if !next_hops.contains(&nh) {
@@ -387,28 +368,20 @@ impl Rib {
                 }
             }
         }
-        Some(BestRoute {
-            next_hops,
-            attrs: best.attrs.clone(),
-            peer: best.peer,
-        })
+        Some(BestRoute { next_hops, attrs: best.attrs, peer: best.peer })
     }
 
     /// Every prefix with its best route, for dumps.
     pub fn routes(&self, family: Family) -> Vec<(IpNetwork, BestRoute)> {
         let v4 = family == Family::IPV4_UNICAST;
-        let mut out: Vec<(IpNetwork, BestRoute)> = self
-            .table
-            .keys()
-            .filter(|p| p.is_ipv4() == v4)
-            .filter_map(|p| self.best(p).map(|b| (*p, b)))
-            .collect();
+        let mut out: Vec<(IpNetwork, BestRoute)> =
+            self.table.prefixes().filter(|p| p.is_ipv4() == v4).filter_map(|p| self.best(&p).map(|b| (p, b))).collect();
         out.sort_by_key(|(p, _)| *p);
         out
     }
 
-    /// Brings `peer`'s Adj-RIB-Out in line with the Loc-RIB for `prefixes` and returns the
-    /// UPDATEs that carry the difference, packed.
+    /// Brings `peer`'s Adj-RIB-Out in line with the Loc-RIB for `prefixes` (whose best path
+    /// changed) and returns the UPDATEs that carry it, packed.
     pub fn export(&mut self, peer: PeerId, prefixes: &[IpNetwork]) -> Vec<Update> {
         let Some(target) = self.peers.get(&peer).cloned() else {
             return Vec::new();
@@ -418,20 +391,16 @@ impl Rib {
         for prefix in prefixes {
             let desired = self.desired_export(&target, peer, prefix);
             let desired = desired.map(|a| self.intern(a));
-            let Some(out) = self.adj_out.get_mut(&peer) else {
-                return Vec::new();
-            };
-            match (desired, out.get(prefix)) {
-                (Some(d), Some(cur)) if Arc::ptr_eq(&d, cur) => {}
-                (Some(d), _) => {
-                    out.insert(*prefix, d.clone());
+            match desired {
+                Some(d) => {
+                    self.mark_advertised(peer, prefix, true);
                     announce.push((*prefix, d));
                 }
-                (None, Some(_)) => {
-                    out.remove(prefix);
-                    withdraw.push(*prefix);
+                None => {
+                    if self.mark_advertised(peer, prefix, false) {
+                        withdraw.push(*prefix);
+                    }
                 }
-                (None, None) => {}
             }
         }
         pack::pack(announce, withdraw, &target.codec)
@@ -439,41 +408,52 @@ impl Rib {
 
     /// The whole table for a peer that just came up (End-of-RIB is the caller's).
     pub fn export_all(&mut self, peer: PeerId) -> Vec<Update> {
-        let prefixes: Vec<IpNetwork> = self.table.keys().copied().collect();
+        let prefixes: Vec<IpNetwork> = self.table.prefixes().collect();
         self.export(peer, &prefixes)
     }
 
     /// Forgets what was advertised to `peer` so the next export resends it (route refresh).
     pub fn reset_adj_out(&mut self, peer: PeerId) {
+        if let Some(slot) = self.slot_of.get(&peer) {
+            self.table.clear_slot(*slot);
+        }
         if let Some(out) = self.adj_out.get_mut(&peer) {
             out.clear();
         }
     }
 
-    fn desired_export(
-        &self,
-        target: &RibPeer,
-        target_id: PeerId,
-        prefix: &IpNetwork,
-    ) -> Option<PathAttributes> {
-        let paths = self.table.get(prefix)?;
-        let best = paths.first()?;
-        let family = if prefix.is_ipv4() {
-            Family::IPV4_UNICAST
-        } else {
-            Family::IPV6_UNICAST
-        };
+    fn desired_export(&self, target: &RibPeer, target_id: PeerId, prefix: &IpNetwork) -> Option<PathAttributes> {
+        let best = self.table.best(prefix)?;
+        let family = if prefix.is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST };
         let source = self.peers.get(&best.peer);
-        export::transform(
-            &self.config,
-            family,
-            &best.attrs,
-            best.peer,
-            source,
-            target_id,
-            target,
-        )
-        .into_attrs()
+        export::transform(&self.config, family, &best.attrs, best.peer, source, target_id, target).into_attrs()
+    }
+
+    /// Queues `prefix` for the FIB stream (its best path changed).
+    pub fn mark_fib(&mut self, prefix: IpNetwork) {
+        self.table.mark_fib(prefix);
+    }
+
+    /// Takes up to `n` prefixes queued for the FIB stream; read each one's [`Rib::best`] now.
+    pub fn take_fib(&mut self, n: usize) -> Vec<IpNetwork> {
+        self.table.take_fib(n)
+    }
+
+    pub fn fib_pending(&self) -> bool {
+        self.table.fib_pending()
+    }
+
+    /// Records whether `peer` holds `prefix` from us; returns whether it did.
+    fn mark_advertised(&mut self, peer: PeerId, prefix: &IpNetwork, on: bool) -> bool {
+        if let Some(slot) = self.slot_of.get(&peer) {
+            return self.table.set_advertised(prefix, *slot, on);
+        }
+        let Some(out) = self.adj_out.get_mut(&peer) else { return false };
+        if on {
+            !out.insert(*prefix)
+        } else {
+            out.remove(prefix)
+        }
     }
 
     pub fn peer(&self, id: PeerId) -> Option<&RibPeer> {

@@ -7,10 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use ipnetwork::IpNetwork;
 
-use crate::wire::{
-    encoded_len, Family, Message, MpUnreach, PathAttributes, SessionCodec, Update, HEADER_LEN,
-    MAX_MESSAGE_LEN,
-};
+use crate::wire::{encoded_len, Family, Message, MpUnreach, PathAttributes, SessionCodec, Update, HEADER_LEN, MAX_MESSAGE_LEN};
 
 /// Room for NLRI once the header, the two length fields and the attributes are written,
 /// keeping a few octets for MP_REACH_NLRI switching to an extended length.
@@ -19,11 +16,7 @@ fn nlri_room(attrs_len: usize) -> usize {
 }
 
 /// Builds UPDATEs for `announce` (grouped by attribute set) and `withdraw`.
-pub fn pack(
-    announce: Vec<(IpNetwork, Arc<PathAttributes>)>,
-    withdraw: Vec<IpNetwork>,
-    codec: &SessionCodec,
-) -> Vec<Update> {
+pub fn pack(announce: Vec<(IpNetwork, Arc<PathAttributes>)>, withdraw: Vec<IpNetwork>, codec: &SessionCodec) -> Vec<Update> {
     let mut out = Vec::new();
     pack_withdrawals(withdraw, &mut out);
 
@@ -45,12 +38,7 @@ pub fn pack(
         scratch.clear();
         // Only the size matters here; an attribute set too large to encode cannot be sent
         // whatever we do, and the message encoder reports it when the UPDATE is written.
-        let attrs_len = match Message::Update(Update {
-            attributes: (*attrs).clone(),
-            ..Default::default()
-        })
-        .encode(codec, &mut scratch)
-        {
+        let attrs_len = match Message::Update(Update { attributes: (*attrs).clone(), ..Default::default() }).encode(codec, &mut scratch) {
             Ok(()) => scratch.len() - HEADER_LEN - 4,
             Err(_) => 0,
         };
@@ -78,10 +66,7 @@ fn announcement(attrs: &PathAttributes, prefixes: Vec<IpNetwork>) -> Update {
     match attributes.mp_reach.as_mut() {
         Some(mp) => {
             mp.nlri = prefixes;
-            Update {
-                attributes,
-                ..Default::default()
-            }
+            Update { attributes, ..Default::default() }
         }
         None => Update {
             attributes,
@@ -99,8 +84,7 @@ fn announcement(attrs: &PathAttributes, prefixes: Vec<IpNetwork>) -> Update {
 
 fn pack_withdrawals(withdraw: Vec<IpNetwork>, out: &mut Vec<Update>) {
     let room = nlri_room(8);
-    let (mut v4, mut v6): (Vec<IpNetwork>, Vec<IpNetwork>) =
-        withdraw.into_iter().partition(|p| p.is_ipv4());
+    let (mut v4, mut v6): (Vec<IpNetwork>, Vec<IpNetwork>) = withdraw.into_iter().partition(|p| p.is_ipv4());
     for chunk in chunks(&mut v4, room) {
         out.push(Update {
             withdrawn: chunk
@@ -115,10 +99,7 @@ fn pack_withdrawals(withdraw: Vec<IpNetwork>, out: &mut Vec<Update>) {
     }
     for chunk in chunks(&mut v6, room) {
         let mut u = Update::default();
-        u.attributes.mp_unreach = Some(MpUnreach {
-            family: Family::IPV6_UNICAST,
-            withdrawn: chunk,
-        });
+        u.attributes.mp_unreach = Some(MpUnreach { family: Family::IPV6_UNICAST, withdrawn: chunk });
         out.push(u);
     }
 }
@@ -173,29 +154,18 @@ mod tests {
         let total: usize = updates.iter().map(|u| u.nlri.len()).sum();
         assert_eq!(total, 3000);
         for u in &updates {
-            let bytes = Message::Update(u.clone())
-                .to_bytes(&codec)
-                .expect("fits in 4096");
+            let bytes = Message::Update(u.clone()).to_bytes(&codec).expect("fits in 4096");
             assert!(bytes.len() <= MAX_MESSAGE_LEN);
         }
     }
 
     #[test]
     fn withdrawals_of_both_families_are_packed() {
-        let mut w: Vec<IpNetwork> = (0..2000u32)
-            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
-            .collect();
+        let mut w: Vec<IpNetwork> = (0..2000u32).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap()).collect();
         w.push("2001:db8::/48".parse().unwrap());
         let updates = pack(vec![], w, &SessionCodec::default());
-        assert_eq!(
-            updates.iter().map(|u| u.withdrawn.len()).sum::<usize>(),
-            2000
-        );
-        assert!(updates.iter().any(|u| u
-            .attributes
-            .mp_unreach
-            .as_ref()
-            .is_some_and(|m| m.withdrawn.len() == 1)));
+        assert_eq!(updates.iter().map(|u| u.withdrawn.len()).sum::<usize>(), 2000);
+        assert!(updates.iter().any(|u| u.attributes.mp_unreach.as_ref().is_some_and(|m| m.withdrawn.len() == 1)));
         assert!(updates.len() <= 4);
     }
 }

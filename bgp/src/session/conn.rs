@@ -32,12 +32,7 @@ pub(crate) struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn spawn(
-        id: ConnId,
-        stream: TcpStream,
-        events: mpsc::Sender<ConnEvent>,
-        send_hold: Duration,
-    ) -> ConnHandle {
+    pub(crate) fn spawn(id: ConnId, stream: TcpStream, events: mpsc::Sender<ConnEvent>, send_hold: Duration) -> ConnHandle {
         let (rd, wr) = stream.into_split();
         // Unbounded on purpose: the peer task must never block on a slow peer (that would
         // stall its timers). A peer that stops reading is cut off by the send hold timer,
@@ -84,9 +79,7 @@ async fn read_loop(id: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnE
                 Ok(Some(f)) => frames.push(f),
                 Ok(None) => break,
                 Err(e) => {
-                    if !frames.is_empty()
-                        && events.send(ConnEvent::Frames(id, frames)).await.is_err()
-                    {
+                    if !frames.is_empty() && events.send(ConnEvent::Frames(id, frames)).await.is_err() {
                         return;
                     }
                     let _gone = events.send(ConnEvent::BadHeader(id, e)).await;

@@ -14,13 +14,8 @@ use super::peer::PeerCommand;
 use super::socket::{self, Transport};
 
 enum ListenerCommand {
-    AddPeer {
-        transport: Transport,
-        peer: mpsc::Sender<PeerCommand>,
-    },
-    RemovePeer {
-        addr: IpAddr,
-    },
+    AddPeer { transport: Transport, peer: mpsc::Sender<PeerCommand> },
+    RemovePeer { addr: IpAddr },
 }
 
 /// A connection from an address inside a listen range that no peer is configured for.
@@ -50,16 +45,10 @@ impl Listener {
         for addr in addrs {
             sockets.push(socket::listen(*addr)?);
         }
-        let local = sockets
-            .iter()
-            .map(TcpListener::local_addr)
-            .collect::<io::Result<Vec<_>>>()?;
+        let local = sockets.iter().map(TcpListener::local_addr).collect::<io::Result<Vec<_>>>()?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(sockets, rx, listen_ranges, unknown));
-        Ok(Listener {
-            commands: tx,
-            local,
-        })
+        Ok(Listener { commands: tx, local })
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -69,21 +58,13 @@ impl Listener {
     /// Routes connections from `transport.peer`'s address to `peer`, and installs its MD5 key
     /// on the listening sockets.
     pub fn add_peer(&self, transport: Transport, peer: mpsc::Sender<PeerCommand>) {
-        if self
-            .commands
-            .send(ListenerCommand::AddPeer { transport, peer })
-            .is_err()
-        {
+        if self.commands.send(ListenerCommand::AddPeer { transport, peer }).is_err() {
             tracing::warn!("listener task has exited; peer cannot receive connections");
         }
     }
 
     pub fn remove_peer(&self, addr: IpAddr) {
-        if self
-            .commands
-            .send(ListenerCommand::RemovePeer { addr })
-            .is_err()
-        {
+        if self.commands.send(ListenerCommand::RemovePeer { addr }).is_err() {
             tracing::debug!("listener task already gone");
         }
     }
@@ -101,8 +82,7 @@ async fn run(
     unknown: Option<mpsc::Sender<UnknownConnection>>,
 ) {
     let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr)>(64);
-    let sockets: Vec<std::sync::Arc<TcpListener>> =
-        sockets.into_iter().map(std::sync::Arc::new).collect();
+    let sockets: Vec<std::sync::Arc<TcpListener>> = sockets.into_iter().map(std::sync::Arc::new).collect();
     let mut acceptors = Vec::new();
     for s in &sockets {
         let s = s.clone();

@@ -14,13 +14,8 @@ use tokio::time::Instant;
 
 use super::conn::{ConnEvent, ConnHandle};
 use super::socket::Transport;
-use crate::fsm::{
-    ConnId, Direction, DownReason, FsmConfig, Input, Negotiated, Output, PeerFsm, State, StopMode,
-    Timer,
-};
-use crate::wire::{
-    decode_frame, AttrAction, AttrError, Message, RouteRefresh, SessionCodec, Update,
-};
+use crate::fsm::{ConnId, Direction, DownReason, FsmConfig, Input, Negotiated, Output, PeerFsm, State, StopMode, Timer};
+use crate::wire::{decode_frame, AttrAction, AttrError, Message, RouteRefresh, SessionCodec, Update};
 
 /// One peer's full configuration.
 #[derive(Clone, Debug)]
@@ -29,15 +24,14 @@ pub struct PeerConfig {
     pub transport: Transport,
     /// RFC 9687: give up on a peer that takes nothing from us for this long.
     pub send_hold: Duration,
+    /// Keep the set of prefixes the peer announces, for `prefixes_received`. The speaker's
+    /// RIB already knows them and turns this off rather than hold every prefix twice.
+    pub track_prefixes: bool,
 }
 
 impl PeerConfig {
     pub fn new(fsm: FsmConfig, transport: Transport) -> PeerConfig {
-        PeerConfig {
-            fsm,
-            transport,
-            send_hold: Duration::from_secs(480),
-        }
+        PeerConfig { fsm, transport, send_hold: Duration::from_secs(480), track_prefixes: true }
     }
 }
 
@@ -131,10 +125,7 @@ impl PeerHandle {
 }
 
 /// Starts the peer task. The peer stays Idle until [`PeerCommand::Start`].
-pub fn spawn_peer(
-    config: PeerConfig,
-    events: mpsc::Sender<PeerEvent>,
-) -> (PeerHandle, JoinHandle<()>) {
+pub fn spawn_peer(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> (PeerHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let addr = config.transport.peer;
     let task = PeerTask::new(config, events);
@@ -283,26 +274,9 @@ impl PeerTask {
         let id = self.next_conn;
         self.next_conn += 1;
         let local = stream.local_addr().ok();
-        let handle = ConnHandle::spawn(
-            id,
-            stream,
-            self.conn_events_tx.clone(),
-            self.config.send_hold,
-        );
-        self.conns.insert(
-            id,
-            Conn {
-                handle,
-                codec: SessionCodec::default(),
-                out: BytesMut::new(),
-                local,
-            },
-        );
-        self.input(Input::ConnectionUp {
-            conn: id,
-            direction,
-        })
-        .await;
+        let handle = ConnHandle::spawn(id, stream, self.conn_events_tx.clone(), self.config.send_hold);
+        self.conns.insert(id, Conn { handle, codec: SessionCodec::default(), out: BytesMut::new(), local });
+        self.input(Input::ConnectionUp { conn: id, direction }).await;
     }
 
     async fn conn_event(&mut self, ev: ConnEvent) {
@@ -315,19 +289,13 @@ impl PeerTask {
                     };
                     self.stats.messages_received += 1;
                     let input = match decode_frame(&frame, &c.codec) {
-                        Ok(d) => Input::Received {
-                            conn,
-                            message: d.message,
-                            attr_errors: d.attr_errors,
-                        },
+                        Ok(d) => Input::Received { conn, message: d.message, attr_errors: d.attr_errors },
                         Err(error) => Input::ReceiveError { conn, error },
                     };
                     self.input(input).await;
                 }
             }
-            ConnEvent::BadHeader(conn, error) => {
-                self.input(Input::ReceiveError { conn, error }).await
-            }
+            ConnEvent::BadHeader(conn, error) => self.input(Input::ReceiveError { conn, error }).await,
             ConnEvent::Closed(conn) => {
                 if self.conns.remove(&conn).is_some() {
                     self.input(Input::ConnectionClosed { conn }).await;
@@ -339,12 +307,7 @@ impl PeerTask {
 
     async fn fire_timers(&mut self) {
         let now = Instant::now();
-        let due: Vec<Timer> = self
-            .timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(t, _)| *t)
-            .collect();
+        let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
         for t in due {
             self.timers.remove(&t);
             self.input(Input::Timer(t)).await;
@@ -401,34 +364,16 @@ impl PeerTask {
                 self.established_at = Some(Instant::now());
                 tracing::info!(peer = %self.peer(), peer_as = negotiated.peer_as, hold = negotiated.hold_time, "session established");
                 let local = local.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
-                self.emit(PeerEvent::Established {
-                    peer: self.peer(),
-                    local,
-                    negotiated,
-                })
-                .await;
+                self.emit(PeerEvent::Established { peer: self.peer(), local, negotiated }).await;
             }
             Output::Down { reason } => {
                 self.established_at = None;
                 self.received.clear();
                 tracing::info!(peer = %self.peer(), ?reason, "session down");
-                self.emit(PeerEvent::Down {
-                    peer: self.peer(),
-                    reason,
-                })
-                .await;
+                self.emit(PeerEvent::Down { peer: self.peer(), reason }).await;
             }
-            Output::Update {
-                update,
-                attr_errors,
-            } => self.update_received(update, attr_errors).await,
-            Output::RouteRefresh(request) => {
-                self.emit(PeerEvent::RouteRefresh {
-                    peer: self.peer(),
-                    request,
-                })
-                .await
-            }
+            Output::Update { update, attr_errors } => self.update_received(update, attr_errors).await,
+            Output::RouteRefresh(request) => self.emit(PeerEvent::RouteRefresh { peer: self.peer(), request }).await,
         }
     }
 
@@ -448,30 +393,21 @@ impl PeerTask {
                     p => other.push(p),
                 }
             }
-            let mut u = Update {
-                withdrawn: withdrawn_v4,
-                ..Default::default()
-            };
+            let mut u = Update { withdrawn: withdrawn_v4, ..Default::default() };
             if !other.is_empty() {
-                u.attributes.mp_unreach = Some(crate::wire::MpUnreach {
-                    family: crate::wire::Family::IPV6_UNICAST,
-                    withdrawn: other,
-                });
+                u.attributes.mp_unreach = Some(crate::wire::MpUnreach { family: crate::wire::Family::IPV6_UNICAST, withdrawn: other });
             }
             u
         } else {
             update
         };
-        for p in update.withdrawn_prefixes() {
-            self.received.remove(&p);
+        if self.config.track_prefixes {
+            for p in update.withdrawn_prefixes() {
+                self.received.remove(&p);
+            }
+            self.received.extend(update.announced());
         }
-        self.received.extend(update.announced());
-        self.emit(PeerEvent::Update {
-            peer: self.peer(),
-            update,
-            attr_errors,
-        })
-        .await;
+        self.emit(PeerEvent::Update { peer: self.peer(), update, attr_errors }).await;
     }
 
     async fn emit(&self, ev: PeerEvent) {

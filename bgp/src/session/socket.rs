@@ -26,22 +26,10 @@ struct TcpMd5Sig {
     key: [u8; TCP_MD5SIG_MAXKEYLEN],
 }
 
-fn setsockopt<T>(
-    fd: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
+fn setsockopt<T>(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live, properly sized T for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
+    let rc =
+        unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t) };
     if rc == 0 {
         Ok(())
     } else {
@@ -55,17 +43,13 @@ fn sockaddr_storage(addr: IpAddr) -> libc::sockaddr_storage {
     match addr {
         IpAddr::V4(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe {
-                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
+            let sin = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_addr.s_addr = u32::from(a).to_be();
         }
         IpAddr::V6(a) => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
+            let sin6 = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_addr.s6_addr = a.octets();
         }
@@ -78,10 +62,7 @@ fn sockaddr_storage(addr: IpAddr) -> libc::sockaddr_storage {
 pub fn set_md5(fd: &impl AsRawFd, peer: IpAddr, key: Option<&str>) -> io::Result<()> {
     let key = key.map(str::as_bytes).unwrap_or_default();
     if key.len() > TCP_MD5SIG_MAXKEYLEN {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "TCP MD5 key longer than 80 octets",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "TCP MD5 key longer than 80 octets"));
     }
     let mut sig = TcpMd5Sig {
         addr: sockaddr_storage(peer),
@@ -162,23 +143,13 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(peer: SocketAddr) -> Transport {
-        Transport {
-            peer,
-            local_addr: None,
-            md5_key: None,
-            ttl: TtlMode::Send(255),
-            connect_timeout: Duration::from_secs(5),
-        }
+        Transport { peer, local_addr: None, md5_key: None, ttl: TtlMode::Send(255), connect_timeout: Duration::from_secs(5) }
     }
 
     /// Opens the outgoing connection with every option set before the SYN leaves.
     pub async fn connect(&self) -> io::Result<TcpStream> {
         let v6 = self.peer.is_ipv6();
-        let sock = if v6 {
-            TcpSocket::new_v6()?
-        } else {
-            TcpSocket::new_v4()?
-        };
+        let sock = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
         if let Some(local) = self.local_addr {
             sock.bind(SocketAddr::new(local, 0))?;
         }
@@ -221,15 +192,7 @@ fn saved_syn_ttl(stream: &TcpStream) -> io::Result<Option<u8>> {
     let mut buf = [0u8; 512];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: buf and len describe a writable buffer of `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            TCP_SAVED_SYN,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
+    let rc = unsafe { libc::getsockopt(stream.as_raw_fd(), libc::IPPROTO_TCP, TCP_SAVED_SYN, buf.as_mut_ptr().cast(), &mut len) };
     if rc != 0 || len == 0 {
         return Ok(None);
     }
@@ -243,11 +206,7 @@ fn saved_syn_ttl(stream: &TcpStream) -> io::Result<Option<u8>> {
 /// A listening socket for BGP. IPv6 sockets are IPv6-only so IPv4 peers (and their MD5
 /// keys) always live on the IPv4 socket.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let sock = if addr.is_ipv6() {
-        TcpSocket::new_v6()?
-    } else {
-        TcpSocket::new_v4()?
-    };
+    let sock = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
     sock.set_reuseaddr(true)?;
     if addr.is_ipv6() {
         let on: libc::c_int = 1;

@@ -40,10 +40,7 @@ impl SpeakerConfig {
             router_id,
             local_as,
             cluster_id: None,
-            listen: vec![
-                "0.0.0.0:179".parse().expect("literal"),
-                "[::]:179".parse().expect("literal"),
-            ],
+            listen: vec!["0.0.0.0:179".parse().expect("literal"), "[::]:179".parse().expect("literal")],
             multipath: true,
             always_compare_med: false,
             hostname: None,
@@ -85,22 +82,14 @@ impl NeighborConfig {
             ttl: TtlMode::Send(255),
             hold_time: 90,
             connect_retry: Duration::from_secs(5),
-            families: vec![if address.is_ipv4() {
-                Family::IPV4_UNICAST
-            } else {
-                Family::IPV6_UNICAST
-            }],
+            families: vec![if address.is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST }],
             keep_original_next_hop: false,
             allow_own_as: 0,
         }
     }
 
     fn peer_config(&self, speaker: &SpeakerConfig) -> PeerConfig {
-        let mut fsm = FsmConfig::new(
-            self.local_as.unwrap_or(speaker.local_as),
-            speaker.router_id,
-            self.peer_as,
-        );
+        let mut fsm = FsmConfig::new(self.local_as.unwrap_or(speaker.local_as), speaker.router_id, self.peer_as);
         fsm.hold_time = self.hold_time;
         fsm.connect_retry = self.connect_retry;
         fsm.passive = self.passive;
@@ -110,7 +99,9 @@ impl NeighborConfig {
         t.local_addr = self.local_address;
         t.md5_key = self.md5_key.clone();
         t.ttl = self.ttl;
-        PeerConfig::new(fsm, t)
+        let mut config = PeerConfig::new(fsm, t);
+        config.track_prefixes = false;
+        config
     }
 }
 
@@ -122,6 +113,8 @@ pub struct PeerStatus {
     pub uptime: Option<Duration>,
     pub last_error: Option<String>,
     pub negotiated: Option<Negotiated>,
+    /// Prefixes the peer announces to us now. Import checks that refuse a route (loops, our
+    /// own next hop) keep it out of `prefixes_accepted` only.
     pub prefixes_received: usize,
     pub prefixes_accepted: usize,
     pub prefixes_advertised: usize,
@@ -145,15 +138,8 @@ pub enum SpeakerError {
 pub(crate) enum Command {
     AddPeer(NeighborConfig, oneshot::Sender<()>),
     RemovePeer(IpAddr, oneshot::Sender<bool>),
-    Originate {
-        prefix: IpNetwork,
-        communities: Vec<u32>,
-        reply: oneshot::Sender<()>,
-    },
-    Withdraw {
-        prefix: IpNetwork,
-        reply: oneshot::Sender<bool>,
-    },
+    Originate { prefix: IpNetwork, communities: Vec<u32>, reply: oneshot::Sender<()> },
+    Withdraw { prefix: IpNetwork, reply: oneshot::Sender<bool> },
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(Family, oneshot::Sender<Vec<(IpNetwork, BestRoute)>>),
 }
@@ -166,15 +152,9 @@ pub struct SpeakerHandle {
 }
 
 impl SpeakerHandle {
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, SpeakerError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SpeakerError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| SpeakerError::Stopped)?;
+        self.commands.send(make(tx)).await.map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
@@ -188,17 +168,8 @@ impl SpeakerHandle {
         self.ask(|tx| Command::RemovePeer(address, tx)).await
     }
 
-    pub async fn originate(
-        &self,
-        prefix: IpNetwork,
-        communities: Vec<u32>,
-    ) -> Result<(), SpeakerError> {
-        self.ask(|reply| Command::Originate {
-            prefix,
-            communities,
-            reply,
-        })
-        .await
+    pub async fn originate(&self, prefix: IpNetwork, communities: Vec<u32>) -> Result<(), SpeakerError> {
+        self.ask(|reply| Command::Originate { prefix, communities, reply }).await
     }
 
     pub async fn withdraw(&self, prefix: IpNetwork) -> Result<bool, SpeakerError> {
@@ -209,10 +180,7 @@ impl SpeakerHandle {
         self.ask(Command::Peers).await
     }
 
-    pub async fn routes(
-        &self,
-        family: Family,
-    ) -> Result<Vec<(IpNetwork, BestRoute)>, SpeakerError> {
+    pub async fn routes(&self, family: Family) -> Result<Vec<(IpNetwork, BestRoute)>, SpeakerError> {
         self.ask(|tx| Command::Routes(family, tx)).await
     }
 }
@@ -221,12 +189,11 @@ impl SpeakerHandle {
 ///
 /// Returns the handle and the stream of best-path changes. The stream must be read; while it
 /// is not, changes are coalesced per prefix inside the speaker.
-pub fn spawn(
-    config: SpeakerConfig,
-) -> Result<(SpeakerHandle, mpsc::Receiver<Vec<RouteChange>>), SpeakerError> {
+pub fn spawn(config: SpeakerConfig) -> Result<(SpeakerHandle, mpsc::Receiver<Vec<RouteChange>>), SpeakerError> {
     let listener = crate::session::Listener::bind(&config.listen, Vec::new(), None)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
-    let (fib_tx, fib_rx) = mpsc::channel(16);
+    // Shallow on purpose: changes wait in the RIB's compact queue, not as built messages here.
+    let (fib_tx, fib_rx) = mpsc::channel(4);
     tokio::spawn(task::SpeakerTask::new(config, listener, fib_tx).run(cmd_rx));
     Ok((SpeakerHandle { commands: cmd_tx }, fib_rx))
 }

@@ -1,18 +1,22 @@
 //! The speaker's owner task: the RIB, the peer table and the coalescing FIB stream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use ipnetwork::IpNetwork;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Command, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
 use crate::fsm::StopMode;
 use crate::rib::decision::DecisionConfig;
-use crate::rib::{PeerId, Rib, RibConfig, RibPeer};
+use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
 use crate::session::{spawn_peer, Listener, PeerCommand, PeerEvent, PeerHandle};
 use crate::wire::{AsPath, ErrorCode, Origin, PathAttributes, Update};
+
+/// Prefixes exported per step; bounds the transient memory of a full-table flood.
+const EXPORT_CHUNK: usize = 4096;
+/// Route changes per FIB stream message.
+const FIB_BATCH: usize = 256;
 
 struct Peer {
     id: PeerId,
@@ -31,40 +35,23 @@ pub(super) struct SpeakerTask {
     events_tx: mpsc::Sender<PeerEvent>,
     events: mpsc::Receiver<PeerEvent>,
     fib: mpsc::Sender<Vec<RouteChange>>,
-    /// Best-path changes not yet handed to the FIB stream: latest per prefix.
-    fib_pending: HashMap<IpNetwork, Option<crate::rib::BestRoute>>,
-    dirty: HashSet<IpNetwork>,
+
+    /// Prefixes whose best path changed and that the peers have not been told about yet.
+    dirty: PrefixSet,
 }
 
 impl SpeakerTask {
-    pub(super) fn new(
-        config: SpeakerConfig,
-        listener: Listener,
-        fib: mpsc::Sender<Vec<RouteChange>>,
-    ) -> SpeakerTask {
+    pub(super) fn new(config: SpeakerConfig, listener: Listener, fib: mpsc::Sender<Vec<RouteChange>>) -> SpeakerTask {
         let rib = Rib::new(RibConfig {
             router_id: config.router_id,
             cluster_id: config.cluster_id,
             multipath: config.multipath,
-            decision: DecisionConfig {
-                always_compare_med: config.always_compare_med,
-            },
+            decision: DecisionConfig { always_compare_med: config.always_compare_med },
         });
         // Bounded: a speaker that falls behind slows the peers' readers, and TCP slows the
         // senders, instead of queueing without limit.
         let (events_tx, events) = mpsc::channel(4096);
-        SpeakerTask {
-            config,
-            listener,
-            rib,
-            peers: HashMap::new(),
-            next_id: 1,
-            events_tx,
-            events,
-            fib,
-            fib_pending: HashMap::new(),
-            dirty: HashSet::new(),
-        }
+        SpeakerTask { config, listener, rib, peers: HashMap::new(), next_id: 1, events_tx, events, fib, dirty: PrefixSet::default() }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
@@ -79,15 +66,19 @@ impl SpeakerTask {
                     self.event(ev).await;
                     // Take what else is queued before propagating, so one flush carries a
                     // burst of UPDATEs as a few packed messages.
-                    for _ in 0..1024 {
+                                        // Stop at a chunk's worth of changes: the dirty set stays small and the peers
+                    // see progress early.
+                    while self.dirty.len() < EXPORT_CHUNK {
                         match self.events.try_recv() {
                             Ok(ev) => self.event(ev).await,
                             Err(_) => break,
                         }
                     }
                 }
-                Ok(permit) = fib.reserve(), if !self.fib_pending.is_empty() => {
-                    let batch = self.fib_pending.drain().map(|(prefix, best)| RouteChange { prefix, best }).collect();
+                                                // The RIB queues changed prefixes (once each) and the route is read as a batch
+                // leaves, so a slow reader gets the latest state per prefix and nothing is lost.
+                Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
+                    let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
                     permit.send(batch);
                 }
             }
@@ -110,17 +101,9 @@ impl SpeakerTask {
                 let existed = self.remove_peer(addr, ErrorCode::PeerDeconfigured).await;
                 let _gone = reply.send(existed);
             }
-            Command::Originate {
-                prefix,
-                communities,
-                reply,
-            } => {
-                let attrs = PathAttributes {
-                    origin: Some(Origin::Igp),
-                    as_path: Some(AsPath::default()),
-                    communities,
-                    ..Default::default()
-                };
+            Command::Originate { prefix, communities, reply } => {
+                let attrs =
+                    PathAttributes { origin: Some(Origin::Igp), as_path: Some(AsPath::default()), communities, ..Default::default() };
                 if self.rib.originate(prefix, attrs) {
                     self.dirty.insert(prefix);
                 }
@@ -138,21 +121,16 @@ impl SpeakerTask {
             }
             Command::Peers(reply) => {
                 // Peer tasks answer on their own time; gather off the owner task.
-                let peers: Vec<(NeighborConfig, PeerHandle, usize, usize)> = self
+                let peers: Vec<(NeighborConfig, PeerHandle, usize, usize, usize)> = self
                     .peers
                     .values()
                     .map(|p| {
-                        (
-                            p.config.clone(),
-                            p.handle.clone(),
-                            self.rib.accepted(p.id),
-                            self.rib.advertised(p.id),
-                        )
+                        (p.config.clone(), p.handle.clone(), self.rib.received(p.id), self.rib.accepted(p.id), self.rib.advertised(p.id))
                     })
                     .collect();
                 tokio::spawn(async move {
                     let mut out = Vec::new();
-                    for (config, handle, accepted, advertised) in peers {
+                    for (config, handle, received, accepted, advertised) in peers {
                         let Some(s) = handle.snapshot().await else {
                             continue;
                         };
@@ -162,7 +140,7 @@ impl SpeakerTask {
                             uptime: s.uptime,
                             last_error: s.last_error,
                             negotiated: s.negotiated,
-                            prefixes_received: s.prefixes_received,
+                            prefixes_received: received,
                             prefixes_accepted: accepted,
                             prefixes_advertised: advertised,
                         });
@@ -179,8 +157,7 @@ impl SpeakerTask {
             if existing.config == n {
                 return;
             }
-            self.remove_peer(n.address, ErrorCode::OtherConfigurationChange)
-                .await;
+            self.remove_peer(n.address, ErrorCode::OtherConfigurationChange).await;
         }
         let config = n.peer_config(&self.config);
         let transport = config.transport.clone();
@@ -191,16 +168,7 @@ impl SpeakerTask {
         if !handle.send(PeerCommand::Start).await {
             tracing::error!(peer = %n.address, "peer task exited at start");
         }
-        self.peers.insert(
-            n.address,
-            Peer {
-                id,
-                config: n,
-                handle,
-                join,
-                up: false,
-            },
-        );
+        self.peers.insert(n.address, Peer { id, config: n, handle, join, up: false });
     }
 
     async fn remove_peer(&mut self, addr: IpAddr, why: ErrorCode) -> bool {
@@ -208,12 +176,7 @@ impl SpeakerTask {
             return false;
         };
         self.listener.remove_peer(addr);
-        p.handle
-            .send(PeerCommand::Stop(StopMode::Cease {
-                code: why,
-                communication: None,
-            }))
-            .await;
+        p.handle.send(PeerCommand::Stop(StopMode::Cease { code: why, communication: None })).await;
         self.dirty.extend(self.rib.peer_down(p.id));
         true
     }
@@ -224,20 +187,13 @@ impl SpeakerTask {
 
     async fn event(&mut self, ev: PeerEvent) {
         match ev {
-            PeerEvent::Established {
-                peer,
-                local,
-                negotiated,
-            } => {
+            PeerEvent::Established { peer, local, negotiated } => {
                 let Some(p) = self.peer_by_addr(peer) else {
                     return;
                 };
                 p.up = true;
                 let (id, cfg, handle) = (p.id, p.config.clone(), p.handle.clone());
-                let local_address = cfg
-                    .local_address
-                    .or(local.map(|l| l.ip()))
-                    .unwrap_or(IpAddr::V4(self.config.router_id));
+                let local_address = cfg.local_address.or(local.map(|l| l.ip())).unwrap_or(IpAddr::V4(self.config.router_id));
                 let rib_peer = RibPeer {
                     address: peer.ip(),
                     local_address,
@@ -285,25 +241,23 @@ impl SpeakerTask {
         }
     }
 
-    /// Sends what changed to every Established peer and queues it for the FIB stream.
+    /// Sends what changed to every Established peer and queues it for the FIB stream, in
+    /// bounded steps so a full table does not become one huge transient batch.
     async fn propagate(&mut self) {
         if self.dirty.is_empty() {
             return;
         }
-        let dirty: Vec<IpNetwork> = self.dirty.drain().collect();
-        for prefix in &dirty {
-            self.fib_pending.insert(*prefix, self.rib.best(prefix));
-        }
-        let targets: Vec<(PeerId, PeerHandle)> = self
-            .peers
-            .values()
-            .filter(|p| p.up)
-            .map(|p| (p.id, p.handle.clone()))
-            .collect();
-        for (id, handle) in targets {
-            let updates = self.rib.export(id, &dirty);
-            if !updates.is_empty() {
-                handle.send(PeerCommand::Send(updates)).await;
+        let targets: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
+        while !self.dirty.is_empty() {
+            let chunk = self.dirty.take(EXPORT_CHUNK);
+            for p in &chunk {
+                self.rib.mark_fib(*p);
+            }
+            for (id, handle) in &targets {
+                let updates = self.rib.export(*id, &chunk);
+                if !updates.is_empty() {
+                    handle.send(PeerCommand::Send(updates)).await;
+                }
             }
         }
         self.rib.collect_garbage();

@@ -58,12 +58,7 @@ impl AsPath {
         if asns.is_empty() {
             return AsPath::default();
         }
-        AsPath {
-            segments: vec![Segment {
-                kind: SegmentType::Sequence,
-                asns,
-            }],
-        }
+        AsPath { segments: vec![Segment { kind: SegmentType::Sequence, asns }] }
     }
 
     /// Path length for best-path selection: a SET counts one, confederation segments none
@@ -90,9 +85,7 @@ impl AsPath {
     }
 
     fn needs_four_octets(&self) -> bool {
-        self.segments
-            .iter()
-            .any(|s| s.asns.iter().any(|&a| a > 0xffff))
+        self.segments.iter().any(|s| s.asns.iter().any(|&a| a > 0xffff))
     }
 
     pub(crate) fn decode(mut buf: Bytes, four_octet: bool) -> Result<AsPath, &'static str> {
@@ -111,15 +104,7 @@ impl AsPath {
             if buf.remaining() < count * width {
                 return Err("AS_PATH segment overruns the attribute");
             }
-            let asns = (0..count)
-                .map(|_| {
-                    if four_octet {
-                        buf.get_u32()
-                    } else {
-                        u32::from(buf.get_u16())
-                    }
-                })
-                .collect();
+            let asns = (0..count).map(|_| if four_octet { buf.get_u32() } else { u32::from(buf.get_u16()) }).collect();
             segments.push(Segment { kind, asns });
         }
         Ok(AsPath { segments })
@@ -149,14 +134,7 @@ impl AsPath {
         if !self.needs_four_octets() {
             return None;
         }
-        Some(AsPath {
-            segments: self
-                .segments
-                .iter()
-                .filter(|s| !s.kind.is_confed())
-                .cloned()
-                .collect(),
-        })
+        Some(AsPath { segments: self.segments.iter().filter(|s| !s.kind.is_confed()).cloned().collect() })
     }
 
     /// RFC 6793 section 4.2.3: rebuild the real path from a 2-octet AS_PATH and an AS4_PATH.
@@ -184,10 +162,7 @@ impl AsPath {
                 _ => {
                     let take = keep.min(seg.asns.len());
                     keep -= take;
-                    segments.push(Segment {
-                        kind: seg.kind,
-                        asns: seg.asns[..take].to_vec(),
-                    });
+                    segments.push(Segment { kind: seg.kind, asns: seg.asns[..take].to_vec() });
                 }
             }
         }
@@ -204,12 +179,7 @@ impl std::fmt::Display for AsPath {
                 f.write_str(" ")?;
             }
             first = false;
-            let list = seg
-                .asns
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(" ");
+            let list = seg.asns.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
             match seg.kind {
                 SegmentType::Sequence => f.write_str(&list)?,
                 SegmentType::Set => write!(f, "{{{list}}}")?,
@@ -245,18 +215,9 @@ mod tests {
     fn length_counts_set_as_one_and_confed_as_none() {
         let p = AsPath {
             segments: vec![
-                Segment {
-                    kind: SegmentType::ConfedSequence,
-                    asns: vec![1, 2],
-                },
-                Segment {
-                    kind: SegmentType::Sequence,
-                    asns: vec![3, 4],
-                },
-                Segment {
-                    kind: SegmentType::Set,
-                    asns: vec![5, 6, 7],
-                },
+                Segment { kind: SegmentType::ConfedSequence, asns: vec![1, 2] },
+                Segment { kind: SegmentType::Sequence, asns: vec![3, 4] },
+                Segment { kind: SegmentType::Set, asns: vec![5, 6, 7] },
             ],
         };
         assert_eq!(p.length(), 3);

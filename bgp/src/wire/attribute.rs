@@ -131,9 +131,7 @@ fn expected_flags(code: u8) -> Option<u8> {
     Some(match code {
         ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF | ATOMIC_AGGREGATE => TRANSITIVE,
         MED | ORIGINATOR_ID | CLUSTER_LIST | MP_REACH_NLRI | MP_UNREACH_NLRI => OPTIONAL,
-        AGGREGATOR | COMMUNITIES | AS4_PATH | AS4_AGGREGATOR | LARGE_COMMUNITY => {
-            OPTIONAL | TRANSITIVE
-        }
+        AGGREGATOR | COMMUNITIES | AS4_PATH | AS4_AGGREGATOR | LARGE_COMMUNITY => OPTIONAL | TRANSITIVE,
         _ => return None,
     })
 }
@@ -166,12 +164,7 @@ impl Problems<'_> {
         if action == AttrAction::SessionReset {
             return Err(DecodeError::with_data(code, data.clone(), reason));
         }
-        self.errors.push(AttrError {
-            type_code,
-            action,
-            code,
-            reason,
-        });
+        self.errors.push(AttrError { type_code, action, code, reason });
         Ok(())
     }
 }
@@ -185,11 +178,7 @@ fn attribute_bytes(flags: u8, code: u8, value: &Bytes) -> Bytes {
 
 impl PathAttributes {
     /// Decodes the path attribute field of an UPDATE.
-    pub(crate) fn decode(
-        mut data: Bytes,
-        codec: &SessionCodec,
-        errors: &mut Vec<AttrError>,
-    ) -> Result<PathAttributes, DecodeError> {
+    pub(crate) fn decode(mut data: Bytes, codec: &SessionCodec, errors: &mut Vec<AttrError>) -> Result<PathAttributes, DecodeError> {
         let mut attrs = PathAttributes::default();
         let mut problems = Problems { errors };
         let mut seen = [false; 256];
@@ -200,13 +189,7 @@ impl PathAttributes {
             // RFC 7606 section 4: an attribute that runs past the field means the list is
             // unreliable; treat-as-withdraw rather than guess where NLRI begin.
             if data.remaining() < 3 {
-                problems.report(
-                    0,
-                    AttrAction::TreatAsWithdraw,
-                    ErrorCode::MalformedAttributeList,
-                    "truncated attribute header",
-                    &data,
-                )?;
+                problems.report(0, AttrAction::TreatAsWithdraw, ErrorCode::MalformedAttributeList, "truncated attribute header", &data)?;
                 break;
             }
             let flags = data[0];
@@ -222,24 +205,11 @@ impl PathAttributes {
                 )?;
                 break;
             }
-            let len = if header == 4 {
-                usize::from(u16::from_be_bytes([data[2], data[3]]))
-            } else {
-                usize::from(data[2])
-            };
+            let len = if header == 4 { usize::from(u16::from_be_bytes([data[2], data[3]])) } else { usize::from(data[2]) };
             if data.remaining() < header + len {
-                let action = if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
-                    AttrAction::SessionReset
-                } else {
-                    AttrAction::TreatAsWithdraw
-                };
-                problems.report(
-                    code,
-                    action,
-                    ErrorCode::AttributeLengthError,
-                    "attribute length overruns the attribute field",
-                    &data,
-                )?;
+                let action =
+                    if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI { AttrAction::SessionReset } else { AttrAction::TreatAsWithdraw };
+                problems.report(code, action, ErrorCode::AttributeLengthError, "attribute length overruns the attribute field", &data)?;
                 break;
             }
             data.advance(header);
@@ -248,18 +218,9 @@ impl PathAttributes {
             if seen[usize::from(code)] {
                 // RFC 7606 section 3 (g).
                 if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
-                    return Err(DecodeError::new(
-                        ErrorCode::MalformedAttributeList,
-                        "MP_REACH_NLRI or MP_UNREACH_NLRI repeated",
-                    ));
+                    return Err(DecodeError::new(ErrorCode::MalformedAttributeList, "MP_REACH_NLRI or MP_UNREACH_NLRI repeated"));
                 }
-                problems.report(
-                    code,
-                    AttrAction::AttributeDiscard,
-                    ErrorCode::MalformedAttributeList,
-                    "repeated attribute",
-                    &value,
-                )?;
+                problems.report(code, AttrAction::AttributeDiscard, ErrorCode::MalformedAttributeList, "repeated attribute", &value)?;
                 continue;
             }
             seen[usize::from(code)] = true;
@@ -275,11 +236,7 @@ impl PathAttributes {
                 // Unknown optional non-transitive attributes are quietly ignored (RFC 4271 5);
                 // transitive ones travel on with Partial set.
                 if flags & TRANSITIVE != 0 {
-                    attrs.unknown.push(UnknownAttribute {
-                        flags: (flags | PARTIAL) & !EXTENDED_LENGTH,
-                        type_code: code,
-                        value,
-                    });
+                    attrs.unknown.push(UnknownAttribute { flags: (flags | PARTIAL) & !EXTENDED_LENGTH, type_code: code, value });
                 }
                 continue;
             };
@@ -294,20 +251,8 @@ impl PathAttributes {
                 )?;
                 continue;
             }
-            if let Err((ecode, reason)) = attrs.decode_known(
-                code,
-                value.clone(),
-                codec,
-                &mut as4_path,
-                &mut as4_aggregator,
-            ) {
-                problems.report(
-                    code,
-                    malformed_action(code),
-                    ecode,
-                    reason,
-                    &attribute_bytes(flags, code, &value),
-                )?;
+            if let Err((ecode, reason)) = attrs.decode_known(code, value.clone(), codec, &mut as4_path, &mut as4_aggregator) {
+                problems.report(code, malformed_action(code), ecode, reason, &attribute_bytes(flags, code, &value))?;
                 continue;
             }
             // Attributes that are meaningless from this kind of peer are dropped, not errors.
@@ -341,12 +286,7 @@ impl PathAttributes {
     }
 
     /// RFC 6793 section 4.2.3: only 2-octet sessions carry AS4_*; a 4-octet peer's are ignored.
-    fn apply_as4(
-        &mut self,
-        codec: &SessionCodec,
-        as4_path: Option<AsPath>,
-        as4_aggregator: Option<Aggregator>,
-    ) {
+    fn apply_as4(&mut self, codec: &SessionCodec, as4_path: Option<AsPath>, as4_aggregator: Option<Aggregator>) {
         if codec.four_octet_as {
             return;
         }
@@ -389,8 +329,7 @@ impl PathAttributes {
                 });
             }
             AS_PATH => {
-                let path = AsPath::decode(v, codec.four_octet_as)
-                    .map_err(|r| (ErrorCode::MalformedAsPath, r))?;
+                let path = AsPath::decode(v, codec.four_octet_as).map_err(|r| (ErrorCode::MalformedAsPath, r))?;
                 self.as_path = Some(path);
             }
             NEXT_HOP => {
@@ -400,10 +339,7 @@ impl PathAttributes {
                 let nh = Ipv4Addr::from(v.get_u32());
                 // RFC 4271 6.3 / RFC 7606 7.3: a next hop nobody can forward to.
                 if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
-                    return Err((
-                        ErrorCode::InvalidNextHopAttribute,
-                        "NEXT_HOP is not a unicast address",
-                    ));
+                    return Err((ErrorCode::InvalidNextHopAttribute, "NEXT_HOP is not a unicast address"));
                 }
                 self.next_hop = Some(nh);
             }
@@ -426,14 +362,8 @@ impl PathAttributes {
             }
             AGGREGATOR => {
                 let agg = match (v.len(), codec.four_octet_as) {
-                    (8, true) => Aggregator {
-                        asn: v.get_u32(),
-                        address: Ipv4Addr::from(v.get_u32()),
-                    },
-                    (6, false) => Aggregator {
-                        asn: u32::from(v.get_u16()),
-                        address: Ipv4Addr::from(v.get_u32()),
-                    },
+                    (8, true) => Aggregator { asn: v.get_u32(), address: Ipv4Addr::from(v.get_u32()) },
+                    (6, false) => Aggregator { asn: u32::from(v.get_u16()), address: Ipv4Addr::from(v.get_u32()) },
                     _ => return Err(len_err("AGGREGATOR length does not match the AS size")),
                 };
                 // RFC 7607: AS 0 is never valid in AGGREGATOR.
@@ -444,10 +374,7 @@ impl PathAttributes {
             }
             COMMUNITIES => {
                 if v.is_empty() || !v.len().is_multiple_of(4) {
-                    return Err((
-                        ErrorCode::OptionalAttributeError,
-                        "COMMUNITIES length is not a non-zero multiple of 4",
-                    ));
+                    return Err((ErrorCode::OptionalAttributeError, "COMMUNITIES length is not a non-zero multiple of 4"));
                 }
                 self.communities = (0..v.len() / 4).map(|_| v.get_u32()).collect();
             }
@@ -459,13 +386,9 @@ impl PathAttributes {
             }
             CLUSTER_LIST => {
                 if v.is_empty() || !v.len().is_multiple_of(4) {
-                    return Err(len_err(
-                        "CLUSTER_LIST length is not a non-zero multiple of 4",
-                    ));
+                    return Err(len_err("CLUSTER_LIST length is not a non-zero multiple of 4"));
                 }
-                self.cluster_list = (0..v.len() / 4)
-                    .map(|_| Ipv4Addr::from(v.get_u32()))
-                    .collect();
+                self.cluster_list = (0..v.len() / 4).map(|_| Ipv4Addr::from(v.get_u32())).collect();
             }
             MP_REACH_NLRI => self.mp_reach = decode_mp_reach(v)?,
             MP_UNREACH_NLRI => self.mp_unreach = decode_mp_unreach(v)?,
@@ -475,10 +398,7 @@ impl PathAttributes {
                 }
                 let path = AsPath::decode(v, true).map_err(|r| (ErrorCode::MalformedAsPath, r))?;
                 if path.segments.iter().any(|s| s.kind.is_confed()) {
-                    return Err((
-                        ErrorCode::MalformedAsPath,
-                        "AS4_PATH carries confederation segments",
-                    ));
+                    return Err((ErrorCode::MalformedAsPath, "AS4_PATH carries confederation segments"));
                 }
                 *as4_path = Some(path);
             }
@@ -487,26 +407,15 @@ impl PathAttributes {
                     return Err(len_err("AS4_AGGREGATOR is not 8 octets"));
                 }
                 if !codec.four_octet_as {
-                    *as4_aggregator = Some(Aggregator {
-                        asn: v.get_u32(),
-                        address: Ipv4Addr::from(v.get_u32()),
-                    });
+                    *as4_aggregator = Some(Aggregator { asn: v.get_u32(), address: Ipv4Addr::from(v.get_u32()) });
                 }
             }
             LARGE_COMMUNITY => {
                 if v.is_empty() || !v.len().is_multiple_of(12) {
-                    return Err((
-                        ErrorCode::OptionalAttributeError,
-                        "LARGE_COMMUNITY length is not a non-zero multiple of 12",
-                    ));
+                    return Err((ErrorCode::OptionalAttributeError, "LARGE_COMMUNITY length is not a non-zero multiple of 12"));
                 }
-                self.large_communities = (0..v.len() / 12)
-                    .map(|_| LargeCommunity {
-                        global: v.get_u32(),
-                        local1: v.get_u32(),
-                        local2: v.get_u32(),
-                    })
-                    .collect();
+                self.large_communities =
+                    (0..v.len() / 12).map(|_| LargeCommunity { global: v.get_u32(), local1: v.get_u32(), local2: v.get_u32() }).collect();
             }
             _ => {}
         }
@@ -515,11 +424,7 @@ impl PathAttributes {
 
     /// Encodes in type-code order, as RFC 4271 5 recommends. A 2-octet session gets AS_TRANS
     /// in AS_PATH and AGGREGATOR plus AS4_PATH / AS4_AGGREGATOR (RFC 6793 4.2.2).
-    pub(crate) fn encode(
-        &self,
-        buf: &mut BytesMut,
-        codec: &SessionCodec,
-    ) -> Result<(), EncodeError> {
+    pub(crate) fn encode(&self, buf: &mut BytesMut, codec: &SessionCodec) -> Result<(), EncodeError> {
         let mut scratch = BytesMut::new();
         if let Some(origin) = self.origin {
             let v = match origin {
@@ -598,21 +503,13 @@ impl PathAttributes {
                 scratch.put_u32(c.local1);
                 scratch.put_u32(c.local2);
             }
-            put_attribute(
-                buf,
-                OPTIONAL | TRANSITIVE,
-                LARGE_COMMUNITY,
-                &scratch.split(),
-            );
+            put_attribute(buf, OPTIONAL | TRANSITIVE, LARGE_COMMUNITY, &scratch.split());
         }
         for u in &self.unknown {
             put_attribute(buf, u.flags, u.type_code, &u.value);
         }
         if buf.len() > usize::from(u16::MAX) {
-            return Err(EncodeError::FieldTooLong {
-                what: "path attributes",
-                len: buf.len(),
-            });
+            return Err(EncodeError::FieldTooLong { what: "path attributes", len: buf.len() });
         }
         Ok(())
     }
@@ -655,10 +552,7 @@ fn decode_mp_reach(mut v: Bytes) -> AttrResult<Option<MpReach>> {
     if v.len() < 5 {
         return Err(mp_err("MP_REACH_NLRI shorter than its fixed part"));
     }
-    let family = Family {
-        afi: v.get_u16(),
-        safi: v.get_u8(),
-    };
+    let family = Family { afi: v.get_u16(), safi: v.get_u8() };
     let nh_len = usize::from(v.get_u8());
     if v.remaining() < nh_len + 1 {
         return Err(mp_err("MP_REACH_NLRI next hop overruns the attribute"));
@@ -672,36 +566,19 @@ fn decode_mp_reach(mut v: Bytes) -> AttrResult<Option<MpReach>> {
     // IPv4 NLRI may carry an IPv6 next hop (RFC 8950); IPv6 NLRI never a 4-octet one here.
     let next_hop = match nh_len {
         4 if family == Family::IPV4_UNICAST => NextHop::V4(Ipv4Addr::from(nh.get_u32())),
-        16 => NextHop::V6 {
-            global: Ipv6Addr::from(nh.get_u128()),
-            link_local: None,
-        },
-        32 => NextHop::V6 {
-            global: Ipv6Addr::from(nh.get_u128()),
-            link_local: Some(Ipv6Addr::from(nh.get_u128())),
-        },
-        _ => {
-            return Err(mp_err(
-                "MP_REACH_NLRI next hop length does not fit the family",
-            ))
-        }
+        16 => NextHop::V6 { global: Ipv6Addr::from(nh.get_u128()), link_local: None },
+        32 => NextHop::V6 { global: Ipv6Addr::from(nh.get_u128()), link_local: Some(Ipv6Addr::from(nh.get_u128())) },
+        _ => return Err(mp_err("MP_REACH_NLRI next hop length does not fit the family")),
     };
     let nlri = decode_family_prefixes(family, v)?;
-    Ok(Some(MpReach {
-        family,
-        next_hop,
-        nlri,
-    }))
+    Ok(Some(MpReach { family, next_hop, nlri }))
 }
 
 fn decode_mp_unreach(mut v: Bytes) -> AttrResult<Option<MpUnreach>> {
     if v.len() < 3 {
         return Err(mp_err("MP_UNREACH_NLRI shorter than its fixed part"));
     }
-    let family = Family {
-        afi: v.get_u16(),
-        safi: v.get_u8(),
-    };
+    let family = Family { afi: v.get_u16(), safi: v.get_u8() };
     if !family.is_known() {
         return Ok(None);
     }
@@ -717,17 +594,11 @@ fn encode_mp_reach(mp: &MpReach, buf: &mut BytesMut) {
             buf.put_u8(4);
             buf.put_slice(&a.octets());
         }
-        NextHop::V6 {
-            global,
-            link_local: None,
-        } => {
+        NextHop::V6 { global, link_local: None } => {
             buf.put_u8(16);
             buf.put_slice(&global.octets());
         }
-        NextHop::V6 {
-            global,
-            link_local: Some(ll),
-        } => {
+        NextHop::V6 { global, link_local: Some(ll) } => {
             buf.put_u8(32);
             buf.put_slice(&global.octets());
             buf.put_slice(&ll.octets());

@@ -130,10 +130,7 @@ impl Capability {
                 }
                 let afi = v.get_u16();
                 v.advance(1);
-                Capability::Multiprotocol(Family {
-                    afi,
-                    safi: v.get_u8(),
-                })
+                Capability::Multiprotocol(Family { afi, safi: v.get_u8() })
             }
             // RFC 2918 gives these no value; a stray value does not change their meaning.
             code::ROUTE_REFRESH => Capability::RouteRefresh,
@@ -154,10 +151,7 @@ impl Capability {
                     let afi = v.get_u16();
                     let safi = v.get_u8();
                     let flags = v.get_u8();
-                    families.push(GrFamily {
-                        family: Family { afi, safi },
-                        forwarding_preserved: flags & 0x80 != 0,
-                    });
+                    families.push(GrFamily { family: Family { afi, safi }, forwarding_preserved: flags & 0x80 != 0 });
                 }
                 Capability::GracefulRestart(GracefulRestart {
                     restart_state: word & 0x8000 != 0,
@@ -178,10 +172,7 @@ impl Capability {
                     let Ok(safi) = u8::try_from(safi) else {
                         return Err(malformed("extended next hop SAFI above 255"));
                     };
-                    tuples.push(ExtendedNextHop {
-                        family: Family { afi, safi },
-                        next_hop_afi,
-                    });
+                    tuples.push(ExtendedNextHop { family: Family { afi, safi }, next_hop_afi });
                 }
                 Capability::ExtendedNextHop(tuples)
             }
@@ -199,10 +190,7 @@ impl Capability {
                         3 => AddPathMode::Both,
                         _ => return Err(malformed("add-path send/receive value not 1, 2 or 3")),
                     };
-                    families.push(AddPathFamily {
-                        family: Family { afi, safi },
-                        mode,
-                    });
+                    families.push(AddPathFamily { family: Family { afi, safi }, mode });
                 }
                 Capability::AddPath(families)
             }
@@ -262,10 +250,8 @@ impl Capability {
             }
             Capability::Fqdn { hostname, domain } => {
                 for s in [hostname, domain] {
-                    let len = u8::try_from(s.len()).map_err(|_| EncodeError::FieldTooLong {
-                        what: "FQDN capability name",
-                        len: s.len(),
-                    })?;
+                    let len =
+                        u8::try_from(s.len()).map_err(|_| EncodeError::FieldTooLong { what: "FQDN capability name", len: s.len() })?;
                     buf.put_u8(len);
                     buf.put_slice(s.as_bytes());
                 }
@@ -273,10 +259,7 @@ impl Capability {
             Capability::Unknown { value, .. } => buf.put_slice(value),
         }
         let len = buf.len() - start - 2;
-        buf[start + 1] = u8::try_from(len).map_err(|_| EncodeError::FieldTooLong {
-            what: "capability",
-            len,
-        })?;
+        buf[start + 1] = u8::try_from(len).map_err(|_| EncodeError::FieldTooLong { what: "capability", len })?;
         Ok(())
     }
 }

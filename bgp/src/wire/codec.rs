@@ -14,9 +14,6 @@ pub struct SessionCodec {
 
 impl SessionCodec {
     pub fn new(four_octet_as: bool, ebgp: bool) -> SessionCodec {
-        SessionCodec {
-            four_octet_as,
-            ebgp,
-        }
+        SessionCodec { four_octet_as, ebgp }
     }
 }

@@ -104,11 +104,7 @@ impl ErrorCode {
     /// A NOTIFICATION carrying this code and `data`.
     pub fn notification(self, data: impl Into<Bytes>) -> Notification {
         let (code, subcode) = self.code_subcode();
-        Notification {
-            code,
-            subcode,
-            data: data.into(),
-        }
+        Notification { code, subcode, data: data.into() }
     }
 }
 
@@ -145,19 +141,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn new(code: ErrorCode, reason: &'static str) -> Self {
-        DecodeError {
-            code,
-            data: Bytes::new(),
-            reason,
-        }
+        DecodeError { code, data: Bytes::new(), reason }
     }
 
     pub(crate) fn with_data(code: ErrorCode, data: impl Into<Bytes>, reason: &'static str) -> Self {
-        DecodeError {
-            code,
-            data: data.into(),
-            reason,
-        }
+        DecodeError { code, data: data.into(), reason }
     }
 
     /// The NOTIFICATION to send before closing.

@@ -79,28 +79,18 @@ pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
     if buf.len() < HEADER_LEN {
         // Check what we already have of the marker so garbage is refused early.
         if buf.iter().any(|&b| b != 0xff) && buf.len() <= 16 {
-            return Err(DecodeError::new(
-                ErrorCode::ConnectionNotSynchronized,
-                "marker is not all ones",
-            ));
+            return Err(DecodeError::new(ErrorCode::ConnectionNotSynchronized, "marker is not all ones"));
         }
         return Ok(None);
     }
     if buf[..16].iter().any(|&b| b != 0xff) {
-        return Err(DecodeError::new(
-            ErrorCode::ConnectionNotSynchronized,
-            "marker is not all ones",
-        ));
+        return Err(DecodeError::new(ErrorCode::ConnectionNotSynchronized, "marker is not all ones"));
     }
     let len_field = [buf[16], buf[17]];
     let len = usize::from(u16::from_be_bytes(len_field));
     let kind = buf[18];
     let bad_len = || {
-        DecodeError::with_data(
-            ErrorCode::BadMessageLength,
-            Bytes::copy_from_slice(&len_field),
-            "message length out of range for its type",
-        )
+        DecodeError::with_data(ErrorCode::BadMessageLength, Bytes::copy_from_slice(&len_field), "message length out of range for its type")
     };
     if !(HEADER_LEN..=MAX_MESSAGE_LEN).contains(&len) {
         return Err(bad_len());
@@ -112,11 +102,7 @@ pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         KEEPALIVE => 19,
         ROUTE_REFRESH => 19,
         _ => {
-            return Err(DecodeError::with_data(
-                ErrorCode::BadMessageType,
-                Bytes::copy_from_slice(&[kind]),
-                "unknown message type",
-            ));
+            return Err(DecodeError::with_data(ErrorCode::BadMessageType, Bytes::copy_from_slice(&[kind]), "unknown message type"));
         }
     };
     if len < min || (kind == KEEPALIVE && len != HEADER_LEN) {
@@ -125,10 +111,7 @@ pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
     if buf.len() < len {
         return Ok(None);
     }
-    Ok(Some(Frame {
-        kind,
-        bytes: buf.split_to(len).freeze(),
-    }))
+    Ok(Some(Frame { kind, bytes: buf.split_to(len).freeze() }))
 }
 
 /// Decodes a framed message under the session's negotiated codec.
@@ -142,17 +125,10 @@ pub fn decode_frame(frame: &Frame, codec: &SessionCodec) -> Result<Decoded, Deco
         KEEPALIVE => Message::Keepalive,
         ROUTE_REFRESH => Message::RouteRefresh(RouteRefresh::decode(body, frame.bytes.clone())?),
         other => {
-            return Err(DecodeError::with_data(
-                ErrorCode::BadMessageType,
-                Bytes::copy_from_slice(&[other]),
-                "unknown message type",
-            ));
+            return Err(DecodeError::with_data(ErrorCode::BadMessageType, Bytes::copy_from_slice(&[other]), "unknown message type"));
         }
     };
-    Ok(Decoded {
-        message,
-        attr_errors,
-    })
+    Ok(Decoded { message, attr_errors })
 }
 
 /// Frames and decodes one message from a complete byte slice (tests, fuzzing, fixtures).
@@ -160,10 +136,7 @@ pub fn decode(bytes: &[u8], codec: &SessionCodec) -> Result<Decoded, DecodeError
     let mut buf = BytesMut::from(bytes);
     match split_frame(&mut buf)? {
         Some(frame) if buf.is_empty() => decode_frame(&frame, codec),
-        _ => Err(DecodeError::new(
-            ErrorCode::BadMessageLength,
-            "length field disagrees with the bytes given",
-        )),
+        _ => Err(DecodeError::new(ErrorCode::BadMessageLength, "length field disagrees with the bytes given")),
     }
 }
 
@@ -199,10 +172,7 @@ impl Message {
         };
         let len = buf.len() - start;
         let result = match body {
-            Ok(()) if len > MAX_MESSAGE_LEN => Err(EncodeError::TooLong {
-                len,
-                max: MAX_MESSAGE_LEN,
-            }),
+            Ok(()) if len > MAX_MESSAGE_LEN => Err(EncodeError::TooLong { len, max: MAX_MESSAGE_LEN }),
             other => other,
         };
         match result {

@@ -19,21 +19,12 @@ mod route_refresh;
 mod update;
 
 pub use as_path::{AsPath, Segment, SegmentType};
-pub use attribute::{
-    flag, type_code, Aggregator, LargeCommunity, MpReach, MpUnreach, NextHop, Origin,
-    PathAttributes, UnknownAttribute,
-};
-pub use capability::{
-    code as capability_code, AddPathFamily, AddPathMode, Capability, ExtendedNextHop, GrFamily,
-    GracefulRestart,
-};
+pub use attribute::{flag, type_code, Aggregator, LargeCommunity, MpReach, MpUnreach, NextHop, Origin, PathAttributes, UnknownAttribute};
+pub use capability::{code as capability_code, AddPathFamily, AddPathMode, Capability, ExtendedNextHop, GrFamily, GracefulRestart};
 pub use codec::SessionCodec;
 pub use error::{AttrAction, AttrError, DecodeError, EncodeError, ErrorCode};
 pub use family::Family;
-pub use message::{
-    decode, decode_frame, message_type, split_frame, Decoded, Frame, Message, HEADER_LEN,
-    MAX_MESSAGE_LEN,
-};
+pub use message::{decode, decode_frame, message_type, split_frame, Decoded, Frame, Message, HEADER_LEN, MAX_MESSAGE_LEN};
 pub use nlri::encoded_len;
 pub use notification::{Notification, MAX_SHUTDOWN_COMMUNICATION};
 pub use open::{Open, AS_TRANS, BGP_VERSION};

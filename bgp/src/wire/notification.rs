@@ -47,26 +47,16 @@ impl Notification {
 
     /// The named error, when the pair is one we know.
     pub fn error_code(&self) -> Option<ErrorCode> {
-        ALL_CODES
-            .iter()
-            .copied()
-            .find(|c| c.code_subcode() == (self.code, self.subcode))
+        ALL_CODES.iter().copied().find(|c| c.code_subcode() == (self.code, self.subcode))
     }
 
     pub(crate) fn decode(mut body: Bytes) -> Result<Notification, DecodeError> {
         if body.len() < 2 {
-            return Err(DecodeError::new(
-                ErrorCode::BadMessageLength,
-                "NOTIFICATION shorter than 21 octets",
-            ));
+            return Err(DecodeError::new(ErrorCode::BadMessageLength, "NOTIFICATION shorter than 21 octets"));
         }
         let code = body.get_u8();
         let subcode = body.get_u8();
-        Ok(Notification {
-            code,
-            subcode,
-            data: body,
-        })
+        Ok(Notification { code, subcode, data: body })
     }
 
     pub(crate) fn encode_body(&self, buf: &mut BytesMut) {
@@ -136,18 +126,13 @@ mod tests {
 
     #[test]
     fn shutdown_communication_round_trips_and_truncates_on_char_boundary() {
-        let n = Notification::cease_with_communication(
-            ErrorCode::AdministrativeShutdown,
-            "maintenance",
-        );
+        let n = Notification::cease_with_communication(ErrorCode::AdministrativeShutdown, "maintenance");
         assert_eq!((n.code, n.subcode), (6, 2));
         assert_eq!(n.shutdown_communication(), Some("maintenance"));
 
         let long = "é".repeat(200); // 400 octets, 2 per char
         let n = Notification::cease_with_communication(ErrorCode::AdministrativeReset, &long);
-        let text = n
-            .shutdown_communication()
-            .expect("valid utf-8 after truncation");
+        let text = n.shutdown_communication().expect("valid utf-8 after truncation");
         assert_eq!(text.len(), 254);
     }
 

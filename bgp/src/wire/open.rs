@@ -33,25 +33,11 @@ pub struct Open {
 
 impl Open {
     /// An OPEN for `asn`, with the 4-octet AS capability appended when not already present.
-    pub fn new(
-        asn: u32,
-        hold_time: u16,
-        bgp_id: Ipv4Addr,
-        mut capabilities: Vec<Capability>,
-    ) -> Open {
-        if !capabilities
-            .iter()
-            .any(|c| matches!(c, Capability::FourOctetAs(_)))
-        {
+    pub fn new(asn: u32, hold_time: u16, bgp_id: Ipv4Addr, mut capabilities: Vec<Capability>) -> Open {
+        if !capabilities.iter().any(|c| matches!(c, Capability::FourOctetAs(_))) {
             capabilities.push(Capability::FourOctetAs(asn));
         }
-        Open {
-            version: BGP_VERSION,
-            my_as: u16::try_from(asn).unwrap_or(AS_TRANS),
-            hold_time,
-            bgp_id,
-            capabilities,
-        }
+        Open { version: BGP_VERSION, my_as: u16::try_from(asn).unwrap_or(AS_TRANS), hold_time, bgp_id, capabilities }
     }
 
     /// The sender's AS: the 4-octet capability when present (RFC 6793 section 4.1).
@@ -67,10 +53,7 @@ impl Open {
 
     pub(crate) fn decode(mut body: Bytes) -> Result<Open, DecodeError> {
         if body.len() < 10 {
-            return Err(DecodeError::new(
-                ErrorCode::BadMessageLength,
-                "OPEN shorter than 29 octets",
-            ));
+            return Err(DecodeError::new(ErrorCode::BadMessageLength, "OPEN shorter than 29 octets"));
         }
         let version = body.get_u8();
         if version != BGP_VERSION {
@@ -84,43 +67,28 @@ impl Open {
         let my_as = body.get_u16();
         let hold_time = body.get_u16();
         if hold_time == 1 || hold_time == 2 {
-            return Err(DecodeError::new(
-                ErrorCode::UnacceptableHoldTime,
-                "hold time of 1 or 2 seconds",
-            ));
+            return Err(DecodeError::new(ErrorCode::UnacceptableHoldTime, "hold time of 1 or 2 seconds"));
         }
         let bgp_id = Ipv4Addr::from(body.get_u32());
         if bgp_id.is_unspecified() {
             // RFC 6286 section 2.2: zero is the one identifier that is never valid.
-            return Err(DecodeError::new(
-                ErrorCode::BadBgpIdentifier,
-                "BGP identifier is 0",
-            ));
+            return Err(DecodeError::new(ErrorCode::BadBgpIdentifier, "BGP identifier is 0"));
         }
         let opt_len = usize::from(body.get_u8());
         let extended = opt_len == 255 && body.first() == Some(&EXTENDED_PARAMS);
         let mut params = if extended {
             body.advance(1);
             if body.remaining() < 2 {
-                return Err(DecodeError::new(
-                    ErrorCode::BadMessageLength,
-                    "truncated extended parameter length",
-                ));
+                return Err(DecodeError::new(ErrorCode::BadMessageLength, "truncated extended parameter length"));
             }
             let len = usize::from(body.get_u16());
             if len != body.remaining() {
-                return Err(DecodeError::new(
-                    ErrorCode::BadMessageLength,
-                    "extended parameter length disagrees with message",
-                ));
+                return Err(DecodeError::new(ErrorCode::BadMessageLength, "extended parameter length disagrees with message"));
             }
             body
         } else {
             if opt_len != body.remaining() {
-                return Err(DecodeError::new(
-                    ErrorCode::BadMessageLength,
-                    "optional parameter length disagrees with message",
-                ));
+                return Err(DecodeError::new(ErrorCode::BadMessageLength, "optional parameter length disagrees with message"));
             }
             body
         };
@@ -128,39 +96,20 @@ impl Open {
         while params.has_remaining() {
             let header = if extended { 3 } else { 2 };
             if params.remaining() < header {
-                return Err(DecodeError::new(
-                    ErrorCode::OpenUnspecific,
-                    "truncated optional parameter",
-                ));
+                return Err(DecodeError::new(ErrorCode::OpenUnspecific, "truncated optional parameter"));
             }
             let kind = params.get_u8();
-            let len = if extended {
-                usize::from(params.get_u16())
-            } else {
-                usize::from(params.get_u8())
-            };
+            let len = if extended { usize::from(params.get_u16()) } else { usize::from(params.get_u8()) };
             if params.remaining() < len {
-                return Err(DecodeError::new(
-                    ErrorCode::OpenUnspecific,
-                    "optional parameter overruns the message",
-                ));
+                return Err(DecodeError::new(ErrorCode::OpenUnspecific, "optional parameter overruns the message"));
             }
             let value = params.split_to(len);
             if kind != PARAM_CAPABILITIES {
-                return Err(DecodeError::new(
-                    ErrorCode::UnsupportedOptionalParameter,
-                    "optional parameter other than capabilities",
-                ));
+                return Err(DecodeError::new(ErrorCode::UnsupportedOptionalParameter, "optional parameter other than capabilities"));
             }
             Capability::decode_all(value, &mut capabilities)?;
         }
-        Ok(Open {
-            version,
-            my_as,
-            hold_time,
-            bgp_id,
-            capabilities,
-        })
+        Ok(Open { version, my_as, hold_time, bgp_id, capabilities })
     }
 
     pub(crate) fn encode_body(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
@@ -182,10 +131,8 @@ impl Open {
             buf.put_u8(caps.len() as u8);
             buf.put_slice(&caps);
         } else {
-            let len = u16::try_from(caps.len() + 3).map_err(|_| EncodeError::FieldTooLong {
-                what: "OPEN optional parameters",
-                len: caps.len(),
-            })?;
+            let len = u16::try_from(caps.len() + 3)
+                .map_err(|_| EncodeError::FieldTooLong { what: "OPEN optional parameters", len: caps.len() })?;
             buf.put_u8(255);
             buf.put_u8(EXTENDED_PARAMS);
             buf.put_u16(len);

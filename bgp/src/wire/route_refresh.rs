@@ -52,19 +52,12 @@ impl RouteRefresh {
     pub(crate) fn decode(mut body: Bytes, whole: Bytes) -> Result<RouteRefresh, DecodeError> {
         if body.len() != 4 {
             // RFC 7313 section 5: the data is the complete ROUTE-REFRESH message.
-            return Err(DecodeError::with_data(
-                ErrorCode::InvalidRouteRefreshLength,
-                whole,
-                "ROUTE-REFRESH body is not 4 octets",
-            ));
+            return Err(DecodeError::with_data(ErrorCode::InvalidRouteRefreshLength, whole, "ROUTE-REFRESH body is not 4 octets"));
         }
         let afi = body.get_u16();
         let subtype = RefreshSubtype::from_u8(body.get_u8());
         let safi = body.get_u8();
-        Ok(RouteRefresh {
-            family: Family { afi, safi },
-            subtype,
-        })
+        Ok(RouteRefresh { family: Family { afi, safi }, subtype })
     }
 
     pub(crate) fn encode_body(&self, buf: &mut BytesMut) {

@@ -32,10 +32,7 @@ impl Update {
     pub fn end_of_rib(family: Family) -> Update {
         let mut u = Update::default();
         if family != Family::IPV4_UNICAST {
-            u.attributes.mp_unreach = Some(MpUnreach {
-                family,
-                withdrawn: Vec::new(),
-            });
+            u.attributes.mp_unreach = Some(MpUnreach { family, withdrawn: Vec::new() });
         }
         u
     }
@@ -49,10 +46,7 @@ impl Update {
         if a == &PathAttributes::default() {
             return Some(Family::IPV4_UNICAST);
         }
-        let only_unreach = PathAttributes {
-            mp_unreach: a.mp_unreach.clone(),
-            ..Default::default()
-        };
+        let only_unreach = PathAttributes { mp_unreach: a.mp_unreach.clone(), ..Default::default() };
         match &a.mp_unreach {
             Some(mp) if mp.withdrawn.is_empty() && *a == only_unreach => Some(mp.family),
             _ => None,
@@ -61,21 +55,13 @@ impl Update {
 
     /// Every prefix this UPDATE announces, IPv4 field first, then MP_REACH_NLRI.
     pub fn announced(&self) -> impl Iterator<Item = IpNetwork> + '_ {
-        let mp = self
-            .attributes
-            .mp_reach
-            .iter()
-            .flat_map(|m| m.nlri.iter().copied());
+        let mp = self.attributes.mp_reach.iter().flat_map(|m| m.nlri.iter().copied());
         self.nlri.iter().copied().map(IpNetwork::V4).chain(mp)
     }
 
     /// Every prefix this UPDATE withdraws.
     pub fn withdrawn_prefixes(&self) -> impl Iterator<Item = IpNetwork> + '_ {
-        let mp = self
-            .attributes
-            .mp_unreach
-            .iter()
-            .flat_map(|m| m.withdrawn.iter().copied());
+        let mp = self.attributes.mp_unreach.iter().flat_map(|m| m.withdrawn.iter().copied());
         self.withdrawn.iter().copied().map(IpNetwork::V4).chain(mp)
     }
 
@@ -87,16 +73,10 @@ impl Update {
         out
     }
 
-    pub(crate) fn decode(
-        mut body: Bytes,
-        codec: &SessionCodec,
-        errors: &mut Vec<AttrError>,
-    ) -> Result<Update, DecodeError> {
+    pub(crate) fn decode(mut body: Bytes, codec: &SessionCodec, errors: &mut Vec<AttrError>) -> Result<Update, DecodeError> {
         let malformed = |reason| DecodeError::new(ErrorCode::MalformedAttributeList, reason);
         if body.remaining() < 2 {
-            return Err(malformed(
-                "UPDATE too short for the withdrawn routes length",
-            ));
+            return Err(malformed("UPDATE too short for the withdrawn routes length"));
         }
         let wlen = usize::from(body.get_u16());
         if body.remaining() < wlen + 2 {
@@ -105,19 +85,13 @@ impl Update {
         let withdrawn = decode_v4_field(body.split_to(wlen))?;
         let alen = usize::from(body.get_u16());
         if body.remaining() < alen {
-            return Err(malformed(
-                "total path attribute length overruns the message",
-            ));
+            return Err(malformed("total path attribute length overruns the message"));
         }
         let attr_bytes = body.split_to(alen);
         let nlri = decode_v4_field(body)?;
         let first_error = errors.len();
         let attributes = PathAttributes::decode(attr_bytes, codec, errors)?;
-        let update = Update {
-            withdrawn,
-            attributes,
-            nlri,
-        };
+        let update = Update { withdrawn, attributes, nlri };
         update.check_mandatory(errors, first_error);
         Ok(update)
     }
@@ -126,10 +100,7 @@ impl Update {
     /// when something is announced. The check is skipped when the list was already found
     /// unreliable, so one cause is reported once.
     fn check_mandatory(&self, errors: &mut Vec<AttrError>, first_error: usize) {
-        if errors[first_error..]
-            .iter()
-            .any(|e| e.action == AttrAction::TreatAsWithdraw)
-        {
+        if errors[first_error..].iter().any(|e| e.action == AttrAction::TreatAsWithdraw) {
             return;
         }
         let a = &self.attributes;
@@ -157,11 +128,7 @@ impl Update {
         }
     }
 
-    pub(crate) fn encode_body(
-        &self,
-        buf: &mut BytesMut,
-        codec: &SessionCodec,
-    ) -> Result<(), EncodeError> {
+    pub(crate) fn encode_body(&self, buf: &mut BytesMut, codec: &SessionCodec) -> Result<(), EncodeError> {
         let wstart = buf.len();
         buf.put_u16(0);
         for p in &self.withdrawn {

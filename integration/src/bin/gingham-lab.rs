@@ -10,11 +10,7 @@ use clap::{Parser, Subcommand};
 use gingham_integration::interop::{self, InteropLab, OUR_PREFIX_V4, OUR_PREFIX_V6};
 
 #[derive(Parser)]
-#[command(
-    name = "gingham-lab",
-    version,
-    about = "Gingham labs built from network namespaces"
-)]
+#[command(name = "gingham-lab", version, about = "Gingham labs built from network namespaces")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,9 +55,7 @@ enum Command {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let command = Cli::parse().command;
     if !matches!(command, Command::Speaker { .. }) {
@@ -109,10 +103,7 @@ fn run_interop(keep: bool) -> Result<()> {
     // Let the peers take our routes in and a few keepalives pass.
     std::thread::sleep(Duration::from_secs(4));
 
-    println!(
-        "\nGingham sessions (speaker in h1, router id {}):",
-        interop::OUR_V4
-    );
+    println!("\nGingham sessions (speaker in h1, router id {}):", interop::OUR_V4);
     println!(
         "{:<12} {:<16} {:>11} {:>11} {:<12} {:>6} {:>5} {:>9}  FAMILIES / LAST ERROR",
         "PEER", "ADDRESS", "LOCAL AS", "PEER AS", "STATE", "HOLD", "4-OCT", "PFX RCVD"
@@ -122,11 +113,7 @@ fn run_interop(keep: bool) -> Result<()> {
             Some(n) => (
                 n.hold_time.to_string(),
                 if n.four_octet_as { "yes" } else { "no" },
-                n.families
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                n.families.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(","),
             ),
             None => ("-".into(), "-", s.last_error.clone().unwrap_or_default()),
         };
@@ -155,10 +142,7 @@ fn run_interop(keep: bool) -> Result<()> {
                     "  {:<18} from {:<16} as-path [{}]",
                     p.to_string(),
                     peer.ip(),
-                    a.as_path
-                        .as_ref()
-                        .map(|p| p.to_string())
-                        .unwrap_or_default()
+                    a.as_path.as_ref().map(|p| p.to_string()).unwrap_or_default()
                 )
             })
         })
@@ -168,56 +152,17 @@ fn run_interop(keep: bool) -> Result<()> {
 
     println!("\nOur routes as the peers see them:");
     for (who, prefix, seen) in [
-        (
-            "BIRD (bird_ibgp)",
-            OUR_PREFIX_V4,
-            lab.bird
-                .routes_from("bird_ibgp")
-                .contains(&OUR_PREFIX_V4.to_string()),
-        ),
-        (
-            "BIRD (bird_ebgp)",
-            OUR_PREFIX_V6,
-            lab.bird
-                .routes_from("bird_ebgp")
-                .contains(&OUR_PREFIX_V6.to_string()),
-        ),
-        (
-            "FRR  ipv4",
-            OUR_PREFIX_V4,
-            lab.frr.route("ipv4", OUR_PREFIX_V4).is_some(),
-        ),
-        (
-            "FRR  ipv6",
-            OUR_PREFIX_V6,
-            lab.frr.route("ipv6", OUR_PREFIX_V6).is_some(),
-        ),
-        (
-            "GoBGP ipv4",
-            OUR_PREFIX_V4,
-            !lab.gobgp.paths("ipv4", OUR_PREFIX_V4).is_empty(),
-        ),
-        (
-            "GoBGP ipv6",
-            OUR_PREFIX_V6,
-            !lab.gobgp.paths("ipv6", OUR_PREFIX_V6).is_empty(),
-        ),
+        ("BIRD (bird_ibgp)", OUR_PREFIX_V4, lab.bird.routes_from("bird_ibgp").contains(&OUR_PREFIX_V4.to_string())),
+        ("BIRD (bird_ebgp)", OUR_PREFIX_V6, lab.bird.routes_from("bird_ebgp").contains(&OUR_PREFIX_V6.to_string())),
+        ("FRR  ipv4", OUR_PREFIX_V4, lab.frr.route("ipv4", OUR_PREFIX_V4).is_some()),
+        ("FRR  ipv6", OUR_PREFIX_V6, lab.frr.route("ipv6", OUR_PREFIX_V6).is_some()),
+        ("GoBGP ipv4", OUR_PREFIX_V4, !lab.gobgp.paths("ipv4", OUR_PREFIX_V4).is_empty()),
+        ("GoBGP ipv6", OUR_PREFIX_V6, !lab.gobgp.paths("ipv6", OUR_PREFIX_V6).is_empty()),
     ] {
-        println!(
-            "  {who:<18} {prefix:<18} {}",
-            if seen { "present" } else { "MISSING" }
-        );
+        println!("  {who:<18} {prefix:<18} {}", if seen { "present" } else { "MISSING" });
     }
     if keep {
-        println!(
-            "\nlab kept; namespaces: {}",
-            lab.fabric
-                .hosts
-                .iter()
-                .map(|h| h.ns.name().to_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        println!("\nlab kept; namespaces: {}", lab.fabric.hosts.iter().map(|h| h.ns.name().to_owned()).collect::<Vec<_>>().join(" "));
         println!("press Ctrl-C to tear down");
         wait_for_ctrl_c();
     }
@@ -226,9 +171,7 @@ fn run_interop(keep: bool) -> Result<()> {
 }
 
 fn wait_for_ctrl_c() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
     if let Ok(rt) = rt {
         rt.block_on(async {
             let _either_way_we_tear_down = tokio::signal::ctrl_c().await;

@@ -18,10 +18,7 @@ impl Frr {
         let dir = TempDir::new("gfrr")?;
         let log = dir.join("bgpd.log");
         let conf = dir.join("bgpd.conf");
-        std::fs::write(
-            &conf,
-            format!("log file {} debugging\n{config}", log.display()),
-        )?;
+        std::fs::write(&conf, format!("log file {} debugging\n{config}", log.display()))?;
         // bgpd drops to user frr and must write its pid, socket and log here.
         run(Command::new("chown").args(["-R", "frr:frr"]).arg(&dir.path))?;
         let pid_file = dir.join("bgpd.pid");
@@ -35,17 +32,11 @@ impl Frr {
             .arg(&dir.path)
             .args(["-Z", "-d"]))?;
         let pid = read_pid_file(&pid_file, Duration::from_secs(10))?;
-        Ok(Frr {
-            daemon: Daemon::new("bgpd", pid, Some(log)),
-            dir,
-        })
+        Ok(Frr { daemon: Daemon::new("bgpd", pid, Some(log)), dir })
     }
 
     pub fn vtysh(&self, command: &str) -> Result<String> {
-        let out = run(Command::new("vtysh")
-            .arg("--vty_socket")
-            .arg(&self.dir.path)
-            .args(["-d", "bgpd", "-c", command]))?;
+        let out = run(Command::new("vtysh").arg("--vty_socket").arg(&self.dir.path).args(["-d", "bgpd", "-c", command]))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -65,13 +56,8 @@ impl Frr {
 
     /// One route's JSON from `show bgp {afi} unicast PREFIX json`.
     pub fn route(&self, afi: &str, prefix: &str) -> Option<Value> {
-        let v = self
-            .json(&format!("show bgp {afi} unicast {prefix} json"))
-            .ok()?;
-        let has_paths = v
-            .get("paths")
-            .and_then(Value::as_array)
-            .is_some_and(|p| !p.is_empty());
+        let v = self.json(&format!("show bgp {afi} unicast {prefix} json")).ok()?;
+        let has_paths = v.get("paths").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
         has_paths.then_some(v)
     }
 }

@@ -34,21 +34,13 @@ impl GoBgp {
             .spawn()
             .context("starting gobgpd")?;
         // `ip netns exec` execs the program, so the child's pid is gobgpd's.
-        let g = GoBgp {
-            daemon: Daemon::new("gobgpd", child.id() as i32, Some(log)),
-            ns: ns.name().to_owned(),
-            _dir: dir,
-        };
-        wait_for("gobgpd API", Duration::from_secs(15), || {
-            g.cli(&["neighbor"]).ok()
-        })?;
+        let g = GoBgp { daemon: Daemon::new("gobgpd", child.id() as i32, Some(log)), ns: ns.name().to_owned(), _dir: dir };
+        wait_for("gobgpd API", Duration::from_secs(15), || g.cli(&["neighbor"]).ok())?;
         Ok(g)
     }
 
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = run(std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "gobgp", "-p", API])
-            .args(args))?;
+        let out = run(std::process::Command::new("ip").args(["netns", "exec", &self.ns, "gobgp", "-p", API]).args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -63,11 +55,7 @@ impl GoBgp {
         self.json(&["neighbor", addr])
             .ok()
             .and_then(|v| v.pointer("/state/session_state").cloned())
-            .is_some_and(|s| {
-                s == 6
-                    || s.as_str()
-                        .is_some_and(|s| s.eq_ignore_ascii_case("established"))
-            })
+            .is_some_and(|s| s == 6 || s.as_str().is_some_and(|s| s.eq_ignore_ascii_case("established")))
     }
 
     /// Prefixes in the global RIB of `family` ("ipv4" / "ipv6").
@@ -75,16 +63,11 @@ impl GoBgp {
         let Ok(v) = self.json(&["global", "rib", "-a", family]) else {
             return Vec::new();
         };
-        v.as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// The paths GoBGP holds for `prefix`.
     pub fn paths(&self, family: &str, prefix: &str) -> Vec<Value> {
-        self.json(&["global", "rib", "-a", family])
-            .ok()
-            .and_then(|v| v.get(prefix).and_then(Value::as_array).cloned())
-            .unwrap_or_default()
+        self.json(&["global", "rib", "-a", family]).ok().and_then(|v| v.get(prefix).and_then(Value::as_array).cloned()).unwrap_or_default()
     }
 }
