@@ -95,6 +95,9 @@ impl Timer {
 pub enum StopMode {
     /// Send a Cease NOTIFICATION (RFC 4486 subcode) with an optional RFC 9003 message.
     Cease { code: ErrorCode, communication: Option<String> },
+        /// Send this NOTIFICATION (for Cease codes whose data is not text, such as Maximum
+    /// Number of Prefixes Reached).
+    Notify(Notification),
     /// Close without NOTIFICATION so the peer keeps our routes as stale (RFC 4724 4.1).
     Silent,
 }
@@ -380,11 +383,14 @@ impl PeerFsm {
         }
         let was_established = self.established().is_some();
         for c in std::mem::take(&mut self.conns) {
-            if let StopMode::Cease { code, communication } = &mode {
-                let n = match communication {
-                    Some(text) => Notification::cease_with_communication(*code, text),
-                    None => code.notification(bytes::Bytes::new()),
-                };
+                        let n = match &mode {
+                StopMode::Cease { code, communication: Some(text) } => Some(Notification::cease_with_communication(*code, text)),
+                StopMode::Cease { code, communication: None } => Some(code.notification(bytes::Bytes::new())),
+                StopMode::Notify(n) => Some(n.clone()),
+                StopMode::Silent => None,
+            };
+            if let Some(n) = n {
+                self.last_error = Some(format!("sent NOTIFICATION {n}"));
                 out.push(Output::Send { conn: c.id, message: Message::Notification(n) });
             }
             out.push(Output::Close { conn: c.id });

@@ -64,8 +64,25 @@ pub struct NeighborConfig {
     pub hold_time: u16,
     pub connect_retry: Duration,
     pub families: Vec<Family>,
-    pub keep_original_next_hop: bool,
+        pub keep_original_next_hop: bool,
     pub allow_own_as: u8,
+    pub max_prefixes: Option<MaxPrefixes>,
+}
+
+/// A limit on the prefixes a peer may send (counted after the import checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPrefixes {
+    pub limit: usize,
+    pub action: MaxPrefixAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxPrefixAction {
+    /// Log once per crossing and keep the session.
+    WarnOnly,
+    /// Close with Cease / Maximum Number of Prefixes Reached (RFC 4486); with a restart
+    /// interval, start again after it, otherwise stay down until reconfigured.
+    TearDown { restart: Option<Duration> },
 }
 
 impl NeighborConfig {
@@ -83,8 +100,9 @@ impl NeighborConfig {
             hold_time: 90,
             connect_retry: Duration::from_secs(5),
             families: vec![if address.is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST }],
-            keep_original_next_hop: false,
+                        keep_original_next_hop: false,
             allow_own_as: 0,
+            max_prefixes: None,
         }
     }
 

@@ -6,12 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Command, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
+use super::{Command, MaxPrefixAction, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
 use crate::fsm::StopMode;
 use crate::rib::decision::DecisionConfig;
 use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
 use crate::session::{spawn_peer, Listener, PeerCommand, PeerEvent, PeerHandle};
-use crate::wire::{AsPath, ErrorCode, Origin, PathAttributes, Update};
+use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, Update};
 
 /// Prefixes exported per step; bounds the transient memory of a full-table flood.
 const EXPORT_CHUNK: usize = 4096;
@@ -22,8 +22,10 @@ struct Peer {
     id: PeerId,
     config: NeighborConfig,
     handle: PeerHandle,
-    join: JoinHandle<()>,
+        join: JoinHandle<()>,
     up: bool,
+    /// The max-prefix warning was logged for the current crossing.
+    warned: bool,
 }
 
 pub(super) struct SpeakerTask {
@@ -168,7 +170,7 @@ impl SpeakerTask {
         if !handle.send(PeerCommand::Start).await {
             tracing::error!(peer = %n.address, "peer task exited at start");
         }
-        self.peers.insert(n.address, Peer { id, config: n, handle, join, up: false });
+        self.peers.insert(n.address, Peer { id, config: n, handle, join, up: false, warned: false });
     }
 
     async fn remove_peer(&mut self, addr: IpAddr, why: ErrorCode) -> bool {
@@ -225,9 +227,10 @@ impl SpeakerTask {
                 let Some(p) = self.peer_by_addr(peer) else {
                     return;
                 };
-                let id = p.id;
+                                let id = p.id;
                 let result = self.rib.apply_update(id, &update);
                 self.dirty.extend(result.changed);
+                self.check_max_prefixes(peer, &update).await;
             }
             PeerEvent::RouteRefresh { peer, .. } => {
                 let Some(p) = self.peer_by_addr(peer) else {
@@ -237,6 +240,44 @@ impl SpeakerTask {
                 self.rib.reset_adj_out(id);
                 let updates = self.rib.export_all(id);
                 handle.send(PeerCommand::Send(updates)).await;
+            }
+        }
+    }
+
+        /// RFC 4486 / common router practice: warn, or tear the session down and maybe restart.
+    async fn check_max_prefixes(&mut self, peer: SocketAddr, update: &Update) {
+        let Some(p) = self.peers.get_mut(&peer.ip()) else { return };
+        let Some(max) = p.config.max_prefixes else { return };
+        let count = self.rib.accepted(p.id);
+        if count <= max.limit {
+            p.warned = false;
+            return;
+        }
+        match max.action {
+            MaxPrefixAction::WarnOnly => {
+                if !p.warned {
+                    tracing::warn!(%peer, count, limit = max.limit, "peer exceeds its prefix limit");
+                    p.warned = true;
+                }
+            }
+            MaxPrefixAction::TearDown { restart } => {
+                tracing::warn!(%peer, count, limit = max.limit, "peer exceeds its prefix limit; closing the session");
+                // RFC 4486 section 4: AFI, SAFI and the configured upper bound.
+                let family = update.attributes.mp_reach.as_ref().map_or(Family::IPV4_UNICAST, |m| m.family);
+                let mut data = Vec::with_capacity(7);
+                data.extend_from_slice(&family.afi.to_be_bytes());
+                data.push(family.safi);
+                data.extend_from_slice(&u32::try_from(max.limit).unwrap_or(u32::MAX).to_be_bytes());
+                let n = ErrorCode::MaximumPrefixesReached.notification(data);
+                let handle = p.handle.clone();
+                handle.send(PeerCommand::Stop(StopMode::Notify(n))).await;
+                if let Some(after) = restart {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        // The peer may have been removed meanwhile; then there is nothing to restart.
+                        handle.send(PeerCommand::Start).await;
+                    });
+                }
             }
         }
     }
