@@ -95,7 +95,7 @@ impl Timer {
 pub enum StopMode {
     /// Send a Cease NOTIFICATION (RFC 4486 subcode) with an optional RFC 9003 message.
     Cease { code: ErrorCode, communication: Option<String> },
-        /// Send this NOTIFICATION (for Cease codes whose data is not text, such as Maximum
+    /// Send this NOTIFICATION (for Cease codes whose data is not text, such as Maximum
     /// Number of Prefixes Reached).
     Notify(Notification),
     /// Close without NOTIFICATION so the peer keeps our routes as stale (RFC 4724 4.1).
@@ -383,7 +383,7 @@ impl PeerFsm {
         }
         let was_established = self.established().is_some();
         for c in std::mem::take(&mut self.conns) {
-                        let n = match &mode {
+            let n = match &mode {
                 StopMode::Cease { code, communication: Some(text) } => Some(Notification::cease_with_communication(*code, text)),
                 StopMode::Cease { code, communication: None } => Some(code.notification(bytes::Bytes::new())),
                 StopMode::Notify(n) => Some(n.clone()),

@@ -64,7 +64,7 @@ pub struct NeighborConfig {
     pub hold_time: u16,
     pub connect_retry: Duration,
     pub families: Vec<Family>,
-        pub keep_original_next_hop: bool,
+    pub keep_original_next_hop: bool,
     pub allow_own_as: u8,
     pub max_prefixes: Option<MaxPrefixes>,
 }
@@ -100,7 +100,7 @@ impl NeighborConfig {
             hold_time: 90,
             connect_retry: Duration::from_secs(5),
             families: vec![if address.is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST }],
-                        keep_original_next_hop: false,
+            keep_original_next_hop: false,
             allow_own_as: 0,
             max_prefixes: None,
         }

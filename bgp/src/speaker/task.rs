@@ -22,7 +22,7 @@ struct Peer {
     id: PeerId,
     config: NeighborConfig,
     handle: PeerHandle,
-        join: JoinHandle<()>,
+    join: JoinHandle<()>,
     up: bool,
     /// The max-prefix warning was logged for the current crossing.
     warned: bool,
@@ -227,7 +227,7 @@ impl SpeakerTask {
                 let Some(p) = self.peer_by_addr(peer) else {
                     return;
                 };
-                                let id = p.id;
+                let id = p.id;
                 let result = self.rib.apply_update(id, &update);
                 self.dirty.extend(result.changed);
                 self.check_max_prefixes(peer, &update).await;
@@ -244,7 +244,7 @@ impl SpeakerTask {
         }
     }
 
-        /// RFC 4486 / common router practice: warn, or tear the session down and maybe restart.
+    /// RFC 4486 / common router practice: warn, or tear the session down and maybe restart.
     async fn check_max_prefixes(&mut self, peer: SocketAddr, update: &Update) {
         let Some(p) = self.peers.get_mut(&peer.ip()) else { return };
         let Some(max) = p.config.max_prefixes else { return };
