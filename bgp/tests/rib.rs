@@ -30,6 +30,7 @@ fn peer(n: u8, asn: u32, client: bool) -> RibPeer {
         allow_own_as: 0,
         families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
         codec: SessionCodec::new(true, asn != 65000),
+        import: None,
     }
 }
 
@@ -212,4 +213,31 @@ fn fib_queue_reports_each_change_once_including_removals() {
     assert!(r.best(&pfx).is_none(), "reported as gone");
     assert_eq!(r.prefix_count(), 0);
     assert!(r.take_fib(10).is_empty());
+}
+
+#[test]
+fn import_policy_filters_by_prefix_list_and_tags_accepted_routes() {
+    use gingham_bgp::rib::policy::*;
+    use std::sync::Arc;
+    let mut r = rib(None);
+    let mut p1 = peer(1, 65001, false);
+    // Accept only /26 blocks inside the pod pool, tagged 65000:26; reject the rest.
+    p1.import = Some(Arc::new(ImportPolicy {
+        rules: vec![PolicyRule {
+            prefixes: vec![PrefixMatch { prefix: p("198.19.0.0/16"), ge: Some(26), le: Some(26) }],
+            communities: vec![],
+            action: PolicyAction::Accept,
+            add_communities: vec![(65000 << 16) | 26],
+            set_local_pref: None,
+        }],
+        default: PolicyAction::Reject,
+    }));
+    r.peer_up(1, p1);
+    let attrs = announce("0.0.0.0/0", &[65001], "198.18.0.1").attributes;
+    let nlri = ["198.19.0.0/26", "198.19.0.64/26", "198.19.0.0/24", "10.0.0.0/26"].iter().map(|s| s.parse().unwrap()).collect();
+    let res = r.apply_update(1, &Update { attributes: attrs, nlri, ..Default::default() });
+    assert_eq!(res.rejected, 2);
+    assert_eq!((r.accepted(1), r.received(1)), (2, 4));
+    assert_eq!(r.best(&p("198.19.0.64/26")).unwrap().attrs.communities, vec![(65000 << 16) | 26]);
+    assert!(r.best(&p("198.19.0.0/24")).is_none());
 }

@@ -8,6 +8,7 @@
 pub mod decision;
 pub mod export;
 pub mod pack;
+pub mod policy;
 mod prefix_set;
 mod table;
 
@@ -20,6 +21,7 @@ use ipnetwork::IpNetwork;
 use crate::wire::{Family, MpReach, NextHop, PathAttributes, SessionCodec, Update};
 use decision::{compare, Candidate, DecisionConfig};
 pub use export::ExportDecision;
+use policy::{ImportPolicy, Verdict};
 pub use prefix_set::PrefixSet;
 use table::{Path, Table};
 
@@ -44,6 +46,8 @@ pub struct RibPeer {
     pub allow_own_as: u8,
     pub families: Vec<Family>,
     pub codec: SessionCodec,
+    /// Applied to every route the peer sends, after the loop checks.
+    pub import: Option<Arc<ImportPolicy>>,
 }
 
 impl RibPeer {
@@ -77,7 +81,7 @@ pub struct BestRoute {
 pub struct ImportResult {
     /// Prefixes whose best path (or ECMP set) changed.
     pub changed: Vec<IpNetwork>,
-    /// Announcements refused by the import checks (loops, our own next hop).
+    /// Announcements refused by the import checks (loops, our own next hop) or the policy.
     pub rejected: usize,
 }
 
@@ -222,13 +226,24 @@ impl Rib {
                 continue;
             }
             let acceptable = self.import_ok(peer, &attrs);
+            let policy = self.peers.get(&peer).and_then(|p| p.import.clone());
             let interned = self.intern(attrs);
             for prefix in prefixes {
-                let changed = if acceptable {
+                let verdict = match (&policy, acceptable) {
+                    (_, false) => Verdict::Reject,
+                    (None, true) => Verdict::Accept,
+                    (Some(policy), true) => policy.evaluate(&prefix, &interned),
+                };
+                let attrs = match verdict {
+                    Verdict::Reject => None,
+                    Verdict::Accept => Some(interned.clone()),
+                    Verdict::Modified(a) => Some(self.intern(*a)),
+                };
+                let changed = if let Some(attrs) = attrs {
                     if let Some(r) = self.rejected.get_mut(&peer) {
                         r.remove(&prefix);
                     }
-                    self.add_path(prefix, Path { peer, attrs: interned.clone() })
+                    self.add_path(prefix, Path { peer, attrs })
                 } else {
                     result.rejected += 1;
                     self.rejected.entry(peer).or_default().insert(prefix);

@@ -8,6 +8,7 @@ mod task;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
@@ -15,6 +16,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fsm::{FsmConfig, Negotiated, State};
+use crate::rib::policy::ImportPolicy;
 use crate::rib::BestRoute;
 use crate::session::{PeerConfig, Transport, TtlMode};
 use crate::wire::Family;
@@ -67,6 +69,8 @@ pub struct NeighborConfig {
     pub keep_original_next_hop: bool,
     pub allow_own_as: u8,
     pub max_prefixes: Option<MaxPrefixes>,
+    /// Prefix lists and community match/set for what the peer sends.
+    pub import: Option<Arc<ImportPolicy>>,
 }
 
 /// A limit on the prefixes a peer may send (counted after the import checks).
@@ -103,6 +107,7 @@ impl NeighborConfig {
             keep_original_next_hop: false,
             allow_own_as: 0,
             max_prefixes: None,
+            import: None,
         }
     }
 

@@ -207,6 +207,7 @@ impl SpeakerTask {
                     allow_own_as: cfg.allow_own_as,
                     families: negotiated.families.clone(),
                     codec: negotiated.codec(),
+                    import: cfg.import.clone(),
                 };
                 self.rib.peer_up(id, rib_peer);
                 let mut updates = self.rib.export_all(id);
