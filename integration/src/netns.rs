@@ -220,6 +220,15 @@ impl Daemon {
         self.pid = 0;
     }
 
+    /// Kills at once (SIGKILL): the process gets no chance to say goodbye, as in a crash.
+    pub fn kill(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: kill(2) with a pid we started.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            self.stop();
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         self.log
             .as_ref()

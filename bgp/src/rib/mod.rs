@@ -175,6 +175,21 @@ impl Rib {
         }
     }
 
+    /// A peer's session ended but its paths stay (graceful restart): nothing more is exported
+    /// to it, and [`Rib::peer_down`] removes the paths later.
+    pub fn peer_retire(&mut self, id: PeerId) {
+        self.reset_adj_out(id);
+        self.adj_out.remove(&id);
+        if let Some(slot) = self.slot_of.remove(&id) {
+            self.slots[slot as usize] = None;
+        }
+    }
+
+    /// Removes one path; returns whether the prefix's best path changed.
+    pub fn withdraw_path(&mut self, prefix: IpNetwork, peer: PeerId) -> bool {
+        self.remove_path(prefix, peer)
+    }
+
     /// A peer went away: its paths go, and the prefixes whose best changed are returned.
     pub fn peer_down(&mut self, id: PeerId) -> Vec<IpNetwork> {
         let mut changed = Vec::new();

@@ -19,7 +19,7 @@ use crate::fsm::{FsmConfig, Negotiated, State};
 use crate::rib::policy::ImportPolicy;
 use crate::rib::BestRoute;
 use crate::session::{PeerConfig, Transport, TtlMode};
-use crate::wire::Family;
+use crate::wire::{Family, GrFamily, GracefulRestart};
 
 /// Speaker-wide settings.
 #[derive(Clone, Debug)]
@@ -34,6 +34,9 @@ pub struct SpeakerConfig {
     pub multipath: bool,
     pub always_compare_med: bool,
     pub hostname: Option<String>,
+    /// We have just restarted with our forwarding state intact (the agent found its routes
+    /// in the kernel): the graceful restart capability says so (R and F bits, RFC 4724).
+    pub restarting: bool,
 }
 
 impl SpeakerConfig {
@@ -46,6 +49,7 @@ impl SpeakerConfig {
             multipath: true,
             always_compare_med: false,
             hostname: None,
+            restarting: false,
         }
     }
 }
@@ -69,6 +73,9 @@ pub struct NeighborConfig {
     pub keep_original_next_hop: bool,
     pub allow_own_as: u8,
     pub max_prefixes: Option<MaxPrefixes>,
+    /// Graceful restart (RFC 4724) with this restart time in seconds; on by default, as in
+    /// Calico, so an agent upgrade drops no traffic.
+    pub graceful_restart: Option<u16>,
     /// Prefix lists and community match/set for what the peer sends.
     pub import: Option<Arc<ImportPolicy>>,
 }
@@ -107,6 +114,7 @@ impl NeighborConfig {
             keep_original_next_hop: false,
             allow_own_as: 0,
             max_prefixes: None,
+            graceful_restart: Some(120),
             import: None,
         }
     }
@@ -118,6 +126,12 @@ impl NeighborConfig {
         fsm.passive = self.passive;
         fsm.families = self.families.clone();
         fsm.hostname = speaker.hostname.clone();
+        fsm.graceful_restart = self.graceful_restart.map(|restart_time| GracefulRestart {
+            restart_state: speaker.restarting,
+            notification: false,
+            restart_time: restart_time.min(4095),
+            families: self.families.iter().map(|f| GrFamily { family: *f, forwarding_preserved: speaker.restarting }).collect(),
+        });
         let mut t = Transport::new(SocketAddr::new(self.address, self.port));
         t.local_addr = self.local_address;
         t.md5_key = self.md5_key.clone();

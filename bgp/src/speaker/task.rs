@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,6 +27,25 @@ struct Peer {
     up: bool,
     /// The max-prefix warning was logged for the current crossing.
     warned: bool,
+    /// What the current (or last) session negotiated about graceful restart.
+    gr: Option<GrState>,
+    /// The id of the previous session, whose paths are kept as stale while the peer restarts
+    /// (RFC 4724 4.2), and the families whose End-of-RIB is still awaited.
+    stale: Option<(PeerId, Vec<Family>)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct GrState {
+    /// The peer's restart time: how long its routes may stay stale.
+    restart_time: Duration,
+    notification: bool,
+}
+
+/// Timers the owner task set for itself.
+#[derive(Debug)]
+enum Timer {
+    /// The peer did not come back (or finish its table) within its restart time.
+    StaleExpired { peer: IpAddr, retired: PeerId },
 }
 
 pub(super) struct SpeakerTask {
@@ -37,9 +57,10 @@ pub(super) struct SpeakerTask {
     events_tx: mpsc::Sender<PeerEvent>,
     events: mpsc::Receiver<PeerEvent>,
     fib: mpsc::Sender<Vec<RouteChange>>,
-
     /// Prefixes whose best path changed and that the peers have not been told about yet.
     dirty: PrefixSet,
+    timers_tx: mpsc::UnboundedSender<Timer>,
+    timers: mpsc::UnboundedReceiver<Timer>,
 }
 
 impl SpeakerTask {
@@ -53,7 +74,21 @@ impl SpeakerTask {
         // Bounded: a speaker that falls behind slows the peers' readers, and TCP slows the
         // senders, instead of queueing without limit.
         let (events_tx, events) = mpsc::channel(4096);
-        SpeakerTask { config, listener, rib, peers: HashMap::new(), next_id: 1, events_tx, events, fib, dirty: PrefixSet::default() }
+        // Unbounded: at most one pending timer per peer.
+        let (timers_tx, timers) = mpsc::unbounded_channel();
+        SpeakerTask {
+            config,
+            listener,
+            rib,
+            peers: HashMap::new(),
+            next_id: 1,
+            events_tx,
+            events,
+            fib,
+            dirty: PrefixSet::default(),
+            timers_tx,
+            timers,
+        }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
@@ -67,9 +102,8 @@ impl SpeakerTask {
                 Some(ev) = self.events.recv() => {
                     self.event(ev).await;
                     // Take what else is queued before propagating, so one flush carries a
-                    // burst of UPDATEs as a few packed messages.
-                                        // Stop at a chunk's worth of changes: the dirty set stays small and the peers
-                    // see progress early.
+                    // burst of UPDATEs as a few packed messages; stop at a chunk's worth of
+                    // changes so the dirty set stays small and the peers see progress early.
                     while self.dirty.len() < EXPORT_CHUNK {
                         match self.events.try_recv() {
                             Ok(ev) => self.event(ev).await,
@@ -77,8 +111,9 @@ impl SpeakerTask {
                         }
                     }
                 }
-                                                // The RIB queues changed prefixes (once each) and the route is read as a batch
+                // The RIB queues changed prefixes (once each) and the route is read as a batch
                 // leaves, so a slow reader gets the latest state per prefix and nothing is lost.
+                                Some(timer) = self.timers.recv() => self.timer(timer),
                 Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
                     let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
                     permit.send(batch);
@@ -86,8 +121,16 @@ impl SpeakerTask {
             }
             self.propagate().await;
         }
-        for (_, p) in self.peers.drain() {
-            // Dropping the handle stops the peer silently (graceful restart friendly).
+        // Every handle is gone: close the sessions without NOTIFICATION, so peers that
+        // negotiated graceful restart keep our routes while we are away (RFC 4724 4.1).
+        let SpeakerTask { peers, listener, .. } = self;
+        for (addr, p) in &peers {
+            p.handle.send(PeerCommand::Stop(StopMode::Silent)).await;
+            listener.remove_peer(*addr);
+        }
+        // The listener holds senders to the peer tasks; they end when the last one goes.
+        drop(listener);
+        for (_, p) in peers {
             drop(p.handle);
             let _finished = p.join.await;
         }
@@ -170,7 +213,7 @@ impl SpeakerTask {
         if !handle.send(PeerCommand::Start).await {
             tracing::error!(peer = %n.address, "peer task exited at start");
         }
-        self.peers.insert(n.address, Peer { id, config: n, handle, join, up: false, warned: false });
+        self.peers.insert(n.address, Peer { id, config: n, handle, join, up: false, warned: false, gr: None, stale: None });
     }
 
     async fn remove_peer(&mut self, addr: IpAddr, why: ErrorCode) -> bool {
@@ -178,6 +221,9 @@ impl SpeakerTask {
             return false;
         };
         self.listener.remove_peer(addr);
+        if let Some((old, _)) = p.stale {
+            self.dirty.extend(self.rib.peer_down(old));
+        }
         p.handle.send(PeerCommand::Stop(StopMode::Cease { code: why, communication: None })).await;
         self.dirty.extend(self.rib.peer_down(p.id));
         true
@@ -194,6 +240,13 @@ impl SpeakerTask {
                     return;
                 };
                 p.up = true;
+                p.gr = negotiated.graceful_restart().then(|| {
+                    let peer_gr = negotiated.peer_graceful_restart.as_ref();
+                    GrState {
+                        restart_time: Duration::from_secs(u64::from(peer_gr.map_or(0, |g| g.restart_time))),
+                        notification: peer_gr.is_some_and(|g| g.notification),
+                    }
+                });
                 let (id, cfg, handle) = (p.id, p.config.clone(), p.handle.clone());
                 let local_address = cfg.local_address.or(local.map(|l| l.ip())).unwrap_or(IpAddr::V4(self.config.router_id));
                 let rib_peer = RibPeer {
@@ -221,16 +274,69 @@ impl SpeakerTask {
                 };
                 let id = p.id;
                 p.up = false;
-                tracing::debug!(%peer, ?reason, "withdrawing the peer's routes");
-                self.dirty.extend(self.rib.peer_down(id));
+                // RFC 4724 4.2: a peer that negotiated graceful restart and went down without
+                // a NOTIFICATION (or with one under the N bit) keeps its routes, marked stale,
+                // for its restart time. The next session gets a new id; the old id's paths
+                // are the stale ones.
+                let helper = p.gr.filter(|gr| reason.allows_graceful_restart(gr.notification));
+                let previous = p.stale.take();
+                if let Some((old, _)) = previous {
+                    self.dirty.extend(self.rib.peer_down(old));
+                }
+                match helper {
+                    Some(gr) => {
+                        let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
+                        let new_id = self.next_id;
+                        self.next_id += 1;
+                        let Some(p) = self.peer_by_addr(peer) else {
+                            return;
+                        };
+                        p.id = new_id;
+                        p.stale = Some((id, families));
+                        self.rib.peer_retire(id);
+                        tracing::info!(%peer, ?reason, restart_time = ?gr.restart_time, "peer restarting: keeping its routes as stale");
+                        let tx = self.timers_tx.clone();
+                        let addr = peer.ip();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(gr.restart_time).await;
+                            // The owner task may have stopped; nothing to expire then.
+                            let _stopped = tx.send(Timer::StaleExpired { peer: addr, retired: id });
+                        });
+                    }
+                    None => {
+                        tracing::debug!(%peer, ?reason, "withdrawing the peer's routes");
+                        self.dirty.extend(self.rib.peer_down(id));
+                    }
+                }
             }
             PeerEvent::Update { peer, update, .. } => {
                 let Some(p) = self.peer_by_addr(peer) else {
                     return;
                 };
                 let id = p.id;
+                let stale = p.stale.clone();
                 let result = self.rib.apply_update(id, &update);
                 self.dirty.extend(result.changed);
+                if let Some((old, mut waiting)) = stale {
+                    // Fresh routes replace their stale copies at once; End-of-RIB for every
+                    // family flushes the stale routes that did not come back.
+                    for prefix in update.announced() {
+                        if self.rib.withdraw_path(prefix, old) {
+                            self.dirty.insert(prefix);
+                        }
+                    }
+                    if let Some(family) = update.end_of_rib_family() {
+                        waiting.retain(|f| *f != family);
+                    }
+                    let done = waiting.is_empty();
+                    if let Some(p) = self.peer_by_addr(peer) {
+                        p.stale = if done { None } else { Some((old, waiting)) };
+                    }
+                    if done {
+                        tracing::info!(%peer, "peer finished its restart; flushing what did not come back");
+                        self.dirty.extend(self.rib.peer_down(old));
+                    }
+                }
                 self.check_max_prefixes(peer, &update).await;
             }
             PeerEvent::RouteRefresh { peer, .. } => {
@@ -241,6 +347,19 @@ impl SpeakerTask {
                 self.rib.reset_adj_out(id);
                 let updates = self.rib.export_all(id);
                 handle.send(PeerCommand::Send(updates)).await;
+            }
+        }
+    }
+
+    fn timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::StaleExpired { peer, retired } => {
+                let Some(p) = self.peers.get_mut(&peer) else { return };
+                if p.stale.as_ref().is_some_and(|(old, _)| *old == retired) {
+                    p.stale = None;
+                    tracing::info!(%peer, "restart time over: flushing stale routes");
+                    self.dirty.extend(self.rib.peer_down(retired));
+                }
             }
         }
     }
