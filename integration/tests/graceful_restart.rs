@@ -8,7 +8,8 @@
 //!    changed table, new routes appear and after its End-of-RIB the routes it no longer has
 //!    are flushed, while the ones it still has never went away;
 //! 2. our speaker stops without NOTIFICATION: BIRD keeps our route while we are away, and
-//!    holds it fresh again after we come back with the restart bit set.
+//!    holds it fresh again after we come back with the restart bit set; the restarted
+//!    speaker reports "synced" once BIRD's End-of-RIB arrived.
 
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,14 @@ fn we_restart_and_bird_keeps_our_routes() {
     let info = bird.protocol_info("gingham").unwrap_or_default();
 
     // Back, with the restart bit set and one more route.
-    let _handle = speaker(&rt, true, vec!["198.19.1.0/24", "198.19.7.0/24"]);
+    let handle = speaker(&rt, true, vec!["198.19.1.0/24", "198.19.7.0/24"]);
+    // The agent learns when every peer has resent its table (BIRD's End-of-RIB, well before
+    // the 120 s deadline), the moment it may drop kernel routes that did not come back.
+    let synced = {
+        let h = handle.clone();
+        rt.block_on(async move { tokio::time::timeout(Duration::from_secs(30), h.wait_synced()).await })
+    };
+    assert!(matches!(synced, Ok(Ok(()))), "not synced from BIRD's End-of-RIB: {synced:?}");
     wait_for("session back", t, || bird.established("gingham").then_some(()))
         .unwrap_or_else(|e| panic!("{e} (was: {info})\n{}", bird.daemon.log_tail()));
     wait_for("both routes", t, || {

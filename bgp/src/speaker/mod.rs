@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::fsm::{FsmConfig, Negotiated, State};
 use crate::rib::policy::ImportPolicy;
@@ -37,6 +37,9 @@ pub struct SpeakerConfig {
     /// We have just restarted with our forwarding state intact (the agent found its routes
     /// in the kernel): the graceful restart capability says so (R and F bits, RFC 4724).
     pub restarting: bool,
+    /// How long after start to wait for every peer's End-of-RIB before declaring the
+    /// speaker synced anyway (peers that never come up must not hold the agent forever).
+    pub sync_deadline: Duration,
 }
 
 impl SpeakerConfig {
@@ -50,6 +53,7 @@ impl SpeakerConfig {
             always_compare_med: false,
             hostname: None,
             restarting: false,
+            sync_deadline: Duration::from_secs(120),
         }
     }
 }
@@ -186,6 +190,7 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct SpeakerHandle {
     commands: mpsc::Sender<Command>,
+    synced: watch::Receiver<bool>,
 }
 
 impl SpeakerHandle {
@@ -193,6 +198,18 @@ impl SpeakerHandle {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Waits until every peer has sent End-of-RIB for all its families once (or the sync
+    /// deadline passed). After a restart the agent removes only then the kernel routes that
+    /// did not come back (RFC 4724 4.1).
+    pub async fn wait_synced(&self) -> Result<(), SpeakerError> {
+        let mut rx = self.synced.clone();
+        rx.wait_for(|s| *s).await.map(|_| ()).map_err(|_| SpeakerError::Stopped)
+    }
+
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
     }
 
     /// Adds a peer, or replaces the configuration of the peer at that address.
@@ -231,6 +248,7 @@ pub fn spawn(config: SpeakerConfig) -> Result<(SpeakerHandle, mpsc::Receiver<Vec
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     // Shallow on purpose: changes wait in the RIB's compact queue, not as built messages here.
     let (fib_tx, fib_rx) = mpsc::channel(4);
-    tokio::spawn(task::SpeakerTask::new(config, listener, fib_tx).run(cmd_rx));
-    Ok((SpeakerHandle { commands: cmd_tx }, fib_rx))
+    let (synced_tx, synced) = watch::channel(false);
+    tokio::spawn(task::SpeakerTask::new(config, listener, fib_tx, synced_tx).run(cmd_rx));
+    Ok((SpeakerHandle { commands: cmd_tx, synced }, fib_rx))
 }

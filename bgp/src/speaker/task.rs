@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{Command, MaxPrefixAction, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
@@ -32,6 +32,8 @@ struct Peer {
     /// The id of the previous session, whose paths are kept as stale while the peer restarts
     /// (RFC 4724 4.2), and the families whose End-of-RIB is still awaited.
     stale: Option<(PeerId, Vec<Family>)>,
+    /// Families whose first End-of-RIB is still awaited; `Some(empty)` once all arrived.
+    initial_eor: Option<Vec<Family>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +48,8 @@ struct GrState {
 enum Timer {
     /// The peer did not come back (or finish its table) within its restart time.
     StaleExpired { peer: IpAddr, retired: PeerId },
+    /// Stop waiting for End-of-RIB from peers that have not sent it.
+    SyncDeadline,
 }
 
 pub(super) struct SpeakerTask {
@@ -61,10 +65,16 @@ pub(super) struct SpeakerTask {
     dirty: PrefixSet,
     timers_tx: mpsc::UnboundedSender<Timer>,
     timers: mpsc::UnboundedReceiver<Timer>,
+    synced: watch::Sender<bool>,
 }
 
 impl SpeakerTask {
-    pub(super) fn new(config: SpeakerConfig, listener: Listener, fib: mpsc::Sender<Vec<RouteChange>>) -> SpeakerTask {
+    pub(super) fn new(
+        config: SpeakerConfig,
+        listener: Listener,
+        fib: mpsc::Sender<Vec<RouteChange>>,
+        synced: watch::Sender<bool>,
+    ) -> SpeakerTask {
         let rib = Rib::new(RibConfig {
             router_id: config.router_id,
             cluster_id: config.cluster_id,
@@ -88,10 +98,18 @@ impl SpeakerTask {
             dirty: PrefixSet::default(),
             timers_tx,
             timers,
+            synced,
         }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let tx = self.timers_tx.clone();
+        let deadline = self.config.sync_deadline;
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            // Gone means the speaker stopped first.
+            let _stopped = tx.send(Timer::SyncDeadline);
+        });
         loop {
             let fib = self.fib.clone();
             tokio::select! {
@@ -213,7 +231,8 @@ impl SpeakerTask {
         if !handle.send(PeerCommand::Start).await {
             tracing::error!(peer = %n.address, "peer task exited at start");
         }
-        self.peers.insert(n.address, Peer { id, config: n, handle, join, up: false, warned: false, gr: None, stale: None });
+        self.peers
+            .insert(n.address, Peer { id, config: n, handle, join, up: false, warned: false, gr: None, stale: None, initial_eor: None });
     }
 
     async fn remove_peer(&mut self, addr: IpAddr, why: ErrorCode) -> bool {
@@ -266,6 +285,9 @@ impl SpeakerTask {
                 let mut updates = self.rib.export_all(id);
                 // RFC 4724 2: End-of-RIB after the initial table, for every family.
                 updates.extend(negotiated.families.iter().map(|f| Update::end_of_rib(*f)));
+                if let Some(p) = self.peer_by_addr(peer) {
+                    p.initial_eor.get_or_insert_with(|| negotiated.families.clone());
+                }
                 handle.send(PeerCommand::Send(updates)).await;
             }
             PeerEvent::Down { peer, reason } => {
@@ -314,6 +336,9 @@ impl SpeakerTask {
                     return;
                 };
                 let id = p.id;
+                if let (Some(waiting), Some(family)) = (p.initial_eor.as_mut(), update.end_of_rib_family()) {
+                    waiting.retain(|f| *f != family);
+                }
                 let stale = p.stale.clone();
                 let result = self.rib.apply_update(id, &update);
                 self.dirty.extend(result.changed);
@@ -338,6 +363,9 @@ impl SpeakerTask {
                     }
                 }
                 self.check_max_prefixes(peer, &update).await;
+                if update.end_of_rib_family().is_some() {
+                    self.check_synced();
+                }
             }
             PeerEvent::RouteRefresh { peer, .. } => {
                 let Some(p) = self.peer_by_addr(peer) else {
@@ -351,8 +379,25 @@ impl SpeakerTask {
         }
     }
 
+    /// Synced once every configured peer delivered its first full table.
+    fn check_synced(&mut self) {
+        if *self.synced.borrow() || self.peers.is_empty() {
+            return;
+        }
+        if self.peers.values().all(|p| p.initial_eor.as_ref().is_some_and(Vec::is_empty)) {
+            tracing::info!("every peer sent End-of-RIB: synced");
+            self.synced.send_replace(true);
+        }
+    }
+
     fn timer(&mut self, timer: Timer) {
         match timer {
+            Timer::SyncDeadline => {
+                if !*self.synced.borrow() {
+                    tracing::info!("sync deadline passed: synced without every peer's End-of-RIB");
+                    self.synced.send_replace(true);
+                }
+            }
             Timer::StaleExpired { peer, retired } => {
                 let Some(p) = self.peers.get_mut(&peer) else { return };
                 if p.stale.as_ref().is_some_and(|(old, _)| *old == retired) {
