@@ -31,7 +31,7 @@ use gingham_bgp::wire::{AsPath, Family, MpReach, NextHop, Origin, PathAttributes
 
 use crate::daemons::{Bird, Frr, GoBgp};
 use crate::netns::{wait_for, Fabric};
-use crate::speaker::Speaker;
+use crate::sessions::Sessions;
 
 pub const OUR_V4: &str = "198.18.0.11";
 pub const OUR_V6: &str = "2001:db8:18::b";
@@ -203,7 +203,7 @@ pub fn our_routes(s: &Session) -> Vec<Update> {
 }
 
 pub struct InteropLab {
-    pub speaker: Speaker,
+    pub speaker: Sessions,
     pub bird: Bird,
     pub frr: Frr,
     pub gobgp: GoBgp,
@@ -214,7 +214,7 @@ pub struct InteropLab {
 impl InteropLab {
     pub fn up() -> Result<InteropLab> {
         let fabric = Fabric::new(4)?;
-        let mut speaker = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse()?, "[::]:179".parse()?])?;
+        let mut speaker = Sessions::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse()?, "[::]:179".parse()?])?;
         let bird = Bird::start(&fabric.hosts[1].ns, &bird_config())?;
         let frr = Frr::start(&fabric.hosts[2].ns, &frr_config())?;
         let gobgp = GoBgp::start(&fabric.hosts[3].ns, &gobgp_config())?;

@@ -6,4 +6,4 @@ pub mod daemons;
 pub mod golden;
 pub mod interop;
 pub mod netns;
-pub mod speaker;
+pub mod sessions;

@@ -17,7 +17,7 @@ use gingham_bgp::fsm::{FsmConfig, State};
 use gingham_bgp::session::{PeerConfig, Transport};
 use gingham_integration::daemons::Bird;
 use gingham_integration::netns::{wait_for, Fabric, Netns};
-use gingham_integration::speaker::Speaker;
+use gingham_integration::sessions::Sessions;
 
 fn peer(local: &str, remote: &str) -> PeerConfig {
     let mut fsm = FsmConfig::new(65000, local.parse().unwrap(), 65000);
@@ -43,14 +43,14 @@ fn established_bgp_connections(ns: &Netns) -> usize {
 fn two_of_our_speakers_keep_exactly_one_connection() {
     let fabric = Fabric::new(2).unwrap();
     ports(&fabric, "down");
-    let mut a = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
-    let mut b = Speaker::start(&fabric.hosts[1].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
+    let mut a = Sessions::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
+    let mut b = Sessions::start(&fabric.hosts[1].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
     a.add_peer("b", peer("198.18.0.11", "198.18.0.12"));
     b.add_peer("a", peer("198.18.0.12", "198.18.0.11"));
     std::thread::sleep(Duration::from_millis(1500));
     ports(&fabric, "up");
 
-    let up = |s: &Speaker, n: &str| s.snapshot(n).map(|s| s.state) == Some(State::Established);
+    let up = |s: &Sessions, n: &str| s.snapshot(n).map(|s| s.state) == Some(State::Established);
     wait_for("both Established", Duration::from_secs(30), || (up(&a, "b") && up(&b, "a")).then_some(())).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(established_bgp_connections(&fabric.hosts[0].ns), 1);
@@ -79,7 +79,7 @@ protocol bgp gingham {
 "#,
     )
     .unwrap();
-    let mut a = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
+    let mut a = Sessions::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
     a.add_peer("bird", peer("198.18.0.11", "198.18.0.12"));
     std::thread::sleep(Duration::from_millis(2500));
     ports(&fabric, "up");

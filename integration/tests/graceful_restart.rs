@@ -17,7 +17,7 @@ use gingham_bgp::speaker::{self, NeighborConfig, SpeakerConfig, SpeakerHandle};
 use gingham_bgp::wire::Family;
 use gingham_integration::daemons::Bird;
 use gingham_integration::netns::{wait_for, Fabric};
-use gingham_integration::speaker::NsRuntime;
+use gingham_integration::sessions::NsRuntime;
 
 fn bird_config(routes: &[&str]) -> String {
     let statics: String = routes.iter().map(|r| format!("route {r} unreachable; ")).collect();

@@ -21,7 +21,7 @@ use gingham_bgp::session::{PeerConfig, Transport};
 use gingham_bgp::wire::*;
 use gingham_integration::daemons::Bird;
 use gingham_integration::netns::{wait_for, Fabric};
-use gingham_integration::speaker::{NsRuntime, Speaker};
+use gingham_integration::sessions::{NsRuntime, Sessions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -127,7 +127,7 @@ fn open_with(f: impl FnOnce(&mut Open)) -> Vec<u8> {
 fn malformed_input_gets_the_right_notification_and_other_peers_are_untouched() {
     let fabric = Fabric::new(3).unwrap();
     let bird = Bird::start(&fabric.hosts[1].ns, BIRD_CONF).unwrap();
-    let mut speaker = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
+    let mut speaker = Sessions::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
     let mut fsm = FsmConfig::new(65000, "198.18.0.11".parse().unwrap(), 65000);
     fsm.hold_time = 9;
     fsm.connect_retry = Duration::from_secs(2);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use gingham_bgp::speaker::{self, NeighborConfig, RouteChange, SpeakerConfig};
 use gingham_integration::daemons::{Bird, Frr};
 use gingham_integration::netns::{wait_for, Fabric};
-use gingham_integration::speaker::NsRuntime;
+use gingham_integration::sessions::NsRuntime;
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 use tokio::sync::watch;

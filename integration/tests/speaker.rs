@@ -26,7 +26,7 @@ use gingham_bgp::speaker::{self, MaxPrefixAction, MaxPrefixes, NeighborConfig, S
 use gingham_bgp::wire::Family;
 use gingham_integration::daemons::{Bird, Frr, GoBgp};
 use gingham_integration::netns::{wait_for, Fabric};
-use gingham_integration::speaker::NsRuntime;
+use gingham_integration::sessions::NsRuntime;
 
 fn start_speaker(rt: &NsRuntime, neighbors: Vec<NeighborConfig>, originate: Vec<&'static str>) -> SpeakerHandle {
     rt.block_on(async move {

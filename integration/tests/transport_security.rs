@@ -17,7 +17,7 @@ use gingham_bgp::fsm::{FsmConfig, State};
 use gingham_bgp::session::{PeerConfig, Transport, TtlMode};
 use gingham_integration::daemons::Frr;
 use gingham_integration::netns::{wait_for, Fabric};
-use gingham_integration::speaker::Speaker;
+use gingham_integration::sessions::Sessions;
 
 const FRR_CONF: &str = r#"
 router bgp 65000
@@ -60,7 +60,7 @@ fn md5_and_gtsm_with_frr() {
         }
     }
     let frr = Frr::start(&fabric.hosts[1].ns, FRR_CONF).unwrap();
-    let mut speaker = Speaker::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
+    let mut speaker = Sessions::start(&fabric.hosts[0].ns, vec!["0.0.0.0:179".parse().unwrap()]).unwrap();
     speaker.add_peer("md5-good", peer("198.18.0.11", "198.18.0.12", 65000, Some("gingham-secret"), TtlMode::Send(255)));
     speaker.add_peer("md5-bad", peer("198.18.0.111", "198.18.0.112", 65000, Some("not-the-secret"), TtlMode::Send(255)));
     speaker.add_peer("gtsm", peer("198.18.0.211", "198.18.0.212", 65211, None, TtlMode::Gtsm { hops: 1 }));

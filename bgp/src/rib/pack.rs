@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network};
 
 use crate::wire::{encoded_len, Family, Message, MpUnreach, PathAttributes, SessionCodec, Update, HEADER_LEN, MAX_MESSAGE_LEN};
 
@@ -68,17 +68,7 @@ fn announcement(attrs: &PathAttributes, prefixes: Vec<IpNetwork>) -> Update {
             mp.nlri = prefixes;
             Update { attributes, ..Default::default() }
         }
-        None => Update {
-            attributes,
-            nlri: prefixes
-                .into_iter()
-                .filter_map(|p| match p {
-                    IpNetwork::V4(v4) => Some(v4),
-                    IpNetwork::V6(_) => None,
-                })
-                .collect(),
-            ..Default::default()
-        },
+        None => Update { attributes, nlri: v4_only(prefixes), ..Default::default() },
     }
 }
 
@@ -86,22 +76,24 @@ fn pack_withdrawals(withdraw: Vec<IpNetwork>, out: &mut Vec<Update>) {
     let room = nlri_room(8);
     let (mut v4, mut v6): (Vec<IpNetwork>, Vec<IpNetwork>) = withdraw.into_iter().partition(|p| p.is_ipv4());
     for chunk in chunks(&mut v4, room) {
-        out.push(Update {
-            withdrawn: chunk
-                .into_iter()
-                .filter_map(|p| match p {
-                    IpNetwork::V4(v) => Some(v),
-                    IpNetwork::V6(_) => None,
-                })
-                .collect(),
-            ..Default::default()
-        });
+        out.push(Update { withdrawn: v4_only(chunk), ..Default::default() });
     }
     for chunk in chunks(&mut v6, room) {
         let mut u = Update::default();
         u.attributes.mp_unreach = Some(MpUnreach { family: Family::IPV6_UNICAST, withdrawn: chunk });
         out.push(u);
     }
+}
+
+/// The IPv4 prefixes of a list that holds only IPv4 ones by construction.
+fn v4_only(prefixes: Vec<IpNetwork>) -> Vec<Ipv4Network> {
+    prefixes
+        .into_iter()
+        .filter_map(|p| match p {
+            IpNetwork::V4(v4) => Some(v4),
+            IpNetwork::V6(_) => None,
+        })
+        .collect()
 }
 
 fn chunks(prefixes: &mut Vec<IpNetwork>, room: usize) -> Vec<Vec<IpNetwork>> {

@@ -33,7 +33,7 @@ enum Command {
         /// Become a route reflector with this cluster id.
         #[arg(long)]
         cluster_id: Option<std::net::Ipv4Addr>,
-        /// ADDRESS:AS[:client], repeatable.
+        /// ADDRESS:AS, or ADDRESS:AS:client for a route-reflector client; repeatable.
         #[arg(long = "peer")]
         peers: Vec<String>,
     },

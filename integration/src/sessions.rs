@@ -95,8 +95,9 @@ pub struct View {
     pub end_of_rib: HashSet<(SocketAddr, gingham_bgp::wire::Family)>,
 }
 
-/// Our sessions in a namespace: a listener on port 179 and named peers.
-pub struct Speaker {
+/// Our BGP sessions (no RIB) in a namespace: a listener on port 179 and named peers, for
+/// tests of the session layer against real daemons. The full speaker is `gingham_bgp::speaker`.
+pub struct Sessions {
     rt: NsRuntime,
     listener: Listener,
     peers: HashMap<String, PeerHandle>,
@@ -104,9 +105,9 @@ pub struct Speaker {
     view: watch::Receiver<View>,
 }
 
-impl Speaker {
+impl Sessions {
     /// Listens on `listen` (e.g. `0.0.0.0:179` and `[::]:179`) inside `ns`.
-    pub fn start(ns: &Netns, listen: Vec<SocketAddr>) -> Result<Speaker> {
+    pub fn start(ns: &Netns, listen: Vec<SocketAddr>) -> Result<Sessions> {
         let rt = NsRuntime::new(ns)?;
         let listener = rt.block_on(async move { Listener::bind(&listen, vec![], None) })?;
         let (events_tx, mut events) = mpsc::channel::<PeerEvent>(1024);
@@ -116,7 +117,7 @@ impl Speaker {
                 view_tx.send_modify(|v| apply(v, ev));
             }
         });
-        Ok(Speaker { rt, listener, peers: HashMap::new(), events_tx, view })
+        Ok(Sessions { rt, listener, peers: HashMap::new(), events_tx, view })
     }
 
     pub fn add_peer(&mut self, name: &str, config: PeerConfig) {
