@@ -14,7 +14,8 @@
 //! 2. eBGP with FRR: FRR holds our route with AS_PATH "65000" and next hop 198.18.0.11;
 //! 3. IPv6: BIRD holds our IPv6 prefix with our IPv6 next hop;
 //! 4. ECMP: 198.19.9.0/24 from FRR (eBGP, AS_PATH 65003) and from BIRD (iBGP, AS_PATH 65099)
-//!    tie past MED, so our best route has both next hops.
+//!    tie past MED, so our best route has both next hops;
+//! 5. a ROUTE-REFRESH from BIRD gets our routes resent.
 //!
 //! Test 2: max-prefix tear-down against GoBGP sending one prefix too many.
 
@@ -155,6 +156,12 @@ fn rr_client_of_bird_ebgp_with_frr_ipv6_and_ecmp() {
         async move { h.peers().await.unwrap() }
     });
     assert!(peers.iter().all(|p| p.state == State::Established), "{peers:?}");
+
+    // 5. Route refresh: BIRD asks for our routes again (ROUTE-REFRESH) and we resend them.
+    let before = bird.import_updates_received("gingham4").unwrap();
+    bird.cmd("reload in gingham4").unwrap();
+    wait_for("our routes resent after ROUTE-REFRESH", t, || (bird.import_updates_received("gingham4")? > before).then_some(())).unwrap();
+    assert!(bird.routes_from("gingham4").contains(&"198.19.1.0/24".into()));
 }
 
 #[test]

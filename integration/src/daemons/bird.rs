@@ -42,6 +42,13 @@ impl Bird {
         self.protocol_info(name).is_some_and(|i| i.starts_with("Established"))
     }
 
+    /// The "received" column of the channel's "Import updates" statistics.
+    pub fn import_updates_received(&self, name: &str) -> Option<u64> {
+        let out = self.cmd(&format!("show protocols all {name}")).ok()?;
+        let line = out.lines().find(|l| l.trim_start().starts_with("Import updates:"))?;
+        line.split_whitespace().nth(2)?.parse().ok()
+    }
+
     /// Prefixes in BIRD's tables learned from protocol `name`.
     pub fn routes_from(&self, name: &str) -> Vec<String> {
         let out = self.cmd(&format!("show route protocol {name}")).unwrap_or_default();
