@@ -211,3 +211,40 @@ fn max_prefix_tears_down_a_gobgp_peer_sending_one_too_many() {
     };
     wait_for("restarted and torn down again", t, || (notifications() >= 2).then_some(())).unwrap();
 }
+
+/// Test 3: after our own restart we send nothing until every peer sent End-of-RIB or the
+/// sync deadline passed (RFC 4724 4.1). GoBGP without graceful restart sends no End-of-RIB,
+/// so only the deadline releases our table.
+#[test]
+fn restarting_speaker_defers_its_table_until_synced() {
+    let fabric = Fabric::new(2).unwrap();
+    let gobgp = GoBgp::start(
+        &fabric.hosts[1].ns,
+        "[global.config]\n  as = 65002\n  router-id = \"198.18.0.12\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"198.18.0.11\"\n    peer-as = 65000\n",
+    )
+    .unwrap();
+    let rt = NsRuntime::new(&fabric.hosts[0].ns).unwrap();
+    let handle = rt.block_on(async move {
+        let mut config = SpeakerConfig::new("198.18.0.11".parse().unwrap(), 65000);
+        config.listen = vec!["0.0.0.0:179".parse().unwrap()];
+        config.restarting = true;
+        config.sync_deadline = Duration::from_secs(8);
+        let (handle, mut changes) = speaker::spawn(config).expect("speaker");
+        tokio::spawn(async move { while changes.recv().await.is_some() {} });
+        handle.add_peer(neighbor("198.18.0.12", 65002)).await.unwrap();
+        handle.originate("198.19.1.0/24".parse().unwrap(), vec![]).await.unwrap();
+        handle
+    });
+    let started = std::time::Instant::now();
+    wait_for("session up", Duration::from_secs(20), || gobgp.established("198.18.0.11").then_some(())).unwrap();
+    // Established but deferred: GoBGP has nothing from us yet.
+    std::thread::sleep(Duration::from_secs(2));
+    if started.elapsed() < Duration::from_secs(7) {
+        assert!(gobgp.paths("ipv4", "198.19.1.0/24").is_empty(), "table sent before sync");
+        assert!(!handle.is_synced());
+    }
+    wait_for("table after the deadline", Duration::from_secs(20), || (!gobgp.paths("ipv4", "198.19.1.0/24").is_empty()).then_some(()))
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(8), "released before the deadline");
+    assert!(handle.is_synced());
+}

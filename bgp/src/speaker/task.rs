@@ -131,7 +131,7 @@ impl SpeakerTask {
                 }
                 // The RIB queues changed prefixes (once each) and the route is read as a batch
                 // leaves, so a slow reader gets the latest state per prefix and nothing is lost.
-                                Some(timer) = self.timers.recv() => self.timer(timer),
+                                                Some(timer) = self.timers.recv() => self.timer(timer).await,
                 Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
                     let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
                     permit.send(batch);
@@ -282,13 +282,14 @@ impl SpeakerTask {
                     import: cfg.import.clone(),
                 };
                 self.rib.peer_up(id, rib_peer);
-                let mut updates = self.rib.export_all(id);
-                // RFC 4724 2: End-of-RIB after the initial table, for every family.
-                updates.extend(negotiated.families.iter().map(|f| Update::end_of_rib(*f)));
                 if let Some(p) = self.peer_by_addr(peer) {
                     p.initial_eor.get_or_insert_with(|| negotiated.families.clone());
                 }
-                handle.send(PeerCommand::Send(updates)).await;
+                // After our own restart the table goes out only once every peer has sent its
+                // own (RFC 4724 4.1): until then our best paths are not final.
+                if !self.deferring() {
+                    send_table(&mut self.rib, id, &negotiated.families, &handle).await;
+                }
             }
             PeerEvent::Down { peer, reason } => {
                 let Some(p) = self.peer_by_addr(peer) else {
@@ -364,7 +365,7 @@ impl SpeakerTask {
                 }
                 self.check_max_prefixes(peer, &update).await;
                 if update.end_of_rib_family().is_some() {
-                    self.check_synced();
+                    self.check_synced().await;
                 }
             }
             PeerEvent::RouteRefresh { peer, .. } => {
@@ -379,23 +380,41 @@ impl SpeakerTask {
         }
     }
 
+    /// We restarted and wait for the peers' tables before sending ours.
+    fn deferring(&self) -> bool {
+        self.config.restarting && !*self.synced.borrow()
+    }
+
     /// Synced once every configured peer delivered its first full table.
-    fn check_synced(&mut self) {
+    async fn check_synced(&mut self) {
         if *self.synced.borrow() || self.peers.is_empty() {
             return;
         }
         if self.peers.values().all(|p| p.initial_eor.as_ref().is_some_and(Vec::is_empty)) {
             tracing::info!("every peer sent End-of-RIB: synced");
-            self.synced.send_replace(true);
+            self.set_synced().await;
         }
     }
 
-    fn timer(&mut self, timer: Timer) {
+    async fn set_synced(&mut self) {
+        let deferred = self.deferring();
+        self.synced.send_replace(true);
+        if deferred {
+            // Selection is final now: every Established peer gets its table and End-of-RIB.
+            let up: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
+            for (id, handle) in up {
+                let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
+                send_table(&mut self.rib, id, &families, &handle).await;
+            }
+        }
+    }
+
+    async fn timer(&mut self, timer: Timer) {
         match timer {
             Timer::SyncDeadline => {
                 if !*self.synced.borrow() {
                     tracing::info!("sync deadline passed: synced without every peer's End-of-RIB");
-                    self.synced.send_replace(true);
+                    self.set_synced().await;
                 }
             }
             Timer::StaleExpired { peer, retired } => {
@@ -453,7 +472,9 @@ impl SpeakerTask {
         if self.dirty.is_empty() {
             return;
         }
-        let targets: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
+        // While deferring, peers hear nothing; the whole table goes out once we are synced.
+        let targets: Vec<(PeerId, PeerHandle)> =
+            if self.deferring() { Vec::new() } else { self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect() };
         while !self.dirty.is_empty() {
             let chunk = self.dirty.take(EXPORT_CHUNK);
             for p in &chunk {
@@ -468,4 +489,11 @@ impl SpeakerTask {
         }
         self.rib.collect_garbage();
     }
+}
+
+/// The whole table for a peer that just came up, then End-of-RIB for each family (RFC 4724 2).
+async fn send_table(rib: &mut Rib, id: PeerId, families: &[Family], handle: &PeerHandle) {
+    let mut updates = rib.export_all(id);
+    updates.extend(families.iter().map(|f| Update::end_of_rib(*f)));
+    handle.send(PeerCommand::Send(updates)).await;
 }
