@@ -15,7 +15,8 @@
 //! 3. IPv6: BIRD holds our IPv6 prefix with our IPv6 next hop;
 //! 4. ECMP: 198.19.9.0/24 from FRR (eBGP, AS_PATH 65003) and from BIRD (iBGP, AS_PATH 65099)
 //!    tie past MED, so our best route has both next hops;
-//! 5. a ROUTE-REFRESH from BIRD gets our routes resent.
+//! 5. a ROUTE-REFRESH from BIRD gets our routes resent;
+//! 6. our ROUTE-REFRESH to BIRD comes back as a complete BoRR..EoRR cycle (RFC 7313).
 //!
 //! Test 2: max-prefix tear-down against GoBGP sending one prefix too many.
 
@@ -162,6 +163,22 @@ fn rr_client_of_bird_ebgp_with_frr_ipv6_and_ecmp() {
     bird.cmd("reload in gingham4").unwrap();
     wait_for("our routes resent after ROUTE-REFRESH", t, || (bird.import_updates_received("gingham4")? > before).then_some(())).unwrap();
     assert!(bird.routes_from("gingham4").contains(&"198.19.1.0/24".into()));
+
+    // 6. Enhanced route refresh the other way: we ask, BIRD answers BoRR, its routes, EoRR;
+    // nothing it resent is lost.
+    let asked = {
+        let h = handle.clone();
+        rt.block_on(async move { h.refresh("198.18.0.12".parse().unwrap()).await.unwrap() })
+    };
+    assert!(asked);
+    let bird_peer = || {
+        let h = handle.clone();
+        rt.block_on(async move { h.peers().await.unwrap() }).into_iter().find(|p| p.config.address.to_string() == "198.18.0.12").unwrap()
+    };
+    wait_for("a BoRR..EoRR cycle from BIRD", t, || (bird_peer().refresh_cycles >= 1).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    let after: Vec<String> = routes(Family::IPV4_UNICAST).into_iter().map(|(p, _)| p.to_string()).collect();
+    assert!(after.contains(&"198.19.4.0/24".to_string()) && after.contains(&"198.19.9.0/24".to_string()), "{after:?}");
 }
 
 #[test]

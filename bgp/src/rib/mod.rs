@@ -185,6 +185,12 @@ impl Rib {
         }
     }
 
+    /// The prefixes of `family` for which `peer` has a path.
+    pub fn prefixes_from(&self, peer: PeerId, family: Family) -> Vec<IpNetwork> {
+        let v4 = family == Family::IPV4_UNICAST;
+        self.table.prefixes().filter(|p| p.is_ipv4() == v4 && self.table.has_peer(p, peer)).collect()
+    }
+
     /// Removes one path; returns whether the prefix's best path changed.
     pub fn withdraw_path(&mut self, prefix: IpNetwork, peer: PeerId) -> bool {
         self.remove_path(prefix, peer)

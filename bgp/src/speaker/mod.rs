@@ -159,6 +159,8 @@ pub struct PeerStatus {
     pub prefixes_received: usize,
     pub prefixes_accepted: usize,
     pub prefixes_advertised: usize,
+    /// Enhanced route refresh cycles (BoRR..EoRR) the peer completed.
+    pub refresh_cycles: u64,
 }
 
 /// A best-path change: `None` means the prefix is gone.
@@ -183,6 +185,7 @@ pub(crate) enum Command {
     Withdraw { prefix: IpNetwork, reply: oneshot::Sender<bool> },
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(Family, oneshot::Sender<Vec<(IpNetwork, BestRoute)>>),
+    Refresh(IpAddr, oneshot::Sender<bool>),
 }
 
 /// The agent's grip on the speaker. Dropping every handle stops it: sessions close without
@@ -232,6 +235,12 @@ impl SpeakerHandle {
 
     pub async fn peers(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
         self.ask(Command::Peers).await
+    }
+
+    /// Asks the peer to resend its routes (ROUTE-REFRESH for each negotiated family). Returns
+    /// false when the peer is unknown or not Established.
+    pub async fn refresh(&self, address: IpAddr) -> Result<bool, SpeakerError> {
+        self.ask(|tx| Command::Refresh(address, tx)).await
     }
 
     pub async fn routes(&self, family: Family) -> Result<Vec<(IpNetwork, BestRoute)>, SpeakerError> {

@@ -12,7 +12,7 @@ use crate::fsm::StopMode;
 use crate::rib::decision::DecisionConfig;
 use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
 use crate::session::{spawn_peer, Listener, PeerCommand, PeerEvent, PeerHandle};
-use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, Update};
+use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, RefreshSubtype, RouteRefresh, Update};
 
 /// Prefixes exported per step; bounds the transient memory of a full-table flood.
 const EXPORT_CHUNK: usize = 4096;
@@ -34,6 +34,12 @@ struct Peer {
     stale: Option<(PeerId, Vec<Family>)>,
     /// Families whose first End-of-RIB is still awaited; `Some(empty)` once all arrived.
     initial_eor: Option<Vec<Family>>,
+    /// Both sides negotiated enhanced route refresh (RFC 7313).
+    enhanced_refresh: bool,
+    /// Between the peer's BoRR and EoRR: its prefixes of that family not re-announced yet.
+    refreshing: Option<(Family, PrefixSet)>,
+    /// Completed BoRR..EoRR cycles from this peer.
+    refresh_cycles: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -182,18 +188,34 @@ impl SpeakerTask {
             Command::Routes(family, reply) => {
                 let _gone = reply.send(self.rib.routes(family));
             }
+            Command::Refresh(addr, reply) => {
+                let mut asked = false;
+                if let Some(p) = self.peers.get(&addr).filter(|p| p.up) {
+                    for family in self.rib.peer(p.id).map(|r| r.families.clone()).unwrap_or_default() {
+                        asked |= p.handle.send(PeerCommand::RouteRefresh(RouteRefresh { family, subtype: RefreshSubtype::Request })).await;
+                    }
+                }
+                let _gone = reply.send(asked);
+            }
             Command::Peers(reply) => {
                 // Peer tasks answer on their own time; gather off the owner task.
-                let peers: Vec<(NeighborConfig, PeerHandle, usize, usize, usize)> = self
+                let peers: Vec<(NeighborConfig, PeerHandle, usize, usize, usize, u64)> = self
                     .peers
                     .values()
                     .map(|p| {
-                        (p.config.clone(), p.handle.clone(), self.rib.received(p.id), self.rib.accepted(p.id), self.rib.advertised(p.id))
+                        (
+                            p.config.clone(),
+                            p.handle.clone(),
+                            self.rib.received(p.id),
+                            self.rib.accepted(p.id),
+                            self.rib.advertised(p.id),
+                            p.refresh_cycles,
+                        )
                     })
                     .collect();
                 tokio::spawn(async move {
                     let mut out = Vec::new();
-                    for (config, handle, received, accepted, advertised) in peers {
+                    for (config, handle, received, accepted, advertised, refresh_cycles) in peers {
                         let Some(s) = handle.snapshot().await else {
                             continue;
                         };
@@ -206,6 +228,7 @@ impl SpeakerTask {
                             prefixes_received: received,
                             prefixes_accepted: accepted,
                             prefixes_advertised: advertised,
+                            refresh_cycles,
                         });
                     }
                     out.sort_by_key(|p| p.config.address);
@@ -231,8 +254,23 @@ impl SpeakerTask {
         if !handle.send(PeerCommand::Start).await {
             tracing::error!(peer = %n.address, "peer task exited at start");
         }
-        self.peers
-            .insert(n.address, Peer { id, config: n, handle, join, up: false, warned: false, gr: None, stale: None, initial_eor: None });
+        self.peers.insert(
+            n.address,
+            Peer {
+                id,
+                config: n,
+                handle,
+                join,
+                up: false,
+                warned: false,
+                gr: None,
+                stale: None,
+                initial_eor: None,
+                enhanced_refresh: false,
+                refreshing: None,
+                refresh_cycles: 0,
+            },
+        );
     }
 
     async fn remove_peer(&mut self, addr: IpAddr, why: ErrorCode) -> bool {
@@ -266,6 +304,8 @@ impl SpeakerTask {
                         notification: peer_gr.is_some_and(|g| g.notification),
                     }
                 });
+                p.enhanced_refresh = negotiated.enhanced_route_refresh;
+                p.refreshing = None;
                 let (id, cfg, handle) = (p.id, p.config.clone(), p.handle.clone());
                 let local_address = cfg.local_address.or(local.map(|l| l.ip())).unwrap_or(IpAddr::V4(self.config.router_id));
                 let rib_peer = RibPeer {
@@ -340,6 +380,11 @@ impl SpeakerTask {
                 if let (Some(waiting), Some(family)) = (p.initial_eor.as_mut(), update.end_of_rib_family()) {
                     waiting.retain(|f| *f != family);
                 }
+                if let Some((_, pending)) = p.refreshing.as_mut() {
+                    for prefix in update.announced().chain(update.withdrawn_prefixes()) {
+                        pending.remove(&prefix);
+                    }
+                }
                 let stale = p.stale.clone();
                 let result = self.rib.apply_update(id, &update);
                 self.dirty.extend(result.changed);
@@ -368,15 +413,47 @@ impl SpeakerTask {
                     self.check_synced().await;
                 }
             }
-            PeerEvent::RouteRefresh { peer, .. } => {
-                let Some(p) = self.peer_by_addr(peer) else {
-                    return;
-                };
-                let (id, handle) = (p.id, p.handle.clone());
+            PeerEvent::RouteRefresh { peer, request } => self.route_refresh(peer, request).await,
+        }
+    }
+
+    /// RFC 2918 / RFC 7313: answer a request with the table (between BoRR and EoRR when both
+    /// sides speak enhanced route refresh); a peer's BoRR..EoRR replaces its routes of that
+    /// family, and what it did not resend by EoRR is withdrawn.
+    async fn route_refresh(&mut self, peer: SocketAddr, request: RouteRefresh) {
+        let Some(p) = self.peers.get_mut(&peer.ip()) else { return };
+        let (id, handle, enhanced) = (p.id, p.handle.clone(), p.enhanced_refresh);
+        let family = request.family;
+        match request.subtype {
+            RefreshSubtype::Request => {
                 self.rib.reset_adj_out(id);
                 let updates = self.rib.export_all(id);
+                let marker = |subtype| PeerCommand::RouteRefresh(RouteRefresh { family, subtype });
+                if enhanced {
+                    handle.send(marker(RefreshSubtype::Begin)).await;
+                }
                 handle.send(PeerCommand::Send(updates)).await;
+                if enhanced {
+                    handle.send(marker(RefreshSubtype::End)).await;
+                }
             }
+            RefreshSubtype::Begin => {
+                let mut pending = PrefixSet::default();
+                pending.extend(self.rib.prefixes_from(id, family));
+                p.refreshing = Some((family, pending));
+            }
+            RefreshSubtype::End => {
+                let Some((f, pending)) = p.refreshing.take().filter(|(f, _)| *f == family) else { return };
+                p.refresh_cycles += 1;
+                tracing::debug!(%peer, family = %f, stale = pending.len(), "enhanced route refresh done");
+                for prefix in pending.iter() {
+                    if self.rib.withdraw_path(prefix, id) {
+                        self.dirty.insert(prefix);
+                    }
+                }
+            }
+            // RFC 7313 5: unknown subtypes are ignored.
+            RefreshSubtype::Other(_) => {}
         }
     }
 
