@@ -206,11 +206,7 @@ impl Rib {
             }
         }
         self.peers.remove(&id);
-        self.reset_adj_out(id);
-        self.adj_out.remove(&id);
-        if let Some(slot) = self.slot_of.remove(&id) {
-            self.slots[slot as usize] = None;
-        }
+        self.peer_retire(id);
         self.accepted.remove(&id);
         self.rejected.remove(&id);
         changed
@@ -368,10 +364,7 @@ impl Rib {
         if paths.len() < 2 {
             return;
         }
-        let mut idx: Vec<usize> = (0..paths.len()).collect();
-        idx.sort_by(|&a, &b| compare(&self.candidate(&paths[a]), &self.candidate(&paths[b]), &self.config.decision).0);
-        let sorted: Vec<Path> = idx.iter().map(|&i| paths[i].clone()).collect();
-        paths.clone_from_slice(&sorted);
+        paths.sort_by(|a, b| compare(&self.candidate(a), &self.candidate(b), &self.config.decision).0);
     }
 
     /// How many leading paths form the ECMP set.
@@ -424,9 +417,24 @@ impl Rib {
         };
         let mut announce = Vec::new();
         let mut withdraw = Vec::new();
+        // The outgoing attributes depend only on the best path's attribute set, its source
+        // and the family; thousands of prefixes share one, so transform each once.
+        let mut transformed: HashMap<(*const PathAttributes, PeerId, bool), Option<Arc<PathAttributes>>> = HashMap::new();
         for prefix in prefixes {
-            let desired = self.desired_export(&target, peer, prefix);
-            let desired = desired.map(|a| self.intern(a));
+            let desired = match self.table.best(prefix) {
+                None => None,
+                Some(best) => {
+                    let key = (Arc::as_ptr(&best.attrs), best.peer, prefix.is_ipv4());
+                    match transformed.get(&key) {
+                        Some(done) => done.clone(),
+                        None => {
+                            let out = self.transform(&target, peer, prefix, &best).map(|a| self.intern(a));
+                            transformed.insert(key, out.clone());
+                            out
+                        }
+                    }
+                }
+            };
             match desired {
                 Some(d) => {
                     self.mark_advertised(peer, prefix, true);
@@ -458,8 +466,8 @@ impl Rib {
         }
     }
 
-    fn desired_export(&self, target: &RibPeer, target_id: PeerId, prefix: &IpNetwork) -> Option<PathAttributes> {
-        let best = self.table.best(prefix)?;
+    /// What `best` looks like when it leaves for `target`, if it leaves at all.
+    fn transform(&self, target: &RibPeer, target_id: PeerId, prefix: &IpNetwork, best: &Path) -> Option<PathAttributes> {
         let family = if prefix.is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST };
         let source = self.peers.get(&best.peer);
         export::transform(&self.config, family, &best.attrs, best.peer, source, target_id, target).into_attrs()
