@@ -1,0 +1,260 @@
+//! The embedded backend: one SQLite file that every process on a host can share.
+//!
+//! WAL lets readers run beside a writer; every write is one `BEGIN IMMEDIATE` transaction (the
+//! write lock is taken up front, so two writers never deadlock upgrading a read lock) that
+//! checks the revision, bumps the global revision and appends to a change log. Watches poll the
+//! log. The busy timeout makes a process wait for another's transaction instead of failing.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::mpsc;
+
+use super::{strip_revision, with_revision, Datastore, DatastoreError, RawList, RawObject, Result, Revision, WatchEvent, WatchStream};
+use crate::resources::KindInfo;
+
+/// How often a watch looks for new changes.
+const POLL: Duration = Duration::from_millis(20);
+/// Changes kept for watchers; older ones are compacted away and a watch behind them resyncs.
+const HISTORY: i64 = 10_000;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const ADDED: i64 = 0;
+const MODIFIED: i64 = 1;
+const DELETED: i64 = 2;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let conn = Connection::open(path).map_err(|e| backend(format!("open {}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // journal_mode answers with a row, so it cannot go through execute_batch.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(backend(format!("{}: could not switch to WAL (got {mode})", path.display())));
+        }
+        // NORMAL in WAL mode: a commit survives a process crash; only a power loss can take the
+        // last transactions, which the agents redo from the live state.
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL;
+             BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS objects (
+                 kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL, body TEXT NOT NULL,
+                 PRIMARY KEY (kind, name)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS changes (
+                 revision INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, event INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS changes_by_kind ON changes (kind, revision);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
+             COMMIT;",
+        )
+        .map_err(sql)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Drops the whole change log now (normally only entries older than the last 10,000 go):
+    /// watches from an older revision get [`WatchEvent::Resync`].
+    pub async fn compact(&self) -> Result<()> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+            tx.execute("DELETE FROM changes", []).map_err(sql)?;
+            tx.execute("UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'revision') WHERE key = 'compacted'", [])
+                .map_err(sql)?;
+            tx.commit().map_err(sql)
+        })
+        .await
+    }
+
+    /// Runs `f` on the connection off the async threads: a write may wait for another process.
+    async fn with_conn<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().expect("sqlite connection lock");
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| backend(format!("sqlite task: {e}")))?
+    }
+}
+
+fn sql(e: rusqlite::Error) -> DatastoreError {
+    backend(format!("sqlite: {e}"))
+}
+
+fn backend(reason: String) -> DatastoreError {
+    DatastoreError::Backend(reason)
+}
+
+fn parse(name: &str, revision: i64, body: &str) -> Result<RawObject> {
+    let value = serde_json::from_str(body).map_err(|e| backend(format!("stored object {name:?} is not JSON: {e}")))?;
+    Ok(with_revision(name, Revision::from(revision as u64), value))
+}
+
+/// One write: check, bump the revision, apply, log, commit.
+fn write(conn: &mut Connection, kind: KindInfo, name: &str, expect: Expect, event: i64, body: Option<String>) -> Result<RawObject> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+    let current: Option<(i64, String)> = tx
+        .query_row("SELECT revision, body FROM objects WHERE kind = ?1 AND name = ?2", params![kind.kind, name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(sql)?;
+    match (&expect, &current) {
+        (Expect::Absent, Some(_)) => return Err(DatastoreError::AlreadyExists { kind: kind.kind, name: name.into() }),
+        (Expect::Revision(_), None) => return Err(DatastoreError::NotFound { kind: kind.kind, name: name.into() }),
+        (Expect::Revision(want), Some((have, _))) if Some(*have as u64) != want.as_u64() => {
+            return Err(DatastoreError::Conflict { kind: kind.kind, name: name.into() })
+        }
+        _ => {}
+    }
+    let revision: i64 =
+        tx.query_row("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value", [], |r| r.get(0)).map_err(sql)?;
+    let logged = match body {
+        Some(body) => {
+            tx.execute("INSERT OR REPLACE INTO objects VALUES (?1, ?2, ?3, ?4)", params![kind.kind, name, revision, body]).map_err(sql)?;
+            body
+        }
+        None => {
+            tx.execute("DELETE FROM objects WHERE kind = ?1 AND name = ?2", params![kind.kind, name]).map_err(sql)?;
+            current.expect("checked above").1
+        }
+    };
+    tx.execute("INSERT INTO changes VALUES (?1, ?2, ?3, ?4, ?5)", params![revision, kind.kind, name, event, logged]).map_err(sql)?;
+    if revision % 1000 == 0 {
+        let floor = revision - HISTORY;
+        tx.execute("DELETE FROM changes WHERE revision <= ?1", params![floor]).map_err(sql)?;
+        tx.execute("UPDATE meta SET value = max(value, ?1) WHERE key = 'compacted'", params![floor]).map_err(sql)?;
+    }
+    tx.commit().map_err(sql)?;
+    parse(name, revision, &logged)
+}
+
+enum Expect {
+    Absent,
+    Revision(Revision),
+}
+
+fn body_of(value: serde_json::Value) -> String {
+    strip_revision(value).to_string()
+}
+
+impl Datastore for SqliteStore {
+    async fn get(&self, kind: KindInfo, name: &str) -> Result<Option<RawObject>> {
+        let name = name.to_string();
+        self.with_conn(move |conn| {
+            let row: Option<(i64, String)> = conn
+                .prepare_cached("SELECT revision, body FROM objects WHERE kind = ?1 AND name = ?2")
+                .map_err(sql)?
+                .query_row(params![kind.kind, name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(sql)?;
+            row.map(|(rev, body)| parse(&name, rev, &body)).transpose()
+        })
+        .await
+    }
+
+    async fn list(&self, kind: KindInfo) -> Result<RawList> {
+        self.with_conn(move |conn| {
+            // One read transaction so the items and the revision agree.
+            let tx = conn.transaction().map_err(sql)?;
+            let revision: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0)).map_err(sql)?;
+            let mut stmt = tx.prepare_cached("SELECT name, revision, body FROM objects WHERE kind = ?1 ORDER BY name").map_err(sql)?;
+            let rows = stmt
+                .query_map(params![kind.kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .map_err(sql)?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (name, rev, body) = row.map_err(sql)?;
+                items.push(parse(&name, rev, &body)?);
+            }
+            drop(stmt);
+            tx.commit().map_err(sql)?;
+            Ok(RawList { items, revision: Revision::from(revision as u64) })
+        })
+        .await
+    }
+
+    async fn create(&self, kind: KindInfo, name: &str, value: serde_json::Value) -> Result<RawObject> {
+        let name = name.to_string();
+        self.with_conn(move |conn| write(conn, kind, &name, Expect::Absent, ADDED, Some(body_of(value)))).await
+    }
+
+    async fn update(&self, kind: KindInfo, name: &str, value: serde_json::Value, revision: &Revision) -> Result<RawObject> {
+        let (name, revision) = (name.to_string(), revision.clone());
+        self.with_conn(move |conn| write(conn, kind, &name, Expect::Revision(revision), MODIFIED, Some(body_of(value)))).await
+    }
+
+    async fn delete(&self, kind: KindInfo, name: &str, revision: &Revision) -> Result<()> {
+        let (name, revision) = (name.to_string(), revision.clone());
+        self.with_conn(move |conn| write(conn, kind, &name, Expect::Revision(revision), DELETED, None)).await.map(|_| ())
+    }
+
+    async fn watch(&self, kind: KindInfo, from: &Revision) -> Result<WatchStream> {
+        let mut last = from.as_u64().ok_or_else(|| backend(format!("revision {from:?} is not a sqlite revision")))? as i64;
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let poll = store.with_conn(move |conn| poll_changes(conn, kind, last)).await;
+                let (events, next) = match poll {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sqlite watch poll failed; retrying");
+                        (Vec::new(), last)
+                    }
+                };
+                last = next;
+                for event in events {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+fn poll_changes(conn: &mut Connection, kind: KindInfo, last: i64) -> Result<(Vec<WatchEvent>, i64)> {
+    let tx = conn.transaction().map_err(sql)?;
+    let compacted: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'compacted'", [], |r| r.get(0)).map_err(sql)?;
+    let head: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0)).map_err(sql)?;
+    if last < compacted {
+        return Ok((vec![WatchEvent::Resync], head));
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT revision, name, event, body FROM changes WHERE kind = ?1 AND revision > ?2 AND revision <= ?3 ORDER BY revision",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![kind.kind, last, head], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+        })
+        .map_err(sql)?;
+    let mut events = Vec::new();
+    for row in rows {
+        let (rev, name, event, body) = row.map_err(sql)?;
+        let obj = parse(&name, rev, &body)?;
+        events.push(match event {
+            ADDED => WatchEvent::Added(obj),
+            MODIFIED => WatchEvent::Modified(obj),
+            _ => WatchEvent::Deleted(obj),
+        });
+    }
+    drop(stmt);
+    tx.commit().map_err(sql)?;
+    Ok((events, head))
+}

@@ -1,0 +1,276 @@
+//! BGPConfiguration (the cluster's AS and mesh switch) and BGPPeer (sessions beyond the mesh).
+
+use std::net::{IpAddr, SocketAddr};
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::validate::{self, Check, ValidationError};
+use super::{Kind, KindInfo, DEFAULT_NAME};
+
+/// The AS every node uses unless its GinghamNode overrides it (Calico's default).
+pub const DEFAULT_AS_NUMBER: u32 = 64512;
+
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "gingham.io", version = "v1", kind = "BGPConfiguration", plural = "bgpconfigurations")]
+#[serde(rename_all = "camelCase")]
+pub struct BGPConfigurationSpec {
+    /// Default 64512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
+    /// Default true: every node peers with every other node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_to_node_mesh_enabled: Option<bool>,
+    /// Default 179.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
+    /// Calico's name: `Debug`, `Info`, `Warning`, `Error`, `Fatal`; default `Info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_severity_screen: Option<String>,
+    /// Service ranges to advertise (reserved for a later release; validated now).
+    #[serde(default, rename = "serviceClusterIPs", skip_serializing_if = "Option::is_none")]
+    pub service_cluster_ips: Option<Vec<ServiceCidr>>,
+    #[serde(default, rename = "serviceExternalIPs", skip_serializing_if = "Option::is_none")]
+    pub service_external_ips: Option<Vec<ServiceCidr>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceCidr {
+    pub cidr: String,
+}
+
+impl BGPConfigurationSpec {
+    pub fn effective_as_number(&self) -> u32 {
+        self.as_number.unwrap_or(DEFAULT_AS_NUMBER)
+    }
+
+    pub fn mesh_enabled(&self) -> bool {
+        self.node_to_node_mesh_enabled.unwrap_or(true)
+    }
+
+    pub fn effective_listen_port(&self) -> u16 {
+        self.listen_port.unwrap_or(179)
+    }
+}
+
+impl Kind for BGPConfiguration {
+    const INFO: KindInfo = super::BGP_CONFIGURATION;
+
+    fn validate(&self) -> Check {
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        validate::object_name("metadata.name", name)?;
+        let spec = &self.spec;
+        if let Some(asn) = spec.as_number {
+            validate::as_number("spec.asNumber", asn)?;
+        }
+        if name != DEFAULT_NAME && spec.as_number.is_some() {
+            // Calico: only the global resource carries the AS; a per-node one would be ambiguous.
+            return Err(ValidationError::new("spec.asNumber", "only BGPConfiguration \"default\" may set the AS number"));
+        }
+        if spec.listen_port == Some(0) {
+            return Err(ValidationError::new("spec.listenPort", "port 0 cannot be listened on"));
+        }
+        if let Some(level) = &spec.log_severity_screen {
+            if !["Debug", "Info", "Warning", "Error", "Fatal"].contains(&level.as_str()) {
+                return Err(ValidationError::new(
+                    "spec.logSeverityScreen",
+                    format!("{level:?} is not one of Debug, Info, Warning, Error, Fatal"),
+                ));
+            }
+        }
+        for (field, list) in
+            [("spec.serviceClusterIPs", &spec.service_cluster_ips), ("spec.serviceExternalIPs", &spec.service_external_ips)]
+        {
+            for (i, svc) in list.iter().flatten().enumerate() {
+                validate::cidr(&format!("{field}[{i}].cidr"), &svc.cidr)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "gingham.io", version = "v1", kind = "BGPPeer", plural = "bgppeers")]
+#[serde(rename_all = "camelCase")]
+pub struct BGPPeerSpec {
+    /// Only this node has the session (exclusive with `nodeSelector`); neither means every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The nodes that have the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// The peer's address, optionally with a port: `198.18.0.1`, `198.18.0.1:1179`,
+    /// `[2001:db8::1]:179`. Exclusive with `peerSelector`.
+    #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<String>,
+    /// Peer with the nodes this selects instead of a fixed address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_selector: Option<String>,
+    /// Required with `peerIP`; with `peerSelector` the selected nodes' own AS is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
+    /// TCP MD5 key (RFC 2385).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<PeerPassword>,
+    /// Do not rewrite the next hop on eBGP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_original_next_hop: bool,
+    /// Graceful-restart time we advertise to this peer (Go duration, default `120s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart_time: Option<String>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_security: Option<u8>,
+    /// `UseNodeIP` (default: the session is sourced from the node's BGP address) or `None`
+    /// (the kernel picks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<SourceAddress>,
+    /// Gingham extension: reflect iBGP routes to this peer (it is our route-reflector client).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub route_reflector_client: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SourceAddress {
+    UseNodeIP,
+    None,
+}
+
+/// Where the MD5 key comes from: a Secret (kubernetes datastore) or the literal (sqlite).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerPassword {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+impl BGPPeerSpec {
+    /// The peer's socket address (port 179 unless given); `None` for a `peerSelector` peer.
+    pub fn peer_socket(&self) -> Option<Result<SocketAddr, ValidationError>> {
+        self.peer_ip.as_deref().map(parse_peer_ip)
+    }
+}
+
+fn parse_peer_ip(text: &str) -> Result<SocketAddr, ValidationError> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 179));
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| ValidationError::new("spec.peerIP", format!("{text:?} is not an address, ADDR:PORT or [V6ADDR]:PORT")))
+}
+
+impl Kind for BGPPeer {
+    const INFO: KindInfo = super::BGP_PEER;
+
+    fn validate(&self) -> Check {
+        validate::object_name("metadata.name", self.metadata.name.as_deref().unwrap_or_default())?;
+        let spec = &self.spec;
+        if spec.node.is_some() && spec.node_selector.is_some() {
+            return Err(ValidationError::new("spec.nodeSelector", "set either node or nodeSelector, not both"));
+        }
+        if let Some(sel) = &spec.node_selector {
+            validate::selector("spec.nodeSelector", sel)?;
+        }
+        match (&spec.peer_ip, &spec.peer_selector) {
+            (Some(_), Some(_)) => return Err(ValidationError::new("spec.peerSelector", "set either peerIP or peerSelector, not both")),
+            (None, None) => return Err(ValidationError::new("spec.peerIP", "one of peerIP or peerSelector is required")),
+            (Some(ip), None) => {
+                let addr = parse_peer_ip(ip)?;
+                if addr.port() == 0 {
+                    return Err(ValidationError::new("spec.peerIP", "port 0 cannot be connected to"));
+                }
+                if spec.as_number.is_none() {
+                    return Err(ValidationError::new("spec.asNumber", "required with peerIP"));
+                }
+            }
+            (None, Some(sel)) => {
+                validate::selector("spec.peerSelector", sel)?;
+            }
+        }
+        if let Some(asn) = spec.as_number {
+            validate::as_number("spec.asNumber", asn)?;
+        }
+        if let Some(pw) = &spec.password {
+            match (&pw.secret_key_ref, &pw.literal) {
+                (Some(_), Some(_)) => return Err(ValidationError::new("spec.password", "set either secretKeyRef or literal, not both")),
+                (None, None) => return Err(ValidationError::new("spec.password", "needs secretKeyRef or literal")),
+                (Some(r), None) if r.name.is_empty() || r.key.is_empty() => {
+                    return Err(ValidationError::new("spec.password.secretKeyRef", "name and key are required"))
+                }
+                // The kernel's TCP_MD5SIG key buffer is 80 octets.
+                (None, Some(l)) if l.is_empty() || l.len() > 80 => {
+                    return Err(ValidationError::new("spec.password.literal", "must be 1..=80 octets (the kernel's TCP MD5 key limit)"))
+                }
+                _ => {}
+            }
+        }
+        if let Some(t) = &spec.max_restart_time {
+            let d = validate::duration("spec.maxRestartTime", t)?;
+            if d.as_secs() > 4095 {
+                return Err(ValidationError::new("spec.maxRestartTime", "at most 4095s: the graceful-restart capability has 12 bits"));
+            }
+        }
+        if spec.ttl_security == Some(0) {
+            return Err(ValidationError::new("spec.ttlSecurity", "hop count must be 1..=255"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(spec: BGPPeerSpec) -> BGPPeer {
+        BGPPeer::new("tor", spec)
+    }
+
+    #[test]
+    fn peer_ip_takes_an_optional_port() {
+        let p = BGPPeerSpec { peer_ip: Some("198.18.0.1:1179".into()), ..Default::default() };
+        assert_eq!(p.peer_socket().unwrap().unwrap(), "198.18.0.1:1179".parse().unwrap());
+        let p = BGPPeerSpec { peer_ip: Some("2001:db8::1".into()), ..Default::default() };
+        assert_eq!(p.peer_socket().unwrap().unwrap().port(), 179);
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        let base = BGPPeerSpec { peer_ip: Some("198.18.0.1".into()), as_number: Some(65001), ..Default::default() };
+        assert!(peer(base.clone()).validate().is_ok());
+        let cases = [
+            (BGPPeerSpec { as_number: Some(0), ..base.clone() }, "spec.asNumber"),
+            (BGPPeerSpec { as_number: None, ..base.clone() }, "spec.asNumber"),
+            (BGPPeerSpec { peer_ip: Some("198.18.0.999".into()), ..base.clone() }, "spec.peerIP"),
+            (BGPPeerSpec { peer_selector: Some("all()".into()), ..base.clone() }, "spec.peerSelector"),
+            (BGPPeerSpec { node_selector: Some("rack in {'a'".into()), ..base.clone() }, "spec.nodeSelector"),
+            (BGPPeerSpec { max_restart_time: Some("2 minutes".into()), ..base.clone() }, "spec.maxRestartTime"),
+            (BGPPeerSpec { ttl_security: Some(0), ..base.clone() }, "spec.ttlSecurity"),
+            (
+                BGPPeerSpec { password: Some(PeerPassword { literal: Some("x".repeat(81)), ..Default::default() }), ..base.clone() },
+                "spec.password.literal",
+            ),
+        ];
+        for (spec, field) in cases {
+            let e = peer(spec.clone()).validate().unwrap_err();
+            assert_eq!(e.field, field, "{spec:?} -> {e}");
+        }
+    }
+
+    #[test]
+    fn only_the_default_configuration_sets_the_as() {
+        let spec = BGPConfigurationSpec { as_number: Some(65000), ..Default::default() };
+        assert!(BGPConfiguration::new("default", spec.clone()).validate().is_ok());
+        assert_eq!(BGPConfiguration::new("node.x", spec).validate().unwrap_err().field, "spec.asNumber");
+        let d = BGPConfigurationSpec::default();
+        assert_eq!((d.effective_as_number(), d.mesh_enabled(), d.effective_listen_port()), (64512, true, 179));
+    }
+}

@@ -1,0 +1,131 @@
+//! IPPool: a range pods take addresses from, split into blocks that nodes claim.
+
+use ipnetwork::IpNetwork;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::validate::{self, Check, ValidationError};
+use super::{Kind, KindInfo};
+
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "gingham.io", version = "v1", kind = "IPPool", plural = "ippools")]
+#[serde(rename_all = "camelCase")]
+pub struct IPPoolSpec {
+    /// The pool's range, e.g. `198.19.0.0/16`.
+    pub cidr: String,
+    /// Prefix length of the blocks nodes claim: default 26 for IPv4 (64 addresses), 122 for IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u8>,
+    /// Which nodes may take blocks from this pool (Calico selector syntax); default `all()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// A disabled pool hands out nothing new; existing allocations stay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// What the pool's addresses are for; default `[Workload]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_uses: Option<Vec<AllowedUse>>,
+    /// Gingham extension: never borrow addresses from other nodes' blocks of this pool, whatever
+    /// IPAMConfiguration says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_affinity: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AllowedUse {
+    Workload,
+    Tunnel,
+}
+
+impl IPPoolSpec {
+    /// The parsed pool range; `None` only for an object that never passed validation.
+    pub fn network(&self) -> Option<IpNetwork> {
+        self.cidr.parse().ok()
+    }
+
+    pub fn effective_block_size(&self) -> u8 {
+        self.block_size.unwrap_or(match self.network() {
+            Some(IpNetwork::V6(_)) => 122,
+            _ => 26,
+        })
+    }
+
+    pub fn effective_node_selector(&self) -> &str {
+        self.node_selector.as_deref().unwrap_or("all()")
+    }
+
+    pub fn allows(&self, usage: AllowedUse) -> bool {
+        self.allowed_uses.as_ref().map_or(usage == AllowedUse::Workload, |u| u.contains(&usage))
+    }
+}
+
+impl Kind for IPPool {
+    const INFO: KindInfo = super::IPPOOL;
+
+    fn validate(&self) -> Check {
+        validate::object_name("metadata.name", self.metadata.name.as_deref().unwrap_or_default())?;
+        let spec = &self.spec;
+        let net = validate::cidr("spec.cidr", &spec.cidr)?;
+        let block = spec.effective_block_size();
+        // Calico's bounds: blocks of 64..4096 addresses would be 20..32 / 116..128.
+        let (min, max) = match net {
+            IpNetwork::V4(_) => (20, 32),
+            IpNetwork::V6(_) => (116, 128),
+        };
+        if !(min..=max).contains(&block) {
+            return Err(ValidationError::new("spec.blockSize", format!("{block} is outside {min}..={max} for this address family")));
+        }
+        if block < net.prefix() {
+            return Err(ValidationError::new(
+                "spec.blockSize",
+                format!("blocks of /{block} do not fit in the pool {} (a block cannot be larger than its pool)", spec.cidr),
+            ));
+        }
+        if let Some(sel) = &spec.node_selector {
+            validate::selector("spec.nodeSelector", sel)?;
+        }
+        if spec.allowed_uses.as_ref().is_some_and(|u| u.is_empty()) {
+            return Err(ValidationError::new("spec.allowedUses", "an empty list allows nothing; omit it for [Workload]"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(cidr: &str, block: Option<u8>) -> IPPool {
+        IPPool::new("p", IPPoolSpec { cidr: cidr.into(), block_size: block, ..Default::default() })
+    }
+
+    #[test]
+    fn defaults_follow_calico() {
+        assert_eq!(pool("198.19.0.0/16", None).spec.effective_block_size(), 26);
+        assert_eq!(pool("2001:db8:19::/48", None).spec.effective_block_size(), 122);
+        assert!(pool("198.19.0.0/16", None).spec.allows(AllowedUse::Workload));
+        assert!(!pool("198.19.0.0/16", None).spec.allows(AllowedUse::Tunnel));
+    }
+
+    #[test]
+    fn block_size_outside_the_pool_is_refused() {
+        let e = pool("198.19.0.0/29", Some(26)).validate().unwrap_err();
+        assert_eq!(e.field, "spec.blockSize");
+        assert!(e.reason.contains("do not fit"), "{e}");
+        let e = pool("198.19.0.0/16", Some(33)).validate().unwrap_err();
+        assert_eq!(e.field, "spec.blockSize");
+        let e = pool("198.19.0.0/16", Some(19)).validate().unwrap_err();
+        assert!(e.reason.contains("20..=32"), "{e}");
+        assert!(pool("198.19.0.0/29", Some(30)).validate().is_ok());
+    }
+
+    #[test]
+    fn bad_cidr_and_selector_name_their_field() {
+        assert_eq!(pool("198.19.0.300/16", None).validate().unwrap_err().field, "spec.cidr");
+        let mut p = pool("198.19.0.0/16", None);
+        p.spec.node_selector = Some("zone == ".into());
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.field, "spec.nodeSelector");
+    }
+}

@@ -1,0 +1,202 @@
+//! The resource kinds of API group `gingham.io/v1`. Field names follow Calico's v3 resources so
+//! that a Calico operator recognises them; every kind is cluster-scoped, as in Calico.
+//!
+//! Each kind is a kube `CustomResource` (so the CRDs in `manifests/crds/` are generated from these
+//! types) and implements [`Kind`], which the datastore uses to store it and `validate` to refuse a
+//! bad object with the field and the reason.
+
+mod bgp;
+mod ipam;
+mod ippool;
+mod node;
+pub mod validate;
+
+pub use bgp::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, PeerPassword, SecretKeyRef, ServiceCidr, SourceAddress};
+pub use ipam::{
+    affinity_name, block_name, handle_name, AffinityState, AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
+    IPAMConfiguration, IPAMConfigurationSpec, IPAMHandle, IPAMHandleSpec, IPReservation, IPReservationSpec,
+};
+pub use ippool::{AllowedUse, IPPool, IPPoolSpec};
+pub use node::{GinghamNode, GinghamNodeBgp, GinghamNodeSpec};
+pub use validate::ValidationError;
+
+use kube::core::CustomResourceExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub const GROUP: &str = "gingham.io";
+pub const VERSION: &str = "v1";
+pub const API_VERSION: &str = "gingham.io/v1";
+
+/// The name of the cluster-wide singleton of `BGPConfiguration` and `IPAMConfiguration`.
+pub const DEFAULT_NAME: &str = "default";
+
+/// A stored resource kind: how to name it and how to check it.
+pub trait Kind:
+    kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+    + CustomResourceExt
+    + HasSpec
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const INFO: KindInfo;
+
+    /// Checks everything the type system does not; the error names the field.
+    fn validate(&self) -> Result<(), ValidationError>;
+}
+
+/// The kind names the datastore keys objects by, with their plurals and the aliases the CLI takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KindInfo {
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub aliases: &'static [&'static str],
+}
+
+pub const IPPOOL: KindInfo = KindInfo { kind: "IPPool", plural: "ippools", aliases: &["ippool", "pool", "pools"] };
+pub const BGP_CONFIGURATION: KindInfo =
+    KindInfo { kind: "BGPConfiguration", plural: "bgpconfigurations", aliases: &["bgpconfiguration", "bgpconfig", "bgpconfigs"] };
+pub const BGP_PEER: KindInfo = KindInfo { kind: "BGPPeer", plural: "bgppeers", aliases: &["bgppeer", "peer", "peers"] };
+pub const GINGHAM_NODE: KindInfo = KindInfo { kind: "GinghamNode", plural: "ginghamnodes", aliases: &["ginghamnode", "node", "nodes"] };
+pub const IPAM_BLOCK: KindInfo = KindInfo { kind: "IPAMBlock", plural: "ipamblocks", aliases: &["ipamblock", "block", "blocks"] };
+pub const BLOCK_AFFINITY: KindInfo =
+    KindInfo { kind: "BlockAffinity", plural: "blockaffinities", aliases: &["blockaffinity", "affinity", "affinities"] };
+pub const IPAM_HANDLE: KindInfo = KindInfo { kind: "IPAMHandle", plural: "ipamhandles", aliases: &["ipamhandle", "handle", "handles"] };
+pub const IP_RESERVATION: KindInfo =
+    KindInfo { kind: "IPReservation", plural: "ipreservations", aliases: &["ipreservation", "reservation", "reservations"] };
+pub const IPAM_CONFIGURATION: KindInfo =
+    KindInfo { kind: "IPAMConfiguration", plural: "ipamconfigurations", aliases: &["ipamconfiguration", "ipamconfig"] };
+
+/// Every kind, in the order `manifests/crds/` lists them.
+pub fn all_kinds() -> &'static [KindInfo] {
+    &[IPPOOL, BGP_CONFIGURATION, BGP_PEER, GINGHAM_NODE, IPAM_BLOCK, BLOCK_AFFINITY, IPAM_HANDLE, IP_RESERVATION, IPAM_CONFIGURATION]
+}
+
+/// Looks a kind up by kind name, plural or alias, case-insensitively (`pool`, `IPPools`, ...).
+pub fn find_kind(name: &str) -> Option<KindInfo> {
+    let name = name.to_ascii_lowercase();
+    all_kinds().iter().copied().find(|k| k.kind.to_ascii_lowercase() == name || k.plural == name || k.aliases.contains(&name.as_str()))
+}
+
+/// The CustomResourceDefinition of every kind, in [`all_kinds`] order.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    vec![
+        IPPool::crd(),
+        BGPConfiguration::crd(),
+        BGPPeer::crd(),
+        GinghamNode::crd(),
+        IPAMBlock::crd(),
+        BlockAffinity::crd(),
+        IPAMHandle::crd(),
+        IPReservation::crd(),
+        IPAMConfiguration::crd(),
+    ]
+}
+
+/// The checked-in CRD files: (file name, YAML), one per kind, generated from the types.
+pub fn crd_files() -> Vec<(String, String)> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let file = format!("{}_{}.yaml", GROUP, crd.spec.names.plural);
+            let yaml = serde_yaml::to_string(&crd).expect("a CRD always serialises");
+            (file, format!("# Generated from api/src/resources by `GINGHAM_UPDATE_CRDS=1 cargo test -p gingham-api --test crds`.\n{yaml}"))
+        })
+        .collect()
+}
+
+/// Parses one object of any kind from JSON (apiVersion + kind decide the type) and validates it.
+pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> {
+    let kind = value.get("kind").and_then(|k| k.as_str()).ok_or_else(|| ValidationError::new("kind", "missing"))?;
+    let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+    if api_version != API_VERSION {
+        return Err(ValidationError::new("apiVersion", format!("{api_version:?} is not {API_VERSION}")));
+    }
+    fn check<K: Kind>(value: &serde_json::Value) -> Result<(), ValidationError> {
+        let obj: K = serde_json::from_value(value.clone()).map_err(ValidationError::from_serde)?;
+        if obj.meta().name.as_deref().unwrap_or_default().is_empty() {
+            return Err(ValidationError::new("metadata.name", "missing"));
+        }
+        obj.validate()
+    }
+    match kind {
+        "IPPool" => check::<IPPool>(value),
+        "BGPConfiguration" => check::<BGPConfiguration>(value),
+        "BGPPeer" => check::<BGPPeer>(value),
+        "GinghamNode" => check::<GinghamNode>(value),
+        "IPAMBlock" => check::<IPAMBlock>(value),
+        "BlockAffinity" => check::<BlockAffinity>(value),
+        "IPAMHandle" => check::<IPAMHandle>(value),
+        "IPReservation" => check::<IPReservation>(value),
+        "IPAMConfiguration" => check::<IPAMConfiguration>(value),
+        other => Err(ValidationError::new("kind", format!("unknown kind {other:?}"))),
+    }
+}
+
+/// Built by the derive: every kind is `{ metadata, spec }`.
+pub trait HasSpec: Sized {
+    type Spec;
+    fn with_spec(name: &str, spec: Self::Spec) -> Self;
+    fn spec(&self) -> &Self::Spec;
+    fn spec_mut(&mut self) -> &mut Self::Spec;
+}
+
+macro_rules! has_spec {
+    ($($kind:ident => $spec:ident),* $(,)?) => {$(
+        impl HasSpec for $kind {
+            type Spec = $spec;
+            fn with_spec(name: &str, spec: $spec) -> Self {
+                $kind::new(name, spec)
+            }
+            fn spec(&self) -> &$spec {
+                &self.spec
+            }
+            fn spec_mut(&mut self) -> &mut $spec {
+                &mut self.spec
+            }
+        }
+    )*};
+}
+
+has_spec! {
+    IPPool => IPPoolSpec,
+    BGPConfiguration => BGPConfigurationSpec,
+    BGPPeer => BGPPeerSpec,
+    GinghamNode => GinghamNodeSpec,
+    IPAMBlock => IPAMBlockSpec,
+    BlockAffinity => BlockAffinitySpec,
+    IPAMHandle => IPAMHandleSpec,
+    IPReservation => IPReservationSpec,
+    IPAMConfiguration => IPAMConfigurationSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_table_matches_the_derived_types() {
+        let crds = crds();
+        assert_eq!(crds.len(), all_kinds().len());
+        for (crd, info) in crds.iter().zip(all_kinds()) {
+            assert_eq!(crd.spec.names.kind, info.kind);
+            assert_eq!(crd.spec.names.plural, info.plural);
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.scope, "Cluster");
+        }
+    }
+
+    #[test]
+    fn kinds_are_found_by_any_name() {
+        assert_eq!(find_kind("pool").unwrap().kind, "IPPool");
+        assert_eq!(find_kind("IPPools").unwrap().kind, "IPPool");
+        assert_eq!(find_kind("bgppeer").unwrap().kind, "BGPPeer");
+        assert_eq!(find_kind("BlockAffinities").unwrap().kind, "BlockAffinity");
+        assert!(find_kind("deployment").is_none());
+    }
+}

@@ -1,0 +1,135 @@
+//! Field-level checks shared by the kinds. Every error names the field (a JSON path such as
+//! `spec.blockSize`) and the reason, so `ginghamctl apply` can point at the line to fix.
+
+use std::str::FromStr;
+
+use ipnetwork::IpNetwork;
+use thiserror::Error;
+
+use crate::selector::Selector;
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ValidationError { field: field.into(), reason: reason.into() }
+    }
+
+    /// serde names the offending field only in its message; keep that message whole.
+    pub fn from_serde(e: serde_json::Error) -> Self {
+        ValidationError::new("(document)", e.to_string())
+    }
+}
+
+pub type Check = Result<(), ValidationError>;
+
+/// A CIDR whose host bits are zero (`198.19.0.0/16`, not `198.19.1.2/16`).
+pub fn cidr(field: &str, text: &str) -> Result<IpNetwork, ValidationError> {
+    let net = IpNetwork::from_str(text).map_err(|e| ValidationError::new(field, format!("{text:?} is not a CIDR: {e}")))?;
+    if net.network() != net.ip() {
+        return Err(ValidationError::new(field, format!("{text:?} has host bits set; did you mean {}/{}?", net.network(), net.prefix())));
+    }
+    Ok(net)
+}
+
+/// An address or a CIDR whose address is the one that counts (`198.18.0.11/24` names the node's
+/// address and its subnet, as Calico's node `bgp.ipv4Address` does).
+pub fn address_with_prefix(field: &str, text: &str) -> Result<IpNetwork, ValidationError> {
+    IpNetwork::from_str(text).map_err(|e| ValidationError::new(field, format!("{text:?} is not an address or address/prefix: {e}")))
+}
+
+pub fn as_number(field: &str, asn: u32) -> Check {
+    match asn {
+        0 => Err(ValidationError::new(field, "AS 0 is reserved (RFC 7607)")),
+        23456 => Err(ValidationError::new(field, "AS 23456 is AS_TRANS (RFC 6793), not a usable AS")),
+        _ => Ok(()),
+    }
+}
+
+pub fn selector(field: &str, text: &str) -> Result<Selector, ValidationError> {
+    Selector::from_str(text).map_err(|e| ValidationError::new(field, e.to_string()))
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain), which every backend can store.
+pub fn object_name(field: &str, name: &str) -> Check {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(field, format!("{name:?} is not a valid name (lower-case letters, digits, '-' and '.', at most 253)")))
+    }
+}
+
+/// A Go-style duration as Calico writes them: `120s`, `2m`, `1m30s`, `500ms`.
+pub fn duration(field: &str, text: &str) -> Result<std::time::Duration, ValidationError> {
+    parse_duration(text).ok_or_else(|| ValidationError::new(field, format!("{text:?} is not a duration like 120s, 2m or 1m30s")))
+}
+
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_with_host_bits_are_refused_with_a_hint() {
+        assert!(cidr("spec.cidr", "198.19.0.0/16").is_ok());
+        let e = cidr("spec.cidr", "198.19.1.2/16").unwrap_err();
+        assert_eq!(e.field, "spec.cidr");
+        assert!(e.reason.contains("198.19.0.0/16"), "{e}");
+        assert!(cidr("spec.cidr", "nonsense").unwrap_err().reason.contains("not a CIDR"));
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("120s"), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(parse_duration("1m30s"), Some(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_duration("2x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn names_follow_rfc_1123() {
+        assert!(object_name("metadata.name", "node-1.example").is_ok());
+        assert!(object_name("metadata.name", "Node_1").is_err());
+        assert!(object_name("metadata.name", "-x").is_err());
+    }
+}
