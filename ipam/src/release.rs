@@ -1,0 +1,118 @@
+//! Release by handle, by address, and of a departed node's blocks. All idempotent: releasing
+//! what is already free succeeds and changes nothing.
+
+use std::net::IpAddr;
+
+use gingham_api::datastore::Datastore;
+use gingham_api::resources::{block_name, handle_name, AffinityState, BlockAffinity, IPAMBlock, IPAMHandle};
+use ipnetwork::IpNetwork;
+
+use crate::block::{self, ReleaseCheck};
+use crate::cas::{modify, Edit};
+use crate::{Ipam, Result};
+
+/// What [`Ipam::release_node`] did with a node's blocks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRelease {
+    /// Empty blocks deleted together with their affinity.
+    pub released: Vec<IpNetwork>,
+    /// Blocks kept because addresses in them are still allocated (see `check`).
+    pub kept: Vec<IpNetwork>,
+}
+
+impl<D: Datastore> Ipam<D> {
+    /// Frees every address `handle` holds; returns them (empty when it held none).
+    pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
+        let name = handle_name(handle);
+        let Some(h) = self.store.get::<IPAMHandle>(&name).await? else { return Ok(Vec::new()) };
+        let mut freed = Vec::new();
+        for cidr in h.spec.block.keys() {
+            let got = modify::<D, IPAMBlock, _>(&self.store, &block_name(cidr), |b| {
+                let addrs = block::release_handle(&mut b.spec, handle);
+                if addrs.is_empty() {
+                    Edit::Keep(addrs)
+                } else {
+                    Edit::Write(addrs)
+                }
+            })
+            .await?;
+            freed.extend(got.unwrap_or_default());
+        }
+        self.store.delete_latest::<IPAMHandle>(&name).await?;
+        Ok(freed)
+    }
+
+    /// Frees each address (whoever holds it); returns those that were allocated.
+    pub async fn release_addresses(&self, addrs: &[IpAddr]) -> Result<Vec<IpAddr>> {
+        let checks: Vec<(IpAddr, ReleaseCheck)> = addrs.iter().map(|a| (*a, ReleaseCheck::default())).collect();
+        self.release_checked(&checks).await
+    }
+
+    /// Frees each address only if its check still holds (handle, sequence number): a release
+    /// based on an old read cannot free an address someone else got since.
+    pub async fn release_checked(&self, addrs: &[(IpAddr, ReleaseCheck)]) -> Result<Vec<IpAddr>> {
+        let (blocks, _) = self.store.list::<IPAMBlock>().await?;
+        let mut freed = Vec::new();
+        for (addr, check) in addrs {
+            let Some(cidr) = blocks.iter().filter_map(|b| b.spec.cidr.parse::<IpNetwork>().ok()).find(|c| c.contains(*addr)) else {
+                continue;
+            };
+            let holder = modify::<D, IPAMBlock, _>(&self.store, &block_name(&cidr.to_string()), |b| {
+                match block::release(&mut b.spec, *addr, check) {
+                    Some(handle) => Edit::Write(Some(handle)),
+                    None => Edit::Keep(None),
+                }
+            })
+            .await?
+            .flatten();
+            if let Some(handle) = holder {
+                if let Some(handle) = handle {
+                    self.count_handle(&handle, cidr, -1).await?;
+                }
+                freed.push(*addr);
+            }
+        }
+        Ok(freed)
+    }
+
+    /// A node left the cluster: delete its empty blocks and their affinities. Blocks still
+    /// holding addresses stay (their pods may still be draining); `check` reports them and
+    /// `repair` frees them once the node is gone for good.
+    pub async fn release_node(&self, node: &str) -> Result<NodeRelease> {
+        let (affinities, _) = self.store.list::<BlockAffinity>().await?;
+        let mut out = NodeRelease::default();
+        for aff in affinities.into_iter().filter(|a| a.spec.node == node) {
+            let Ok(cidr) = aff.spec.cidr.parse::<IpNetwork>() else { continue };
+            let aff_name = aff.metadata.name.clone().unwrap_or_default();
+            // Announce the deletion first so nobody confirms or allocates meanwhile.
+            modify::<D, BlockAffinity, _>(&self.store, &aff_name, |a| {
+                a.spec.state = AffinityState::PendingDeletion;
+                Edit::Write(())
+            })
+            .await?;
+            let emptied = modify::<D, IPAMBlock, _>(&self.store, &block_name(&aff.spec.cidr), |b| {
+                if block::affine_node(&b.spec) != Some(node) {
+                    Edit::Keep(true)
+                } else if block::in_use(&b.spec) == 0 {
+                    Edit::Delete(true)
+                } else {
+                    Edit::Keep(false)
+                }
+            })
+            .await?
+            .unwrap_or(true);
+            if emptied {
+                self.store.delete_latest::<BlockAffinity>(&aff_name).await?;
+                out.released.push(cidr);
+            } else {
+                modify::<D, BlockAffinity, _>(&self.store, &aff_name, |a| {
+                    a.spec.state = AffinityState::Confirmed;
+                    Edit::Write(())
+                })
+                .await?;
+                out.kept.push(cidr);
+            }
+        }
+        Ok(out)
+    }
+}
