@@ -9,7 +9,7 @@ use gingham_api::resources::{
 use ipnetwork::IpNetwork;
 
 use crate::block::{self, affine_node};
-use crate::cas::{modify, Edit};
+use crate::cas::{modify, modify_from, Edit};
 use crate::pools::{eligible, Family, Pool};
 use crate::{AssignArgs, Assigned, Assignment, Context, Ipam, IpamError, Result, MAX_CONFLICTS};
 
@@ -114,7 +114,7 @@ impl<D: Datastore> Ipam<D> {
         }
         self.count_handle(&args.handle, cidr, 1).await?;
         let attrs = &args.attrs;
-        let made = modify::<D, IPAMBlock, _>(&self.store, &name, |b| {
+        let made = modify_from::<D, IPAMBlock, _>(&self.store, &name, Some(b), |b| {
             if affine_to.is_some_and(|n| affine_node(&b.spec) != Some(n)) {
                 return Edit::Keep(None);
             }

@@ -16,14 +16,29 @@ pub(crate) enum Edit<T> {
 }
 
 /// Applies `edit` to the current `name` until the write lands on an unchanged revision.
-/// `Ok(None)` when the object does not exist.
+/// `Ok(None)` when the object does not exist. `edit` may run several times, each time on a
+/// fresh copy, so it must not have side effects.
 pub(crate) async fn modify<D: Datastore, K: Kind, T>(
     store: &Store<D>,
     name: &str,
+    edit: impl FnMut(&mut K) -> Edit<T>,
+) -> Result<Option<T>> {
+    modify_from(store, name, None, edit).await
+}
+
+/// [`modify`] starting from a copy the caller just read, saving a read when nobody else wrote.
+pub(crate) async fn modify_from<D: Datastore, K: Kind, T>(
+    store: &Store<D>,
+    name: &str,
+    mut first: Option<K>,
     mut edit: impl FnMut(&mut K) -> Edit<T>,
 ) -> Result<Option<T>> {
     for _ in 0..MAX_CONFLICTS {
-        let Some(mut obj) = store.get::<K>(name).await? else { return Ok(None) };
+        let current = match first.take() {
+            Some(obj) => Some(obj),
+            None => store.get::<K>(name).await?,
+        };
+        let Some(mut obj) = current else { return Ok(None) };
         let outcome = match edit(&mut obj) {
             Edit::Keep(t) => return Ok(Some(t)),
             Edit::Write(t) => store.update(&obj).await.map(|_| t),

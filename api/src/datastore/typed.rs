@@ -49,7 +49,11 @@ impl<D: Datastore> Store<D> {
         let name = checked_name(obj)?;
         let revision = revision_of(obj, &name)?;
         let value = encode(obj, &name)?;
-        decode(self.backend.update(K::INFO, &name, value, &revision).await?)
+        let stored = self.backend.update(K::INFO, &name, value, &revision).await?;
+        // What was stored is what we sent, apart from the revision: no need to decode it back.
+        let mut out = obj.clone();
+        out.meta_mut().resource_version = Some(stored.revision.0);
+        Ok(out)
     }
 
     /// Deletes `obj` if the stored revision is still `obj`'s resourceVersion.
