@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release -p gingham-integration --bin gingham-lab
-exec ./target/release/gingham-lab interop "$@"
+cargo build --release --workspace --bins
+exec ./target/release/gingham-lab up --nodes 3 --pods-per-node 2 "$@"

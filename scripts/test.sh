@@ -11,4 +11,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 # wire and fsm must never need a socket or a clock.
 cargo build -p gingham-bgp --no-default-features
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+# The lab tests run the real gingham-agent and gingham-cni binaries.
+cargo build --workspace --bins
 cargo test --workspace

@@ -5,5 +5,6 @@ pub mod bench;
 pub mod daemons;
 pub mod golden;
 pub mod interop;
+pub mod lab;
 pub mod netns;
 pub mod sessions;

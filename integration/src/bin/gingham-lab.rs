@@ -1,5 +1,8 @@
 //! gingham-lab: builds topologies out of network namespaces on this machine (root).
 //!
+//! `gingham-lab up`: a Gingham cluster of N nodes with pods, BGP between the nodes, and a ping
+//! matrix between all pods; then tears everything down (unless `--keep`).
+//!
 //! `gingham-lab interop`: our speaker against BIRD, FRR and GoBGP; prints the session table
 //! and the routes exchanged, then tears everything down (unless `--keep`).
 
@@ -18,6 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A whole cluster: nodes running gingham-agent, pods made through gingham-cni, BGP mesh.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 2)]
+        pods_per_node: usize,
+        /// Keep the lab running until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Peer our speaker with BIRD, FRR and GoBGP (iBGP/eBGP, IPv4/IPv6, 2/4-octet ASNs).
     Interop {
         /// Keep the lab running until Ctrl-C.
@@ -63,6 +76,7 @@ fn main() -> Result<()> {
         gingham_integration::netns::cleanup_on_signals();
     }
     match command {
+        Command::Up { nodes, pods_per_node, keep } => run_up(nodes, pods_per_node, keep),
         Command::Interop { keep } => run_interop(keep),
         Command::Speaker { router_id, asn, cluster_id, peers } => run_speaker(router_id, asn, cluster_id, &peers),
         Command::BenchRr { prefixes, only } => {
@@ -91,6 +105,77 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_up(nodes: usize, pods_per_node: usize, keep: bool) -> Result<()> {
+    use gingham_integration::lab::{Cluster, LabOptions};
+    println!("building {nodes} nodes on 198.18.0.0/24, pods from 198.19.0.0/16 ...");
+    let mut lab = Cluster::new(LabOptions::new(nodes))?;
+    for n in 0..nodes {
+        for p in 0..pods_per_node {
+            lab.add_pod(n, &format!("pod-{}-{}", n + 1, p + 1))?;
+        }
+    }
+    lab.wait_established(Duration::from_secs(60))?;
+    // Routes follow the sessions within a moment; wait until every node has every block.
+    let blocks_expected = nodes.saturating_sub(1);
+    for i in 0..nodes {
+        gingham_integration::netns::wait_for("learned routes", Duration::from_secs(30), || {
+            let routes = lab.routes(i).ok()?;
+            (routes.lines().filter(|l| l.contains(" via ")).count() >= blocks_expected).then_some(())
+        })?;
+    }
+    for i in 0..nodes {
+        let s = lab.status(i)?;
+        println!("\n== {} ({}) node status", s["node"].as_str().unwrap_or("?"), s["address"].as_str().unwrap_or("?"));
+        println!("{:<16} {:<6} {:<16} {:<12} {:>8}", "PEER ADDRESS", "TYPE", "STATE", "SINCE (s)", "PREFIXES");
+        for p in s["peers"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:<6} {:<16} {:<12} {:>8}",
+                p["address"].as_str().unwrap_or("?"),
+                p["type"].as_str().unwrap_or("?"),
+                p["state"].as_str().unwrap_or("?"),
+                p["sinceSeconds"].as_u64().map(|s| s.to_string()).unwrap_or("-".into()),
+                p["prefixesReceived"].as_u64().unwrap_or(0)
+            );
+        }
+        println!("routes ({}):", lab.nodes[i].name);
+        for line in lab.routes(i)?.lines() {
+            println!("  {line}");
+        }
+    }
+    println!("\n== ping matrix (row pings column)");
+    print!("{:<12}", "");
+    for p in &lab.pods {
+        print!(" {:>14}", p.address);
+    }
+    println!();
+    let mut failures = 0;
+    for from in &lab.pods {
+        print!("{:<12}", from.name);
+        for to in &lab.pods {
+            let ok = lab.ping(from, to.address);
+            failures += usize::from(!ok);
+            print!(" {:>14}", if ok { "ok" } else { "LOST" });
+        }
+        println!();
+    }
+    let tunnels: usize = (0..nodes)
+        .map(|i| lab.fabric.hosts[i].ns.exec("ip", &["-d", "link", "show"]).unwrap_or_default())
+        .map(|links| ["ipip", "vxlan", "gre", "wireguard", "geneve"].iter().filter(|t| links.contains(&format!(" {t} "))).count())
+        .sum();
+    println!("\ntunnel devices on the nodes: {tunnels}; pods {}; lost pings {failures}", lab.pods.len());
+    if keep {
+        println!("lab kept (agent logs in {}); Ctrl-C to tear down", lab.dir.path.display());
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    drop(lab);
+    if failures > 0 {
+        anyhow::bail!("{failures} pings lost");
+    }
+    Ok(())
 }
 
 fn run_interop(keep: bool) -> Result<()> {

@@ -1,0 +1,452 @@
+//! The agent's core: node registration, CNI requests (IPAM + endpoint + host route), and the
+//! reconcile loop that turns the datastore into speaker peers, exports and block blackholes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gingham_api::datastore::{AnyDatastore, Store};
+use gingham_api::resources::{
+    AffinityState, BGPConfiguration, BGPPeer, BlockAffinity, GinghamNode, GinghamNodeBgp, GinghamNodeSpec, IPAMBlock, DEFAULT_NAME,
+};
+use gingham_bgp::speaker::SpeakerHandle;
+use gingham_cni::{code, CniError, Command, Reply, Request};
+use gingham_ipam::{block, AssignArgs, Ipam, ATTR_NAMESPACE, ATTR_NODE, ATTR_POD};
+use ipnetwork::IpNetwork;
+use tokio::sync::{Mutex, Notify};
+
+use crate::endpoint;
+use crate::fib::{FibHandle, Target};
+use crate::metrics::Metrics;
+use crate::peers::{self, DesiredPeer, PeerKind};
+
+/// How often the reconcile loop runs without being kicked.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Agent {
+    pub node: String,
+    pub address: IpNetwork,
+    pub store: Store<AnyDatastore>,
+    pub ipam: Ipam<AnyDatastore>,
+    pub speaker: SpeakerHandle,
+    pub fib: FibHandle,
+    pub netlink: rtnetlink::Handle,
+    pub mtu: u32,
+    pub hold_time: u16,
+    pub restart_time: u16,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    kick: Notify,
+    /// What the reconcile loop last applied (owned by it; the mutex only lets `status` read).
+    applied: Mutex<Applied>,
+}
+
+#[derive(Default)]
+struct Applied {
+    peers: BTreeMap<IpAddr, DesiredPeer>,
+    exports: BTreeSet<IpNetwork>,
+    blackholes: BTreeSet<IpNetwork>,
+    last_error: Option<String>,
+    datastore_ok: bool,
+}
+
+/// Writes (or refreshes) this node's GinghamNode; idempotent across restarts and keeps labels
+/// someone else added.
+pub async fn register_node(
+    store: &Store<AnyDatastore>,
+    node: &str,
+    address: IpNetwork,
+    as_number: Option<u32>,
+    labels: &BTreeMap<String, String>,
+    cluster_id: Option<&str>,
+) -> anyhow::Result<GinghamNode> {
+    for _ in 0..20 {
+        let existing = store.get::<GinghamNode>(node).await?;
+        let mut obj = existing.clone().unwrap_or_else(|| GinghamNode::new(node, GinghamNodeSpec::default()));
+        let bgp = obj.spec.bgp.get_or_insert_with(GinghamNodeBgp::default);
+        bgp.ipv4_address = Some(address.to_string());
+        if as_number.is_some() {
+            bgp.as_number = as_number;
+        }
+        if cluster_id.is_some() {
+            bgp.route_reflector_cluster_id = cluster_id.map(String::from);
+        }
+        let mut all = obj.metadata.labels.clone().unwrap_or_default();
+        all.extend(labels.clone());
+        obj.metadata.labels = Some(all);
+        let result = match existing {
+            Some(_) => store.update(&obj).await,
+            None => store.create(&obj).await,
+        };
+        match result {
+            Ok(o) => return Ok(o),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("could not write GinghamNode {node}: too many conflicting writes")
+}
+
+impl Agent {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: String,
+        address: IpNetwork,
+        store: Store<AnyDatastore>,
+        speaker: SpeakerHandle,
+        fib: FibHandle,
+        netlink: rtnetlink::Handle,
+        config: &crate::config::Config,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Agent> {
+        Arc::new(Agent {
+            node,
+            address,
+            ipam: Ipam::new(store.clone()),
+            store,
+            speaker,
+            fib,
+            netlink,
+            mtu: config.mtu,
+            hold_time: config.hold_time,
+            restart_time: config.restart_time,
+            metrics,
+            started: Instant::now(),
+            kick: Notify::new(),
+            applied: Mutex::new(Applied::default()),
+        })
+    }
+
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Re-declares the host routes of the pods already on this node (after a restart the
+    /// veths are still there; their routes must stay wanted or the FIB syncer would drop them).
+    pub async fn adopt_endpoints(&self) -> anyhow::Result<usize> {
+        let (blocks, _) = self.store.list::<IPAMBlock>().await?;
+        let mut routes = Vec::new();
+        for b in &blocks {
+            for (addr, attr) in block::allocations(&b.spec) {
+                if attr.secondary.get(ATTR_NODE) != Some(&self.node) {
+                    continue;
+                }
+                let name = endpoint::host_veth_name(
+                    attr.secondary.get(ATTR_NAMESPACE).map(String::as_str),
+                    attr.secondary.get(ATTR_POD).map(String::as_str),
+                    attr.handle_id.as_deref().unwrap_or_default(),
+                );
+                if let Some(link) = crate::netlink::link_by_name(&self.netlink, &name).await? {
+                    routes.push((endpoint::host_route(addr), Some(Target::Device(link.header.index))));
+                }
+            }
+        }
+        let n = routes.len();
+        self.fib.set(routes).await;
+        Ok(n)
+    }
+
+    pub async fn handle_cni(self: &Arc<Self>, req: Request) -> Reply {
+        let started = Instant::now();
+        let command = req.command;
+        let reply = match command {
+            Command::Add => self.cni_add(&req).await,
+            Command::Del => self.cni_del(&req).await,
+            Command::Check => self.cni_check(&req).await,
+            Command::Status => self.cni_status().await,
+            Command::Gc => self.cni_gc(&req).await,
+        };
+        self.metrics.observe_cni(command, started.elapsed(), reply.is_ok());
+        match reply {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => {
+                tracing::warn!(?command, container = %req.container_id, code = e.code, msg = %e.msg, "CNI request failed");
+                Reply::Err(e)
+            }
+        }
+    }
+
+    fn pod_names(req: &Request) -> (Option<&str>, Option<&str>) {
+        (req.arg("K8S_POD_NAMESPACE"), req.arg("K8S_POD_NAME"))
+    }
+
+    async fn cni_add(self: &Arc<Self>, req: &Request) -> Result<serde_json::Value, CniError> {
+        let (namespace, pod) = Self::pod_names(req);
+        let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
+        let mut attrs = BTreeMap::from([(ATTR_NODE.to_string(), self.node.clone())]);
+        if let Some(ns) = namespace {
+            attrs.insert(ATTR_NAMESPACE.into(), ns.into());
+        }
+        if let Some(p) = pod {
+            attrs.insert(ATTR_POD.into(), p.into());
+        }
+        let args = AssignArgs { handle: req.container_id.clone(), node: self.node.clone(), attrs, ipv4: true, ipv6: false };
+        let assigned = self
+            .ipam
+            .assign(&args)
+            .await
+            .map_err(|e| CniError::new(code::IPAM_FAILURE, "no pod address could be assigned", e.to_string()))?;
+        let v4 = assigned.ipv4.clone().expect("asked for IPv4");
+        let mtu = req.config.get("mtu").and_then(|m| m.as_u64()).map(|m| m as u32).unwrap_or(self.mtu);
+        let created = endpoint::create(&self.netlink, &host_ifname, Path::new(&req.netns), &req.ifname, v4.address, mtu).await;
+        let ep = match created {
+            Ok(ep) => ep,
+            Err(e) => {
+                // Nothing half-made stays: the address goes back, the veth goes.
+                let _ = endpoint::delete(&self.netlink, &host_ifname).await;
+                let _ = self.ipam.release_handle(&req.container_id).await;
+                return Err(CniError::new(
+                    code::DATAPLANE_FAILURE,
+                    format!("could not set up {} in {}", req.ifname, req.netns),
+                    format!("{e:#}"),
+                ));
+            }
+        };
+        self.fib.set(vec![(endpoint::host_route(v4.address), Some(Target::Device(ep.host_index)))]).await;
+        // A new block or a borrowed address changes what we export: reconcile now, not later.
+        self.kick();
+        let version = req.config.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("1.1.0");
+        Ok(serde_json::json!({
+            "cniVersion": version,
+            "interfaces": [
+                {"name": ep.host_ifname, "mac": "ee:ee:ee:ee:ee:ee"},
+                {"name": req.ifname, "mac": ep.pod_mac, "sandbox": req.netns},
+            ],
+            "ips": [{"address": endpoint::host_route(v4.address).to_string(), "interface": 1, "gateway": endpoint::GATEWAY_V4.to_string()}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": endpoint::GATEWAY_V4.to_string()}],
+            "dns": {},
+        }))
+    }
+
+    async fn cni_del(self: &Arc<Self>, req: &Request) -> Result<serde_json::Value, CniError> {
+        let (namespace, pod) = Self::pod_names(req);
+        let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
+        endpoint::delete(&self.netlink, &host_ifname)
+            .await
+            .map_err(|e| CniError::new(code::DATAPLANE_FAILURE, format!("could not delete {host_ifname}"), format!("{e:#}")))?;
+        let freed = self
+            .ipam
+            .release_handle(&req.container_id)
+            .await
+            .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, "could not release the pod's address", e.to_string()))?;
+        self.fib.set(freed.iter().map(|a| (endpoint::host_route(*a), None)).collect()).await;
+        self.kick();
+        Ok(serde_json::json!({}))
+    }
+
+    async fn cni_check(&self, req: &Request) -> Result<serde_json::Value, CniError> {
+        let (namespace, pod) = Self::pod_names(req);
+        let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
+        let held = self
+            .held_address(&req.container_id)
+            .await
+            .ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, format!("container {} holds no address", req.container_id), ""))?;
+        endpoint::check(&self.netlink, &host_ifname, Path::new(&req.netns), &req.ifname, held)
+            .await
+            .map_err(|e| CniError::new(code::DATAPLANE_FAILURE, "the pod's network is not as ADD left it", format!("{e:#}")))?;
+        Ok(serde_json::json!({}))
+    }
+
+    async fn held_address(&self, handle: &str) -> Option<IpAddr> {
+        let (blocks, _) = self.store.list::<IPAMBlock>().await.ok()?;
+        blocks.iter().flat_map(|b| block::allocations(&b.spec)).find(|(_, a)| a.handle_id.as_deref() == Some(handle)).map(|(addr, _)| addr)
+    }
+
+    async fn cni_status(&self) -> Result<serde_json::Value, CniError> {
+        if !self.applied.lock().await.datastore_ok {
+            return Err(CniError::new(code::NOT_AVAILABLE, "gingham-agent cannot reach its datastore yet", ""));
+        }
+        Ok(serde_json::json!({}))
+    }
+
+    /// GC: frees the addresses of this node's containers the runtime no longer knows.
+    async fn cni_gc(&self, req: &Request) -> Result<serde_json::Value, CniError> {
+        let valid: BTreeSet<String> = req
+            .config
+            .get("cni.dev/valid-attachments")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.get("containerID").and_then(|c| c.as_str()).map(String::from)).collect())
+            .unwrap_or_default();
+        let (blocks, _) =
+            self.store.list::<IPAMBlock>().await.map_err(|e| CniError::new(code::TRY_AGAIN_LATER, "datastore", e.to_string()))?;
+        let stale: BTreeSet<String> = blocks
+            .iter()
+            .flat_map(|b| block::allocations(&b.spec).into_iter().map(|(_, a)| a.clone()).collect::<Vec<_>>())
+            .filter(|a| a.secondary.get(ATTR_NODE) == Some(&self.node))
+            .filter_map(|a| a.handle_id)
+            .filter(|h| !valid.contains(h))
+            .collect();
+        for handle in stale {
+            tracing::info!(%handle, "GC: releasing an attachment the runtime no longer has");
+            if let Ok(freed) = self.ipam.release_handle(&handle).await {
+                self.fib.set(freed.iter().map(|a| (endpoint::host_route(*a), None)).collect()).await;
+            }
+        }
+        Ok(serde_json::json!({}))
+    }
+
+    /// The loop: datastore -> desired peers and exports -> speaker and FIB, as diffs.
+    pub async fn reconcile_forever(self: Arc<Self>) {
+        loop {
+            let result = self.reconcile_once().await;
+            {
+                let mut applied = self.applied.lock().await;
+                applied.datastore_ok = result.is_ok();
+                applied.last_error = result.as_ref().err().map(|e| format!("{e:#}"));
+            }
+            if let Err(e) = result {
+                tracing::warn!(error = %format!("{e:#}"), "reconcile failed; retrying");
+            }
+            tokio::select! {
+                _ = self.kick.notified() => {}
+                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+    }
+
+    async fn reconcile_once(&self) -> anyhow::Result<()> {
+        let (nodes, _) = self.store.list::<GinghamNode>().await?;
+        let (bgp_peers, _) = self.store.list::<BGPPeer>().await?;
+        let config = self.store.get::<BGPConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
+        let me = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str())).cloned();
+        let Some(me) = me else { anyhow::bail!("GinghamNode {} is gone", self.node) };
+        let no_secret = |_: &str, _: &str| None;
+        let mut want = peers::desired(&peers::View { me: &me, nodes: &nodes, peers: &bgp_peers, config: &config, secret: &no_secret });
+        for p in want.values_mut() {
+            p.config.hold_time = self.hold_time;
+            p.config.graceful_restart = p.config.graceful_restart.map(|_| self.restart_time);
+        }
+
+        // Exports: every block affine to us, and every address we borrowed from another block.
+        let (affinities, _) = self.store.list::<BlockAffinity>().await?;
+        let blocks_mine: BTreeSet<IpNetwork> = affinities
+            .iter()
+            .filter(|a| a.spec.node == self.node && a.spec.state == AffinityState::Confirmed)
+            .filter_map(|a| a.spec.cidr.parse().ok())
+            .collect();
+        let (blocks, _) = self.store.list::<IPAMBlock>().await?;
+        let borrowed: BTreeSet<IpNetwork> = blocks
+            .iter()
+            .filter(|b| block::affine_node(&b.spec) != Some(self.node.as_str()))
+            .flat_map(|b| {
+                block::allocations(&b.spec)
+                    .into_iter()
+                    .filter(|(_, a)| a.secondary.get(ATTR_NODE) == Some(&self.node))
+                    .map(|(addr, _)| endpoint::host_route(addr))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let exports: BTreeSet<IpNetwork> = blocks_mine.iter().chain(borrowed.iter()).copied().collect();
+
+        let mut applied = self.applied.lock().await;
+        for (addr, old) in &applied.peers {
+            if !want.contains_key(addr) {
+                tracing::info!(peer = %addr, kind = ?old.kind, "removing BGP peer");
+                self.speaker.remove_peer(*addr).await?;
+            }
+        }
+        for (addr, p) in &want {
+            if applied.peers.get(addr) != Some(p) {
+                tracing::info!(peer = %addr, kind = ?p.kind, passive = p.config.passive, "configuring BGP peer");
+                self.speaker.add_peer(p.config.clone()).await?;
+            }
+        }
+        applied.peers = want;
+        for gone in applied.exports.difference(&exports) {
+            self.speaker.withdraw(*gone).await?;
+        }
+        for new in exports.difference(&applied.exports) {
+            tracing::info!(prefix = %new, "advertising");
+            self.speaker.originate(*new, Vec::new()).await?;
+        }
+        applied.exports = exports;
+        let mut fib = Vec::new();
+        fib.extend(applied.blackholes.difference(&blocks_mine).map(|b| (*b, None)));
+        fib.extend(blocks_mine.difference(&applied.blackholes).map(|b| (*b, Some(Target::Blackhole))));
+        applied.blackholes = blocks_mine;
+        drop(applied);
+        self.fib.set(fib).await;
+        self.metrics.set_ipam(&blocks, &self.node);
+        Ok(())
+    }
+
+    /// Peers as `node status` shows them.
+    pub async fn status(&self) -> serde_json::Value {
+        let statuses = self.speaker.peers().await.unwrap_or_default();
+        let applied = self.applied.lock().await;
+        let peers: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|s| {
+                let kind = applied.peers.get(&s.config.address).map(|p| p.kind).unwrap_or(PeerKind::Global);
+                serde_json::json!({
+                    "address": s.config.address.to_string(),
+                    "asNumber": s.config.peer_as,
+                    "type": kind,
+                    "state": format!("{:?}", s.state),
+                    "sinceSeconds": s.uptime.map(|u| u.as_secs()),
+                    "info": s.last_error.clone().unwrap_or_default(),
+                    "prefixesReceived": s.prefixes_received,
+                    "prefixesAdvertised": s.prefixes_advertised,
+                })
+            })
+            .collect();
+        let fib = self.fib.stats().await;
+        serde_json::json!({
+            "node": self.node,
+            "address": self.address.to_string(),
+            "ready": self.ready_with(&statuses, &applied),
+            "datastore": if applied.datastore_ok { "ok".to_string() } else { applied.last_error.clone().unwrap_or("not yet read".into()) },
+            "synced": self.speaker.is_synced(),
+            "peers": peers,
+            "exports": applied.exports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "routes": fib,
+        })
+    }
+
+    /// Calico's readiness rule: during the first 30 s every desired peer must be Established,
+    /// afterwards at least one (when there are any); the datastore must answer.
+    fn ready_with(&self, statuses: &[gingham_bgp::speaker::PeerStatus], applied: &Applied) -> bool {
+        if !applied.datastore_ok {
+            return false;
+        }
+        let up = statuses.iter().filter(|s| s.state == gingham_bgp::fsm::State::Established).count();
+        if statuses.is_empty() {
+            return true;
+        }
+        if self.started.elapsed() < Duration::from_secs(30) {
+            up == statuses.len()
+        } else {
+            up > 0
+        }
+    }
+
+    pub async fn ready(&self) -> bool {
+        let statuses = self.speaker.peers().await.unwrap_or_default();
+        let applied = self.applied.lock().await;
+        self.ready_with(&statuses, &applied)
+    }
+}
+
+/// The node's router id: its IPv4 address.
+pub fn router_id(address: IpNetwork) -> Ipv4Addr {
+    match address.ip() {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => Ipv4Addr::new(198, 18, 255, 255),
+    }
+}
+
+impl Agent {
+    /// Brings the BGP and route gauges up to date before a scrape.
+    pub async fn refresh_metrics(&self) {
+        let statuses = self.speaker.peers().await.unwrap_or_default();
+        self.metrics.sessions.clear();
+        for s in &statuses {
+            self.metrics.sessions.get_or_create(&crate::metrics::StateLabel { state: format!("{:?}", s.state) }).inc();
+        }
+        self.metrics.prefixes_received.set(statuses.iter().map(|s| s.prefixes_received as i64).sum());
+        self.metrics.prefixes_advertised.set(statuses.iter().map(|s| s.prefixes_advertised as i64).sum());
+        self.metrics.routes_programmed.set(self.fib.stats().await.wanted as u64);
+    }
+}

@@ -1,0 +1,99 @@
+//! Which address is the node's: the `--ip` / `GINGHAM_IP` methods.
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Context as _};
+use futures::TryStreamExt;
+use ipnetwork::IpNetwork;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+/// An interface's global IPv4 addresses.
+struct Iface {
+    index: u32,
+    name: String,
+    addrs: Vec<IpNetwork>,
+}
+
+async fn interfaces(handle: &Handle) -> anyhow::Result<Vec<Iface>> {
+    let mut out = Vec::new();
+    let mut links = handle.link().get().execute();
+    while let Some(link) = links.try_next().await? {
+        let name =
+            link.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None }).unwrap_or_default();
+        out.push(Iface { index: link.header.index, name, addrs: Vec::new() });
+    }
+    let mut addrs = handle.address().get().execute();
+    while let Some(a) = addrs.try_next().await? {
+        let Some(ip) = a.attributes.iter().find_map(|x| if let AddressAttribute::Address(ip) = x { Some(*ip) } else { None }) else {
+            continue;
+        };
+        let global = match ip {
+            IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+            IpAddr::V6(_) => false,
+        };
+        if let (true, Some(iface)) = (global, out.iter_mut().find(|i| i.index == a.header.index)) {
+            iface.addrs.push(IpNetwork::new(ip, a.header.prefix_len)?);
+        }
+    }
+    out.retain(|i| !i.addrs.is_empty() && i.name != "lo" && !i.name.starts_with("cali"));
+    Ok(out)
+}
+
+async fn default_route_interface(handle: &Handle) -> anyhow::Result<Option<u32>> {
+    let mut routes = handle.route().get(RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()).execute();
+    while let Some(r) = routes.try_next().await? {
+        if r.header.destination_prefix_length == 0 {
+            if let Some(oif) = oif(&r) {
+                return Ok(Some(oif));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn oif(r: &RouteMessage) -> Option<u32> {
+    r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None })
+}
+
+/// The node's IPv4 address with its subnet.
+pub async fn detect(handle: &Handle, method: &str) -> anyhow::Result<IpNetwork> {
+    if let Ok(net) = method.parse::<IpNetwork>() {
+        return Ok(net);
+    }
+    let ifaces = interfaces(handle).await?;
+    let first = |i: &Iface| i.addrs[0];
+    if method == "autodetect" {
+        if let Some(idx) = default_route_interface(handle).await? {
+            if let Some(i) = ifaces.iter().find(|i| i.index == idx) {
+                return Ok(first(i));
+            }
+        }
+        return ifaces.first().map(first).context("autodetect: no interface has a global IPv4 address");
+    }
+    if let Some(re) = method.strip_prefix("interface=") {
+        let re =
+            regex_lite::Regex::new(&format!("^(?:{re})$")).with_context(|| format!("--ip interface={re}: not a regular expression"))?;
+        return ifaces
+            .iter()
+            .find(|i| re.is_match(&i.name))
+            .map(first)
+            .with_context(|| format!("no interface matching {re} has a global IPv4 address"));
+    }
+    if let Some(target) = method.strip_prefix("can-reach=") {
+        let target: IpAddr = target.parse().with_context(|| format!("can-reach={target}: not an address"))?;
+        // The address on the subnet that reaches it directly, else the default route's.
+        if let Some(net) = ifaces.iter().flat_map(|i| i.addrs.iter()).find(|n| n.contains(target)) {
+            return Ok(*net);
+        }
+        if let Some(idx) = default_route_interface(handle).await? {
+            if let Some(i) = ifaces.iter().find(|i| i.index == idx) {
+                return Ok(first(i));
+            }
+        }
+        bail!("no address reaches {target}");
+    }
+    bail!("--ip {method:?}: use autodetect, ADDRESS[/PREFIX], interface=REGEX or can-reach=ADDRESS")
+}

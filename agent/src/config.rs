@@ -1,0 +1,65 @@
+//! Flags and environment variables (the names ../shared/DESIGN.md fixes).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "gingham-agent", version, about = "Gingham node agent: IPAM, pod interfaces, routes and BGP for one node")]
+pub struct Config {
+    /// This node's name (the DaemonSet sets it from the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// `sqlite:PATH` or `kubernetes`.
+    #[arg(long, env = "GINGHAM_DATASTORE", default_value = "sqlite:/var/lib/gingham/gingham.db")]
+    pub datastore: String,
+    /// The node's BGP address: `autodetect`, an address (optionally /prefix), `interface=REGEX`
+    /// or `can-reach=ADDR`.
+    #[arg(long = "ip", env = "GINGHAM_IP", default_value = "autodetect")]
+    pub ip: String,
+    /// This node's AS (overrides BGPConfiguration `default`).
+    #[arg(long, env = "GINGHAM_AS_NUMBER")]
+    pub as_number: Option<u32>,
+    /// Labels for this node's GinghamNode, `k=v,k2=v2` (BGPPeer and IPPool selectors match them).
+    #[arg(long, env = "GINGHAM_NODE_LABELS", default_value = "")]
+    pub node_labels: String,
+    /// Makes this node a route reflector with this cluster ID.
+    #[arg(long, env = "GINGHAM_RR_CLUSTER_ID")]
+    pub route_reflector_cluster_id: Option<String>,
+    #[arg(long, env = "GINGHAM_CNI_SOCKET", default_value = gingham_cni::DEFAULT_SOCKET)]
+    pub cni_socket: PathBuf,
+    #[arg(long, env = "GINGHAM_STATUS_ADDR", default_value = "127.0.0.1:9099")]
+    pub status_addr: SocketAddr,
+    /// MTU of pod interfaces unless the CNI configuration says `mtu`.
+    #[arg(long, env = "GINGHAM_MTU", default_value_t = 1500)]
+    pub mtu: u32,
+    /// Graceful-restart time advertised to peers, seconds.
+    #[arg(long, env = "GINGHAM_RESTART_TIME", default_value_t = 120)]
+    pub restart_time: u16,
+    /// BGP hold time, seconds.
+    #[arg(long, env = "GINGHAM_HOLD_TIME", default_value_t = 90)]
+    pub hold_time: u16,
+    #[arg(long, env = "GINGHAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    pub fn labels(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        self.node_labels
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--node-labels entry {kv:?} is not k=v"))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,216 @@
+//! The peer set a node should have, computed from the datastore's view (sans-IO, so every rule
+//! is a unit test): the node-to-node mesh, route-reflector clusters and the BGPPeers that
+//! select this node. The agent applies the result to the speaker as a diff.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use gingham_api::resources::{BGPConfigurationSpec, BGPPeer, GinghamNode, SourceAddress};
+use gingham_api::selector::Selector;
+use gingham_bgp::session::TtlMode;
+use gingham_bgp::speaker::NeighborConfig;
+
+/// How a peer came to be, for `node status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerKind {
+    Mesh,
+    /// We reflect to it, or it reflects to us.
+    RouteReflector,
+    /// A BGPPeer without `node`/`nodeSelector`.
+    Global,
+    /// A BGPPeer for this node only or selecting it.
+    Node,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredPeer {
+    pub kind: PeerKind,
+    pub config: NeighborConfig,
+}
+
+pub struct View<'a> {
+    pub me: &'a GinghamNode,
+    pub nodes: &'a [GinghamNode],
+    pub peers: &'a [BGPPeer],
+    pub config: &'a BGPConfigurationSpec,
+    /// Resolves a BGPPeer's secret password reference (kubernetes); `None` for sqlite.
+    pub secret: &'a dyn Fn(&str, &str) -> Option<String>,
+}
+
+fn node_as(node: &GinghamNode, config: &BGPConfigurationSpec) -> u32 {
+    node.spec.bgp.as_ref().and_then(|b| b.as_number).unwrap_or(config.effective_as_number())
+}
+
+fn address_of(node: &GinghamNode, v6: bool) -> Option<IpAddr> {
+    node.bgp_addresses().into_iter().find(|a| a.is_ipv6() == v6)
+}
+
+/// Every session this node should have, keyed by peer address.
+pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
+    let mut out = BTreeMap::new();
+    let me = view.me;
+    let my_name = me.metadata.name.clone().unwrap_or_default();
+    let my_as = node_as(me, view.config);
+    let my_cluster = me.route_reflector_cluster_id();
+    let others = view.nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(my_name.as_str()));
+
+    for v6 in [false, true] {
+        let Some(my_addr) = address_of(me, v6) else { continue };
+        for other in others.clone() {
+            let Some(addr) = address_of(other, v6) else { continue };
+            let their_cluster = other.route_reflector_cluster_id();
+            let (kind, rr_client) = match (my_cluster, their_cluster) {
+                // We reflect: nodes outside our cluster are our clients; fellow reflectors are not.
+                (Some(mine), theirs) => (PeerKind::RouteReflector, theirs != Some(mine)),
+                // They reflect for us.
+                (None, Some(_)) => (PeerKind::RouteReflector, false),
+                (None, None) if view.config.mesh_enabled() => (PeerKind::Mesh, false),
+                (None, None) => continue,
+            };
+            let mut n = NeighborConfig::new(addr, node_as(other, view.config));
+            n.local_address = Some(my_addr);
+            n.port = view.config.effective_listen_port();
+            n.rr_client = rr_client;
+            // One direction per pair (Calico): the lower address listens, the higher dials, so a
+            // connection attempt never aborts the other side's graceful restart.
+            n.passive = my_addr < addr;
+            out.insert(addr, DesiredPeer { kind, config: n });
+        }
+    }
+
+    let labels = me.labels();
+    for peer in view.peers {
+        let spec = &peer.spec;
+        let selects_me = match (&spec.node, &spec.node_selector) {
+            (Some(node), _) => *node == my_name,
+            (None, Some(sel)) => Selector::from_str(sel).is_ok_and(|s| s.matches(&labels)),
+            (None, None) => true,
+        };
+        if !selects_me {
+            continue;
+        }
+        let kind = if spec.node.is_some() || spec.node_selector.is_some() { PeerKind::Node } else { PeerKind::Global };
+        let password = spec.password.as_ref().and_then(|p| match (&p.literal, &p.secret_key_ref) {
+            (Some(l), _) => Some(l.clone()),
+            (None, Some(r)) => (view.secret)(&r.name, &r.key),
+            _ => None,
+        });
+        let restart = spec
+            .max_restart_time
+            .as_deref()
+            .and_then(gingham_api::resources::validate::parse_duration)
+            .map(|d: Duration| d.as_secs().min(4095) as u16);
+        let mut targets: Vec<(IpAddr, u16, u32)> = Vec::new();
+        if let Some(Ok(sock)) = spec.peer_socket() {
+            targets.push((sock.ip(), sock.port(), spec.as_number.unwrap_or(my_as)));
+        } else if let Some(sel) = spec.peer_selector.as_deref().and_then(|s| Selector::from_str(s).ok()) {
+            for other in others.clone().filter(|n| sel.matches(&n.labels())) {
+                for addr in other.bgp_addresses() {
+                    targets.push((addr, view.config.effective_listen_port(), spec.as_number.unwrap_or(node_as(other, view.config))));
+                }
+            }
+        }
+        for (addr, port, asn) in targets {
+            let Some(local) = address_of(me, addr.is_ipv6()) else { continue };
+            let mut n = NeighborConfig::new(addr, asn);
+            n.port = port;
+            if spec.source_address != Some(SourceAddress::None) {
+                n.local_address = Some(local);
+            }
+            n.md5_key = password.clone();
+            n.keep_original_next_hop = spec.keep_original_next_hop;
+            n.rr_client = spec.route_reflector_client;
+            if let Some(hops) = spec.ttl_security {
+                n.ttl = TtlMode::Gtsm { hops };
+            }
+            if restart.is_some() {
+                n.graceful_restart = restart;
+            }
+            // An explicit BGPPeer wins over the mesh entry for the same address.
+            out.insert(addr, DesiredPeer { kind, config: n });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gingham_api::resources::{BGPPeerSpec, GinghamNodeBgp, GinghamNodeSpec};
+
+    fn node(name: &str, addr: &str, cluster: Option<&str>, labels: &[(&str, &str)]) -> GinghamNode {
+        let mut n = GinghamNode::new(
+            name,
+            GinghamNodeSpec {
+                bgp: Some(GinghamNodeBgp {
+                    ipv4_address: Some(format!("{addr}/24")),
+                    route_reflector_cluster_id: cluster.map(String::from),
+                    ..Default::default()
+                }),
+            },
+        );
+        n.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        n
+    }
+
+    fn no_secret(_: &str, _: &str) -> Option<String> {
+        None
+    }
+
+    fn compute(me: usize, nodes: &[GinghamNode], peers: &[BGPPeer], config: &BGPConfigurationSpec) -> BTreeMap<IpAddr, DesiredPeer> {
+        desired(&View { me: &nodes[me], nodes, peers, config, secret: &no_secret })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn mesh_peers_with_everyone_else_one_direction_per_pair() {
+        let nodes = [node("a", "198.18.0.11", None, &[]), node("b", "198.18.0.12", None, &[]), node("c", "198.18.0.13", None, &[])];
+        let peers = compute(1, &nodes, &[], &BGPConfigurationSpec::default());
+        assert_eq!(peers.keys().copied().collect::<Vec<_>>(), [ip("198.18.0.11"), ip("198.18.0.13")]);
+        assert!(!peers[&ip("198.18.0.11")].config.passive, "b (.12) dials a (.11)");
+        assert!(peers[&ip("198.18.0.13")].config.passive, "b (.12) waits for c (.13)");
+        assert_eq!(peers[&ip("198.18.0.11")].config.local_address, Some(ip("198.18.0.12")));
+        assert_eq!(peers[&ip("198.18.0.11")].config.peer_as, 64512);
+        let off = BGPConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..Default::default() };
+        assert!(compute(1, &nodes, &[], &off).is_empty());
+    }
+
+    #[test]
+    fn reflectors_serve_clients_and_clients_see_only_reflectors() {
+        let off = BGPConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..Default::default() };
+        let nodes =
+            [node("rr", "198.18.0.11", Some("224.0.0.1"), &[]), node("b", "198.18.0.12", None, &[]), node("c", "198.18.0.13", None, &[])];
+        let rr = compute(0, &nodes, &[], &off);
+        assert_eq!(rr.len(), 2);
+        assert!(rr.values().all(|p| p.config.rr_client && p.kind == PeerKind::RouteReflector));
+        let b = compute(1, &nodes, &[], &off);
+        assert_eq!(b.keys().copied().collect::<Vec<_>>(), [ip("198.18.0.11")]);
+        assert!(!b[&ip("198.18.0.11")].config.rr_client);
+    }
+
+    #[test]
+    fn bgp_peers_select_nodes_and_targets() {
+        let nodes = [node("a", "198.18.0.11", None, &[("rack", "r1")]), node("b", "198.18.0.12", None, &[("rack", "r2")])];
+        let tor = BGPPeer::new(
+            "tor",
+            BGPPeerSpec {
+                node_selector: Some("rack == 'r1'".into()),
+                peer_ip: Some("198.18.0.1".into()),
+                as_number: Some(65001),
+                ttl_security: Some(1),
+                ..Default::default()
+            },
+        );
+        let a = compute(0, &nodes, std::slice::from_ref(&tor), &BGPConfigurationSpec::default());
+        let t = &a[&ip("198.18.0.1")];
+        assert_eq!((t.kind, t.config.peer_as, t.config.ttl), (PeerKind::Node, 65001, TtlMode::Gtsm { hops: 1 }));
+        let b = compute(1, &nodes, &[tor], &BGPConfigurationSpec::default());
+        assert!(!b.contains_key(&ip("198.18.0.1")), "rack r2 is not selected");
+    }
+}

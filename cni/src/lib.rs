@@ -1,0 +1,137 @@
+//! The CNI side of Gingham: the request the `gingham-cni` plugin forwards to the agent over its
+//! unix socket, the agent's reply, and the CNI spec's error codes. Deliberately small (serde
+//! only) so the plugin starts in a millisecond; the agent depends on this crate too, so the two
+//! sides cannot drift apart.
+//!
+//! Wire format on the socket: one JSON [`Request`] per connection, the client shuts down its
+//! write side, the agent answers with one JSON [`Reply`] and closes.
+
+use serde::{Deserialize, Serialize};
+
+/// CNI versions the plugin speaks (the result format is the same for both).
+pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0", "1.1.0"];
+
+/// Where the agent listens unless the network configuration says `agentSocket`.
+pub const DEFAULT_SOCKET: &str = "/var/run/gingham/cni.sock";
+
+/// CNI spec error codes (SPEC.md, "Error").
+pub mod code {
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    pub const INVALID_ENVIRONMENT: u32 = 4;
+    pub const IO_FAILURE: u32 = 5;
+    pub const DECODE_FAILURE: u32 = 6;
+    pub const INVALID_NETWORK_CONFIG: u32 = 7;
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    pub const NOT_AVAILABLE: u32 = 50;
+    pub const LIMITED_CONNECTIVITY: u32 = 51;
+    /// Gingham's own (the spec leaves 100+ to plugins): no address could be assigned.
+    pub const IPAM_FAILURE: u32 = 100;
+    /// Gingham's own: the interface could not be set up.
+    pub const DATAPLANE_FAILURE: u32 = 101;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+}
+
+impl Command {
+    pub fn parse(text: &str) -> Option<Command> {
+        Some(match text {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            _ => return None,
+        })
+    }
+}
+
+/// What the plugin forwards: the runtime's environment and network configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub command: Command,
+    #[serde(default)]
+    pub container_id: String,
+    /// Path of the pod's network namespace (`CNI_NETNS`).
+    #[serde(default)]
+    pub netns: String,
+    #[serde(default)]
+    pub ifname: String,
+    /// `K8S_POD_NAMESPACE`, `K8S_POD_NAME`, ... from `CNI_ARGS`.
+    #[serde(default)]
+    pub args: Vec<(String, String)>,
+    /// The network configuration from stdin, as given (cniVersion, mtu, prevResult, ...).
+    pub config: serde_json::Value,
+}
+
+impl Request {
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The CNI error object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniError {
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    pub code: u32,
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
+        CniError { cni_version: "1.1.0".into(), code, msg: msg.into(), details: details.into() }
+    }
+}
+
+/// The agent's answer: a CNI result (printed as is) or an error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply {
+    Ok(serde_json::Value),
+    Err(CniError),
+}
+
+/// `K1=V1;K2=V2` (CNI_ARGS) into pairs; malformed entries are an error naming them.
+pub fn parse_cni_args(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(';')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("CNI_ARGS entry {kv:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cni_args_parse() {
+        let args = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0").unwrap();
+        assert_eq!(args.len(), 3);
+        assert_eq!(args[2], ("K8S_POD_NAME".into(), "web-0".into()));
+        assert!(parse_cni_args("novalue").is_err());
+        assert!(parse_cni_args("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let r = Reply::Err(CniError::new(code::TRY_AGAIN_LATER, "agent busy", ""));
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), r);
+        assert!(text.contains("\"code\":11"));
+    }
+}

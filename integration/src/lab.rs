@@ -1,0 +1,282 @@
+//! A Gingham cluster made of network namespaces: a fabric bridge, N nodes on 198.18.0.0/24 each
+//! running the real `gingham-agent` (one sqlite datastore shared on the host filesystem), and
+//! pods as namespaces wired by invoking the real `gingham-cni` binary exactly as a container
+//! runtime does (environment variables + network configuration on stdin). Everything is
+//! removed on drop, also on panic: pods are deleted through the plugin, then agents stopped by
+//! PID, then namespaces removed.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use gingham_api::datastore::sqlite::SqliteStore;
+use gingham_api::datastore::Store;
+use gingham_api::resources::{BGPConfiguration, BGPConfigurationSpec, IPPool, IPPoolSpec};
+
+use crate::netns::{unique_suffix, wait_for, Daemon, Fabric, Netns, TempDir};
+
+pub const POD_POOL: &str = "198.19.0.0/16";
+pub const STATUS_PORT: u16 = 9099;
+
+/// A binary of this workspace, next to the running one (tests run from target/*/deps).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("{name} is not built next to {}: run `cargo build --workspace --bins` first", exe.display())
+}
+
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub nodes: usize,
+    pub block_size: u8,
+    pub mesh: bool,
+    /// Nodes (by index) that are route reflectors.
+    pub reflectors: Vec<usize>,
+    pub hold_time: u16,
+    /// Per node, `k=v,...` labels.
+    pub labels: Vec<String>,
+}
+
+impl LabOptions {
+    pub fn new(nodes: usize) -> LabOptions {
+        LabOptions { nodes, block_size: 26, mesh: true, reflectors: Vec::new(), hold_time: 9, labels: Vec::new() }
+    }
+}
+
+pub struct Pod {
+    pub name: String,
+    pub node: usize,
+    pub container_id: String,
+    pub address: Ipv4Addr,
+    pub ns: Netns,
+}
+
+pub struct LabNode {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub agent: Option<Daemon>,
+}
+
+/// Field order is drop order: pods (DEL through the plugin needs the agents), agents, fabric.
+pub struct Cluster {
+    pub pods: Vec<Pod>,
+    pub nodes: Vec<LabNode>,
+    pub fabric: Fabric,
+    pub db: PathBuf,
+    agent_bin: PathBuf,
+    cni_bin: PathBuf,
+    options: LabOptions,
+    pub dir: TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for pod in std::mem::take(&mut self.pods) {
+            let node = pod.node;
+            if let Err(e) = self.cni(node, "DEL", &pod.container_id, &pod.ns, &pod.name) {
+                eprintln!("cleanup: DEL {}: {e}", pod.name);
+            }
+        }
+        for n in &mut self.nodes {
+            n.agent.take();
+        }
+    }
+}
+
+impl Cluster {
+    pub fn new(options: LabOptions) -> Result<Cluster> {
+        let agent_bin = workspace_binary("gingham-agent")?;
+        let cni_bin = workspace_binary("gingham-cni")?;
+        let dir = TempDir::new("gingham-lab")?;
+        let db = dir.join("gingham.db");
+        seed(&db, &options)?;
+        let fabric = Fabric::new(options.nodes)?;
+        let mut cluster = Cluster { pods: Vec::new(), nodes: Vec::new(), fabric, db, agent_bin, cni_bin, options, dir };
+        for i in 0..cluster.options.nodes {
+            let name = format!("node-{}", i + 1);
+            let socket = cluster.dir.join(&format!("{name}.sock"));
+            let log = cluster.dir.join(&format!("{name}.log"));
+            let address = cluster.fabric.hosts[i].v4;
+            cluster.nodes.push(LabNode { name, address, socket, log, agent: None });
+            cluster.start_agent(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts) node `i`'s agent.
+    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+        let host = &self.fabric.hosts[i];
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
+        let mut cmd = host.ns.command(self.agent_bin.to_str().context("agent path")?);
+        cmd.args(["--node-name", &node.name, "--ip", &format!("{}/24", host.v4)])
+            .arg("--datastore")
+            .arg(format!("sqlite:{}", self.db.display()))
+            .arg("--cni-socket")
+            .arg(&node.socket)
+            .args(["--status-addr", &format!("127.0.0.1:{STATUS_PORT}"), "--hold-time", &self.options.hold_time.to_string()]);
+        if let Some(labels) = self.options.labels.get(i) {
+            cmd.args(["--node-labels", labels]);
+        }
+        if self.options.reflectors.contains(&i) {
+            cmd.args(["--route-reflector-cluster-id", "224.0.0.1"]);
+        }
+        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("start gingham-agent")?;
+        let daemon = Daemon::new(&node.name, child.id() as i32, Some(node.log.clone()));
+        // The Child handle is not needed: the Daemon stops and reaps by PID.
+        std::mem::forget(child);
+        self.nodes[i].agent = Some(daemon);
+        let socket = self.nodes[i].socket.clone();
+        wait_for(&format!("{}'s CNI socket", self.nodes[i].name), Duration::from_secs(20), || socket.exists().then_some(()))
+            .with_context(|| self.nodes[i].agent.as_ref().map(|a| a.log_tail()).unwrap_or_default())?;
+        Ok(())
+    }
+
+    /// The status JSON of node `i`'s agent (fetched from inside its namespace).
+    pub fn status(&self, i: usize) -> Result<serde_json::Value> {
+        let body = http_get_in(&self.fabric.hosts[i].ns, SocketAddr::from(([127, 0, 0, 1], STATUS_PORT)), "/status")?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    pub fn http_get(&self, i: usize, path: &str) -> Result<String> {
+        http_get_in(&self.fabric.hosts[i].ns, SocketAddr::from(([127, 0, 0, 1], STATUS_PORT)), path)
+    }
+
+    /// Waits until every node's peers are all Established.
+    pub fn wait_established(&self, timeout: Duration) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].agent.is_none() {
+                continue;
+            }
+            wait_for(&format!("{}'s BGP sessions", self.nodes[i].name), timeout, || {
+                let s = self.status(i).ok()?;
+                let peers = s["peers"].as_array()?;
+                (!peers.is_empty() && peers.iter().all(|p| p["state"] == "Established")).then_some(())
+            })
+            .with_context(|| self.nodes[i].agent.as_ref().map(|a| a.log_tail()).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    /// Runs the plugin in node `node`'s namespace as a runtime would; returns its stdout.
+    pub fn cni(&self, node: usize, command: &str, container_id: &str, pod_ns: &Netns, pod: &str) -> Result<String> {
+        let conf = serde_json::json!({
+            "cniVersion": "1.1.0", "name": "gingham", "type": "gingham",
+            "agentSocket": self.nodes[node].socket.to_str(),
+        });
+        let mut child = self.fabric.hosts[node]
+            .ns
+            .command(self.cni_bin.to_str().context("cni path")?)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", pod_ns.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"))
+            .env("CNI_PATH", self.cni_bin.parent().context("cni dir")?)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().context("stdin")?.write_all(conf.to_string().as_bytes())?;
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!("gingham-cni {command} for {pod} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(stdout)
+    }
+
+    /// Creates a pod on node `node` through the plugin.
+    pub fn add_pod(&mut self, node: usize, name: &str) -> Result<&Pod> {
+        let ns = Netns::new("gpod")?;
+        let container_id = format!("{:0>64}", unique_suffix());
+        let out = self.cni(node, "ADD", &container_id, &ns, name)?;
+        let result: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("CNI result {out:?}"))?;
+        let address: ipnetwork::Ipv4Network = result["ips"][0]["address"].as_str().context("no ips in the CNI result")?.parse()?;
+        self.pods.push(Pod { name: name.into(), node, container_id, address: address.ip(), ns });
+        Ok(self.pods.last().expect("just pushed"))
+    }
+
+    /// Deletes a pod through the plugin (DEL), then its namespace.
+    pub fn delete_pod(&mut self, name: &str) -> Result<Pod> {
+        let idx = self.pods.iter().position(|p| p.name == name).context("no such pod")?;
+        let pod = self.pods.remove(idx);
+        self.cni(pod.node, "DEL", &pod.container_id, &pod.ns, &pod.name)?;
+        Ok(pod)
+    }
+
+    /// `ping -c 1` from one pod to an address; true when answered.
+    pub fn ping(&self, from: &Pod, to: Ipv4Addr) -> bool {
+        from.ns
+            .command("ping")
+            .args(["-c", "1", "-W", "2", &to.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Node `i`'s routes with our protocol, as `ip route` prints them.
+    pub fn routes(&self, i: usize) -> Result<String> {
+        self.fabric.hosts[i].ns.exec("ip", &["route", "show", "proto", "80"])
+    }
+
+    /// A store on the lab's datastore, for tests that change resources.
+    pub fn store(&self) -> Result<Store<SqliteStore>> {
+        Ok(Store::new(SqliteStore::open(&self.db)?))
+    }
+}
+
+fn seed(db: &Path, options: &LabOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let store = Store::new(SqliteStore::open(db)?);
+        let pool = IPPoolSpec { cidr: POD_POOL.into(), block_size: Some(options.block_size), ..Default::default() };
+        store.create(&IPPool::new("default-ipv4-ippool", pool)).await?;
+        let bgp = BGPConfigurationSpec { node_to_node_mesh_enabled: Some(options.mesh), ..Default::default() };
+        store.create(&BGPConfiguration::new("default", bgp)).await?;
+        Ok(())
+    })
+}
+
+/// A GET request from inside a namespace (the agent's status endpoint is on the node's
+/// loopback; nothing is routed from the root namespace, by design).
+pub fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
+    let ns_path = ns.path();
+    let path = path.to_string();
+    std::thread::spawn(move || -> Result<String> {
+        let file = std::fs::File::open(&ns_path)?;
+        // SAFETY: setns on this short-lived thread only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("{path}: {}", head.lines().next().unwrap_or_default());
+        }
+        Ok(body.to_string())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("http thread panicked"))?
+}
+
+/// Whether an address is one of the lab's pod addresses.
+pub fn is_pod_address(a: IpAddr) -> bool {
+    POD_POOL.parse::<ipnetwork::IpNetwork>().is_ok_and(|p| p.contains(a))
+}
