@@ -44,11 +44,13 @@ pub struct LabOptions {
     pub hold_time: u16,
     /// Per node, `k=v,...` labels.
     pub labels: Vec<String>,
+    /// Fabric hosts after the nodes that run no agent (for a BIRD "top-of-rack" router).
+    pub extra_hosts: usize,
 }
 
 impl LabOptions {
     pub fn new(nodes: usize) -> LabOptions {
-        LabOptions { nodes, block_size: 26, mesh: true, reflectors: Vec::new(), hold_time: 9, labels: Vec::new() }
+        LabOptions { nodes, block_size: 26, mesh: true, reflectors: Vec::new(), hold_time: 9, labels: Vec::new(), extra_hosts: 0 }
     }
 }
 
@@ -101,7 +103,7 @@ impl Cluster {
         let dir = TempDir::new("gingham-lab")?;
         let db = dir.join("gingham.db");
         seed(&db, &options)?;
-        let fabric = Fabric::new(options.nodes)?;
+        let fabric = Fabric::new(options.nodes + options.extra_hosts)?;
         let mut cluster = Cluster { pods: Vec::new(), nodes: Vec::new(), fabric, db, agent_bin, cni_bin, options, dir };
         for i in 0..cluster.options.nodes {
             let name = format!("node-{}", i + 1);

@@ -1,0 +1,247 @@
+//! The product end to end: clusters of namespaces running the real gingham-agent, pods made by
+//! invoking the real gingham-cni binary as a runtime does, routes exchanged over our BGP.
+//! Every test builds its own cluster (random namespace names) and removes it on drop.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use gingham_api::resources::{BGPPeer, BGPPeerSpec, GinghamNode, IPAMBlock};
+use gingham_integration::daemons::bird::Bird;
+use gingham_integration::lab::{Cluster, LabOptions};
+use gingham_integration::netns::wait_for;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Waits until node `i` has a route (of ours) for `prefix`.
+fn wait_route(lab: &Cluster, i: usize, prefix: &str, present: bool, timeout: Duration) {
+    wait_for(&format!("route {prefix} {} on {}", if present { "present" } else { "gone" }, lab.nodes[i].name), timeout, || {
+        let routes = lab.routes(i).ok()?;
+        (routes.lines().any(|l| l.split_whitespace().next() == Some(prefix)) == present).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nroutes:\n{}\nagent log:\n{}", lab.routes(i).unwrap_or_default(), agent_log(lab, i)));
+}
+
+fn agent_log(lab: &Cluster, i: usize) -> String {
+    lab.nodes[i].agent.as_ref().map(|a| a.log_tail()).unwrap_or_default()
+}
+
+fn block_of(addr: Ipv4Addr) -> String {
+    let net = ipnetwork::Ipv4Network::new(addr, 26).unwrap();
+    format!("{}/26", net.network())
+}
+
+#[test]
+fn pods_ping_across_a_three_node_mesh_without_encapsulation() {
+    let mut lab = Cluster::new(LabOptions::new(3)).unwrap();
+    for n in 0..3 {
+        lab.add_pod(n, &format!("web-{n}")).unwrap();
+    }
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    for i in 0..3 {
+        for pod in &lab.pods {
+            if pod.node != i {
+                wait_route(&lab, i, &block_of(pod.address), true, Duration::from_secs(30));
+            }
+        }
+    }
+    for from in &lab.pods {
+        for to in &lab.pods {
+            assert!(lab.ping(from, to.address), "{} ({}) cannot reach {} ({})", from.name, from.address, to.name, to.address);
+        }
+    }
+
+    // On the wire between the nodes, the packet carries the pods' own addresses: no tunnel.
+    let (a, b) = (&lab.pods[0], &lab.pods[1]);
+    let capture = lab
+        .fabric
+        .bridge
+        .command("tshark")
+        .args(["-i", "br0", "-c", "2", "-a", "duration:15", "-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "ip.proto"])
+        .args(["-f", &format!("host {} and host {}", a.address, b.address)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..3 {
+        lab.ping(a, b.address);
+    }
+    let out = String::from_utf8(capture.wait_with_output().unwrap().stdout).unwrap();
+    let first = out.lines().next().unwrap_or_else(|| panic!("no packet captured on the fabric: {out:?}"));
+    let fields: Vec<&str> = first.split('\t').collect();
+    assert_eq!(fields[0], a.address.to_string(), "outer source is the pod's own address: {first}");
+    assert_eq!(fields[1], b.address.to_string());
+    assert_eq!(fields[2], "1", "ICMP directly in IP, not encapsulated: {first}");
+    for i in 0..3 {
+        let links = lab.fabric.hosts[i].ns.exec("ip", &["-d", "link", "show"]).unwrap();
+        for kind in ["ipip", "vxlan", "gre", "wireguard", "geneve"] {
+            assert!(!links.contains(&format!(" {kind} ")), "{kind} device on node {i}");
+        }
+        assert!(!lab.routes(i).unwrap().contains("encap"));
+    }
+}
+
+#[test]
+fn deleting_a_pod_removes_its_route_interface_and_address() {
+    let mut lab = Cluster::new(LabOptions::new(2)).unwrap();
+    let keep = lab.add_pod(0, "keep").unwrap().address;
+    let pod = lab.add_pod(0, "doomed").unwrap();
+    let (addr, container) = (pod.address, pod.container_id.clone());
+    let host_route = addr.to_string();
+    wait_route(&lab, 0, &host_route, true, Duration::from_secs(10));
+    let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).unwrap();
+    assert_eq!(links.matches("cali").count(), 2);
+
+    let gone = lab.delete_pod("doomed").unwrap();
+    wait_route(&lab, 0, &host_route, false, Duration::from_secs(10));
+    let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).unwrap();
+    assert_eq!(links.matches("cali").count(), 1, "the pod's veth is gone, the other stays");
+    // DEL is idempotent: the runtime may repeat it, even without the namespace.
+    lab.cni(0, "DEL", &container, &gone.ns, "doomed").unwrap();
+    drop(gone);
+
+    let store = lab.store().unwrap();
+    let rt = rt();
+    let (blocks, _) = rt.block_on(store.list::<IPAMBlock>()).unwrap();
+    let held: HashSet<Ipv4Addr> = blocks
+        .iter()
+        .flat_map(|b| gingham_ipam::block::allocations(&b.spec).into_iter().map(|(a, _)| a).collect::<Vec<_>>())
+        .filter_map(|a| match a {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, HashSet::from([keep]), "the deleted pod's address is free again");
+}
+
+#[test]
+fn a_block_claimed_on_one_node_is_routed_on_the_others_and_withdrawn_when_the_node_goes() {
+    let mut lab = Cluster::new(LabOptions::new(3)).unwrap();
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    let addr = lab.add_pod(2, "p").unwrap().address;
+    let block = block_of(addr);
+    for i in 0..2 {
+        wait_route(&lab, i, &block, true, Duration::from_secs(10));
+    }
+    lab.add_pod(0, "q").unwrap();
+    assert!(lab.ping(lab.pods.last().unwrap(), addr));
+
+    // The node leaves the cluster: its agent stops and its GinghamNode is deleted (what
+    // `kubectl delete node` leads to). The others drop the session and the routes within the
+    // hold time (9 s here).
+    let pod = lab.delete_pod("p").unwrap();
+    drop(pod);
+    lab.nodes[2].agent.take();
+    let rt = rt();
+    let store = lab.store().unwrap();
+    rt.block_on(store.delete_latest::<GinghamNode>("node-3")).unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..2 {
+        wait_route(&lab, i, &block, false, Duration::from_secs(9));
+    }
+    eprintln!("routes withdrawn after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_route_reflector_topology_without_the_mesh_works() {
+    let mut options = LabOptions::new(3);
+    options.mesh = false;
+    options.reflectors = vec![0];
+    let mut lab = Cluster::new(options).unwrap();
+    let a = lab.add_pod(1, "a").unwrap().address;
+    let b = lab.add_pod(2, "b").unwrap().address;
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    let peers_of = |i: usize| -> Vec<String> {
+        lab.status(i).unwrap()["peers"].as_array().unwrap().iter().map(|p| p["address"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(peers_of(1), ["198.18.0.11"], "a client peers with the reflector only");
+    assert_eq!(peers_of(0).len(), 2);
+    wait_route(&lab, 1, &block_of(b), true, Duration::from_secs(15));
+    wait_route(&lab, 2, &block_of(a), true, Duration::from_secs(15));
+    let (pa, pb) = (&lab.pods[0], &lab.pods[1]);
+    assert!(lab.ping(pa, b) && lab.ping(pb, a));
+    // The route between clients points at the other client, not at the reflector.
+    assert!(lab.routes(1).unwrap().contains(&format!("{} via 198.18.0.13", block_of(b))), "{}", lab.routes(1).unwrap());
+}
+
+#[test]
+fn a_bird_top_of_rack_router_selected_by_a_bgp_peer_learns_every_block() {
+    let mut options = LabOptions::new(3);
+    options.labels = vec!["rack=r1".into(); 3];
+    options.extra_hosts = 1;
+    let mut lab = Cluster::new(options).unwrap();
+    let tor = &lab.fabric.hosts[3];
+    let config = format!(
+        "router id {};\nprotocol device {{}}\nprotocol kernel {{ ipv4 {{ export none; import none; }}; }}\n{}",
+        tor.v4,
+        (0..3)
+            .map(|i| format!(
+                "protocol bgp node{i} {{ local {} as 65001; neighbor 198.18.0.{} as 64512; ipv4 {{ import all; export none; }}; }}\n",
+                tor.v4,
+                11 + i
+            ))
+            .collect::<String>()
+    );
+    let bird = Bird::start(&tor.ns, &config).unwrap();
+    let spec = BGPPeerSpec {
+        node_selector: Some("rack == 'r1'".into()),
+        peer_ip: Some(tor.v4.to_string()),
+        as_number: Some(65001),
+        ..Default::default()
+    };
+    let rt = rt();
+    rt.block_on(lab.store().unwrap().create(&BGPPeer::new("tor", spec))).unwrap();
+    let mut blocks = Vec::new();
+    for n in 0..3 {
+        blocks.push(block_of(lab.add_pod(n, &format!("p{n}")).unwrap().address));
+    }
+    for (i, block) in blocks.iter().enumerate() {
+        wait_for(&format!("BIRD learning {block} from node {i}"), Duration::from_secs(60), || {
+            let routes = bird.routes_from(&format!("node{i}"));
+            routes.iter().any(|r| r.starts_with(block.as_str())).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", bird.cmd("show protocols all").unwrap_or_default(), agent_log(&lab, i)));
+    }
+    // eBGP: BIRD sees the node as next hop and our AS in the path.
+    let detail = bird.route_all(&blocks[0]);
+    assert!(detail.contains("198.18.0.11") && detail.contains("64512"), "{detail}");
+}
+
+#[test]
+fn fifty_concurrent_adds_give_fifty_distinct_working_pods() {
+    let mut lab = Cluster::new(LabOptions::new(2)).unwrap();
+    let probe = lab.add_pod(1, "probe").unwrap().address;
+    let namespaces: Vec<_> = (0..50).map(|_| gingham_integration::netns::Netns::new("gpod").unwrap()).collect();
+    let lab = &lab;
+    // Fifty plugin processes at once against one agent, as a runtime starting a burst of pods.
+    let results: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| s.spawn(move || lab.cni(0, "ADD", &format!("{:064x}", i + 1000), ns, &format!("burst-{i}"))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    let mut addrs = HashSet::new();
+    for out in &results {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let a: ipnetwork::Ipv4Network = v["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("{out}")).parse().unwrap();
+        addrs.insert(a.ip());
+    }
+    assert_eq!(addrs.len(), 50, "50 distinct addresses");
+    let from = lab.pods.iter().find(|p| p.address == probe).unwrap();
+    for block in addrs.iter().map(|a| block_of(*a)).collect::<HashSet<_>>() {
+        wait_route(lab, 1, &block, true, Duration::from_secs(20));
+    }
+    let unreachable: Vec<_> = addrs.iter().filter(|a| !lab.ping(from, **a)).collect();
+    assert!(unreachable.is_empty(), "not answering from the other node: {unreachable:?}");
+    for (i, ns) in namespaces.iter().enumerate() {
+        lab.cni(0, "DEL", &format!("{:064x}", i + 1000), ns, &format!("burst-{i}")).unwrap();
+    }
+    let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).unwrap();
+    assert_eq!(links.matches("cali").count(), 0, "every veth removed by DEL");
+}
