@@ -245,3 +245,55 @@ fn fifty_concurrent_adds_give_fifty_distinct_working_pods() {
     let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).unwrap();
     assert_eq!(links.matches("cali").count(), 0, "every veth removed by DEL");
 }
+
+#[test]
+fn check_verifies_the_pod_and_del_of_an_unknown_container_succeeds() {
+    let mut lab = Cluster::new(LabOptions::new(1)).unwrap();
+    lab.add_pod(0, "web").unwrap();
+    let pod = &lab.pods[0];
+    lab.cni(0, "CHECK", &pod.container_id, &pod.ns, "web").expect("CHECK of an intact pod");
+    // Someone removes the pod's address by hand: CHECK must notice.
+    pod.ns.ip(&["addr", "flush", "dev", "eth0"]).unwrap();
+    let err = lab.cni(0, "CHECK", &pod.container_id, &pod.ns, "web").unwrap_err().to_string();
+    assert!(err.contains("\"code\":101") && err.contains("does not have"), "{err}");
+    let unknown = gingham_integration::netns::Netns::new("gpod").unwrap();
+    let err = lab.cni(0, "CHECK", "feedface", &unknown, "ghost").unwrap_err().to_string();
+    assert!(err.contains("\"code\":3"), "{err}");
+    lab.cni(0, "DEL", "feedface", &unknown, "ghost").expect("DEL of a container that was never added succeeds");
+}
+
+/// Graceful restart end to end: the agent on one node is killed with SIGKILL and started again
+/// while a pod on it pings a pod on another node every 50 ms; not one ping may be lost, and
+/// afterwards the routes are all still there.
+#[test]
+fn an_agent_killed_and_restarted_during_a_ping_loses_nothing() {
+    let mut lab = Cluster::new(LabOptions::new(2)).unwrap();
+    let a = lab.add_pod(0, "a").unwrap().address;
+    let b = lab.add_pod(1, "b").unwrap().address;
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    wait_route(&lab, 0, &block_of(b), true, Duration::from_secs(15));
+    wait_route(&lab, 1, &block_of(a), true, Duration::from_secs(15));
+    let ping = lab.pods[0]
+        .ns
+        .command("ping")
+        .args(["-i", "0.05", "-w", "15", &b.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    lab.nodes[0].agent.as_mut().unwrap().kill();
+    std::thread::sleep(Duration::from_secs(2));
+    lab.start_agent(0).unwrap();
+    lab.wait_established(Duration::from_secs(30)).unwrap();
+    let out = String::from_utf8(ping.wait_with_output().unwrap().stdout).unwrap();
+    let summary = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{out}"));
+    let numbers: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    assert!(numbers[0] > 100, "{summary}");
+    assert_eq!(numbers[0], numbers[1], "pings lost across the restart: {summary}");
+    // After the restart has settled (End-of-RIB both ways), nothing of ours was removed.
+    std::thread::sleep(Duration::from_secs(6));
+    let routes = lab.routes(0).unwrap();
+    assert!(routes.contains(&block_of(b)) && routes.contains(&format!("{a} dev cali")), "{routes}");
+    assert!(lab.ping(&lab.pods[1], a));
+}
