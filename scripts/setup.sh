@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Gingham's demo and tests need on Debian 12, skipping what is already there:
-# BGP daemons to peer with (BIRD 2, FRR, GoBGP, ExaBGP), iproute2, ping and tshark.
+# BGP daemons to peer with (BIRD 2, FRR, GoBGP, ExaBGP), iproute2, ping, tshark, and the
+# reference CNI plugins (bridge, host-local) the CNI benchmark compares with.
 # Sourced by demo.sh and test.sh; safe to run again.
 set -euo pipefail
 
@@ -10,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pair in bird:bird2 /usr/lib/frr/bgpd:frr gobgpd:gobgpd exabgp:exabgp ip:iproute2 ping:iputils-ping tshark:tshark ss:iproute2 xxd:xxd; do
+for pair in bird:bird2 /usr/lib/frr/bgpd:frr gobgpd:gobgpd exabgp:exabgp ip:iproute2 ping:iputils-ping tshark:tshark ss:iproute2 xxd:xxd /usr/lib/cni/bridge:containernetworking-plugins; do
   cmd="${pair%%:*}"; pkg="${pair#*:}"
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then need+=("$pkg"); fi
 done

@@ -25,6 +25,9 @@ use crate::peers::{self, DesiredPeer, PeerKind};
 /// How often the reconcile loop runs without being kicked.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
+/// A handle to release, and where to send the addresses it held.
+type ReleaseRequest = (String, tokio::sync::oneshot::Sender<Result<Vec<IpAddr>, String>>);
+
 pub struct Agent {
     pub node: String,
     pub address: IpNetwork,
@@ -39,6 +42,13 @@ pub struct Agent {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     kick: Notify,
+    /// Host-side veths (by index) waiting to be deleted by the reaper task.
+    reaper: tokio::sync::mpsc::UnboundedSender<u32>,
+    /// One IPAM writer per node: concurrent CNI requests on one node would otherwise race each
+    /// other's compare-and-swap on the same block and retry quadratically.
+    ipam_turn: Arc<Mutex<()>>,
+    /// Releases queued for the release task, which frees a burst of them in one pass.
+    releases: tokio::sync::mpsc::UnboundedSender<ReleaseRequest>,
     /// What the reconcile loop last applied (owned by it; the mutex only lets `status` read).
     applied: Mutex<Applied>,
 }
@@ -101,7 +111,48 @@ impl Agent {
         config: &crate::config::Config,
         metrics: Arc<Metrics>,
     ) -> Arc<Agent> {
+        let (reaper, mut doomed) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let nl = netlink.clone();
+        // Deleting a veth costs the kernel ~20 ms (an RCU grace period); DEL does not wait for it.
+        // By index, so a pod re-added under the same name keeps its new interface.
+        tokio::spawn(async move {
+            while let Some(index) = doomed.recv().await {
+                if let Err(e) = nl.link().del(index).execute().await {
+                    if !crate::netlink::is_errno(&e, libc::ENODEV) {
+                        tracing::warn!(index, error = %e, "deleting a pod interface failed");
+                    }
+                }
+            }
+        });
+        let ipam_turn = Arc::new(Mutex::new(()));
+        let (releases, mut queued) = tokio::sync::mpsc::unbounded_channel::<ReleaseRequest>();
+        let (ipam, turn) = (Ipam::new(store.clone()), ipam_turn.clone());
+        tokio::spawn(async move {
+            while let Some(first) = queued.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = queued.try_recv() {
+                    batch.push(more);
+                }
+                let handles: Vec<String> = batch.iter().map(|(h, _)| h.clone()).collect();
+                let _turn = turn.lock().await;
+                match ipam.release_handles(&handles).await {
+                    Ok(freed) => {
+                        for ((_, reply), addrs) in batch.into_iter().zip(freed) {
+                            let _ = reply.send(Ok(addrs));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
         Arc::new(Agent {
+            reaper,
+            releases,
+            ipam_turn,
             node,
             address,
             ipam: Ipam::new(store.clone()),
@@ -196,6 +247,7 @@ impl Agent {
             Err(e) => {
                 // Nothing half-made stays: the address goes back, the veth goes.
                 let _ = endpoint::delete(&self.netlink, &host_ifname).await;
+                let _turn = self.ipam_turn.lock().await;
                 let _ = self.ipam.release_handle(&req.container_id).await;
                 return Err(CniError::new(
                     code::DATAPLANE_FAILURE,
@@ -223,14 +275,17 @@ impl Agent {
     async fn cni_del(self: &Arc<Self>, req: &Request) -> Result<serde_json::Value, CniError> {
         let (namespace, pod) = Self::pod_names(req);
         let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
-        endpoint::delete(&self.netlink, &host_ifname)
+        // if_nametoindex avoids netlink (and the RTNL lock a deletion in progress holds).
+        if let Some(index) = crate::netlink::index_of(&host_ifname) {
+            let _ = self.reaper.send(index);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.releases.send((req.container_id.clone(), tx));
+        let freed = rx
             .await
-            .map_err(|e| CniError::new(code::DATAPLANE_FAILURE, format!("could not delete {host_ifname}"), format!("{e:#}")))?;
-        let freed = self
-            .ipam
-            .release_handle(&req.container_id)
-            .await
-            .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, "could not release the pod's address", e.to_string()))?;
+            .map_err(|_| "the release task stopped".to_string())
+            .and_then(|r| r)
+            .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, "could not release the pod's address", e))?;
         self.fib.set(freed.iter().map(|a| (endpoint::host_route(*a), None)).collect()).await;
         self.kick();
         Ok(serde_json::json!({}))

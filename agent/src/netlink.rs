@@ -87,3 +87,11 @@ pub fn host_prefix(addr: IpAddr) -> u8 {
         128
     }
 }
+
+/// The interface's index by name without netlink (an ioctl, no RTNL lock); `None` if absent.
+pub fn index_of(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}

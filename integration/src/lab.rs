@@ -177,26 +177,7 @@ impl Cluster {
             "cniVersion": "1.1.0", "name": "gingham", "type": "gingham",
             "agentSocket": self.nodes[node].socket.to_str(),
         });
-        let mut child = self.fabric.hosts[node]
-            .ns
-            .command(self.cni_bin.to_str().context("cni path")?)
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container_id)
-            .env("CNI_NETNS", pod_ns.path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"))
-            .env("CNI_PATH", self.cni_bin.parent().context("cni dir")?)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child.stdin.take().context("stdin")?.write_all(conf.to_string().as_bytes())?;
-        let out = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!("gingham-cni {command} for {pod} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(stdout)
+        run_plugin(&self.fabric.hosts[node].ns, &self.cni_bin, command, container_id, pod_ns, pod, &conf)
     }
 
     /// Creates a pod on node `node` through the plugin.
@@ -250,6 +231,46 @@ fn seed(db: &Path, options: &LabOptions) -> Result<()> {
         store.create(&BGPConfiguration::new("default", bgp)).await?;
         Ok(())
     })
+}
+
+/// Invokes a CNI plugin the way a container runtime does: in the node's network namespace
+/// (entered directly, as the runtime itself lives there), with the CNI environment variables
+/// and the network configuration on stdin. Returns stdout; a failure carries the error object.
+pub fn run_plugin(
+    node_ns: &Netns,
+    plugin: &Path,
+    command: &str,
+    container_id: &str,
+    pod_ns: &Netns,
+    pod: &str,
+    conf: &serde_json::Value,
+) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let ns_file = std::fs::File::open(node_ns.path())?;
+    let fd = ns_file.as_raw_fd();
+    let mut cmd = std::process::Command::new(plugin);
+    cmd.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", pod_ns.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"))
+        .env("CNI_PATH", plugin.parent().context("plugin dir")?)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setns(2) is async-signal-safe and touches only the child's own namespaces.
+    unsafe {
+        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+    let mut child = cmd.spawn()?;
+    drop(ns_file);
+    child.stdin.take().context("stdin")?.write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("{} {command} for {pod} failed: {stdout}{}", plugin.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(stdout)
 }
 
 /// A GET request from inside a namespace (the agent's status endpoint is on the node's

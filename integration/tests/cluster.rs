@@ -98,8 +98,12 @@ fn deleting_a_pod_removes_its_route_interface_and_address() {
 
     let gone = lab.delete_pod("doomed").unwrap();
     wait_route(&lab, 0, &host_route, false, Duration::from_secs(10));
-    let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).unwrap();
-    assert_eq!(links.matches("cali").count(), 1, "the pod's veth is gone, the other stays");
+    // DEL returns before the kernel has finished deleting the veth (that takes ~20 ms).
+    wait_for("the pod's veth to go", Duration::from_secs(5), || {
+        let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).ok()?;
+        (links.matches("cali").count() == 1).then_some(())
+    })
+    .expect("the pod's veth is gone, the other stays");
     // DEL is idempotent: the runtime may repeat it, even without the namespace.
     lab.cni(0, "DEL", &container, &gone.ns, "doomed").unwrap();
     drop(gone);
@@ -242,8 +246,11 @@ fn fifty_concurrent_adds_give_fifty_distinct_working_pods() {
     for (i, ns) in namespaces.iter().enumerate() {
         lab.cni(0, "DEL", &format!("{:064x}", i + 1000), ns, &format!("burst-{i}")).unwrap();
     }
-    let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).unwrap();
-    assert_eq!(links.matches("cali").count(), 0, "every veth removed by DEL");
+    wait_for("every veth removed after DEL", Duration::from_secs(10), || {
+        let links = lab.fabric.hosts[0].ns.exec("ip", &["-o", "link", "show"]).ok()?;
+        (links.matches("cali").count() == 0).then_some(())
+    })
+    .unwrap();
 }
 
 #[test]

@@ -57,7 +57,13 @@ impl SqliteStore {
              COMMIT;",
         )
         .map_err(sql)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        // Checkpoints (copying the WAL into the database, with an fsync) happen on a thread of
+        // their own instead of inside whichever commit crosses the threshold: a CNI request
+        // must not wait ~20 ms for a disk flush.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
+        let conn = Arc::new(Mutex::new(conn));
+        spawn_checkpointer(path.to_path_buf(), Arc::downgrade(&conn));
+        Ok(SqliteStore { conn })
     }
 
     /// Drops the whole change log now (normally only entries older than the last 10,000 go):
@@ -87,6 +93,20 @@ impl SqliteStore {
             _ => run(),
         }
     }
+}
+
+/// Runs a passive checkpoint every 500 ms while the store lives.
+fn spawn_checkpointer(path: std::path::PathBuf, alive: std::sync::Weak<Mutex<Connection>>) {
+    std::thread::spawn(move || {
+        let Ok(conn) = Connection::open(&path) else { return };
+        let _ = conn.busy_timeout(Duration::from_millis(100));
+        while alive.strong_count() > 0 {
+            std::thread::sleep(Duration::from_millis(500));
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::debug!(error = %e, "sqlite checkpoint");
+            }
+        }
+    });
 }
 
 fn sql(e: rusqlite::Error) -> DatastoreError {

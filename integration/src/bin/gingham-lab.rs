@@ -37,6 +37,17 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Node benchmarks: CNI latency vs bridge+host-local, 100k routes vs ip -batch, pod-to-route
+    /// latency across nodes, agent memory with 3 and 20 nodes.
+    BenchNode {
+        /// Comma-separated subset of cni,fib,latency,rss.
+        #[arg(long, default_value = "cni,fib,latency,rss")]
+        only: String,
+        #[arg(long, default_value_t = 50)]
+        pods: usize,
+        #[arg(long, default_value_t = 100_000)]
+        routes: usize,
+    },
     /// Run a Gingham BGP speaker in this namespace until SIGTERM (used by the benchmark).
     Speaker {
         #[arg(long)]
@@ -78,6 +89,21 @@ fn main() -> Result<()> {
     match command {
         Command::Up { nodes, pods_per_node, keep } => run_up(nodes, pods_per_node, keep),
         Command::Interop { keep } => run_interop(keep),
+        Command::BenchNode { only, pods, routes } => {
+            use gingham_integration::bench_node;
+            bench_node::preflight()?;
+            for part in only.split(',') {
+                let table = match part.trim() {
+                    "cni" => bench_node::cni_latency(pods)?,
+                    "fib" => bench_node::fib_install(routes)?,
+                    "latency" => bench_node::route_latency(100)?,
+                    "rss" => bench_node::agent_rss(&[3, 20])?,
+                    other => anyhow::bail!("unknown benchmark {other}"),
+                };
+                println!("{table}");
+            }
+            Ok(())
+        }
         Command::Speaker { router_id, asn, cluster_id, peers } => run_speaker(router_id, asn, cluster_id, &peers),
         Command::BenchRr { prefixes, only } => {
             use gingham_integration::bench::{self, Reflector};

@@ -1,0 +1,98 @@
+//! The node agent as a library: `gingham-agent` is [`run`] behind a command line, and the lab
+//! benchmarks drive [`fib`] directly.
+
+pub mod agent;
+pub mod autodetect;
+pub mod cni_server;
+pub mod config;
+pub mod endpoint;
+pub mod fib;
+pub mod metrics;
+pub mod netlink;
+pub mod peers;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gingham_api::resources::{BGPConfiguration, DEFAULT_NAME};
+use gingham_bgp::speaker::{self, SpeakerConfig};
+use ipnetwork::IpNetwork;
+
+use crate::config::Config;
+use crate::fib::Target;
+
+/// Runs the agent until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let netlink = netlink::connect().context("netlink")?;
+    let address: IpNetwork = autodetect::detect(&netlink, &config.ip).await.context("node address")?;
+    tracing::info!(node = %config.node_name, %address, "starting");
+    let store = gingham_api::datastore::open(&config.datastore).await.with_context(|| format!("datastore {}", config.datastore))?;
+    let labels = config.labels()?;
+    let me =
+        agent::register_node(&store, &config.node_name, address, config.as_number, &labels, config.route_reflector_cluster_id.as_deref())
+            .await?;
+    let bgp_config = store.get::<BGPConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
+    let local_as = me.spec.bgp.as_ref().and_then(|b| b.as_number).unwrap_or(bgp_config.effective_as_number());
+
+    // Packets between pods and the fabric are forwarded by this node.
+    netlink::write_sysctl("net/ipv4/ip_forward", "1").context("enable IPv4 forwarding")?;
+
+    // Routes of ours already in the kernel mean an agent ran before: a graceful restart.
+    let restarting = fib::has_our_routes(&netlink).await?;
+    let fib = fib::spawn(netlink.clone());
+    let mut speaker_config = SpeakerConfig::new(agent::router_id(address), local_as);
+    speaker_config.listen = vec![std::net::SocketAddr::new(address.ip(), bgp_config.effective_listen_port())];
+    speaker_config.hostname = Some(config.node_name.clone());
+    speaker_config.restarting = restarting;
+    speaker_config.cluster_id = me.route_reflector_cluster_id();
+    speaker_config.sync_deadline = Duration::from_secs(config.restart_time.into());
+    let (speaker, mut changes) = speaker::spawn(speaker_config).context("BGP speaker")?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let agent =
+        agent::Agent::new(config.node_name.clone(), address, store, speaker.clone(), fib.clone(), netlink.clone(), &config, metrics);
+    let adopted = agent.adopt_endpoints().await?;
+    tracing::info!(restarting, adopted, "endpoints adopted");
+
+    // Learned best paths -> kernel.
+    let fib_in = fib.clone();
+    tokio::spawn(async move {
+        while let Some(batch) = changes.recv().await {
+            let set = batch
+                .into_iter()
+                .filter_map(|c| match c.best {
+                    Some(best) if !best.next_hops.is_empty() => Some((c.prefix, Some(Target::Gateways(best.next_hops)))),
+                    Some(_) => None,
+                    None => Some((c.prefix, None)),
+                })
+                .collect();
+            fib_in.set(set).await;
+        }
+    });
+    let fib_sync = fib.clone();
+    let speaker_sync = speaker.clone();
+    tokio::spawn(async move {
+        if speaker_sync.wait_synced().await.is_ok() {
+            tracing::info!("BGP synced: routes of ours nobody wants may now be removed");
+            fib_sync.synced().await;
+        }
+    });
+
+    tokio::spawn(agent.clone().reconcile_forever());
+    let cni = cni_server::bind(&config.cni_socket)?;
+    tokio::spawn(cni_server::serve(cni, agent.clone()));
+    let status = tokio::spawn(status::serve(config.status_addr, agent.clone()));
+    tracing::info!(socket = %config.cni_socket.display(), "ready for CNI requests");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = status => { r??; }
+    }
+    // Routes and pod interfaces stay: the next agent adopts them (graceful restart).
+    tracing::info!("stopping; kernel routes and pod interfaces are left for the next agent");
+    let _ = std::fs::remove_file(&config.cni_socket);
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Node benchmarks (`gingham-lab bench-node`), each side by side with its reference in one run:
+//! CNI ADD/DEL latency against Debian's `bridge` + `host-local`, installing 100,000 routes
+//! through the FIB syncer against `ip -batch`, pod-created-to-route-on-another-node latency, and
+//! agent memory with 3 and 20 nodes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use crate::lab::{run_plugin, workspace_binary, Cluster, LabOptions};
+use crate::netns::{Netns, TempDir};
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[idx]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Latencies {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+}
+
+/// ADD then DEL of `pods` pods, sequentially or all at once; per-invocation wall time.
+fn measure(pods: usize, concurrent: bool, invoke: &(dyn Fn(&str, usize, &Netns) -> Result<String> + Sync)) -> Result<Latencies> {
+    let namespaces: Vec<Netns> = (0..pods).map(|_| Netns::new("gbench")).collect::<Result<_>>()?;
+    let timed = |cmd: &str, i: usize| -> Result<Duration> {
+        let t = Instant::now();
+        invoke(cmd, i, &namespaces[i])?;
+        Ok(t.elapsed())
+    };
+    let run = |cmd: &str| -> Result<Vec<Duration>> {
+        if concurrent {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..pods).map(|i| s.spawn(move || timed(cmd, i))).collect();
+                hs.into_iter().map(|h| h.join().expect("no panic")).collect()
+            })
+        } else {
+            (0..pods).map(|i| timed(cmd, i)).collect()
+        }
+    };
+    let add = run("ADD")?;
+    let del = run("DEL")?;
+    Ok(Latencies { add, del })
+}
+
+pub fn cni_latency(pods: usize) -> Result<String> {
+    let lab = Cluster::new(LabOptions::new(1))?;
+    let node_ns = &lab.fabric.hosts[0].ns;
+    let cni_dir = Path::new("/usr/lib/cni");
+    let bridge = cni_dir.join("bridge");
+    anyhow::ensure!(bridge.is_file(), "{} missing: apt-get install containernetworking-plugins", bridge.display());
+    let state = TempDir::new("gingham-hostlocal")?;
+    let reference_conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "reference", "type": "bridge", "bridge": "cni0", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "198.19.128.0/17", "dataDir": state.path},
+    });
+    let gingham = |cmd: &str, i: usize, ns: &Netns| lab.cni(0, cmd, &format!("{:064x}", i + 1), ns, &format!("bench-{i}"));
+    let reference = |cmd: &str, i: usize, ns: &Netns| {
+        run_plugin(node_ns, &bridge, cmd, &format!("{:064x}", i + 1), ns, &format!("ref-{i}"), &reference_conf)
+    };
+    let mut out = format!("CNI latency, {pods} pods, plugin invoked in the node namespace as a runtime does (ms)\n");
+    out.push_str(&format!("{:<36} {:>9} {:>9} {:>9} {:>9}\n", "plugin / mode", "ADD p50", "ADD p99", "DEL p50", "DEL p99"));
+    for concurrent in [false, true] {
+        let mode = if concurrent { "concurrent" } else { "sequential" };
+        let mut ours = measure(pods, concurrent, &gingham)?;
+        let mut theirs = measure(pods, concurrent, &reference)?;
+        let row = |l: &mut Latencies| {
+            [percentile(&mut l.add, 0.5), percentile(&mut l.add, 0.99), percentile(&mut l.del, 0.5), percentile(&mut l.del, 0.99)]
+        };
+        let (a, b) = (row(&mut ours), row(&mut theirs));
+        out.push_str(&format!(
+            "{:<36} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+            format!("gingham, {mode}"),
+            ms(a[0]),
+            ms(a[1]),
+            ms(a[2]),
+            ms(a[3])
+        ));
+        out.push_str(&format!(
+            "{:<36} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+            format!("bridge + host-local, {mode}"),
+            ms(b[0]),
+            ms(b[1]),
+            ms(b[2]),
+            ms(b[3])
+        ));
+        let r = |i: usize| a[i].as_secs_f64() / b[i].as_secs_f64();
+        out.push_str(&format!(
+            "{:<36} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x\n",
+            format!("gingham / reference, {mode}"),
+            r(0),
+            r(1),
+            r(2),
+            r(3)
+        ));
+    }
+    Ok(out)
+}
+
+/// The /32 routes both sides install: 198.18.16.0 upwards, all inside 198.18.0.0/15.
+fn bench_prefixes(n: usize) -> Vec<Ipv4Addr> {
+    let base = u32::from(Ipv4Addr::new(198, 18, 16, 0));
+    (0..n as u32).map(|i| Ipv4Addr::from(base + i)).collect()
+}
+
+fn route_ns() -> Result<Netns> {
+    let ns = Netns::new("gfib")?;
+    // A veth pair inside the namespace gives the gateway a connected subnet (this kernel has
+    // no dummy module).
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])?;
+    ns.ip(&["addr", "add", "198.18.1.1/24", "dev", "v0"])?;
+    ns.ip(&["link", "set", "v0", "up"])?;
+    ns.ip(&["link", "set", "v1", "up"])?;
+    Ok(ns)
+}
+
+fn count_routes(ns: &Netns) -> Result<usize> {
+    Ok(ns.exec("ip", &["route", "show", "proto", "80"])?.lines().count())
+}
+
+pub fn fib_install(n: usize) -> Result<String> {
+    let prefixes = bench_prefixes(n);
+    // Reference: one `ip -batch` of the same routes.
+    let reference_ns = route_ns()?;
+    let dir = TempDir::new("gingham-fib")?;
+    let batch = dir.join("routes.batch");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&batch)?);
+    for p in &prefixes {
+        writeln!(f, "route add {p}/32 via 198.18.1.2 proto 80")?;
+    }
+    f.flush()?;
+    drop(f);
+    let t = Instant::now();
+    reference_ns.ip(&["-batch", batch.to_str().context("path")?])?;
+    let reference = t.elapsed();
+    anyhow::ensure!(count_routes(&reference_ns)? == n, "ip -batch installed a different number of routes");
+
+    // Ours: the agent's FIB syncer, in a namespace of its own.
+    let ours_ns = route_ns()?;
+    let file = std::fs::File::open(ours_ns.path())?;
+    let routes: Vec<(ipnetwork::IpNetwork, Option<gingham_agent::fib::Target>)> = prefixes
+        .iter()
+        .map(|p| {
+            (
+                ipnetwork::IpNetwork::new((*p).into(), 32).expect("/32"),
+                Some(gingham_agent::fib::Target::Gateways(vec!["198.18.1.2".parse().expect("literal")])),
+            )
+        })
+        .collect();
+    let ours = std::thread::spawn(move || -> Result<Duration> {
+        // SAFETY: setns on this thread only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            anyhow::bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(async move {
+            let handle = gingham_agent::netlink::connect()?;
+            let fib = gingham_agent::fib::spawn(handle);
+            let t = Instant::now();
+            fib.set(routes).await;
+            while fib.stats().await.programmed < n as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(t.elapsed())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("fib thread panicked"))??;
+    anyhow::ensure!(count_routes(&ours_ns)? == n, "the FIB syncer installed a different number of routes");
+    Ok(format!(
+        "Installing {n} routes (/32 via one gateway, protocol 80) in an empty namespace\n{:<28} {:>10} {:>14}\n{:<28} {:>10.2} {:>14.0}\n{:<28} {:>10.2} {:>14.0}\n{:<28} {:>9.2}x\n",
+        "installer", "seconds", "routes/s",
+        "gingham FIB syncer", ours.as_secs_f64(), n as f64 / ours.as_secs_f64(),
+        "ip -batch (reference)", reference.as_secs_f64(), n as f64 / reference.as_secs_f64(),
+        "gingham / ip -batch", ours.as_secs_f64() / reference.as_secs_f64()
+    ))
+}
+
+/// Pod created on node A (CNI ADD invoked) -> its route in node B's kernel. Blocks are /32 here
+/// so that every pod is a new route on B (with /26 blocks only a block's first pod is).
+pub fn route_latency(pods: usize) -> Result<String> {
+    let mut options = LabOptions::new(2);
+    options.block_size = 32;
+    let mut lab = Cluster::new(options)?;
+    lab.wait_established(Duration::from_secs(60))?;
+    let mut monitor = std::process::Command::new("ip")
+        .args(["-n", lab.fabric.hosts[1].ns.name(), "monitor", "route"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = monitor.stdout.take().context("monitor stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut samples = Vec::new();
+    for i in 0..pods {
+        let t = Instant::now();
+        let addr = lab.add_pod(0, &format!("lat-{i}"))?.address.to_string();
+        let deadline = t + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, line) = rx.recv_timeout(left).with_context(|| format!("route for {addr} never reached node 2"))?;
+            if line.split_whitespace().next() == Some(addr.as_str()) && !line.starts_with("Deleted") {
+                samples.push(at.duration_since(t));
+                break;
+            }
+        }
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let (p50, p99, max) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99), percentile(&mut samples, 1.0));
+    Ok(format!(
+        "Pod created on node 1 -> route in node 2's kernel, {pods} pods (includes the CNI ADD)\n{:<10} {:>10} {:>10}\n{:<10.1} {:>10.1} {:>10.1}   target p50 < 50 ms\n",
+        "p50 ms", "p99 ms", "max ms", ms(p50), ms(p99), ms(max)
+    ))
+}
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn agent_rss(sizes: &[usize]) -> Result<String> {
+    let mut out = String::from("Agent resident memory (VmRSS), full mesh, one pod per node\n");
+    out.push_str(&format!("{:<8} {:>10} {:>10}\n", "nodes", "max MB", "mean MB"));
+    for &n in sizes {
+        let mut lab = Cluster::new(LabOptions::new(n))?;
+        for i in 0..n {
+            lab.add_pod(i, &format!("p{i}"))?;
+        }
+        lab.wait_established(Duration::from_secs(120))?;
+        std::thread::sleep(Duration::from_secs(3));
+        let rss: Vec<u64> = lab.nodes.iter().filter_map(|node| rss_kib(node.agent.as_ref()?.pid)).collect();
+        anyhow::ensure!(rss.len() == n, "could not read every agent's memory");
+        let max = *rss.iter().max().unwrap_or(&0) as f64 / 1024.0;
+        let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0;
+        out.push_str(&format!("{:<8} {:>10.1} {:>10.1}   target < 20 MB\n", n, max, mean));
+    }
+    Ok(out)
+}
+
+/// Checks that the binaries the benchmarks drive exist before building anything.
+pub fn preflight() -> Result<()> {
+    workspace_binary("gingham-agent")?;
+    workspace_binary("gingham-cni")?;
+    Ok(())
+}
