@@ -53,7 +53,8 @@ fn an_unreachable_agent_is_try_again_later_naming_the_socket() {
 
 #[test]
 fn bad_requests_get_the_spec_error_codes() {
-    let cases: Vec<(Vec<(&str, &str)>, String, u64)> = vec![
+    type Env = Vec<(&'static str, &'static str)>;
+    let cases: Vec<(Env, String, u64)> = vec![
         (add_env(), conf("").replace("1.1.0", "0.3.1"), 1),
         (vec![("CNI_COMMAND", "ADD"), ("CNI_NETNS", "/x"), ("CNI_IFNAME", "eth0")], conf(""), 4),
         (vec![("CNI_COMMAND", "FROB")], conf(""), 4),
