@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Gingham's demo and tests need on Debian 12, skipping what is already there:
 # BGP daemons to peer with (BIRD 2, FRR, GoBGP, ExaBGP), iproute2, ping, tshark, and the
-# reference CNI plugins (bridge, host-local) the CNI benchmark compares with.
+# reference CNI plugins (bridge, host-local) the CNI benchmark compares with, and podman + runc
+# + busybox for the real-runtime test.
 # Sourced by demo.sh and test.sh; safe to run again.
 set -euo pipefail
 
@@ -11,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pair in bird:bird2 /usr/lib/frr/bgpd:frr gobgpd:gobgpd exabgp:exabgp ip:iproute2 ping:iputils-ping tshark:tshark ss:iproute2 xxd:xxd /usr/lib/cni/bridge:containernetworking-plugins; do
+for pair in bird:bird2 /usr/lib/frr/bgpd:frr gobgpd:gobgpd exabgp:exabgp ip:iproute2 ping:iputils-ping tshark:tshark ss:iproute2 xxd:xxd /usr/lib/cni/bridge:containernetworking-plugins podman:podman runc:runc /bin/busybox:busybox-static nsenter:util-linux; do
   cmd="${pair%%:*}"; pkg="${pair#*:}"
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then need+=("$pkg"); fi
 done

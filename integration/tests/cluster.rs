@@ -304,3 +304,28 @@ fn an_agent_killed_and_restarted_during_a_ping_loses_nothing() {
     assert!(routes.contains(&block_of(b)) && routes.contains(&format!("{a} dev cali")), "{routes}");
     assert!(lab.ping(&lab.pods[1], a));
 }
+
+/// The FIB syncer repairs drift: a route of ours deleted by hand comes back, a route with our
+/// protocol that nobody wants goes, and routes of other protocols are left alone. The status
+/// endpoint serves metrics meanwhile.
+#[test]
+fn kernel_route_drift_is_repaired_and_foreign_routes_are_left_alone() {
+    let mut lab = Cluster::new(LabOptions::new(2)).unwrap();
+    let b = lab.add_pod(1, "b").unwrap().address;
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    let block = block_of(b);
+    wait_route(&lab, 0, &block, true, Duration::from_secs(15));
+    let node = &lab.fabric.hosts[0].ns;
+    node.ip(&["route", "del", &block]).unwrap();
+    node.ip(&["route", "add", "198.19.250.0/24", "via", "198.18.0.12", "proto", "80"]).unwrap();
+    node.ip(&["route", "add", "198.19.251.0/24", "via", "198.18.0.12", "proto", "static"]).unwrap();
+    wait_route(&lab, 0, &block, true, Duration::from_secs(12));
+    wait_route(&lab, 0, "198.19.250.0/24", false, Duration::from_secs(12));
+    let all = node.exec("ip", &["route", "show"]).unwrap();
+    assert!(all.contains("198.19.251.0/24 via 198.18.0.12 dev eth0 proto static"), "a static route was touched: {all}");
+
+    let metrics = lab.http_get(0, "/metrics").unwrap();
+    assert!(metrics.contains("gingham_bgp_sessions{state=\"Established\"} 1"), "{metrics}");
+    assert!(metrics.contains("gingham_routes_programmed"), "{metrics}");
+    assert_eq!(lab.http_get(0, "/readyz").unwrap().trim(), "ready");
+}
