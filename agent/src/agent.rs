@@ -450,6 +450,7 @@ impl Agent {
         let fib = self.fib.stats().await;
         serde_json::json!({
             "node": self.node,
+            "version": env!("CARGO_PKG_VERSION"),
             "address": self.address.to_string(),
             "ready": self.ready_with(&statuses, &applied),
             "datastore": if applied.datastore_ok { "ok".to_string() } else { applied.last_error.clone().unwrap_or("not yet read".into()) },

@@ -27,6 +27,13 @@ pub struct Config {
     /// Makes this node a route reflector with this cluster ID.
     #[arg(long, env = "GINGHAM_RR_CLUSTER_ID")]
     pub route_reflector_cluster_id: Option<String>,
+    /// When no IPPool exists yet, create `default-ipv4-ippool` with this CIDR (as Calico's
+    /// CALICO_IPV4POOL_CIDR does); existing pools are never changed.
+    #[arg(long, env = "GINGHAM_POOL_CIDR")]
+    pub pool_cidr: Option<String>,
+    /// Block size of that default pool.
+    #[arg(long, env = "GINGHAM_BLOCK_SIZE")]
+    pub block_size: Option<u8>,
     #[arg(long, env = "GINGHAM_CNI_SOCKET", default_value = gingham_cni::DEFAULT_SOCKET)]
     pub cni_socket: PathBuf,
     #[arg(long, env = "GINGHAM_STATUS_ADDR", default_value = "127.0.0.1:9099")]

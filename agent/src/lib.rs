@@ -30,6 +30,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(node = %config.node_name, %address, "starting");
     let store = gingham_api::datastore::open(&config.datastore).await.with_context(|| format!("datastore {}", config.datastore))?;
     let labels = config.labels()?;
+    if let Some(cidr) = &config.pool_cidr {
+        ensure_default_pool(&store, cidr, config.block_size).await?;
+    }
     let me =
         agent::register_node(&store, &config.node_name, address, config.as_number, &labels, config.route_reflector_cluster_id.as_deref())
             .await?;
@@ -94,5 +97,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Routes and pod interfaces stay: the next agent adopts them (graceful restart).
     tracing::info!("stopping; kernel routes and pod interfaces are left for the next agent");
     let _ = std::fs::remove_file(&config.cni_socket);
+    Ok(())
+}
+
+/// Creates the default pool from the agent's settings when the cluster has none.
+async fn ensure_default_pool(
+    store: &gingham_api::datastore::Store<gingham_api::datastore::AnyDatastore>,
+    cidr: &str,
+    block_size: Option<u8>,
+) -> anyhow::Result<()> {
+    use gingham_api::resources::{IPPool, IPPoolSpec};
+    let (pools, _) = store.list::<IPPool>().await?;
+    if !pools.is_empty() {
+        return Ok(());
+    }
+    let pool = IPPool::new("default-ipv4-ippool", IPPoolSpec { cidr: cidr.to_string(), block_size, ..Default::default() });
+    match store.create(&pool).await {
+        Ok(_) => tracing::info!(cidr, "created the default IPPool"),
+        Err(e) if e.is_conflict() => {}
+        Err(e) => return Err(anyhow::anyhow!("default IPPool from GINGHAM_POOL_CIDR: {e}")),
+    }
     Ok(())
 }

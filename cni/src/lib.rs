@@ -104,6 +104,43 @@ pub enum Reply {
     Err(CniError),
 }
 
+/// Checks a network configuration as the plugin receives it (one plugin entry of a conflist,
+/// with `cniVersion` and `name` filled in by the runtime): supported version, `type`, no
+/// foreign `ipam`, a sane `mtu`.
+pub fn validate_config(config: &serde_json::Value) -> Result<(), CniError> {
+    let version = config.get("cniVersion").and_then(|v| v.as_str()).unwrap_or_default();
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("cniVersion {version:?} is not supported"),
+            format!("supported: {SUPPORTED_VERSIONS:?}"),
+        ));
+    }
+    if config.get("type").and_then(|v| v.as_str()) != Some("gingham") {
+        return Err(CniError::new(
+            code::INVALID_NETWORK_CONFIG,
+            "this plugin is type \"gingham\"",
+            format!("the configuration says type {:?}", config.get("type")),
+        ));
+    }
+    if let Some(ipam) = config.get("ipam").filter(|v| !v.is_null()) {
+        let kind = ipam.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        if kind != "gingham" {
+            return Err(CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                format!("ipam type {kind:?} is not supported"),
+                "gingham-agent assigns addresses from its IPPools; remove the ipam section (or set type \"gingham\")",
+            ));
+        }
+    }
+    if let Some(mtu) = config.get("mtu") {
+        if !mtu.as_u64().is_some_and(|m| (576..=65535).contains(&m)) {
+            return Err(CniError::new(code::INVALID_NETWORK_CONFIG, format!("mtu {mtu} is out of range"), "use 576..=65535"));
+        }
+    }
+    Ok(())
+}
+
 /// `K1=V1;K2=V2` (CNI_ARGS) into pairs; malformed entries are an error naming them.
 pub fn parse_cni_args(text: &str) -> Result<Vec<(String, String)>, String> {
     text.split(';')

@@ -50,36 +50,7 @@ fn run() -> Result<serde_json::Value, CniError> {
         .map_err(|e| CniError::new(code::IO_FAILURE, "cannot read the network configuration", e.to_string()))?;
     let config: serde_json::Value = serde_json::from_str(&stdin)
         .map_err(|e| CniError::new(code::DECODE_FAILURE, "the network configuration on stdin is not JSON", e.to_string()))?;
-    let version = config.get("cniVersion").and_then(|v| v.as_str()).unwrap_or_default();
-    if !SUPPORTED_VERSIONS.contains(&version) {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            format!("cniVersion {version:?} is not supported"),
-            format!("supported: {SUPPORTED_VERSIONS:?}"),
-        ));
-    }
-    if config.get("type").and_then(|v| v.as_str()) != Some("gingham") {
-        return Err(CniError::new(
-            code::INVALID_NETWORK_CONFIG,
-            "this plugin is type \"gingham\"",
-            format!("the configuration says type {:?}", config.get("type")),
-        ));
-    }
-    if let Some(ipam) = config.get("ipam").filter(|v| !v.is_null()) {
-        let kind = ipam.get("type").and_then(|t| t.as_str()).unwrap_or_default();
-        if kind != "gingham" {
-            return Err(CniError::new(
-                code::INVALID_NETWORK_CONFIG,
-                format!("ipam type {kind:?} is not supported"),
-                "gingham-agent assigns addresses from its IPPools; remove the ipam section (or set type \"gingham\")",
-            ));
-        }
-    }
-    if let Some(mtu) = config.get("mtu") {
-        if !mtu.as_u64().is_some_and(|m| (576..=65535).contains(&m)) {
-            return Err(CniError::new(code::INVALID_NETWORK_CONFIG, format!("mtu {mtu} is out of range"), "use 576..=65535"));
-        }
-    }
+    gingham_cni::validate_config(&config)?;
     let mut request =
         Request { command, container_id: String::new(), netns: String::new(), ifname: String::new(), args: Vec::new(), config };
     match command {

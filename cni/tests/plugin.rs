@@ -76,3 +76,20 @@ fn bad_requests_get_the_spec_error_codes() {
         assert_eq!(v["cniVersion"], "1.1.0");
     }
 }
+
+/// The conflist the install-cni init container writes (from the ConfigMap in
+/// manifests/gingham.yaml) is one the plugin accepts, as a runtime hands it over.
+#[test]
+fn the_shipped_conflist_is_accepted() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/gingham.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let configmap = text.split("\n---\n").find(|d| d.contains("kind: ConfigMap")).expect("a ConfigMap");
+    let doc: serde_yaml::Value = serde_yaml::from_str(configmap).unwrap();
+    let conflist: serde_json::Value = serde_json::from_str(doc["data"]["10-gingham.conflist"].as_str().unwrap()).unwrap();
+    let mut plugin = conflist["plugins"][0].clone();
+    // A runtime copies the list's version and name into each plugin's configuration.
+    plugin["cniVersion"] = conflist["cniVersion"].clone();
+    plugin["name"] = conflist["name"].clone();
+    gingham_cni::validate_config(&plugin).unwrap();
+    assert_eq!(plugin["agentSocket"], gingham_cni::DEFAULT_SOCKET);
+}

@@ -328,4 +328,8 @@ fn kernel_route_drift_is_repaired_and_foreign_routes_are_left_alone() {
     assert!(metrics.contains("gingham_bgp_sessions{state=\"Established\"} 1"), "{metrics}");
     assert!(metrics.contains("gingham_routes_programmed"), "{metrics}");
     assert_eq!(lab.http_get(0, "/readyz").unwrap().trim(), "ready");
+    // The operator's view of the same agent, from inside the node.
+    let ctl = gingham_integration::lab::workspace_binary("ginghamctl").unwrap();
+    let status = node.exec(ctl.to_str().unwrap(), &["node", "status"]).unwrap();
+    assert!(status.contains("198.18.0.12    mesh        Established"), "{status}");
 }

@@ -1,0 +1,11 @@
+# The Gingham image: gingham-agent, gingham-cni (copied to the host by the install-cni init
+# container) and ginghamctl. Build with `docker build -t gingham .` from the repository root.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p gingham-agent -p gingham-cni -p gingham-cli --bins
+
+FROM debian:bookworm-slim
+# The agent talks netlink itself; nothing else from the distribution is needed at run time.
+COPY --from=build /src/target/release/gingham-agent /src/target/release/gingham-cni /src/target/release/ginghamctl /usr/local/bin/
+ENTRYPOINT ["/usr/local/bin/gingham-agent"]
