@@ -342,6 +342,39 @@ impl Agent {
         Ok(serde_json::json!({}))
     }
 
+    /// Kicks the reconcile loop on every change of the kinds it reads, so a node joining or a
+    /// BGPPeer appearing takes effect at once rather than at the next periodic pass.
+    pub fn watch_datastore(self: &Arc<Self>) {
+        use gingham_api::resources::Kind;
+        fn follow<K: Kind>(agent: Arc<Agent>) {
+            tokio::spawn(async move {
+                loop {
+                    let from = match agent.store.list::<K>().await {
+                        Ok((_, rev)) => rev,
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(mut watch) = agent.store.watch::<K>(&from).await else {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
+                    };
+                    while let Some(event) = watch.next().await {
+                        if event.is_err() {
+                            break;
+                        }
+                        agent.kick();
+                    }
+                }
+            });
+        }
+        follow::<GinghamNode>(self.clone());
+        follow::<BGPPeer>(self.clone());
+        follow::<BGPConfiguration>(self.clone());
+        follow::<BlockAffinity>(self.clone());
+    }
+
     /// The loop: datastore -> desired peers and exports -> speaker and FIB, as diffs.
     pub async fn reconcile_forever(self: Arc<Self>) {
         loop {

@@ -82,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    agent.watch_datastore();
     tokio::spawn(agent.clone().reconcile_forever());
     let cni = cni_server::bind(&config.cni_socket)?;
     tokio::spawn(cni_server::serve(cni, agent.clone()));

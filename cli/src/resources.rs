@@ -138,6 +138,17 @@ async fn delete_one(store: &Store<AnyDatastore>, kind: KindInfo, name: &str) -> 
         match store.backend().delete(kind, name, &obj.revision).await {
             Ok(()) => {
                 println!("{} {name:?} deleted", kind.kind);
+                if kind.kind == "GinghamNode" {
+                    // The node is gone: give back its empty blocks (Calico's kube-controllers do
+                    // this when a Node is deleted); blocks still in use are reported, not freed.
+                    let released = gingham_ipam::Ipam::new(store.clone()).release_node(name).await?;
+                    for b in &released.released {
+                        println!("  released block {b}");
+                    }
+                    for b in &released.kept {
+                        println!("  kept block {b}: addresses in it are still allocated (see `ginghamctl ipam check`)");
+                    }
+                }
                 return Ok(());
             }
             Err(DatastoreError::NotFound { .. }) => bail!("{} {name:?} not found", kind.kind),

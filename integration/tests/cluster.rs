@@ -131,7 +131,9 @@ fn a_block_claimed_on_one_node_is_routed_on_the_others_and_withdrawn_when_the_no
     for i in 0..2 {
         wait_route(&lab, i, &block, true, Duration::from_secs(10));
     }
-    lab.add_pod(0, "q").unwrap();
+    let q = lab.add_pod(0, "q").unwrap().address;
+    // The reply needs the way back: q's block, just claimed on node 1, must have reached node 3.
+    wait_route(&lab, 2, &block_of(q), true, Duration::from_secs(10));
     assert!(lab.ping(lab.pods.last().unwrap(), addr));
 
     // The node leaves the cluster: its agent stops and its GinghamNode is deleted (what
@@ -241,6 +243,7 @@ fn fifty_concurrent_adds_give_fifty_distinct_working_pods() {
     for block in addrs.iter().map(|a| block_of(*a)).collect::<HashSet<_>>() {
         wait_route(lab, 1, &block, true, Duration::from_secs(20));
     }
+    wait_route(lab, 0, &block_of(probe), true, Duration::from_secs(20));
     let unreachable: Vec<_> = addrs.iter().filter(|a| !lab.ping(from, **a)).collect();
     assert!(unreachable.is_empty(), "not answering from the other node: {unreachable:?}");
     for (i, ns) in namespaces.iter().enumerate() {
