@@ -16,7 +16,7 @@ use super::{strip_revision, with_revision, Datastore, DatastoreError, RawList, R
 use crate::resources::KindInfo;
 
 /// How often a watch looks for new changes.
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(100);
 /// Changes kept for watchers; older ones are compacted away and a watch behind them resyncs.
 const HISTORY: i64 = 10_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
