@@ -31,6 +31,7 @@ type ReleaseRequest = (String, tokio::sync::oneshot::Sender<Result<Vec<IpAddr>, 
 pub struct Agent {
     pub node: String,
     pub address: IpNetwork,
+    pub address6: Option<IpNetwork>,
     pub store: Store<AnyDatastore>,
     pub ipam: Ipam<AnyDatastore>,
     pub speaker: SpeakerHandle,
@@ -68,6 +69,7 @@ pub async fn register_node(
     store: &Store<AnyDatastore>,
     node: &str,
     address: IpNetwork,
+    address6: Option<IpNetwork>,
     as_number: Option<u32>,
     labels: &BTreeMap<String, String>,
     cluster_id: Option<&str>,
@@ -77,6 +79,7 @@ pub async fn register_node(
         let mut obj = existing.clone().unwrap_or_else(|| GinghamNode::new(node, GinghamNodeSpec::default()));
         let bgp = obj.spec.bgp.get_or_insert_with(GinghamNodeBgp::default);
         bgp.ipv4_address = Some(address.to_string());
+        bgp.ipv6_address = address6.map(|a| a.to_string());
         if as_number.is_some() {
             bgp.as_number = as_number;
         }
@@ -104,6 +107,7 @@ impl Agent {
     pub fn new(
         node: String,
         address: IpNetwork,
+        address6: Option<IpNetwork>,
         store: Store<AnyDatastore>,
         speaker: SpeakerHandle,
         fib: FibHandle,
@@ -155,6 +159,7 @@ impl Agent {
             ipam_turn,
             node,
             address,
+            address6,
             ipam: Ipam::new(store.clone()),
             store,
             speaker,
@@ -233,15 +238,17 @@ impl Agent {
         if let Some(p) = pod {
             attrs.insert(ATTR_POD.into(), p.into());
         }
-        let args = AssignArgs { handle: req.container_id.clone(), node: self.node.clone(), attrs, ipv4: true, ipv6: false };
+        let ipv6 = self.address6.is_some() && self.has_ipv6_pool().await;
+        let args = AssignArgs { handle: req.container_id.clone(), node: self.node.clone(), attrs, ipv4: true, ipv6 };
         let assigned = self
             .ipam
             .assign(&args)
             .await
             .map_err(|e| CniError::new(code::IPAM_FAILURE, "no pod address could be assigned", e.to_string()))?;
         let v4 = assigned.ipv4.clone().expect("asked for IPv4");
+        let addresses: Vec<IpAddr> = [Some(v4.address), assigned.ipv6.as_ref().map(|a| a.address)].into_iter().flatten().collect();
         let mtu = req.config.get("mtu").and_then(|m| m.as_u64()).map(|m| m as u32).unwrap_or(self.mtu);
-        let created = endpoint::create(&self.netlink, &host_ifname, Path::new(&req.netns), &req.ifname, v4.address, mtu).await;
+        let created = endpoint::create(&self.netlink, &host_ifname, Path::new(&req.netns), &req.ifname, &addresses, mtu).await;
         let ep = match created {
             Ok(ep) => ep,
             Err(e) => {
@@ -256,7 +263,7 @@ impl Agent {
                 ));
             }
         };
-        self.fib.set(vec![(endpoint::host_route(v4.address), Some(Target::Device(ep.host_index)))]).await;
+        self.fib.set(addresses.iter().map(|a| (endpoint::host_route(*a), Some(Target::Device(ep.host_index)))).collect()).await;
         // A new block or a borrowed address changes what we export: reconcile now, not later.
         self.kick();
         let version = req.config.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("1.1.0");
@@ -266,10 +273,24 @@ impl Agent {
                 {"name": ep.host_ifname, "mac": "ee:ee:ee:ee:ee:ee"},
                 {"name": req.ifname, "mac": ep.pod_mac, "sandbox": req.netns},
             ],
-            "ips": [{"address": endpoint::host_route(v4.address).to_string(), "interface": 1, "gateway": endpoint::GATEWAY_V4.to_string()}],
-            "routes": [{"dst": "0.0.0.0/0", "gw": endpoint::GATEWAY_V4.to_string()}],
+            "ips": addresses.iter().map(|a| serde_json::json!({
+                "address": endpoint::host_route(*a).to_string(),
+                "interface": 1,
+                "gateway": if a.is_ipv4() { endpoint::GATEWAY_V4.to_string() } else { endpoint::GATEWAY_V6.to_string() },
+            })).collect::<Vec<_>>(),
+            "routes": addresses.iter().map(|a| if a.is_ipv4() {
+                serde_json::json!({"dst": "0.0.0.0/0", "gw": endpoint::GATEWAY_V4.to_string()})
+            } else {
+                serde_json::json!({"dst": "::/0", "gw": endpoint::GATEWAY_V6.to_string()})
+            }).collect::<Vec<_>>(),
             "dns": {},
         }))
+    }
+
+    /// Whether an enabled IPv6 pool exists (pods then get an IPv6 address too).
+    async fn has_ipv6_pool(&self) -> bool {
+        let Ok((pools, _)) = self.store.list::<gingham_api::resources::IPPool>().await else { return false };
+        pools.iter().any(|p| !p.spec.disabled && p.spec.network().is_some_and(|n| n.is_ipv6()))
     }
 
     async fn cni_del(self: &Arc<Self>, req: &Request) -> Result<serde_json::Value, CniError> {

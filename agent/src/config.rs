@@ -18,6 +18,10 @@ pub struct Config {
     /// or `can-reach=ADDR`.
     #[arg(long = "ip", env = "GINGHAM_IP", default_value = "autodetect")]
     pub ip: String,
+    /// The node's IPv6 BGP address, `ADDR/LEN`, or `none` (IPv4 only). With one, the node peers
+    /// over IPv6 too and pods get an IPv6 address when an IPv6 pool selects the node.
+    #[arg(long = "ip6", env = "GINGHAM_IP6", default_value = "none")]
+    pub ip6: String,
     /// This node's AS (overrides BGPConfiguration `default`).
     #[arg(long, env = "GINGHAM_AS_NUMBER")]
     pub as_number: Option<u32>,

@@ -4,12 +4,13 @@
 //! route via 169.254.1.1 onlink. The pod's /32 host route is the FIB syncer's to install.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use ipnetwork::IpNetwork;
+use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::RouteScope;
@@ -20,6 +21,8 @@ use crate::netlink::{format_mac, in_netns, is_errno, link_by_name, link_mac, wri
 
 pub const HOST_MAC: [u8; 6] = [0xee; 6];
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The link-local address the kernel derives (EUI-64) from the host side's MAC.
+pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
 
 /// `cali` + the first 11 hex characters of SHA-1 of `<namespace>.<pod>` (of the container ID
 /// when the runtime gives no pod name), as Calico names them: 15 characters, the kernel's limit.
@@ -42,7 +45,14 @@ pub struct Endpoint {
 }
 
 /// Creates the pair with the pod end directly in the pod's namespace, then configures both.
-pub async fn create(handle: &Handle, host_ifname: &str, netns: &Path, ifname: &str, address: IpAddr, mtu: u32) -> anyhow::Result<Endpoint> {
+pub async fn create(
+    handle: &Handle,
+    host_ifname: &str,
+    netns: &Path,
+    ifname: &str,
+    addresses: &[IpAddr],
+    mtu: u32,
+) -> anyhow::Result<Endpoint> {
     // A leftover of an earlier, failed ADD for the same pod would make the create fail.
     if let Some(old) = link_by_name(handle, host_ifname).await? {
         handle.link().del(old.header.index).execute().await.ok();
@@ -65,7 +75,7 @@ pub async fn create(handle: &Handle, host_ifname: &str, netns: &Path, ifname: &s
     let host_index = host.header.index;
 
     // Proxy ARP answers the pod's ARP for 169.254.1.1 with our MAC; no delay, the pod waits.
-    if address.is_ipv4() {
+    if addresses.iter().any(|a| a.is_ipv4()) {
         write_sysctl(&format!("net/ipv4/conf/{host_ifname}/proxy_arp"), "1")?;
         write_sysctl(&format!("net/ipv4/neigh/{host_ifname}/proxy_delay"), "0")?;
         write_sysctl(&format!("net/ipv4/conf/{host_ifname}/forwarding"), "1")?;
@@ -73,38 +83,49 @@ pub async fn create(handle: &Handle, host_ifname: &str, netns: &Path, ifname: &s
     handle.link().set(LinkUnspec::new_with_index(host_index).up().build()).execute().await?;
 
     let ifname_owned = ifname.to_string();
+    let pod_addresses = addresses.to_vec();
     let pod_mac = in_netns(netns, move |pod| async move {
         let link = link_by_name(&pod, &ifname_owned).await?.context("pod interface missing in the pod namespace")?;
         let index = link.header.index;
         pod.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await?;
-        pod.address().add(index, address, crate::netlink::host_prefix(address)).execute().await?;
-        if address.is_ipv4() {
-            let gw = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(GATEWAY_V4, 32)
-                .output_interface(index)
-                .scope(RouteScope::Link)
-                .build();
-            pod.route().add(gw).execute().await?;
-            // Also a permanent neighbour entry for the gateway: the pod never has to ARP, so it
-            // works even where the node has no route to 169.254.1.1 (proxy ARP needs one).
-            pod.neighbours()
-                .add(index, IpAddr::V4(GATEWAY_V4))
-                .link_local_address(&HOST_MAC)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await?;
-            let default = RouteMessageBuilder::<Ipv4Addr>::new().gateway(GATEWAY_V4).output_interface(index).build();
-            pod.route().add(default).execute().await?;
+        for address in pod_addresses {
+            let mut add = pod.address().add(index, address, crate::netlink::host_prefix(address));
+            // No duplicate address detection: the address is ours alone (IPAM says so), and a
+            // tentative address could not be used for the first second or two.
+            add.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+            add.execute().await?;
+            configure_gateway(&pod, index, address).await?;
         }
         Ok(format_mac(&link_mac(&link).unwrap_or_default()))
     })
     .await?;
 
-    // A permanent neighbour entry: the host never has to ARP for the pod.
+    // Permanent neighbour entries: the host never has to ARP (or solicit) for the pod.
     let mac: Vec<u8> = pod_mac.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
-    handle.neighbours().add(host_index, address).link_local_address(&mac).state(NeighbourState::Permanent).replace().execute().await?;
+    for address in addresses {
+        handle.neighbours().add(host_index, *address).link_local_address(&mac).state(NeighbourState::Permanent).replace().execute().await?;
+    }
     Ok(Endpoint { host_ifname: host_ifname.to_string(), host_index, pod_mac })
+}
+
+/// The pod's way out: a default route via the gateway (169.254.1.1, or the host side's
+/// link-local fe80::ecee:eeff:feee:eeee for IPv6) with a permanent neighbour entry for it.
+async fn configure_gateway(pod: &Handle, index: u32, address: IpAddr) -> anyhow::Result<()> {
+    // Permanent neighbour entries for the gateway: the pod never has to ARP or solicit, so it
+    // works even where the node has no route to 169.254.1.1 (proxy ARP needs one).
+    let gateway = if address.is_ipv4() { IpAddr::V4(GATEWAY_V4) } else { IpAddr::V6(GATEWAY_V6) };
+    pod.neighbours().add(index, gateway).link_local_address(&HOST_MAC).state(NeighbourState::Permanent).replace().execute().await?;
+    if address.is_ipv6() {
+        let default = RouteMessageBuilder::<Ipv6Addr>::new().gateway(GATEWAY_V6).output_interface(index).build();
+        pod.route().add(default).execute().await?;
+        return Ok(());
+    }
+    let gw =
+        RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(GATEWAY_V4, 32).output_interface(index).scope(RouteScope::Link).build();
+    pod.route().add(gw).execute().await?;
+    let default = RouteMessageBuilder::<Ipv4Addr>::new().gateway(GATEWAY_V4).output_interface(index).build();
+    pod.route().add(default).execute().await?;
+    Ok(())
 }
 
 fn set_veth_peer(veth: &mut LinkMessage, peer: LinkMessage) {

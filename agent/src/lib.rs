@@ -27,34 +27,64 @@ use crate::fib::Target;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let netlink = netlink::connect().context("netlink")?;
     let address: IpNetwork = autodetect::detect(&netlink, &config.ip).await.context("node address")?;
-    tracing::info!(node = %config.node_name, %address, "starting");
+    let address6: Option<IpNetwork> = match config.ip6.as_str() {
+        "none" => None,
+        text => {
+            let net: IpNetwork = text.parse().with_context(|| format!("--ip6 {text}: not ADDR/LEN"))?;
+            anyhow::ensure!(net.is_ipv6(), "--ip6 {text} is not an IPv6 address");
+            Some(net)
+        }
+    };
+    tracing::info!(node = %config.node_name, %address, ?address6, "starting");
     let store = gingham_api::datastore::open(&config.datastore).await.with_context(|| format!("datastore {}", config.datastore))?;
     let labels = config.labels()?;
     if let Some(cidr) = &config.pool_cidr {
         ensure_default_pool(&store, cidr, config.block_size).await?;
     }
-    let me =
-        agent::register_node(&store, &config.node_name, address, config.as_number, &labels, config.route_reflector_cluster_id.as_deref())
-            .await?;
+    let me = agent::register_node(
+        &store,
+        &config.node_name,
+        address,
+        address6,
+        config.as_number,
+        &labels,
+        config.route_reflector_cluster_id.as_deref(),
+    )
+    .await?;
     let bgp_config = store.get::<BGPConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
     let local_as = me.spec.bgp.as_ref().and_then(|b| b.as_number).unwrap_or(bgp_config.effective_as_number());
 
     // Packets between pods and the fabric are forwarded by this node.
     netlink::write_sysctl("net/ipv4/ip_forward", "1").context("enable IPv4 forwarding")?;
+    if address6.is_some() {
+        netlink::write_sysctl("net/ipv6/conf/all/forwarding", "1").context("enable IPv6 forwarding")?;
+    }
 
     // Routes of ours already in the kernel mean an agent ran before: a graceful restart.
     let restarting = fib::has_our_routes(&netlink).await?;
     let fib = fib::spawn(netlink.clone());
     let mut speaker_config = SpeakerConfig::new(agent::router_id(address), local_as);
     speaker_config.listen = vec![std::net::SocketAddr::new(address.ip(), bgp_config.effective_listen_port())];
+    if let Some(v6) = address6 {
+        speaker_config.listen.push(std::net::SocketAddr::new(v6.ip(), bgp_config.effective_listen_port()));
+    }
     speaker_config.hostname = Some(config.node_name.clone());
     speaker_config.restarting = restarting;
     speaker_config.cluster_id = me.route_reflector_cluster_id();
     speaker_config.sync_deadline = Duration::from_secs(config.restart_time.into());
     let (speaker, mut changes) = speaker::spawn(speaker_config).context("BGP speaker")?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let agent =
-        agent::Agent::new(config.node_name.clone(), address, store, speaker.clone(), fib.clone(), netlink.clone(), &config, metrics);
+    let agent = agent::Agent::new(
+        config.node_name.clone(),
+        address,
+        address6,
+        store,
+        speaker.clone(),
+        fib.clone(),
+        netlink.clone(),
+        &config,
+        metrics,
+    );
     let adopted = agent.adopt_endpoints().await?;
     tracing::info!(restarting, adopted, "endpoints adopted");
 

@@ -20,6 +20,7 @@ use gingham_api::resources::{BGPConfiguration, BGPConfigurationSpec, IPPool, IPP
 use crate::netns::{unique_suffix, wait_for, Daemon, Fabric, Netns, TempDir};
 
 pub const POD_POOL: &str = "198.19.0.0/16";
+pub const POD_POOL_V6: &str = "2001:db8:19::/48";
 pub const STATUS_PORT: u16 = 9099;
 
 /// A binary of this workspace, next to the running one (tests run from target/*/deps).
@@ -46,11 +47,22 @@ pub struct LabOptions {
     pub labels: Vec<String>,
     /// Fabric hosts after the nodes that run no agent (for a BIRD "top-of-rack" router).
     pub extra_hosts: usize,
+    /// Dual stack: nodes get their IPv6 fabric address and an IPv6 pool exists.
+    pub ipv6: bool,
 }
 
 impl LabOptions {
     pub fn new(nodes: usize) -> LabOptions {
-        LabOptions { nodes, block_size: 26, mesh: true, reflectors: Vec::new(), hold_time: 9, labels: Vec::new(), extra_hosts: 0 }
+        LabOptions {
+            nodes,
+            block_size: 26,
+            mesh: true,
+            reflectors: Vec::new(),
+            hold_time: 9,
+            labels: Vec::new(),
+            extra_hosts: 0,
+            ipv6: false,
+        }
     }
 }
 
@@ -59,6 +71,8 @@ pub struct Pod {
     pub node: usize,
     pub container_id: String,
     pub address: Ipv4Addr,
+    /// Set in a dual-stack lab.
+    pub address6: Option<std::net::Ipv6Addr>,
     pub ns: Netns,
 }
 
@@ -128,6 +142,9 @@ impl Cluster {
             .arg("--cni-socket")
             .arg(&node.socket)
             .args(["--status-addr", &format!("127.0.0.1:{STATUS_PORT}"), "--hold-time", &self.options.hold_time.to_string()]);
+        if self.options.ipv6 {
+            cmd.args(["--ip6", &format!("{}/64", host.v6)]);
+        }
         if let Some(labels) = self.options.labels.get(i) {
             cmd.args(["--node-labels", labels]);
         }
@@ -186,8 +203,22 @@ impl Cluster {
         let container_id = format!("{:0>64}", unique_suffix());
         let out = self.cni(node, "ADD", &container_id, &ns, name)?;
         let result: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("CNI result {out:?}"))?;
-        let address: ipnetwork::Ipv4Network = result["ips"][0]["address"].as_str().context("no ips in the CNI result")?.parse()?;
-        self.pods.push(Pod { name: name.into(), node, container_id, address: address.ip(), ns });
+        let ips: Vec<ipnetwork::IpNetwork> = result["ips"]
+            .as_array()
+            .context("no ips in the CNI result")?
+            .iter()
+            .filter_map(|i| i["address"].as_str()?.parse().ok())
+            .collect();
+        let address = ips.iter().find_map(|n| match n.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        });
+        let address6 = ips.iter().find_map(|n| match n.ip() {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        });
+        let address = address.context("no IPv4 address in the CNI result")?;
+        self.pods.push(Pod { name: name.into(), node, container_id, address, address6, ns });
         Ok(self.pods.last().expect("just pushed"))
     }
 
@@ -210,6 +241,22 @@ impl Cluster {
             .is_ok_and(|s| s.success())
     }
 
+    /// `ping -6 -c 1` from one pod; true when answered.
+    pub fn ping6(&self, from: &Pod, to: std::net::Ipv6Addr) -> bool {
+        from.ns
+            .command("ping")
+            .args(["-6", "-c", "1", "-W", "2", &to.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Node `i`'s IPv6 routes with our protocol.
+    pub fn routes6(&self, i: usize) -> Result<String> {
+        self.fabric.hosts[i].ns.exec("ip", &["-6", "route", "show", "proto", "80"])
+    }
+
     /// Node `i`'s routes with our protocol, as `ip route` prints them.
     pub fn routes(&self, i: usize) -> Result<String> {
         self.fabric.hosts[i].ns.exec("ip", &["route", "show", "proto", "80"])
@@ -227,6 +274,10 @@ fn seed(db: &Path, options: &LabOptions) -> Result<()> {
         let store = Store::new(SqliteStore::open(db)?);
         let pool = IPPoolSpec { cidr: POD_POOL.into(), block_size: Some(options.block_size), ..Default::default() };
         store.create(&IPPool::new("default-ipv4-ippool", pool)).await?;
+        if options.ipv6 {
+            let pool6 = IPPoolSpec { cidr: POD_POOL_V6.into(), block_size: Some(122), ..Default::default() };
+            store.create(&IPPool::new("default-ipv6-ippool", pool6)).await?;
+        }
         let bgp = BGPConfigurationSpec { node_to_node_mesh_enabled: Some(options.mesh), ..Default::default() };
         store.create(&BGPConfiguration::new("default", bgp)).await?;
         Ok(())

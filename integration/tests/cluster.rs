@@ -336,3 +336,31 @@ fn kernel_route_drift_is_repaired_and_foreign_routes_are_left_alone() {
     let status = node.exec(ctl.to_str().unwrap(), &["node", "status"]).unwrap();
     assert!(status.contains("198.18.0.12    mesh        Established"), "{status}");
 }
+
+/// Dual stack: nodes peer over IPv6 as well, pods get one IPv4 and one IPv6 address, and both
+/// cross the fabric unencapsulated.
+#[test]
+fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6() {
+    let mut options = LabOptions::new(2);
+    options.ipv6 = true;
+    let mut lab = Cluster::new(options).unwrap();
+    lab.add_pod(0, "a").unwrap();
+    lab.add_pod(1, "b").unwrap();
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    let (a, b) = (&lab.pods[0], &lab.pods[1]);
+    let (a6, b6) = (a.address6.expect("an IPv6 address"), b.address6.expect("an IPv6 address"));
+    assert!(a6.to_string().starts_with("2001:db8:19:"), "{a6}");
+    let peers =
+        lab.status(0).unwrap()["peers"].as_array().unwrap().iter().map(|p| p["address"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(peers.contains(&"2001:db8:18::c".to_string()), "an IPv6 session too: {peers:?}");
+    let block6 = |addr: std::net::Ipv6Addr| format!("{}/122", ipnetwork::Ipv6Network::new(addr, 122).unwrap().network());
+    wait_for("IPv6 block routes", Duration::from_secs(20), || {
+        (lab.routes6(0).ok()?.contains(&block6(b6)) && lab.routes6(1).ok()?.contains(&block6(a6))).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", lab.routes6(0).unwrap_or_default(), agent_log(&lab, 0)));
+    wait_route(&lab, 0, &block_of(b.address), true, Duration::from_secs(20));
+    wait_route(&lab, 1, &block_of(a.address), true, Duration::from_secs(20));
+    assert!(lab.ping6(a, b6), "IPv6 across nodes");
+    assert!(lab.ping6(b, a6));
+    assert!(lab.ping(a, b.address), "IPv4 still works");
+}
