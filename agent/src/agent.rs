@@ -179,24 +179,31 @@ impl Agent {
         self.kick.notify_one();
     }
 
+    /// Every allocation made for a pod on this node, with its block.
+    fn node_allocations<'a>(
+        &self,
+        blocks: &'a [IPAMBlock],
+    ) -> Vec<(&'a IPAMBlock, IpAddr, &'a gingham_api::resources::AllocationAttribute)> {
+        blocks
+            .iter()
+            .flat_map(|b| block::allocations(&b.spec).into_iter().map(move |(addr, attr)| (b, addr, attr)))
+            .filter(|(_, _, attr)| attr.secondary.get(ATTR_NODE) == Some(&self.node))
+            .collect()
+    }
+
     /// Re-declares the host routes of the pods already on this node (after a restart the
     /// veths are still there; their routes must stay wanted or the FIB syncer would drop them).
     pub async fn adopt_endpoints(&self) -> anyhow::Result<usize> {
         let (blocks, _) = self.store.list::<IPAMBlock>().await?;
         let mut routes = Vec::new();
-        for b in &blocks {
-            for (addr, attr) in block::allocations(&b.spec) {
-                if attr.secondary.get(ATTR_NODE) != Some(&self.node) {
-                    continue;
-                }
-                let name = endpoint::host_veth_name(
-                    attr.secondary.get(ATTR_NAMESPACE).map(String::as_str),
-                    attr.secondary.get(ATTR_POD).map(String::as_str),
-                    attr.handle_id.as_deref().unwrap_or_default(),
-                );
-                if let Some(link) = crate::netlink::link_by_name(&self.netlink, &name).await? {
-                    routes.push((endpoint::host_route(addr), Some(Target::Device(link.header.index))));
-                }
+        for (_, addr, attr) in self.node_allocations(&blocks) {
+            let name = endpoint::host_veth_name(
+                attr.secondary.get(ATTR_NAMESPACE).map(String::as_str),
+                attr.secondary.get(ATTR_POD).map(String::as_str),
+                attr.handle_id.as_deref().unwrap_or_default(),
+            );
+            if let Some(link) = crate::netlink::link_by_name(&self.netlink, &name).await? {
+                routes.push((endpoint::host_route(addr), Some(Target::Device(link.header.index))));
             }
         }
         let n = routes.len();
@@ -347,13 +354,8 @@ impl Agent {
             .unwrap_or_default();
         let (blocks, _) =
             self.store.list::<IPAMBlock>().await.map_err(|e| CniError::new(code::TRY_AGAIN_LATER, "datastore", e.to_string()))?;
-        let stale: BTreeSet<String> = blocks
-            .iter()
-            .flat_map(|b| block::allocations(&b.spec).into_iter().map(|(_, a)| a.clone()).collect::<Vec<_>>())
-            .filter(|a| a.secondary.get(ATTR_NODE) == Some(&self.node))
-            .filter_map(|a| a.handle_id)
-            .filter(|h| !valid.contains(h))
-            .collect();
+        let stale: BTreeSet<String> =
+            self.node_allocations(&blocks).into_iter().filter_map(|(_, _, a)| a.handle_id.clone()).filter(|h| !valid.contains(h)).collect();
         for handle in stale {
             tracing::info!(%handle, "GC: releasing an attachment the runtime no longer has");
             if let Ok(freed) = self.ipam.release_handle(&handle).await {
@@ -436,16 +438,11 @@ impl Agent {
             .filter_map(|a| a.spec.cidr.parse().ok())
             .collect();
         let (blocks, _) = self.store.list::<IPAMBlock>().await?;
-        let borrowed: BTreeSet<IpNetwork> = blocks
-            .iter()
-            .filter(|b| block::affine_node(&b.spec) != Some(self.node.as_str()))
-            .flat_map(|b| {
-                block::allocations(&b.spec)
-                    .into_iter()
-                    .filter(|(_, a)| a.secondary.get(ATTR_NODE) == Some(&self.node))
-                    .map(|(addr, _)| endpoint::host_route(addr))
-                    .collect::<Vec<_>>()
-            })
+        let borrowed: BTreeSet<IpNetwork> = self
+            .node_allocations(&blocks)
+            .into_iter()
+            .filter(|(b, _, _)| block::affine_node(&b.spec) != Some(self.node.as_str()))
+            .map(|(_, addr, _)| endpoint::host_route(addr))
             .collect();
         let exports: BTreeSet<IpNetwork> = blocks_mine.iter().chain(borrowed.iter()).copied().collect();
 

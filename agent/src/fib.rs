@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, IpVersion, RouteMessageBuilder, RouteNextHopBuilder};
+use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::netlink::{is_errno, RTPROT_GINGHAM};
@@ -159,24 +159,7 @@ impl Fib {
 
     /// Compares the main table's routes of our protocol with what is wanted and fixes both ways.
     async fn reconcile(&mut self) -> anyhow::Result<()> {
-        let mut present: BTreeMap<IpNetwork, RouteMessage> = BTreeMap::new();
-        for version in [IpVersion::V4, IpVersion::V6] {
-            let msg = RouteMessageBuilder::<IpAddr>::new().build();
-            let mut req = self.handle.route().get(msg);
-            req.message_mut().header.address_family = match version {
-                IpVersion::V4 => AddressFamily::Inet,
-                IpVersion::V6 => AddressFamily::Inet6,
-            };
-            let mut routes = req.execute();
-            while let Some(route) = routes.try_next().await? {
-                if route.header.protocol != RouteProtocol::Other(RTPROT_GINGHAM) || table_of(&route) != MAIN_TABLE {
-                    continue;
-                }
-                if let Some(prefix) = prefix_of(&route) {
-                    present.insert(prefix, route);
-                }
-            }
-        }
+        let present = our_routes(&self.handle).await?;
         let mut fixes: Vec<(IpNetwork, Option<Target>)> = Vec::new();
         for (prefix, target) in &self.wanted {
             if present.get(prefix).is_none_or(|r| !matches_target(r, target)) {
@@ -302,12 +285,26 @@ async fn remove(handle: &Handle, prefix: IpNetwork) -> anyhow::Result<()> {
     }
 }
 
+/// Every route with our protocol in the main table, both families, by prefix.
+async fn our_routes(handle: &Handle) -> anyhow::Result<BTreeMap<IpNetwork, RouteMessage>> {
+    let mut present = BTreeMap::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut req = handle.route().get(RouteMessageBuilder::<IpAddr>::new().build());
+        req.message_mut().header.address_family = family;
+        let mut routes = req.execute();
+        while let Some(route) = routes.try_next().await? {
+            if route.header.protocol != RouteProtocol::Other(RTPROT_GINGHAM) || table_of(&route) != MAIN_TABLE {
+                continue;
+            }
+            if let Some(prefix) = prefix_of(&route) {
+                present.insert(prefix, route);
+            }
+        }
+    }
+    Ok(present)
+}
+
 /// Whether the main table holds any route with our protocol (left by an earlier agent).
 pub async fn has_our_routes(handle: &Handle) -> anyhow::Result<bool> {
-    let mut routes = handle.route().get(RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()).execute();
-    let mut found = false;
-    while let Some(r) = routes.try_next().await? {
-        found |= r.header.protocol == RouteProtocol::Other(RTPROT_GINGHAM);
-    }
-    Ok(found)
+    Ok(!our_routes(handle).await?.is_empty())
 }

@@ -232,24 +232,12 @@ impl Cluster {
 
     /// `ping -c 1` from one pod to an address; true when answered.
     pub fn ping(&self, from: &Pod, to: Ipv4Addr) -> bool {
-        from.ns
-            .command("ping")
-            .args(["-c", "1", "-W", "2", &to.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        ping_once(from, IpAddr::V4(to))
     }
 
     /// `ping -6 -c 1` from one pod; true when answered.
     pub fn ping6(&self, from: &Pod, to: std::net::Ipv6Addr) -> bool {
-        from.ns
-            .command("ping")
-            .args(["-6", "-c", "1", "-W", "2", &to.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        ping_once(from, IpAddr::V6(to))
     }
 
     /// Node `i`'s IPv6 routes with our protocol.
@@ -266,6 +254,17 @@ impl Cluster {
     pub fn store(&self) -> Result<Store<SqliteStore>> {
         Ok(Store::new(SqliteStore::open(&self.db)?))
     }
+}
+
+fn ping_once(from: &Pod, to: IpAddr) -> bool {
+    let family = if to.is_ipv4() { "-4" } else { "-6" };
+    from.ns
+        .command("ping")
+        .args([family, "-c", "1", "-W", "2", &to.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn seed(db: &Path, options: &LabOptions) -> Result<()> {
@@ -337,7 +336,7 @@ pub fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
         }
         let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
         let mut response = String::new();
         conn.read_to_string(&mut response)?;
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));

@@ -23,23 +23,7 @@ pub struct NodeRelease {
 impl<D: Datastore> Ipam<D> {
     /// Frees every address `handle` holds; returns them (empty when it held none).
     pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
-        let name = handle_name(handle);
-        let Some(h) = self.store.get::<IPAMHandle>(&name).await? else { return Ok(Vec::new()) };
-        let mut freed = Vec::new();
-        for cidr in h.spec.block.keys() {
-            let got = modify::<D, IPAMBlock, _>(&self.store, &block_name(cidr), |b| {
-                let addrs = block::release_handle(&mut b.spec, handle);
-                if addrs.is_empty() {
-                    Edit::Keep(addrs)
-                } else {
-                    Edit::Write(addrs)
-                }
-            })
-            .await?;
-            freed.extend(got.unwrap_or_default());
-        }
-        self.store.delete_latest::<IPAMHandle>(&name).await?;
-        Ok(freed)
+        Ok(self.release_handles(&[handle.to_string()]).await?.pop().unwrap_or_default())
     }
 
     /// Frees every address of several handles at once: each block is rewritten once for all of

@@ -62,6 +62,16 @@ impl MemoryStore {
     }
 }
 
+/// The CAS of update and delete: the object exists and is still at `revision`.
+fn check_revision(state: &State, kind: KindInfo, name: &str, revision: &Revision) -> Result<()> {
+    let current =
+        state.objects.get(&(kind.kind, name.to_string())).ok_or_else(|| DatastoreError::NotFound { kind: kind.kind, name: name.into() })?.0;
+    if Some(current) != revision.as_u64() {
+        return Err(DatastoreError::Conflict { kind: kind.kind, name: name.into() });
+    }
+    Ok(())
+}
+
 fn record(state: &mut State, kind: KindInfo, event: impl FnOnce(RawObject) -> WatchEvent, obj: &RawObject) {
     state.history.push_back((state.revision, kind.kind, event(obj.clone())));
 }
@@ -101,10 +111,7 @@ impl Datastore for MemoryStore {
     async fn update(&self, kind: KindInfo, name: &str, value: serde_json::Value, revision: &Revision) -> Result<RawObject> {
         self.write(|state| {
             let key = (kind.kind, name.to_string());
-            let current = state.objects.get(&key).ok_or_else(|| DatastoreError::NotFound { kind: kind.kind, name: name.into() })?.0;
-            if Some(current) != revision.as_u64() {
-                return Err(DatastoreError::Conflict { kind: kind.kind, name: name.into() });
-            }
+            check_revision(state, kind, name, revision)?;
             state.revision += 1;
             let value = strip_revision(value);
             state.objects.insert(key, (state.revision, value.clone()));
@@ -117,10 +124,7 @@ impl Datastore for MemoryStore {
     async fn delete(&self, kind: KindInfo, name: &str, revision: &Revision) -> Result<()> {
         self.write(|state| {
             let key = (kind.kind, name.to_string());
-            let current = state.objects.get(&key).ok_or_else(|| DatastoreError::NotFound { kind: kind.kind, name: name.into() })?.0;
-            if Some(current) != revision.as_u64() {
-                return Err(DatastoreError::Conflict { kind: kind.kind, name: name.into() });
-            }
+            check_revision(state, kind, name, revision)?;
             let (_, value) = state.objects.remove(&key).expect("checked above");
             state.revision += 1;
             let obj = with_revision(name, Revision::from(state.revision), value);
