@@ -18,7 +18,7 @@ use ipnetwork::IpNetwork;
 use tokio::sync::{Mutex, Notify};
 
 use crate::endpoint;
-use crate::fib::{FibHandle, Target};
+use crate::fib::{Class, FibHandle, Target};
 use crate::metrics::Metrics;
 use crate::peers::{self, DesiredPeer, PeerKind};
 
@@ -207,7 +207,7 @@ impl Agent {
             }
         }
         let n = routes.len();
-        self.fib.set(routes).await;
+        self.fib.set_class(Class::Endpoint, routes).await;
         Ok(n)
     }
 
@@ -270,7 +270,9 @@ impl Agent {
                 ));
             }
         };
-        self.fib.set(addresses.iter().map(|a| (endpoint::host_route(*a), Some(Target::Device(ep.host_index)))).collect()).await;
+        self.fib
+            .set_class(Class::Endpoint, addresses.iter().map(|a| (endpoint::host_route(*a), Some(Target::Device(ep.host_index)))))
+            .await;
         // A new block or a borrowed address changes what we export: reconcile now, not later.
         self.kick();
         let version = req.config.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("1.1.0");
@@ -314,7 +316,7 @@ impl Agent {
             .map_err(|_| "the release task stopped".to_string())
             .and_then(|r| r)
             .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, "could not release the pod's address", e))?;
-        self.fib.set(freed.iter().map(|a| (endpoint::host_route(*a), None)).collect()).await;
+        self.fib.set_class(Class::Endpoint, freed.iter().map(|a| (endpoint::host_route(*a), None))).await;
         self.kick();
         Ok(serde_json::json!({}))
     }
@@ -359,7 +361,7 @@ impl Agent {
         for handle in stale {
             tracing::info!(%handle, "GC: releasing an attachment the runtime no longer has");
             if let Ok(freed) = self.ipam.release_handle(&handle).await {
-                self.fib.set(freed.iter().map(|a| (endpoint::host_route(*a), None)).collect()).await;
+                self.fib.set_class(Class::Endpoint, freed.iter().map(|a| (endpoint::host_route(*a), None))).await;
             }
         }
         Ok(serde_json::json!({}))
@@ -473,7 +475,7 @@ impl Agent {
         fib.extend(blocks_mine.difference(&applied.blackholes).map(|b| (*b, Some(Target::Blackhole))));
         applied.blackholes = blocks_mine;
         drop(applied);
-        self.fib.set(fib).await;
+        self.fib.set_class(Class::Blackhole, fib).await;
         self.metrics.set_ipam(&blocks, &self.node);
         Ok(())
     }
@@ -554,6 +556,8 @@ impl Agent {
         }
         self.metrics.prefixes_received.set(statuses.iter().map(|s| s.prefixes_received as i64).sum());
         self.metrics.prefixes_advertised.set(statuses.iter().map(|s| s.prefixes_advertised as i64).sum());
-        self.metrics.routes_programmed.set(self.fib.stats().await.wanted as u64);
+        let fib = self.fib.stats().await;
+        self.metrics.routes_programmed.set(fib.wanted as u64);
+        self.metrics.routes_not_installed.set(fib.not_installed as u64);
     }
 }

@@ -51,8 +51,23 @@ pub struct Config {
     /// BGP hold time, seconds.
     #[arg(long, env = "GINGHAM_HOLD_TIME", default_value_t = 90)]
     pub hold_time: u16,
+    /// Kernel metric of routes learned over BGP. Keep it above the metrics of the node's own
+    /// default and connected routes, so that those win where a peer announces the same prefix
+    /// (IPv6 ones are at 256 and 1024 by default). 0, 1, 1024 and 1025 are the pod and block
+    /// routes' own.
+    #[arg(long, env = "GINGHAM_LEARNED_ROUTE_METRIC", default_value_t = crate::fib::DEFAULT_LEARNED_METRIC,
+          value_parser = learned_metric)]
+    pub learned_route_metric: u32,
     #[arg(long, env = "GINGHAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn learned_metric(text: &str) -> Result<u32, String> {
+    let m: u32 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if [0, 1, 1024, 1025].contains(&m) {
+        return Err(format!("{m} is the metric of pod or block routes; choose another"));
+    }
+    Ok(m)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -21,7 +21,7 @@ use gingham_bgp::speaker::{self, SpeakerConfig};
 use ipnetwork::IpNetwork;
 
 use crate::config::Config;
-use crate::fib::Target;
+use crate::fib::{Class, Target};
 
 /// Runs the agent until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -62,7 +62,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Routes of ours already in the kernel mean an agent ran before: a graceful restart.
     let restarting = fib::has_our_routes(&netlink).await?;
-    let fib = fib::spawn(netlink.clone());
+    let metrics = Arc::new(metrics::Metrics::new());
+    let fib_options = fib::FibOptions { learned_metric: config.learned_route_metric, failures: metrics.route_failures.clone() };
+    let fib = fib::spawn(netlink.clone(), fib_options);
     let mut speaker_config = SpeakerConfig::new(agent::router_id(address), local_as);
     speaker_config.listen = vec![std::net::SocketAddr::new(address.ip(), bgp_config.effective_listen_port())];
     if let Some(v6) = address6 {
@@ -73,7 +75,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     speaker_config.cluster_id = me.route_reflector_cluster_id();
     speaker_config.sync_deadline = Duration::from_secs(config.restart_time.into());
     let (speaker, mut changes) = speaker::spawn(speaker_config).context("BGP speaker")?;
-    let metrics = Arc::new(metrics::Metrics::new());
     let agent = agent::Agent::new(
         config.node_name.clone(),
         address,
@@ -99,8 +100,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     Some(_) => None,
                     None => Some((c.prefix, None)),
                 })
-                .collect();
-            fib_in.set(set).await;
+                .collect::<Vec<_>>();
+            fib_in.set_class(Class::Learned, set).await;
         }
     });
     let fib_sync = fib.clone();

@@ -35,6 +35,9 @@ pub struct Metrics {
     ipam_blocks: Gauge,
     ipam_addresses: Gauge,
     pub reconciles: Counter,
+    /// Routes the FIB could not install, by reason, counted once per new reason.
+    pub route_failures: Family<crate::fib::ReasonLabel, Counter>,
+    pub routes_not_installed: Gauge<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -58,6 +61,10 @@ impl Metrics {
         registry.register("ipam_addresses_in_use", "Addresses in use on this node", ipam_addresses.clone());
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
+        let route_failures = Family::<crate::fib::ReasonLabel, Counter>::default();
+        registry.register("route_failures", "Routes that could not be installed, by reason", route_failures.clone());
+        let routes_not_installed = Gauge::<u64, AtomicU64>::default();
+        registry.register("routes_not_installed", "Wanted kernel routes that are not installed now", routes_not_installed.clone());
         Metrics {
             registry,
             cni_latency,
@@ -68,6 +75,8 @@ impl Metrics {
             ipam_blocks,
             ipam_addresses,
             reconciles,
+            route_failures,
+            routes_not_installed,
         }
     }
 

@@ -59,3 +59,8 @@ async fn route(agent: &Agent, path: &str) -> (&'static str, &'static str, String
         _ => ("404 Not Found", "text/plain", "try /healthz, /readyz, /metrics or /status\n".into()),
     }
 }
+
+/// Serializes a value by its `Display` form (prefixes and addresses as `ip` prints them).
+pub fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}

@@ -148,11 +148,14 @@ pub fn fib_install(n: usize) -> Result<String> {
     // Ours: the agent's FIB syncer, in a namespace of its own.
     let ours_ns = route_ns()?;
     let file = std::fs::File::open(ours_ns.path())?;
-    let routes: Vec<(ipnetwork::IpNetwork, Option<gingham_agent::fib::Target>)> = prefixes
+    let routes: Vec<(gingham_agent::fib::WantKey, Option<gingham_agent::fib::Target>)> = prefixes
         .iter()
         .map(|p| {
             (
-                ipnetwork::IpNetwork::new((*p).into(), 32).expect("/32"),
+                gingham_agent::fib::WantKey {
+                    prefix: ipnetwork::IpNetwork::new((*p).into(), 32).expect("/32"),
+                    class: gingham_agent::fib::Class::Learned,
+                },
                 Some(gingham_agent::fib::Target::Gateways(vec!["198.18.1.2".parse().expect("literal")])),
             )
         })
@@ -165,7 +168,7 @@ pub fn fib_install(n: usize) -> Result<String> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         rt.block_on(async move {
             let handle = gingham_agent::netlink::connect()?;
-            let fib = gingham_agent::fib::spawn(handle);
+            let fib = gingham_agent::fib::spawn(handle, Default::default());
             let t = Instant::now();
             fib.set(routes).await;
             while fib.stats().await.programmed < n as u64 {

@@ -1,0 +1,196 @@
+//! The FIB's netlink side: reads the main table into a [`KernelTable`] and carries out [`Op`]s.
+//! Every route it writes carries our protocol number and the metric of its class; every
+//! delete names the route exactly (metric, type, scope, device), so the kernel can only match
+//! the route we mean, and "no such route" then really means it is gone.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnetwork::IpNetwork;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
+
+use super::plan::{Hop, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
+use crate::netlink::{is_errno, RTPROT_GINGHAM};
+
+/// The main table (both families) and the node's addresses.
+pub async fn read(handle: &Handle) -> anyhow::Result<KernelTable> {
+    let mut table = KernelTable::default();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut req = handle.route().get(RouteMessageBuilder::<IpAddr>::new().build());
+        req.message_mut().header.address_family = family;
+        let mut routes = req.execute();
+        while let Some(route) = routes.try_next().await? {
+            if let Some(r) = parse(&route) {
+                table.insert(r, RTPROT_GINGHAM);
+            }
+        }
+    }
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) = addrs.try_next().await? {
+        for a in &msg.attributes {
+            if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = a {
+                table.local_addresses.insert(*ip);
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// Our routes only (no addresses): the restart check.
+pub async fn has_our_routes(handle: &Handle) -> anyhow::Result<bool> {
+    Ok(!read(handle).await?.ours.is_empty())
+}
+
+fn table_of(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
+        .unwrap_or(route.header.table as u32)
+}
+
+fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+/// A main-table route in the plan's terms; `None` for other tables and unknown families.
+pub fn parse(route: &RouteMessage) -> Option<KernelRoute> {
+    if table_of(route) != MAIN_TABLE {
+        return None;
+    }
+    let unspecified = match route.header.address_family {
+        AddressFamily::Inet => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
+    let mut dst = unspecified;
+    let mut metric = 0;
+    let mut oif = None;
+    let mut hops = Vec::new();
+    for a in &route.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = ip_of(d).unwrap_or(unspecified),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Gateway(g) => hops.extend(ip_of(g).map(|via| Hop { via, dev: None })),
+            RouteAttribute::MultiPath(paths) => {
+                for p in paths {
+                    for ha in &p.attributes {
+                        if let RouteAttribute::Gateway(g) = ha {
+                            let dev = (p.interface_index != 0).then_some(p.interface_index);
+                            hops.extend(ip_of(g).map(|via| Hop { via, dev }));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for h in &mut hops {
+        h.dev = h.dev.or(oif);
+    }
+    let kind = match route.header.kind {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        other => RouteKind::Other(other.into()),
+    };
+    Some(KernelRoute {
+        prefix: IpNetwork::new(dst, route.header.destination_prefix_length).ok()?,
+        metric,
+        protocol: route.header.protocol.into(),
+        kind,
+        scope: route.header.scope.into(),
+        oif,
+        hops,
+    })
+}
+
+fn base(key: &RouteKey) -> anyhow::Result<RouteMessageBuilder<IpAddr>> {
+    Ok(RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(key.prefix.network(), key.prefix.prefix())?
+        .protocol(RouteProtocol::Other(RTPROT_GINGHAM))
+        .table_id(MAIN_TABLE)
+        .priority(key.metric))
+}
+
+/// The message that installs `programmed` at `key`.
+pub fn build(key: &RouteKey, programmed: &Programmed) -> anyhow::Result<RouteMessage> {
+    let b = base(key)?;
+    let b = match programmed {
+        Programmed::Blackhole => b.kind(RouteType::BlackHole),
+        Programmed::Device(index) => b.output_interface(*index).scope(RouteScope::Link),
+        Programmed::Via(hops) if hops.len() == 1 => {
+            let b = b.gateway(hops[0].via)?;
+            match hops[0].dev {
+                Some(dev) => b.output_interface(dev),
+                None => b,
+            }
+        }
+        Programmed::Via(hops) => {
+            let family = if key.prefix.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+            let built = hops
+                .iter()
+                .map(|h| {
+                    let nh = RouteNextHopBuilder::new(family).via(h.via).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    Ok(match h.dev {
+                        Some(dev) => nh.interface(dev),
+                        None => nh,
+                    }
+                    .build())
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            b.multipath(built)
+        }
+    };
+    Ok(b.build())
+}
+
+/// The message that deletes exactly `route`: without type and scope the kernel would compare
+/// against unicast/universe and find nothing for a blackhole or a device route.
+pub fn build_delete(route: &KernelRoute) -> anyhow::Result<RouteMessage> {
+    let kind = match route.kind {
+        RouteKind::Unicast => RouteType::Unicast,
+        RouteKind::Blackhole => RouteType::BlackHole,
+        RouteKind::Other(k) => RouteType::from(k),
+    };
+    let mut b = base(&route.key())?.kind(kind).scope(RouteScope::from(route.scope));
+    if route.hops.is_empty() {
+        if let Some(oif) = route.oif {
+            b = b.output_interface(oif);
+        }
+    }
+    Ok(b.build())
+}
+
+/// Carries out one operation. A delete the kernel answers with "no such route" succeeded
+/// (someone removed it first); every other error is the caller's to report.
+pub async fn apply(handle: &Handle, op: &Op) -> Result<(), String> {
+    let result = match op {
+        Op::Add(key, p) => match build(key, p) {
+            Ok(msg) => handle.route().add(msg).execute().await,
+            Err(e) => return Err(e.to_string()),
+        },
+        Op::Replace(key, p) => match build(key, p) {
+            Ok(msg) => handle.route().add(msg).replace().execute().await,
+            Err(e) => return Err(e.to_string()),
+        },
+        Op::Delete(route) => match build_delete(route) {
+            Ok(msg) => match handle.route().del(msg).execute().await {
+                Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
+                other => other,
+            },
+            Err(e) => return Err(e.to_string()),
+        },
+    };
+    result.map_err(|e| match e {
+        rtnetlink::Error::NetlinkError(m) => std::io::Error::from_raw_os_error(-m.raw_code()).to_string(),
+        other => other.to_string(),
+    })
+}

@@ -1,0 +1,388 @@
+//! The FIB syncer: the one owner of every kernel route carrying our protocol number (learned
+//! routes, block blackholes, pod host routes). Others tell it what they want over a channel;
+//! it plans the difference against its model of the kernel ([`plan`], pure) and carries it out
+//! with pipelined netlink requests ([`kernel`]). Every few seconds, and soon after another
+//! protocol's route changes, it reads the table again: drift is repaired, next hops are
+//! resolved anew, and routes of other protocols are never touched.
+//!
+//! A route that cannot be installed (its next hop is unreachable or ours, another protocol
+//! holds its slot, the kernel refuses it) is reported once, counted, shown in `/status`, and
+//! retried with a growing delay; it never holds up the others.
+
+pub mod kernel;
+pub mod plan;
+pub mod resolve;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ipnetwork::IpNetwork;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use rtnetlink::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+pub use plan::{Class, Target, WantKey};
+use plan::{KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope};
+use resolve::Refusal;
+
+use crate::netlink::RTPROT_GINGHAM;
+
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+/// A change to another protocol's route is followed by a resync this soon (changes come in
+/// bursts: one resync for the burst).
+const FOLLOW_DELAY: Duration = Duration::from_millis(200);
+/// Netlink requests in flight at once.
+const PIPELINE: usize = 128;
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+/// Problems listed in `/status` (all are counted).
+const PROBLEMS_SHOWN: usize = 100;
+/// Learned routes' metric unless configured: above the defaults of the kernel (IPv6: 1024),
+/// systemd-networkd (1024) and NetworkManager (100-800), so the node's own default and
+/// connected routes win where both exist.
+pub const DEFAULT_LEARNED_METRIC: u32 = 2048;
+
+pub enum FibCommand {
+    /// Want each key to go to its target, or no route of ours for it (`None`).
+    Set(Vec<(WantKey, Option<Target>)>),
+    /// After a restart we keep every route of ours we find until the speaker has heard every
+    /// peer's End-of-RIB; this says it has, so unwanted leftovers may go now.
+    Synced,
+    Stats(oneshot::Sender<FibStats>),
+    /// Another protocol's route changed: resolutions may have too.
+    KernelChanged,
+}
+
+/// A wanted route that is not in the kernel, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    #[serde(serialize_with = "crate::status::display")]
+    pub prefix: IpNetwork,
+    pub metric: u32,
+    #[serde(flatten)]
+    pub refusal: Refusal,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FibStats {
+    pub wanted: usize,
+    pub programmed: u64,
+    pub removed: u64,
+    pub repaired: u64,
+    /// Wanted routes not installed now.
+    pub not_installed: usize,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone)]
+pub struct FibOptions {
+    pub learned_metric: u32,
+    /// Counts each route that could not be installed, once per new reason.
+    pub failures: Family<ReasonLabel, Counter>,
+}
+
+impl Default for FibOptions {
+    fn default() -> FibOptions {
+        FibOptions { learned_metric: DEFAULT_LEARNED_METRIC, failures: Family::default() }
+    }
+}
+
+#[derive(Clone)]
+pub struct FibHandle {
+    tx: mpsc::Sender<FibCommand>,
+}
+
+impl FibHandle {
+    pub async fn set(&self, changes: Vec<(WantKey, Option<Target>)>) {
+        if !changes.is_empty() {
+            let _ = self.tx.send(FibCommand::Set(changes)).await;
+        }
+    }
+
+    /// Wants (or no longer wants, `None`) each prefix's route of `class`.
+    pub async fn set_class(&self, class: Class, changes: impl IntoIterator<Item = (IpNetwork, Option<Target>)>) {
+        self.set(changes.into_iter().map(|(prefix, t)| (WantKey { prefix, class }, t)).collect()).await
+    }
+
+    pub async fn synced(&self) {
+        let _ = self.tx.send(FibCommand::Synced).await;
+    }
+
+    pub async fn stats(&self) -> FibStats {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(FibCommand::Stats(tx)).await;
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Starts the FIB owner. It reads the kernel first, so the first plan already knows which
+/// slots are someone else's and how next hops resolve.
+pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    if let Err(e) = follow_kernel(tx.clone()) {
+        tracing::warn!(error = %e, "cannot follow kernel route changes; next hops are re-resolved every {RESYNC_EVERY:?} only");
+    }
+    let fib = Fib {
+        handle,
+        metrics: RouteMetrics { learned: options.learned_metric },
+        failures: options.failures,
+        wanted: BTreeMap::new(),
+        table: KernelTable::default(),
+        adopting: true,
+        problems: BTreeMap::new(),
+        stats: FibStats::default(),
+    };
+    tokio::spawn(fib.run(rx));
+    FibHandle { tx }
+}
+
+/// Subscribes to the kernel's route notifications and turns changes to other protocols'
+/// routes into [`FibCommand::KernelChanged`].
+fn follow_kernel(tx: mpsc::Sender<FibCommand>) -> std::io::Result<()> {
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::sys::AsyncSocket;
+    let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
+    let groups = rtnetlink::constants::RTMGRP_IPV4_ROUTE | rtnetlink::constants::RTMGRP_IPV6_ROUTE;
+    conn.socket_mut().socket_mut().bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+    tokio::spawn(conn);
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            let route = match &msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r)) => r,
+                _ => continue,
+            };
+            let foreign = u8::from(route.header.protocol) != RTPROT_GINGHAM;
+            if foreign && tx.send(FibCommand::KernelChanged).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+struct Fib {
+    handle: Handle,
+    metrics: RouteMetrics,
+    failures: Family<ReasonLabel, Counter>,
+    wanted: BTreeMap<WantKey, Target>,
+    /// The kernel as last read, kept current with our own successful operations.
+    table: KernelTable,
+    adopting: bool,
+    problems: BTreeMap<RouteKey, ProblemState>,
+    stats: FibStats,
+}
+
+struct ProblemState {
+    want: Option<WantKey>,
+    refusal: Refusal,
+    /// Kernel errors only: not tried again before this.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Fib {
+    async fn run(mut self, mut rx: mpsc::Receiver<FibCommand>) {
+        if let Err(e) = self.read_kernel().await {
+            tracing::warn!(error = %e, "reading the kernel's routes failed; retrying at the next resync");
+        }
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut follow: Option<tokio::time::Instant> = None;
+        loop {
+            let follow_at = follow.unwrap_or_else(|| tokio::time::Instant::now() + RESYNC_EVERY * 2);
+            tokio::select! {
+                command = rx.recv() => {
+                    let Some(command) = command else { return };
+                    // Take whatever else is queued too, so a burst becomes one pipelined pass.
+                    let mut batch = vec![command];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    if self.handle_batch(batch).await {
+                        follow.get_or_insert_with(|| tokio::time::Instant::now() + FOLLOW_DELAY);
+                    }
+                }
+                _ = tokio::time::sleep_until(follow_at), if follow.is_some() => {
+                    follow = None;
+                    self.resync().await;
+                }
+                _ = resync.tick() => self.resync().await,
+            }
+        }
+    }
+
+    /// Returns whether another protocol's route changed.
+    async fn handle_batch(&mut self, batch: Vec<FibCommand>) -> bool {
+        let mut touched: BTreeSet<WantKey> = BTreeSet::new();
+        let mut kernel_changed = false;
+        for command in batch {
+            match command {
+                FibCommand::Set(changes) => {
+                    for (key, target) in changes {
+                        match target {
+                            Some(t) => self.wanted.insert(key, t),
+                            None => self.wanted.remove(&key),
+                        };
+                        touched.insert(key);
+                    }
+                }
+                FibCommand::Synced => {
+                    self.adopting = false;
+                    self.resync().await;
+                }
+                FibCommand::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
+                FibCommand::KernelChanged => kernel_changed = true,
+            }
+        }
+        if !touched.is_empty() {
+            let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&touched));
+            let evaluated: BTreeSet<RouteKey> = touched.iter().map(|w| self.metrics.key(w)).collect();
+            let done = self.execute(plan, &evaluated).await;
+            self.stats.programmed += done.installed;
+            self.stats.removed += done.removed;
+        }
+        kernel_changed
+    }
+
+    async fn read_kernel(&mut self) -> anyhow::Result<()> {
+        self.table = kernel::read(&self.handle).await?;
+        Ok(())
+    }
+
+    /// Reads the kernel and plans everything: drift repair, re-resolution, leftovers.
+    async fn resync(&mut self) {
+        if let Err(e) = self.read_kernel().await {
+            tracing::warn!(error = %e, "route resync failed");
+            return;
+        }
+        let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: self.adopting });
+        let wanted: BTreeSet<RouteKey> = self.wanted.keys().map(|w| self.metrics.key(w)).collect();
+        self.problems.retain(|k, _| wanted.contains(k));
+        let evaluated: BTreeSet<RouteKey> = wanted.iter().chain(self.table.ours.keys()).copied().collect();
+        let done = self.execute(plan, &evaluated).await;
+        if done.installed + done.removed > 0 {
+            tracing::info!(installed = done.installed, removed = done.removed, "repaired kernel routes");
+            self.stats.repaired += done.installed + done.removed;
+        }
+    }
+
+    /// Carries out a plan and settles the problems of every key it looked at.
+    async fn execute(&mut self, plan: plan::Plan, evaluated: &BTreeSet<RouteKey>) -> Done {
+        let now = Instant::now();
+        let mut refused: BTreeMap<RouteKey, (Option<WantKey>, Refusal)> =
+            plan.refused.into_iter().map(|(w, r)| (self.metrics.key(&w), (Some(w), r))).collect();
+        // A slot whose last attempt the kernel refused waits for its retry time.
+        let (ops, waiting): (Vec<Op>, Vec<Op>) =
+            plan.ops.into_iter().partition(|op| self.problems.get(&op.key()).and_then(|p| p.retry_at).is_none_or(|t| t <= now));
+        let handle = self.handle.clone();
+        let results: Vec<(Op, Result<(), String>)> = futures::stream::iter(ops)
+            .map(|op| {
+                let handle = handle.clone();
+                async move {
+                    let r = kernel::apply(&handle, &op).await;
+                    (op, r)
+                }
+            })
+            .buffer_unordered(PIPELINE)
+            .collect()
+            .await;
+        let mut done = Done::default();
+        for (op, result) in results {
+            match (result, op) {
+                (Ok(()), Op::Add(key, p) | Op::Replace(key, p)) => {
+                    done.installed += 1;
+                    self.table.ours.insert(key, installed_route(key, &p));
+                }
+                (Ok(()), Op::Delete(r)) => {
+                    done.removed += 1;
+                    self.table.ours.remove(&r.key());
+                }
+                (Err(error), op) => {
+                    let want = self.metrics.want_of(&op.key()).filter(|w| self.wanted.contains_key(w));
+                    refused.insert(op.key(), (want, Refusal::Kernel { error }));
+                }
+            }
+        }
+        let waiting: BTreeSet<RouteKey> = waiting.iter().map(Op::key).collect();
+        for key in evaluated {
+            if waiting.contains(key) {
+                continue;
+            }
+            match refused.remove(key) {
+                Some((want, refusal)) => self.report(*key, want, refusal, now),
+                None => {
+                    if let Some(p) = self.problems.remove(key) {
+                        tracing::info!(prefix = %key.prefix, metric = key.metric, was = %p.refusal, "route installed after all");
+                    }
+                }
+            }
+        }
+        done
+    }
+
+    fn report(&mut self, key: RouteKey, want: Option<WantKey>, refusal: Refusal, now: Instant) {
+        let kernel_error = matches!(refusal, Refusal::Kernel { .. });
+        match self.problems.get_mut(&key) {
+            Some(p) if p.refusal == refusal => {
+                if kernel_error {
+                    p.backoff = (p.backoff * 2).min(MAX_RETRY);
+                    p.retry_at = Some(now + p.backoff);
+                }
+            }
+            _ => {
+                tracing::warn!(prefix = %key.prefix, metric = key.metric, reason = %refusal, "route not installed");
+                self.failures.get_or_create(&ReasonLabel { reason: refusal.label().to_string() }).inc();
+                let retry_at = kernel_error.then_some(now + FIRST_RETRY);
+                self.problems.insert(key, ProblemState { want, refusal, retry_at, backoff: FIRST_RETRY });
+            }
+        }
+    }
+
+    fn stats(&self) -> FibStats {
+        let problems = self
+            .problems
+            .iter()
+            .filter(|(_, p)| p.want.is_some())
+            .take(PROBLEMS_SHOWN)
+            .map(|(k, p)| Problem { prefix: k.prefix, metric: k.metric, refusal: p.refusal.clone(), message: p.refusal.to_string() })
+            .collect();
+        FibStats {
+            wanted: self.wanted.len(),
+            not_installed: self.problems.values().filter(|p| p.want.is_some()).count(),
+            problems,
+            ..self.stats.clone()
+        }
+    }
+}
+
+#[derive(Default)]
+struct Done {
+    installed: u64,
+    removed: u64,
+}
+
+/// What the kernel holds after a successful add or replace, in the model's terms.
+fn installed_route(key: RouteKey, p: &Programmed) -> KernelRoute {
+    let (kind, scope, oif, hops) = match p {
+        Programmed::Blackhole => (RouteKind::Blackhole, 0, None, Vec::new()),
+        Programmed::Device(index) => (RouteKind::Unicast, 253, Some(*index), Vec::new()),
+        Programmed::Via(hops) => (RouteKind::Unicast, 0, hops.first().and_then(|h| h.dev), hops.clone()),
+    };
+    KernelRoute { prefix: key.prefix, metric: key.metric, protocol: RTPROT_GINGHAM, kind, scope, oif, hops }
+}
+
+/// Whether the main table holds any route with our protocol (left by an earlier agent).
+pub async fn has_our_routes(handle: &Handle) -> anyhow::Result<bool> {
+    kernel::has_our_routes(handle).await
+}

@@ -1,0 +1,466 @@
+//! The FIB plan, sans-IO: what the agent wants in the kernel, what the kernel holds (ours and
+//! everyone else's), and the operations that take the one to the other.
+//!
+//! Ownership rules, each a unit test below:
+//!
+//! | kernel holds at (prefix, metric)  | we want a route there | we do not            |
+//! |-----------------------------------|-----------------------|----------------------|
+//! | nothing                           | add (create, exclusive) | nothing            |
+//! | our route, as wanted              | nothing               | delete (when not adopting) |
+//! | our route, different              | replace               | delete (when not adopting) |
+//! | a route of another protocol       | refuse, report        | nothing              |
+//!
+//! A route is ours when it carries our protocol number; a delete names the exact route (metric,
+//! type, scope, device) so it can only ever match that one. Learned routes get a metric of their
+//! own, higher than the node's usual ones, so a default or connected route of the node keeps
+//! winning and the two never occupy the same slot. Next hops of learned routes are resolved
+//! through the node's own routes (see [`super::resolve`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::resolve::{resolve, Refusal};
+
+/// The main routing table: the only one we write.
+pub const MAIN_TABLE: u32 = 254;
+
+/// What asked for a route; the kernel metric follows from it, so the three never collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// A pod's host route, out of its veth.
+    Endpoint,
+    /// The blackhole that covers one of our blocks (loses to the endpoint routes inside it).
+    Blackhole,
+    /// A best path from BGP.
+    Learned,
+}
+
+/// Where a prefix should go, as the agent says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Via these BGP next hops (ECMP when several), resolved through the kernel's routes.
+    Gateways(Vec<IpAddr>),
+    /// Dropped: the aggregate of a block whose live addresses have host routes.
+    Blackhole,
+    /// Straight out of a local interface (a pod's host-side veth), by index.
+    Device(u32),
+}
+
+impl Target {
+    pub fn class(&self) -> Class {
+        match self {
+            Target::Gateways(_) => Class::Learned,
+            Target::Blackhole => Class::Blackhole,
+            Target::Device(_) => Class::Endpoint,
+        }
+    }
+}
+
+/// One wanted route: a prefix for one [`Class`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WantKey {
+    pub prefix: IpNetwork,
+    pub class: Class,
+}
+
+/// A slot in the kernel's table: the kernel keeps one route per prefix and metric (and TOS,
+/// which nobody here uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteKey {
+    pub prefix: IpNetwork,
+    pub metric: u32,
+}
+
+/// One next hop of a kernel route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hop {
+    pub via: IpAddr,
+    /// Needed for IPv6 link-local gateways; taken from the route we resolved through.
+    pub dev: Option<u32>,
+}
+
+/// What goes into the kernel for a wanted route once its next hops are resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Programmed {
+    Via(Vec<Hop>),
+    Blackhole,
+    Device(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    Unicast,
+    Blackhole,
+    /// Unreachable, prohibit, local, ...: never ours, and nothing resolves through them.
+    Other(u8),
+}
+
+/// A route as the kernel reports it (main table only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub prefix: IpNetwork,
+    pub metric: u32,
+    pub protocol: u8,
+    pub kind: RouteKind,
+    pub scope: u8,
+    /// The output interface of a single-path route.
+    pub oif: Option<u32>,
+    /// Gateways, one per path; empty for a device (connected) or blackhole route.
+    pub hops: Vec<Hop>,
+}
+
+impl KernelRoute {
+    pub fn key(&self) -> RouteKey {
+        RouteKey { prefix: self.prefix, metric: self.metric }
+    }
+
+    fn matches(&self, want: &Programmed) -> bool {
+        match want {
+            Programmed::Blackhole => self.kind == RouteKind::Blackhole,
+            Programmed::Device(index) => self.kind == RouteKind::Unicast && self.hops.is_empty() && self.oif == Some(*index),
+            Programmed::Via(hops) => {
+                let want: BTreeSet<IpAddr> = hops.iter().map(|h| h.via).collect();
+                let have: BTreeSet<IpAddr> = self.hops.iter().map(|h| h.via).collect();
+                self.kind == RouteKind::Unicast && want == have
+            }
+        }
+    }
+}
+
+/// The main table split by owner, and the node's own addresses.
+#[derive(Clone, Debug, Default)]
+pub struct KernelTable {
+    pub ours: BTreeMap<RouteKey, KernelRoute>,
+    /// Routes of every other protocol. Two may share a slot (IPv6 device routes); one is kept,
+    /// which is all "occupied" needs.
+    pub foreign: BTreeMap<RouteKey, KernelRoute>,
+    pub local_addresses: BTreeSet<IpAddr>,
+}
+
+impl KernelTable {
+    /// Sorts a dumped route into ours or foreign.
+    pub fn insert(&mut self, route: KernelRoute, our_protocol: u8) {
+        let key = route.key();
+        if route.protocol == our_protocol {
+            self.ours.insert(key, route);
+        } else {
+            self.foreign.entry(key).or_insert(route);
+        }
+    }
+}
+
+/// The metric of each class, per family. Distinct values keep the classes in separate slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMetrics {
+    pub learned: u32,
+}
+
+impl RouteMetrics {
+    pub fn of(&self, prefix: &IpNetwork, class: Class) -> u32 {
+        // IPv6 turns metric 0 into 1024 (the user default), so local routes start there.
+        let base = if prefix.is_ipv4() { 0 } else { 1024 };
+        match class {
+            Class::Endpoint => base,
+            Class::Blackhole => base + 1,
+            Class::Learned => self.learned,
+        }
+    }
+
+    pub fn key(&self, want: &WantKey) -> RouteKey {
+        RouteKey { prefix: want.prefix, metric: self.of(&want.prefix, want.class) }
+    }
+
+    /// The class whose slot `key` is, if any.
+    pub fn want_of(&self, key: &RouteKey) -> Option<WantKey> {
+        [Class::Endpoint, Class::Blackhole, Class::Learned]
+            .into_iter()
+            .find(|c| self.of(&key.prefix, *c) == key.metric)
+            .map(|class| WantKey { prefix: key.prefix, class })
+    }
+}
+
+/// A kernel operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create where nothing is (exclusive: if someone took the slot meanwhile, the kernel says so).
+    Add(RouteKey, Programmed),
+    /// Overwrite our own route in that slot.
+    Replace(RouteKey, Programmed),
+    /// Remove exactly this route of ours.
+    Delete(KernelRoute),
+}
+
+impl Op {
+    pub fn key(&self) -> RouteKey {
+        match self {
+            Op::Add(k, _) | Op::Replace(k, _) => *k,
+            Op::Delete(r) => r.key(),
+        }
+    }
+}
+
+/// Which wanted routes to plan for.
+pub enum Scope<'a> {
+    /// Everything wanted; routes of ours nobody wants are deleted unless `adopting` (after a
+    /// restart, until BGP has resynchronised).
+    Everything { adopting: bool },
+    /// Just these (the ones a command changed); unwanted ones among them are deleted.
+    Only(&'a BTreeSet<WantKey>),
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// Wanted routes that are not (or no longer) installed, and why.
+    pub refused: Vec<(WantKey, Refusal)>,
+}
+
+pub fn plan(wanted: &BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
+    let mut out = Plan::default();
+    let mut resolved: HashMap<IpAddr, Result<Vec<Hop>, Refusal>> = HashMap::new();
+    let mut covered: BTreeSet<RouteKey> = BTreeSet::new();
+    let mut one = |want: WantKey, target: Option<&Target>, out: &mut Plan| {
+        let key = metrics.key(&want);
+        covered.insert(key);
+        let ours = kernel.ours.get(&key);
+        let Some(target) = target else {
+            if let Some(r) = ours {
+                out.ops.push(Op::Delete(r.clone()));
+            }
+            return;
+        };
+        let programmed = match target {
+            Target::Blackhole => Ok(Programmed::Blackhole),
+            Target::Device(index) => Ok(Programmed::Device(*index)),
+            Target::Gateways(next_hops) => resolve_all(next_hops, kernel, &mut resolved).map(Programmed::Via),
+        };
+        let programmed = programmed.and_then(|p| match kernel.foreign.get(&key) {
+            Some(other) => Err(Refusal::Occupied { protocol: other.protocol }),
+            None => Ok(p),
+        });
+        match (programmed, ours) {
+            (Err(why), ours) => {
+                // A route of ours that can no longer be right (its next hop went) must not stay.
+                if let Some(r) = ours {
+                    out.ops.push(Op::Delete(r.clone()));
+                }
+                out.refused.push((want, why));
+            }
+            (Ok(p), Some(r)) if r.matches(&p) => {}
+            (Ok(p), Some(_)) => out.ops.push(Op::Replace(key, p)),
+            (Ok(p), None) => out.ops.push(Op::Add(key, p)),
+        }
+    };
+    match scope {
+        Scope::Only(keys) => {
+            for want in keys {
+                one(*want, wanted.get(want), &mut out);
+            }
+        }
+        Scope::Everything { adopting } => {
+            for (want, target) in wanted {
+                one(*want, Some(target), &mut out);
+            }
+            if !adopting {
+                for (key, r) in &kernel.ours {
+                    if !covered.contains(key) {
+                        out.ops.push(Op::Delete(r.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Resolves every BGP next hop; the route goes via those that resolve, and is refused only
+/// when none does.
+fn resolve_all(
+    next_hops: &[IpAddr],
+    kernel: &KernelTable,
+    cache: &mut HashMap<IpAddr, Result<Vec<Hop>, Refusal>>,
+) -> Result<Vec<Hop>, Refusal> {
+    let mut hops: Vec<Hop> = Vec::new();
+    let mut first_error = None;
+    for nh in next_hops {
+        match cache.entry(*nh).or_insert_with(|| resolve(*nh, kernel)) {
+            Ok(found) => {
+                for h in found.iter() {
+                    if !hops.iter().any(|x| x.via == h.via) {
+                        hops.push(*h);
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.clone());
+            }
+        }
+    }
+    if hops.is_empty() {
+        return Err(first_error.unwrap_or(Refusal::NoNextHop));
+    }
+    Ok(hops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: u8 = 80;
+    const METRICS: RouteMetrics = RouteMetrics { learned: 2048 };
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn route(prefix: &str, metric: u32, protocol: u8, kind: RouteKind, oif: Option<u32>, gws: &[&str]) -> KernelRoute {
+        KernelRoute {
+            prefix: net(prefix),
+            metric,
+            protocol,
+            kind,
+            scope: if gws.is_empty() && kind == RouteKind::Unicast { 253 } else { 0 },
+            oif,
+            hops: gws.iter().map(|g| Hop { via: ip(g), dev: oif }).collect(),
+        }
+    }
+
+    /// A node as the issue found it: a default route (proto boot), its connected fabric subnet
+    /// (proto kernel) and its address on it.
+    fn node_table() -> KernelTable {
+        let mut t = KernelTable::default();
+        t.insert(route("0.0.0.0/0", 0, 3, RouteKind::Unicast, Some(2), &["198.18.0.1"]), US);
+        t.insert(route("198.18.0.0/24", 0, 2, RouteKind::Unicast, Some(2), &[]), US);
+        t.insert(route("198.18.9.0/24", 0, 4, RouteKind::Unicast, Some(2), &["198.18.0.254"]), US);
+        t.local_addresses.insert(ip("198.18.0.11"));
+        t
+    }
+
+    fn learned(prefix: &str, next_hops: &[&str]) -> (WantKey, Target) {
+        (WantKey { prefix: net(prefix), class: Class::Learned }, Target::Gateways(next_hops.iter().map(|n| ip(n)).collect()))
+    }
+
+    fn everything(wanted: &BTreeMap<WantKey, Target>, t: &KernelTable) -> Plan {
+        plan(wanted, t, &METRICS, Scope::Everything { adopting: false })
+    }
+
+    fn touches_foreign(p: &Plan, t: &KernelTable) -> bool {
+        p.ops.iter().any(|op| match op {
+            Op::Delete(r) => r.protocol != US,
+            Op::Replace(k, _) => t.foreign.contains_key(k),
+            Op::Add(k, _) => t.foreign.contains_key(k),
+        })
+    }
+
+    #[test]
+    fn a_learned_default_and_fabric_route_go_beside_the_nodes_own_never_over_them() {
+        let t = node_table();
+        let wanted: BTreeMap<_, _> = [learned("0.0.0.0/0", &["198.18.0.1"]), learned("198.18.0.0/24", &["198.18.0.1"])].into();
+        let p = everything(&wanted, &t);
+        assert!(!touches_foreign(&p, &t), "{p:?}");
+        assert!(p.refused.is_empty());
+        let hop = Programmed::Via(vec![Hop { via: ip("198.18.0.1"), dev: None }]);
+        assert_eq!(
+            p.ops,
+            [
+                Op::Add(RouteKey { prefix: net("0.0.0.0/0"), metric: 2048 }, hop.clone()),
+                Op::Add(RouteKey { prefix: net("198.18.0.0/24"), metric: 2048 }, hop)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_foreign_route_in_the_same_slot_is_refused_not_replaced() {
+        let t = node_table();
+        // Someone configured the learned metric equal to the node's default route's.
+        let metrics = RouteMetrics { learned: 0 };
+        let wanted: BTreeMap<_, _> = [learned("0.0.0.0/0", &["198.18.0.1"])].into();
+        let p = plan(&wanted, &t, &metrics, Scope::Everything { adopting: false });
+        assert!(p.ops.is_empty(), "{p:?}");
+        assert_eq!(p.refused, [(wanted.keys().next().copied().unwrap(), Refusal::Occupied { protocol: 3 })]);
+    }
+
+    #[test]
+    fn unwanted_routes_go_only_if_ours_and_not_while_adopting() {
+        let mut t = node_table();
+        t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
+        t.insert(route("198.19.6.0/26", 1, US, RouteKind::Blackhole, None, &[]), US);
+        let wanted = BTreeMap::new();
+        let p = everything(&wanted, &t);
+        assert!(!touches_foreign(&p, &t));
+        let deleted: Vec<IpNetwork> = p.ops.iter().map(|o| o.key().prefix).collect();
+        assert_eq!(deleted, [net("198.19.5.0/26"), net("198.19.6.0/26")]);
+        let adopting = plan(&wanted, &t, &METRICS, Scope::Everything { adopting: true });
+        assert!(adopting.ops.is_empty(), "a restarted agent keeps its routes until BGP has resynchronised");
+    }
+
+    #[test]
+    fn drift_is_repaired_and_an_ecmp_change_replaces_our_route() {
+        let mut t = node_table();
+        t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
+        let wanted: BTreeMap<_, _> =
+            [learned("198.19.5.0/26", &["198.18.0.12", "198.18.0.13"]), learned("198.19.7.0/26", &["198.18.0.13"])].into();
+        let p = everything(&wanted, &t);
+        assert!(matches!(&p.ops[0], Op::Replace(k, Programmed::Via(h)) if k.prefix == net("198.19.5.0/26") && h.len() == 2), "{p:?}");
+        assert!(matches!(&p.ops[1], Op::Add(k, _) if k.prefix == net("198.19.7.0/26")), "{p:?}");
+        // Once the kernel holds what is wanted there is nothing to do.
+        t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, None, &["198.18.0.13", "198.18.0.12"]), US);
+        t.insert(route("198.19.7.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.13"]), US);
+        assert_eq!(everything(&wanted, &t), Plan::default());
+    }
+
+    #[test]
+    fn pod_routes_blackholes_and_learned_routes_of_one_prefix_have_separate_slots() {
+        let t = node_table();
+        let p32 = net("198.19.1.1/32");
+        let wanted: BTreeMap<_, _> = [
+            (WantKey { prefix: p32, class: Class::Endpoint }, Target::Device(7)),
+            (WantKey { prefix: p32, class: Class::Blackhole }, Target::Blackhole),
+            (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(vec![ip("198.18.0.12")])),
+        ]
+        .into();
+        let p = everything(&wanted, &t);
+        let metrics: Vec<u32> = p.ops.iter().map(|o| o.key().metric).collect();
+        assert_eq!(metrics, [0, 1, 2048]);
+        assert_eq!(METRICS.of(&net("2001:db8::/64"), Class::Endpoint), 1024, "IPv6 has no metric 0");
+    }
+
+    #[test]
+    fn a_route_whose_next_hop_went_away_is_removed_and_reported() {
+        let mut t = node_table();
+        t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
+        t.foreign.retain(|k, _| k.prefix != net("198.18.0.0/24") && k.prefix != net("0.0.0.0/0"));
+        let wanted: BTreeMap<_, _> = [learned("198.19.5.0/26", &["198.18.0.12"])].into();
+        let p = everything(&wanted, &t);
+        assert!(matches!(&p.ops[..], [Op::Delete(r)] if r.prefix == net("198.19.5.0/26")), "{p:?}");
+        assert_eq!(p.refused[0].1, Refusal::Unreachable { next_hop: ip("198.18.0.12") });
+    }
+
+    #[test]
+    fn only_the_touched_keys_are_planned() {
+        let mut t = node_table();
+        t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
+        t.insert(route("198.19.6.1/32", 0, US, RouteKind::Unicast, Some(9), &[]), US);
+        let gone = WantKey { prefix: net("198.19.6.1/32"), class: Class::Endpoint };
+        let wanted = BTreeMap::new();
+        let p = plan(&wanted, &t, &METRICS, Scope::Only(&[gone].into()));
+        assert_eq!(p.ops, [Op::Delete(t.ours[&RouteKey { prefix: gone.prefix, metric: 0 }].clone())]);
+    }
+
+    #[test]
+    fn want_of_inverts_key() {
+        for class in [Class::Endpoint, Class::Blackhole, Class::Learned] {
+            for prefix in [net("198.19.0.0/26"), net("2001:db8::/122")] {
+                let w = WantKey { prefix, class };
+                assert_eq!(METRICS.want_of(&METRICS.key(&w)), Some(w));
+            }
+        }
+    }
+}
