@@ -31,6 +31,8 @@ fn peer(n: u8, asn: u32, client: bool) -> RibPeer {
         families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
         codec: SessionCodec::new(true, asn != 65000),
         import: None,
+        export: None,
+        external: false,
     }
 }
 
@@ -222,13 +224,12 @@ fn import_policy_filters_by_prefix_list_and_tags_accepted_routes() {
     let mut r = rib(None);
     let mut p1 = peer(1, 65001, false);
     // Accept only /26 blocks inside the pod pool, tagged 65000:26; reject the rest.
-    p1.import = Some(Arc::new(ImportPolicy {
+    p1.import = Some(Arc::new(Policy {
         rules: vec![PolicyRule {
             prefixes: vec![PrefixMatch { prefix: p("198.19.0.0/16"), ge: Some(26), le: Some(26) }],
-            communities: vec![],
             action: PolicyAction::Accept,
             add_communities: vec![(65000 << 16) | 26],
-            set_local_pref: None,
+            ..Default::default()
         }],
         default: PolicyAction::Reject,
     }));
@@ -240,4 +241,44 @@ fn import_policy_filters_by_prefix_list_and_tags_accepted_routes() {
     assert_eq!((r.accepted(1), r.received(1)), (2, 4));
     assert_eq!(r.best(&p("198.19.0.64/26")).unwrap().attrs.communities, vec![(65000 << 16) | 26]);
     assert!(r.best(&p("198.19.0.0/24")).is_none());
+}
+
+#[test]
+fn export_policy_keeps_an_external_peers_routes_from_the_others() {
+    use gingham_bgp::rib::policy::*;
+    use std::sync::Arc;
+    let mut r = rib(None);
+    // Two routers in other ASes; what one sends must not reach the other (no transit) unless
+    // a rule lets that prefix through. Our own routes go to both.
+    let no_transit = |allowed: Option<&str>| {
+        let mut rules: Vec<PolicyRule> = allowed
+            .map(|a| PolicyRule { prefixes: vec![PrefixMatch { prefix: p(a), ge: None, le: None }], ..Default::default() })
+            .into_iter()
+            .collect();
+        rules.push(PolicyRule { source: Some(SourceMatch::External), action: PolicyAction::Reject, ..Default::default() });
+        Some(Arc::new(Policy { rules, default: PolicyAction::Accept }))
+    };
+    let mut tor = peer(1, 65001, false);
+    tor.external = true;
+    tor.export = no_transit(None);
+    let mut other = peer(2, 65002, false);
+    other.external = true;
+    other.export = no_transit(Some("203.0.113.0/24"));
+    r.peer_up(1, tor);
+    r.peer_up(2, other);
+    for prefix in ["0.0.0.0/0", "203.0.113.0/24"] {
+        r.apply_update(1, &announce(prefix, &[65001], "198.18.0.1"));
+    }
+    r.originate(p("198.19.0.0/26"), PathAttributes { origin: Some(Origin::Igp), as_path: Some(AsPath::default()), ..Default::default() });
+    let sent = |r: &mut Rib, id| -> Vec<String> {
+        let mut out: Vec<String> = r.export_all(id).iter().flat_map(|u| u.nlri.iter().map(|n| n.to_string()).collect::<Vec<_>>()).collect();
+        out.sort();
+        out
+    };
+    assert_eq!(sent(&mut r, 2), ["198.19.0.0/26", "203.0.113.0/24"], "only our block and the allowed prefix");
+    assert_eq!(sent(&mut r, 1), ["198.19.0.0/26"]);
+    // Removing the rule withdraws the prefix it let through.
+    let updates = r.set_policies(2, None, no_transit(None));
+    let withdrawn: Vec<String> = updates.iter().flat_map(|u| u.withdrawn.iter().map(|n| n.to_string()).collect::<Vec<_>>()).collect();
+    assert_eq!(withdrawn, ["203.0.113.0/24"]);
 }

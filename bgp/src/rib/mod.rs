@@ -21,7 +21,7 @@ use ipnetwork::IpNetwork;
 use crate::wire::{Family, MpReach, NextHop, PathAttributes, SessionCodec, Update};
 use decision::{compare, Candidate, DecisionConfig};
 pub use export::ExportDecision;
-use policy::{ImportPolicy, Verdict};
+use policy::{Policy, RouteSource, Verdict};
 pub use prefix_set::PrefixSet;
 use table::{Path, Table};
 
@@ -47,12 +47,25 @@ pub struct RibPeer {
     pub families: Vec<Family>,
     pub codec: SessionCodec,
     /// Applied to every route the peer sends, after the loop checks.
-    pub import: Option<Arc<ImportPolicy>>,
+    pub import: Option<Arc<Policy>>,
+    /// Applied to every route before it leaves for the peer, before the iBGP/eBGP rules.
+    pub export: Option<Arc<Policy>>,
+    /// Routes learned from this peer are [`RouteSource::External`] to policies.
+    pub external: bool,
 }
 
 impl RibPeer {
     pub fn ebgp(&self) -> bool {
         self.local_as != self.peer_as
+    }
+
+    /// What routes learned from this peer are to policies.
+    pub fn source(&self) -> RouteSource {
+        if self.external {
+            RouteSource::External
+        } else {
+            RouteSource::Internal
+        }
     }
 }
 
@@ -244,12 +257,13 @@ impl Rib {
             }
             let acceptable = self.import_ok(peer, &attrs);
             let policy = self.peers.get(&peer).and_then(|p| p.import.clone());
+            let source = self.peers.get(&peer).map_or(RouteSource::Internal, RibPeer::source);
             let interned = self.intern(attrs);
             for prefix in prefixes {
                 let verdict = match (&policy, acceptable) {
                     (_, false) => Verdict::Reject,
                     (None, true) => Verdict::Accept,
-                    (Some(policy), true) => policy.evaluate(&prefix, &interned),
+                    (Some(policy), true) => policy.evaluate(&prefix, &interned, source),
                 };
                 let attrs = match verdict {
                     Verdict::Reject => None,
@@ -423,17 +437,24 @@ impl Rib {
         for prefix in prefixes {
             let desired = match self.table.best(prefix) {
                 None => None,
-                Some(best) => {
-                    let key = (Arc::as_ptr(&best.attrs), best.peer, prefix.is_ipv4());
-                    match transformed.get(&key) {
-                        Some(done) => done.clone(),
-                        None => {
-                            let out = self.transform(&target, peer, prefix, &best).map(|a| self.intern(a));
-                            transformed.insert(key, out.clone());
-                            out
+                Some(best) => match self.export_verdict(&target, prefix, &best) {
+                    Verdict::Reject => None,
+                    Verdict::Modified(attrs) => {
+                        let best = Path { peer: best.peer, attrs: Arc::new(*attrs) };
+                        self.transform(&target, peer, prefix, &best).map(|a| self.intern(a))
+                    }
+                    Verdict::Accept => {
+                        let key = (Arc::as_ptr(&best.attrs), best.peer, prefix.is_ipv4());
+                        match transformed.get(&key) {
+                            Some(done) => done.clone(),
+                            None => {
+                                let out = self.transform(&target, peer, prefix, &best).map(|a| self.intern(a));
+                                transformed.insert(key, out.clone());
+                                out
+                            }
                         }
                     }
-                }
+                },
             };
             match desired {
                 Some(d) => {
@@ -464,6 +485,24 @@ impl Rib {
         if let Some(out) = self.adj_out.get_mut(&peer) {
             out.clear();
         }
+    }
+
+    /// The target's export policy on the best path (accept when it has none).
+    fn export_verdict(&self, target: &RibPeer, prefix: &IpNetwork, best: &Path) -> Verdict {
+        let Some(policy) = &target.export else { return Verdict::Accept };
+        let source =
+            if best.peer == LOCAL { RouteSource::Local } else { self.peers.get(&best.peer).map_or(RouteSource::Internal, RibPeer::source) };
+        policy.evaluate(prefix, &best.attrs, source)
+    }
+
+    /// Replaces a peer's policies in place (no session reset). Returns the updates that bring
+    /// its Adj-RIB-Out in line with the new export policy; routes the new import policy would
+    /// treat differently need the peer to send them again (route refresh).
+    pub fn set_policies(&mut self, id: PeerId, import: Option<Arc<Policy>>, export: Option<Arc<Policy>>) -> Vec<Update> {
+        let Some(p) = self.peers.get_mut(&id) else { return Vec::new() };
+        p.import = import;
+        p.export = export;
+        self.export_all(id)
     }
 
     /// What `best` looks like when it leaves for `target`, if it leaves at all.
@@ -502,6 +541,10 @@ impl Rib {
 
     pub fn peer(&self, id: PeerId) -> Option<&RibPeer> {
         self.peers.get(&id)
+    }
+
+    pub fn peer_mut(&mut self, id: PeerId) -> Option<&mut RibPeer> {
+        self.peers.get_mut(&id)
     }
 }
 

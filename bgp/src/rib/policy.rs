@@ -1,5 +1,6 @@
-//! Import policy: an ordered list of rules, first match wins, matching on prefix lists (with
-//! ge/le, as routers write them) and communities, and able to set communities and LOCAL_PREF.
+//! Route policy, for import and export alike: an ordered list of rules, first match wins,
+//! matching on prefix lists (with ge/le, as routers write them, or their complement),
+//! communities and where the route came from, and able to set communities and LOCAL_PREF.
 
 use ipnetwork::IpNetwork;
 
@@ -32,18 +33,56 @@ impl PrefixMatch {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PolicyAction {
+    #[default]
     Accept,
     Reject,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a route came from, as a policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteSource {
+    /// Originated by this speaker.
+    Local,
+    /// Learned from a peer not marked external.
+    Internal,
+    /// Learned from a peer marked external (`NeighborConfig::external`).
+    External,
+}
+
+/// A rule's condition on [`RouteSource`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceMatch {
+    Local,
+    /// Learned from any peer.
+    Peers,
+    Internal,
+    External,
+}
+
+impl SourceMatch {
+    pub fn matches(self, source: RouteSource) -> bool {
+        matches!(
+            (self, source),
+            (SourceMatch::Local, RouteSource::Local)
+                | (SourceMatch::Peers, RouteSource::Internal | RouteSource::External)
+                | (SourceMatch::Internal, RouteSource::Internal)
+                | (SourceMatch::External, RouteSource::External)
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyRule {
     /// Empty: any prefix.
     pub prefixes: Vec<PrefixMatch>,
+    /// The rule matches prefixes that match none of `prefixes` instead.
+    pub negate_prefixes: bool,
     /// Empty: any route; otherwise the route must carry one of these communities.
     pub communities: Vec<u32>,
+    /// `None`: any source.
+    pub source: Option<SourceMatch>,
     pub action: PolicyAction,
     /// Added to the route's communities when accepted by this rule.
     pub add_communities: Vec<u32>,
@@ -51,7 +90,7 @@ pub struct PolicyRule {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImportPolicy {
+pub struct Policy {
     pub rules: Vec<PolicyRule>,
     /// What happens to a route no rule matched.
     pub default: PolicyAction,
@@ -67,12 +106,22 @@ pub enum Verdict {
     Modified(Box<PathAttributes>),
 }
 
-impl ImportPolicy {
-    pub fn evaluate(&self, prefix: &IpNetwork, attrs: &PathAttributes) -> Verdict {
-        let rule = self.rules.iter().find(|r| {
-            (r.prefixes.is_empty() || r.prefixes.iter().any(|m| m.matches(prefix)))
-                && (r.communities.is_empty() || r.communities.iter().any(|c| attrs.communities.contains(c)))
-        });
+impl PolicyRule {
+    fn matches(&self, prefix: &IpNetwork, attrs: &PathAttributes, source: RouteSource) -> bool {
+        (self.prefixes.is_empty() || self.prefixes.iter().any(|m| m.matches(prefix)) != self.negate_prefixes)
+            && (self.communities.is_empty() || self.communities.iter().any(|c| attrs.communities.contains(c)))
+            && self.source.is_none_or(|s| s.matches(source))
+    }
+}
+
+impl Policy {
+    /// Accepts everything.
+    pub fn accept_all() -> Policy {
+        Policy { rules: Vec::new(), default: PolicyAction::Accept }
+    }
+
+    pub fn evaluate(&self, prefix: &IpNetwork, attrs: &PathAttributes, source: RouteSource) -> Verdict {
+        let rule = self.rules.iter().find(|r| r.matches(prefix, attrs, source));
         let Some(rule) = rule else {
             return match self.default {
                 PolicyAction::Accept => Verdict::Accept,
@@ -126,34 +175,53 @@ mod tests {
     #[test]
     fn first_matching_rule_wins_and_can_tag() {
         let tag = (65000 << 16) | 1;
-        let policy = ImportPolicy {
+        let policy = Policy {
             rules: vec![
                 PolicyRule {
                     prefixes: vec![m("198.19.0.0/16", Some(24), Some(32))],
-                    communities: vec![],
-                    action: PolicyAction::Accept,
                     add_communities: vec![tag],
                     set_local_pref: Some(200),
+                    ..Default::default()
                 },
-                PolicyRule {
-                    prefixes: vec![],
-                    communities: vec![(65000 << 16) | 666],
-                    action: PolicyAction::Reject,
-                    add_communities: vec![],
-                    set_local_pref: None,
-                },
+                PolicyRule { communities: vec![(65000 << 16) | 666], action: PolicyAction::Reject, ..Default::default() },
             ],
             default: PolicyAction::Accept,
         };
         let plain = PathAttributes::default();
-        match policy.evaluate(&net("198.19.1.0/24"), &plain) {
+        let ext = RouteSource::External;
+        match policy.evaluate(&net("198.19.1.0/24"), &plain, ext) {
             Verdict::Modified(a) => assert_eq!((a.communities.clone(), a.local_pref), (vec![tag], Some(200))),
             other => panic!("{other:?}"),
         }
         let blackholed = PathAttributes { communities: vec![(65000 << 16) | 666], ..Default::default() };
-        assert_eq!(policy.evaluate(&net("10.0.0.0/8"), &blackholed), Verdict::Reject);
-        assert_eq!(policy.evaluate(&net("10.0.0.0/8"), &plain), Verdict::Accept);
-        let strict = ImportPolicy { rules: vec![], default: PolicyAction::Reject };
-        assert_eq!(strict.evaluate(&net("10.0.0.0/8"), &plain), Verdict::Reject);
+        assert_eq!(policy.evaluate(&net("10.0.0.0/8"), &blackholed, ext), Verdict::Reject);
+        assert_eq!(policy.evaluate(&net("10.0.0.0/8"), &plain, ext), Verdict::Accept);
+        let strict = Policy { rules: vec![], default: PolicyAction::Reject };
+        assert_eq!(strict.evaluate(&net("10.0.0.0/8"), &plain, ext), Verdict::Reject);
+    }
+
+    #[test]
+    fn negated_prefixes_and_sources() {
+        // No transit: our own routes go, external ones only inside 203.0.113.0/24.
+        let policy = Policy {
+            rules: vec![
+                PolicyRule {
+                    prefixes: vec![m("203.0.113.0/24", Some(24), None)],
+                    negate_prefixes: true,
+                    source: Some(SourceMatch::External),
+                    action: PolicyAction::Reject,
+                    ..Default::default()
+                },
+                PolicyRule { source: Some(SourceMatch::Peers), action: PolicyAction::Accept, ..Default::default() },
+                PolicyRule { source: Some(SourceMatch::Local), action: PolicyAction::Accept, ..Default::default() },
+            ],
+            default: PolicyAction::Reject,
+        };
+        let a = PathAttributes::default();
+        assert_eq!(policy.evaluate(&net("0.0.0.0/0"), &a, RouteSource::External), Verdict::Reject);
+        assert_eq!(policy.evaluate(&net("203.0.113.128/25"), &a, RouteSource::External), Verdict::Accept);
+        assert_eq!(policy.evaluate(&net("0.0.0.0/0"), &a, RouteSource::Internal), Verdict::Accept);
+        assert_eq!(policy.evaluate(&net("198.19.0.0/26"), &a, RouteSource::Local), Verdict::Accept);
+        assert!(SourceMatch::Peers.matches(RouteSource::Internal) && !SourceMatch::Peers.matches(RouteSource::Local));
     }
 }

@@ -16,7 +16,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::fsm::{FsmConfig, Negotiated, State};
-use crate::rib::policy::ImportPolicy;
+use crate::rib::policy::Policy;
 use crate::rib::BestRoute;
 use crate::session::{PeerConfig, Transport, TtlMode};
 use crate::wire::{Family, GrFamily, GracefulRestart};
@@ -81,7 +81,11 @@ pub struct NeighborConfig {
     /// Calico, so an agent upgrade drops no traffic.
     pub graceful_restart: Option<u16>,
     /// Prefix lists and community match/set for what the peer sends.
-    pub import: Option<Arc<ImportPolicy>>,
+    pub import: Option<Arc<Policy>>,
+    /// The same for what we send the peer, before the iBGP/eBGP rules.
+    pub export: Option<Arc<Policy>>,
+    /// Routes learned from this peer are external to policies ([`crate::rib::policy::RouteSource`]).
+    pub external: bool,
 }
 
 /// A limit on the prefixes a peer may send (counted after the import checks).
@@ -120,6 +124,8 @@ impl NeighborConfig {
             max_prefixes: None,
             graceful_restart: Some(120),
             import: None,
+            export: None,
+            external: false,
         }
     }
 

@@ -34,6 +34,8 @@ struct Peer {
     stale: Option<(PeerId, Vec<Family>)>,
     /// Families whose first End-of-RIB is still awaited; `Some(empty)` once all arrived.
     initial_eor: Option<Vec<Family>>,
+    /// The peer can be asked to send its routes again (RFC 2918).
+    route_refresh: bool,
     /// Both sides negotiated enhanced route refresh (RFC 7313).
     enhanced_refresh: bool,
     /// Between the peer's BoRR and EoRR: its prefixes of that family not re-announced yet.
@@ -239,8 +241,33 @@ impl SpeakerTask {
     }
 
     async fn add_peer(&mut self, n: NeighborConfig) {
-        if let Some(existing) = self.peers.get(&n.address) {
+        if let Some(existing) = self.peers.get_mut(&n.address) {
             if existing.config == n {
+                return;
+            }
+            let import_changed = existing.config.import != n.import || existing.config.external != n.external;
+            let policy_only = NeighborConfig { import: None, export: None, external: false, ..existing.config.clone() }
+                == NeighborConfig { import: None, export: None, external: false, ..n.clone() };
+            // A policy change is applied in place, as routers do with soft reconfiguration: what
+            // we send is re-evaluated at once; what the peer sent, after a route refresh.
+            if policy_only && (!import_changed || !existing.up || existing.route_refresh) {
+                existing.config = n.clone();
+                if existing.up {
+                    let (id, handle) = (existing.id, existing.handle.clone());
+                    if let Some(rp) = self.rib.peer_mut(id) {
+                        rp.external = n.external;
+                    }
+                    let updates = self.rib.set_policies(id, n.import.clone(), n.export.clone());
+                    if !updates.is_empty() {
+                        handle.send(PeerCommand::Send(updates)).await;
+                    }
+                    if import_changed {
+                        for family in self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default() {
+                            let refresh = RouteRefresh { family, subtype: RefreshSubtype::Request };
+                            handle.send(PeerCommand::RouteRefresh(refresh)).await;
+                        }
+                    }
+                }
                 return;
             }
             self.remove_peer(n.address, ErrorCode::OtherConfigurationChange).await;
@@ -266,6 +293,7 @@ impl SpeakerTask {
                 gr: None,
                 stale: None,
                 initial_eor: None,
+                route_refresh: false,
                 enhanced_refresh: false,
                 refreshing: None,
                 refresh_cycles: 0,
@@ -304,6 +332,7 @@ impl SpeakerTask {
                         notification: peer_gr.is_some_and(|g| g.notification),
                     }
                 });
+                p.route_refresh = negotiated.route_refresh;
                 p.enhanced_refresh = negotiated.enhanced_route_refresh;
                 p.refreshing = None;
                 let (id, cfg, handle) = (p.id, p.config.clone(), p.handle.clone());
@@ -320,6 +349,8 @@ impl SpeakerTask {
                     families: negotiated.families.clone(),
                     codec: negotiated.codec(),
                     import: cfg.import.clone(),
+                    export: cfg.export.clone(),
+                    external: cfg.external,
                 };
                 self.rib.peer_up(id, rib_peer);
                 if let Some(p) = self.peer_by_addr(peer) {
