@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use gingham_api::datastore::{AnyDatastore, Store};
 use gingham_api::resources::{
-    AffinityState, BGPConfiguration, BGPPeer, BlockAffinity, GinghamNode, GinghamNodeBgp, GinghamNodeSpec, IPAMBlock, DEFAULT_NAME,
+    AffinityState, BGPConfiguration, BGPFilter, BGPPeer, BlockAffinity, GinghamNode, GinghamNodeBgp, GinghamNodeSpec, IPAMBlock, IPPool,
+    DEFAULT_NAME,
 };
 use gingham_bgp::speaker::SpeakerHandle;
 use gingham_cni::{code, CniError, Command, Reply, Request};
@@ -59,6 +60,8 @@ struct Applied {
     peers: BTreeMap<IpAddr, DesiredPeer>,
     exports: BTreeSet<IpNetwork>,
     blackholes: BTreeSet<IpNetwork>,
+    /// Routes to peers via their `reachableBy` gateway.
+    statics: BTreeMap<IpNetwork, IpAddr>,
     last_error: Option<String>,
     datastore_ok: bool,
 }
@@ -398,6 +401,8 @@ impl Agent {
         follow::<BGPPeer>(self.clone());
         follow::<BGPConfiguration>(self.clone());
         follow::<BlockAffinity>(self.clone());
+        follow::<BGPFilter>(self.clone());
+        follow::<IPPool>(self.clone());
     }
 
     /// The loop: datastore -> desired peers and exports -> speaker and FIB, as diffs.
@@ -426,7 +431,18 @@ impl Agent {
         let me = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(self.node.as_str())).cloned();
         let Some(me) = me else { anyhow::bail!("GinghamNode {} is gone", self.node) };
         let no_secret = |_: &str, _: &str| None;
-        let mut want = peers::desired(&peers::View { me: &me, nodes: &nodes, peers: &bgp_peers, config: &config, secret: &no_secret });
+        let (filters, _) = self.store.list::<BGPFilter>().await?;
+        let (pools, _) = self.store.list::<IPPool>().await?;
+        let pools: Vec<IpNetwork> = pools.iter().filter(|p| !p.spec.disabled).filter_map(|p| p.spec.network()).collect();
+        let mut want = peers::desired(&peers::View {
+            me: &me,
+            nodes: &nodes,
+            peers: &bgp_peers,
+            config: &config,
+            filters: &filters,
+            pools: &pools,
+            secret: &no_secret,
+        });
         for p in want.values_mut() {
             p.config.hold_time = self.hold_time;
             p.config.graceful_restart = p.config.graceful_restart.map(|_| self.restart_time);
@@ -461,6 +477,14 @@ impl Agent {
                 self.speaker.add_peer(p.config.clone()).await?;
             }
         }
+        let statics: BTreeMap<IpNetwork, IpAddr> =
+            want.iter().filter_map(|(addr, p)| p.reachable_by.map(|gw| (IpNetwork::from(*addr), gw))).collect();
+        let mut static_changes: Vec<(IpNetwork, Option<Target>)> =
+            applied.statics.keys().filter(|k| !statics.contains_key(k)).map(|k| (*k, None)).collect();
+        static_changes.extend(
+            statics.iter().filter(|(k, gw)| applied.statics.get(k) != Some(gw)).map(|(k, gw)| (*k, Some(Target::Gateways(vec![*gw])))),
+        );
+        applied.statics = statics;
         applied.peers = want;
         for gone in applied.exports.difference(&exports) {
             self.speaker.withdraw(*gone).await?;
@@ -476,6 +500,7 @@ impl Agent {
         applied.blackholes = blocks_mine;
         drop(applied);
         self.fib.set_class(Class::Blackhole, fib).await;
+        self.fib.set_class(Class::Static, static_changes).await;
         self.metrics.set_ipam(&blocks, &self.node);
         Ok(())
     }
@@ -495,6 +520,7 @@ impl Agent {
                     "state": format!("{:?}", s.state),
                     "sinceSeconds": s.uptime.map(|u| u.as_secs()),
                     "info": s.last_error.clone().unwrap_or_default(),
+                    "problems": applied.peers.get(&s.config.address).map(|p| p.problems.clone()).unwrap_or_default(),
                     "prefixesReceived": s.prefixes_received,
                     "prefixesAdvertised": s.prefixes_advertised,
                 })

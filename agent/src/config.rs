@@ -53,8 +53,8 @@ pub struct Config {
     pub hold_time: u16,
     /// Kernel metric of routes learned over BGP. Keep it above the metrics of the node's own
     /// default and connected routes, so that those win where a peer announces the same prefix
-    /// (IPv6 ones are at 256 and 1024 by default). 0, 1, 1024 and 1025 are the pod and block
-    /// routes' own.
+    /// (IPv6 ones are at 256 and 1024 by default). 0-2 and 1024-1026 are the metrics of pod,
+    /// block and peer routes.
     #[arg(long, env = "GINGHAM_LEARNED_ROUTE_METRIC", default_value_t = crate::fib::DEFAULT_LEARNED_METRIC,
           value_parser = learned_metric)]
     pub learned_route_metric: u32,
@@ -64,8 +64,8 @@ pub struct Config {
 
 fn learned_metric(text: &str) -> Result<u32, String> {
     let m: u32 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
-    if [0, 1, 1024, 1025].contains(&m) {
-        return Err(format!("{m} is the metric of pod or block routes; choose another"));
+    if m <= 2 || (1024..=1026).contains(&m) {
+        return Err(format!("{m} is the metric of pod, block or peer routes; choose another"));
     }
     Ok(m)
 }

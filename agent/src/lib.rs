@@ -10,6 +10,7 @@ pub mod fib;
 pub mod metrics;
 pub mod netlink;
 pub mod peers;
+pub mod policy;
 pub mod status;
 
 use std::sync::Arc;

@@ -7,10 +7,13 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use gingham_api::resources::{BGPConfigurationSpec, BGPPeer, GinghamNode, SourceAddress};
+use gingham_api::resources::{BGPConfigurationSpec, BGPFilter, BGPPeer, GinghamNode, MaxPrefixAction, NextHopMode, SourceAddress};
 use gingham_api::selector::Selector;
 use gingham_bgp::session::TtlMode;
-use gingham_bgp::speaker::NeighborConfig;
+use gingham_bgp::speaker::{self, NeighborConfig};
+use ipnetwork::IpNetwork;
+
+use crate::policy;
 
 /// How a peer came to be, for `node status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -29,6 +32,10 @@ pub enum PeerKind {
 pub struct DesiredPeer {
     pub kind: PeerKind,
     pub config: NeighborConfig,
+    /// The BGPPeer's `reachableBy`: a route to the peer via this gateway is wanted.
+    pub reachable_by: Option<IpAddr>,
+    /// Configuration the session runs without, and why (a BGPFilter that does not exist).
+    pub problems: Vec<String>,
 }
 
 pub struct View<'a> {
@@ -36,6 +43,9 @@ pub struct View<'a> {
     pub nodes: &'a [GinghamNode],
     pub peers: &'a [BGPPeer],
     pub config: &'a BGPConfigurationSpec,
+    pub filters: &'a [BGPFilter],
+    /// The enabled IP pools: no external router may announce addresses inside them.
+    pub pools: &'a [IpNetwork],
     /// Resolves a BGPPeer's secret password reference (kubernetes); `None` for sqlite.
     pub secret: &'a dyn Fn(&str, &str) -> Option<String>,
 }
@@ -77,7 +87,8 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             // One direction per pair (Calico): the lower address listens, the higher dials, so a
             // connection attempt never aborts the other side's graceful restart.
             n.passive = my_addr < addr;
-            out.insert(addr, DesiredPeer { kind, config: n });
+            n.export = Some(policy::export(&[], false));
+            out.insert(addr, DesiredPeer { kind, config: n, reachable_by: None, problems: Vec::new() });
         }
     }
 
@@ -103,6 +114,33 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             .as_deref()
             .and_then(gingham_api::resources::validate::parse_duration)
             .map(|d: Duration| d.as_secs().min(4095) as u16);
+        let mut problems = Vec::new();
+        let filters: Vec<_> = spec
+            .filters
+            .iter()
+            .filter_map(|name| {
+                let found = view.filters.iter().find(|f| f.metadata.name.as_deref() == Some(name.as_str()));
+                if found.is_none() {
+                    problems.push(format!("BGPFilter {name:?} does not exist; the session runs without it"));
+                }
+                found.map(|f| &f.spec)
+            })
+            .collect();
+        let keepalive = spec
+            .keepalive_time
+            .as_deref()
+            .and_then(gingham_api::resources::validate::parse_duration)
+            .map(|d| d.as_secs().clamp(1, u64::from(u16::MAX)) as u16);
+        let max_prefixes = spec.max_prefixes.as_ref().map(|m| speaker::MaxPrefixes {
+            limit: m.limit as usize,
+            action: match m.action {
+                MaxPrefixAction::Warn => speaker::MaxPrefixAction::WarnOnly,
+                MaxPrefixAction::Teardown => {
+                    speaker::MaxPrefixAction::TearDown { restart: m.restart_seconds.map(|s| Duration::from_secs(s.into())) }
+                }
+            },
+        });
+        let reachable_by = spec.reachable_by.as_deref().and_then(|g| g.parse().ok());
         let mut targets: Vec<(IpAddr, u16, u32)> = Vec::new();
         if let Some(Ok(sock)) = spec.peer_socket() {
             targets.push((sock.ip(), sock.port(), spec.as_number.unwrap_or(my_as)));
@@ -121,8 +159,17 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
                 n.local_address = Some(local);
             }
             n.md5_key = password.clone();
-            n.keep_original_next_hop = spec.keep_original_next_hop;
+            n.keep_original_next_hop = spec.keep_original_next_hop || spec.next_hop_mode == Some(NextHopMode::Keep);
+            n.next_hop_self = spec.next_hop_mode == Some(NextHopMode::NextHopSelf);
+            n.local_as = spec.local_as_number;
+            n.keepalive_time = keepalive;
+            n.allow_own_as = spec.num_allowed_local_as_numbers.unwrap_or(0);
+            n.max_prefixes = max_prefixes;
             n.rr_client = spec.route_reflector_client;
+            // A BGPPeer that names another node is part of the cluster; any other is a router.
+            n.external = !view.nodes.iter().any(|node| node.bgp_addresses().contains(&addr));
+            n.export = Some(policy::export(&filters, n.external));
+            n.import = policy::import(&filters, n.external, view.pools);
             if let Some(hops) = spec.ttl_security {
                 n.ttl = TtlMode::Gtsm { hops };
             }
@@ -130,7 +177,8 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
                 n.graceful_restart = restart;
             }
             // An explicit BGPPeer wins over the mesh entry for the same address.
-            out.insert(addr, DesiredPeer { kind, config: n });
+            let reachable_by = reachable_by.filter(|_| spec.peer_ip.is_some());
+            out.insert(addr, DesiredPeer { kind, config: n, reachable_by, problems: problems.clone() });
         }
     }
     out
@@ -161,7 +209,7 @@ mod tests {
     }
 
     fn compute(me: usize, nodes: &[GinghamNode], peers: &[BGPPeer], config: &BGPConfigurationSpec) -> BTreeMap<IpAddr, DesiredPeer> {
-        desired(&View { me: &nodes[me], nodes, peers, config, secret: &no_secret })
+        desired(&View { me: &nodes[me], nodes, peers, config, filters: &[], pools: &[], secret: &no_secret })
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -212,5 +260,52 @@ mod tests {
         assert_eq!((t.kind, t.config.peer_as, t.config.ttl), (PeerKind::Node, 65001, TtlMode::Gtsm { hops: 1 }));
         let b = compute(1, &nodes, &[tor], &BGPConfigurationSpec::default());
         assert!(!b.contains_key(&ip("198.18.0.1")), "rack r2 is not selected");
+    }
+
+    #[test]
+    fn peer_options_reach_the_speaker_and_routers_are_external() {
+        use gingham_api::resources::{BGPFilterSpec, MaxPrefixes};
+        let nodes = [node("a", "198.18.0.11", None, &[]), node("b", "198.18.0.12", None, &[])];
+        let tor = BGPPeer::new(
+            "tor",
+            BGPPeerSpec {
+                peer_ip: Some("198.18.0.1".into()),
+                as_number: Some(65001),
+                local_as_number: Some(65100),
+                next_hop_mode: Some(NextHopMode::NextHopSelf),
+                keepalive_time: Some("7s".into()),
+                num_allowed_local_as_numbers: Some(2),
+                reachable_by: Some("198.18.0.254".into()),
+                max_prefixes: Some(MaxPrefixes { limit: 5, action: MaxPrefixAction::Teardown, restart_seconds: Some(30) }),
+                filters: vec!["allow-one".into(), "missing".into()],
+                ..Default::default()
+            },
+        );
+        let to_b = BGPPeer::new(
+            "to-b",
+            BGPPeerSpec { node: Some("a".into()), peer_ip: Some("198.18.0.12".into()), as_number: Some(64512), ..Default::default() },
+        );
+        let filters = [BGPFilter::new("allow-one", BGPFilterSpec::default())];
+        let pools = ["198.19.0.0/16".parse().unwrap()];
+        let view = View {
+            me: &nodes[0],
+            nodes: &nodes,
+            peers: &[tor, to_b],
+            config: &BGPConfigurationSpec::default(),
+            filters: &filters,
+            pools: &pools,
+            secret: &no_secret,
+        };
+        let got = desired(&view);
+        let t = &got[&ip("198.18.0.1")];
+        let c = &t.config;
+        assert_eq!((c.local_as, c.next_hop_self, c.keepalive_time, c.allow_own_as), (Some(65100), true, Some(7), 2));
+        assert_eq!(c.max_prefixes.unwrap().action, speaker::MaxPrefixAction::TearDown { restart: Some(Duration::from_secs(30)) });
+        assert!(c.external && c.import.is_some(), "a router: no transit, no pool prefixes");
+        assert_eq!(t.reachable_by, Some(ip("198.18.0.254")));
+        assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+        assert!(t.problems[0].contains("missing"));
+        let b = &got[&ip("198.18.0.12")].config;
+        assert!(!b.external && b.import.is_none(), "a BGPPeer naming another node stays inside the cluster");
     }
 }

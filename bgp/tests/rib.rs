@@ -27,6 +27,7 @@ fn peer(n: u8, asn: u32, client: bool) -> RibPeer {
         peer_as: asn,
         rr_client: client,
         keep_original_next_hop: false,
+        next_hop_self: false,
         allow_own_as: 0,
         families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
         codec: SessionCodec::new(true, asn != 65000),

@@ -35,6 +35,12 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, bool)> {
             ("NODESELECTOR", "/spec/nodeSelector", true),
             ("PEERSELECTOR", "/spec/peerSelector", true),
         ],
+        "BGPFilter" => vec![
+            ("EXPORTV4", "/spec/exportV4", false),
+            ("IMPORTV4", "/spec/importV4", false),
+            ("EXPORTV6", "/spec/exportV6", true),
+            ("IMPORTV6", "/spec/importV6", true),
+        ],
         "GinghamNode" => vec![
             ("ASN", "/spec/bgp/asNumber", false),
             ("IPV4", "/spec/bgp/ipv4Address", false),
@@ -58,8 +64,23 @@ fn cell(v: Option<&Value>) -> String {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(a)) => a.iter().map(|x| cell(Some(x))).collect::<Vec<_>>().join(","),
+        Some(rule @ Value::Object(o)) if o.contains_key("action") => filter_rule(rule),
         Some(other) => other.to_string(),
     }
+}
+
+/// A BGPFilter rule on one line: `Accept In 77.0.0.0/16{24,32} RemotePeers`.
+fn filter_rule(rule: &Value) -> String {
+    let text = |p: &str| rule.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut parts = vec![text("/action"), text("/matchOperator")];
+    let lengths = rule.get("prefixLength").map(|l| {
+        let n = |k: &str| l.get(k).map(|v| v.to_string()).unwrap_or_default();
+        format!("{{{},{}}}", n("min"), n("max"))
+    });
+    parts.push(format!("{}{}", text("/cidr"), lengths.unwrap_or_default()));
+    parts.push(text("/source"));
+    parts.retain(|p| !p.is_empty());
+    parts.join(" ")
 }
 
 /// Left-aligned columns separated by three spaces, calicoctl's look.

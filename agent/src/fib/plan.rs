@@ -34,6 +34,8 @@ pub enum Class {
     Endpoint,
     /// The blackhole that covers one of our blocks (loses to the endpoint routes inside it).
     Blackhole,
+    /// A route to a BGP peer via its `reachableBy` gateway (wins over a learned route).
+    Static,
     /// A best path from BGP.
     Learned,
 }
@@ -41,22 +43,12 @@ pub enum Class {
 /// Where a prefix should go, as the agent says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// Via these BGP next hops (ECMP when several), resolved through the kernel's routes.
+    /// Via these next hops (ECMP when several), resolved through the kernel's routes.
     Gateways(Vec<IpAddr>),
     /// Dropped: the aggregate of a block whose live addresses have host routes.
     Blackhole,
     /// Straight out of a local interface (a pod's host-side veth), by index.
     Device(u32),
-}
-
-impl Target {
-    pub fn class(&self) -> Class {
-        match self {
-            Target::Gateways(_) => Class::Learned,
-            Target::Blackhole => Class::Blackhole,
-            Target::Device(_) => Class::Endpoint,
-        }
-    }
 }
 
 /// One wanted route: a prefix for one [`Class`].
@@ -152,7 +144,8 @@ impl KernelTable {
     }
 }
 
-/// The metric of each class, per family. Distinct values keep the classes in separate slots.
+/// The metric of each class, per family. Distinct values keep the classes in separate slots:
+/// pod routes 0 (IPv6 1024), blackholes 1 (1025), static 2 (1026), learned as configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteMetrics {
     pub learned: u32,
@@ -165,6 +158,7 @@ impl RouteMetrics {
         match class {
             Class::Endpoint => base,
             Class::Blackhole => base + 1,
+            Class::Static => base + 2,
             Class::Learned => self.learned,
         }
     }
@@ -175,7 +169,7 @@ impl RouteMetrics {
 
     /// The class whose slot `key` is, if any.
     pub fn want_of(&self, key: &RouteKey) -> Option<WantKey> {
-        [Class::Endpoint, Class::Blackhole, Class::Learned]
+        [Class::Endpoint, Class::Blackhole, Class::Static, Class::Learned]
             .into_iter()
             .find(|c| self.of(&key.prefix, *c) == key.metric)
             .map(|class| WantKey { prefix: key.prefix, class })
@@ -456,7 +450,7 @@ mod tests {
 
     #[test]
     fn want_of_inverts_key() {
-        for class in [Class::Endpoint, Class::Blackhole, Class::Learned] {
+        for class in [Class::Endpoint, Class::Blackhole, Class::Static, Class::Learned] {
             for prefix in [net("198.19.0.0/26"), net("2001:db8::/122")] {
                 let w = WantKey { prefix, class };
                 assert_eq!(METRICS.want_of(&METRICS.key(&w)), Some(w));

@@ -129,6 +129,58 @@ pub struct BGPPeerSpec {
     /// Gingham extension: reflect iBGP routes to this peer (it is our route-reflector client).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub route_reflector_client: bool,
+    /// BGPFilters applied to this session, in order (first matching rule wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+    /// The AS we present on this session instead of the node's.
+    #[serde(default, rename = "localASNumber", skip_serializing_if = "Option::is_none")]
+    pub local_as_number: Option<u32>,
+    /// `Auto` (default: ourselves towards eBGP peers, unchanged towards iBGP), `Self` (always
+    /// ourselves, reflected routes included) or `Keep` (never changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<NextHopMode>,
+    /// KEEPALIVE interval (Go duration; default a third of the hold time, and never more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<String>,
+    /// How often our own AS may appear in a received AS_PATH (default 0).
+    #[serde(default, rename = "numAllowedLocalASNumbers", skip_serializing_if = "Option::is_none")]
+    pub num_allowed_local_as_numbers: Option<u8>,
+    /// The gateway through which the peer is reached: a /32 (/128) route to the peer via it is
+    /// installed while the session is configured, so the session never depends on routes it
+    /// carries itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable_by: Option<String>,
+    /// Gingham extension: a limit on the prefixes the peer may send, per address family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<MaxPrefixes>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NextHopMode {
+    Auto,
+    #[serde(rename = "Self")]
+    NextHopSelf,
+    Keep,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaxPrefixes {
+    pub limit: u32,
+    /// `Warn` (default: log and count) or `Teardown` (close with Cease/1, RFC 4486).
+    #[serde(default)]
+    pub action: MaxPrefixAction,
+    /// With `Teardown`: start the session again after this many seconds (default: stay down
+    /// until the BGPPeer changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_seconds: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MaxPrefixAction {
+    #[default]
+    Warn,
+    Teardown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -222,6 +274,39 @@ impl Kind for BGPPeer {
         if spec.ttl_security == Some(0) {
             return Err(ValidationError::new("spec.ttlSecurity", "hop count must be 1..=255"));
         }
+        for (i, f) in spec.filters.iter().enumerate() {
+            validate::object_name(&format!("spec.filters[{i}]"), f)?;
+        }
+        if let Some(asn) = spec.local_as_number {
+            validate::as_number("spec.localASNumber", asn)?;
+        }
+        if spec.keep_original_next_hop && spec.next_hop_mode.is_some_and(|m| m != NextHopMode::Keep) {
+            return Err(ValidationError::new("spec.nextHopMode", "contradicts keepOriginalNextHop: true (set one of them)"));
+        }
+        if let Some(t) = &spec.keepalive_time {
+            let d = validate::duration("spec.keepaliveTime", t)?;
+            if d.as_secs() < 1 || d.as_secs() > 21845 {
+                return Err(ValidationError::new("spec.keepaliveTime", "must be 1s..=21845s (a third of the largest hold time)"));
+            }
+        }
+        if let Some(gw) = &spec.reachable_by {
+            let gw: IpAddr = gw.parse().map_err(|_| ValidationError::new("spec.reachableBy", format!("{gw:?} is not an address")))?;
+            match spec.peer_socket() {
+                Some(Ok(peer)) if peer.ip().is_ipv4() != gw.is_ipv4() => {
+                    return Err(ValidationError::new("spec.reachableBy", "must be of the peer address's family"))
+                }
+                None => return Err(ValidationError::new("spec.reachableBy", "only with peerIP")),
+                _ => {}
+            }
+        }
+        if let Some(m) = &spec.max_prefixes {
+            if m.limit == 0 {
+                return Err(ValidationError::new("spec.maxPrefixes.limit", "must be at least 1"));
+            }
+            if m.restart_seconds.is_some() && m.action != MaxPrefixAction::Teardown {
+                return Err(ValidationError::new("spec.maxPrefixes.restartSeconds", "only with action Teardown"));
+            }
+        }
         Ok(())
     }
 }
@@ -254,6 +339,21 @@ mod tests {
             (BGPPeerSpec { node_selector: Some("rack in {'a'".into()), ..base.clone() }, "spec.nodeSelector"),
             (BGPPeerSpec { max_restart_time: Some("2 minutes".into()), ..base.clone() }, "spec.maxRestartTime"),
             (BGPPeerSpec { ttl_security: Some(0), ..base.clone() }, "spec.ttlSecurity"),
+            (BGPPeerSpec { filters: vec!["Bad_Name".into()], ..base.clone() }, "spec.filters[0]"),
+            (BGPPeerSpec { local_as_number: Some(23456), ..base.clone() }, "spec.localASNumber"),
+            (
+                BGPPeerSpec { keep_original_next_hop: true, next_hop_mode: Some(NextHopMode::NextHopSelf), ..base.clone() },
+                "spec.nextHopMode",
+            ),
+            (BGPPeerSpec { keepalive_time: Some("0s".into()), ..base.clone() }, "spec.keepaliveTime"),
+            (BGPPeerSpec { reachable_by: Some("2001:db8::1".into()), ..base.clone() }, "spec.reachableBy"),
+            (
+                BGPPeerSpec {
+                    max_prefixes: Some(MaxPrefixes { limit: 10, action: MaxPrefixAction::Warn, restart_seconds: Some(5) }),
+                    ..base.clone()
+                },
+                "spec.maxPrefixes.restartSeconds",
+            ),
             (
                 BGPPeerSpec { password: Some(PeerPassword { literal: Some("x".repeat(81)), ..Default::default() }), ..base.clone() },
                 "spec.password.literal",

@@ -6,12 +6,17 @@
 //! bad object with the field and the reason.
 
 mod bgp;
+mod bgpfilter;
 mod ipam;
 mod ippool;
 mod node;
 pub mod validate;
 
-pub use bgp::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, PeerPassword, SecretKeyRef, ServiceCidr, SourceAddress};
+pub use bgp::{
+    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, MaxPrefixAction, MaxPrefixes, NextHopMode, PeerPassword, SecretKeyRef,
+    ServiceCidr, SourceAddress,
+};
+pub use bgpfilter::{BGPFilter, BGPFilterRule, BGPFilterSpec, FilterAction, FilterSource, MatchOperator, PrefixCondition, PrefixLength};
 pub use ipam::{
     affinity_name, block_name, handle_name, AffinityState, AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
     IPAMConfiguration, IPAMConfigurationSpec, IPAMHandle, IPAMHandleSpec, IPReservation, IPReservationSpec,
@@ -62,6 +67,7 @@ pub const IPPOOL: KindInfo = KindInfo { kind: "IPPool", plural: "ippools", alias
 pub const BGP_CONFIGURATION: KindInfo =
     KindInfo { kind: "BGPConfiguration", plural: "bgpconfigurations", aliases: &["bgpconfiguration", "bgpconfig", "bgpconfigs"] };
 pub const BGP_PEER: KindInfo = KindInfo { kind: "BGPPeer", plural: "bgppeers", aliases: &["bgppeer", "peer", "peers"] };
+pub const BGP_FILTER: KindInfo = KindInfo { kind: "BGPFilter", plural: "bgpfilters", aliases: &["bgpfilter", "filter", "filters"] };
 pub const GINGHAM_NODE: KindInfo = KindInfo { kind: "GinghamNode", plural: "ginghamnodes", aliases: &["ginghamnode", "node", "nodes"] };
 pub const IPAM_BLOCK: KindInfo = KindInfo { kind: "IPAMBlock", plural: "ipamblocks", aliases: &["ipamblock", "block", "blocks"] };
 pub const BLOCK_AFFINITY: KindInfo =
@@ -74,7 +80,18 @@ pub const IPAM_CONFIGURATION: KindInfo =
 
 /// Every kind, in the order `manifests/crds/` lists them.
 pub fn all_kinds() -> &'static [KindInfo] {
-    &[IPPOOL, BGP_CONFIGURATION, BGP_PEER, GINGHAM_NODE, IPAM_BLOCK, BLOCK_AFFINITY, IPAM_HANDLE, IP_RESERVATION, IPAM_CONFIGURATION]
+    &[
+        IPPOOL,
+        BGP_CONFIGURATION,
+        BGP_PEER,
+        BGP_FILTER,
+        GINGHAM_NODE,
+        IPAM_BLOCK,
+        BLOCK_AFFINITY,
+        IPAM_HANDLE,
+        IP_RESERVATION,
+        IPAM_CONFIGURATION,
+    ]
 }
 
 /// Looks a kind up by kind name, plural or alias, case-insensitively (`pool`, `IPPools`, ...).
@@ -89,6 +106,7 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
         IPPool::crd(),
         BGPConfiguration::crd(),
         BGPPeer::crd(),
+        BGPFilter::crd(),
         GinghamNode::crd(),
         IPAMBlock::crd(),
         BlockAffinity::crd(),
@@ -128,6 +146,7 @@ pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> 
         "IPPool" => check::<IPPool>(value),
         "BGPConfiguration" => check::<BGPConfiguration>(value),
         "BGPPeer" => check::<BGPPeer>(value),
+        "BGPFilter" => check::<BGPFilter>(value),
         "GinghamNode" => check::<GinghamNode>(value),
         "IPAMBlock" => check::<IPAMBlock>(value),
         "BlockAffinity" => check::<BlockAffinity>(value),
@@ -167,6 +186,7 @@ has_spec! {
     IPPool => IPPoolSpec,
     BGPConfiguration => BGPConfigurationSpec,
     BGPPeer => BGPPeerSpec,
+    BGPFilter => BGPFilterSpec,
     GinghamNode => GinghamNodeSpec,
     IPAMBlock => IPAMBlockSpec,
     BlockAffinity => BlockAffinitySpec,

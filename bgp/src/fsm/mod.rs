@@ -211,6 +211,9 @@ pub struct FsmConfig {
     pub peer_as: u32,
     /// Proposed hold time in seconds; 0 disables keepalives.
     pub hold_time: u16,
+    /// KEEPALIVE interval in seconds; `None` is a third of the negotiated hold time, and a
+    /// configured value is never more than that (RFC 4271 10).
+    pub keepalive_time: Option<u16>,
     /// Smallest non-zero hold time we accept from a peer.
     pub min_hold_time: u16,
     pub connect_retry: Duration,
@@ -232,6 +235,7 @@ impl FsmConfig {
             router_id,
             peer_as,
             hold_time: 90,
+            keepalive_time: None,
             min_hold_time: 3,
             connect_retry: Duration::from_secs(10),
             open_hold: Duration::from_secs(240),

@@ -120,7 +120,7 @@ pub fn negotiate(config: &FsmConfig, peer: &Open) -> Result<Negotiated, Notifica
         peer_as,
         peer_id: peer.bgp_id,
         hold_time,
-        keepalive_time: hold_time / 3,
+        keepalive_time: config.keepalive_time.map_or(hold_time / 3, |k| k.clamp(1, (hold_time / 3).max(1))).min(hold_time),
         four_octet_as: has(|c| matches!(c, Capability::FourOctetAs(_))),
         ebgp,
         families,
@@ -135,4 +135,26 @@ pub fn negotiate(config: &FsmConfig, peer: &Open) -> Result<Negotiated, Notifica
         }),
         peer_capabilities: caps.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_hold(ours: u16, keepalive: Option<u16>, theirs: u16) -> Negotiated {
+        let mut config = FsmConfig::new(65000, Ipv4Addr::new(198, 18, 0, 1), 65001);
+        config.hold_time = ours;
+        config.keepalive_time = keepalive;
+        let peer = Open::new(65001, theirs, Ipv4Addr::new(198, 18, 0, 2), vec![Capability::Multiprotocol(Family::IPV4_UNICAST)]);
+        negotiate(&config, &peer).unwrap()
+    }
+
+    #[test]
+    fn keepalive_is_a_third_of_the_hold_time_unless_configured_lower() {
+        assert_eq!(with_hold(90, None, 30).keepalive_time, 10);
+        assert_eq!(with_hold(90, Some(7), 90).keepalive_time, 7);
+        assert_eq!(with_hold(90, Some(60), 90).keepalive_time, 30, "never more than a third of the hold time");
+        assert_eq!(with_hold(90, Some(7), 0).keepalive_time, 0, "hold time 0: no keepalives");
+        assert_eq!(with_hold(3, Some(7), 3).keepalive_time, 1);
+    }
 }

@@ -8,6 +8,7 @@
 //! | iBGP non-client| prepend, NH self | no (iBGP split horizon) | reflect (RR only)      |
 //! | iBGP client    | prepend, NH self | reflect (RR only)       | reflect (RR only)      |
 //!
+//! `next_hop_self` on the target makes every NH "self" (Calico's `nextHopMode: Self`).
 //! Reflecting sets ORIGINATOR_ID (when absent) and prepends our cluster id to CLUSTER_LIST.
 //! Towards eBGP, LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST are stripped, and a MED learned
 //! from another AS is not passed on.
@@ -104,7 +105,7 @@ pub fn transform(
     } else {
         out.as_path.get_or_insert_with(AsPath::default);
         out.local_pref = Some(attrs.local_pref.unwrap_or(100));
-        if source_id == LOCAL && !set_next_hop_self(&mut out, family, target.local_address) {
+        if (source_id == LOCAL || target.next_hop_self) && !set_next_hop_self(&mut out, family, target.local_address) {
             return ExportDecision::Suppress("no local address of the route's family for next-hop-self");
         }
         if reflecting {

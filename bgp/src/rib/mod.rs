@@ -42,6 +42,8 @@ pub struct RibPeer {
     pub rr_client: bool,
     /// On eBGP, pass the next hop through instead of setting ourselves.
     pub keep_original_next_hop: bool,
+    /// Set ourselves as next hop on everything sent to this peer (reflected routes too).
+    pub next_hop_self: bool,
     /// How many times our own AS may appear in a received AS_PATH.
     pub allow_own_as: u8,
     pub families: Vec<Family>,
@@ -103,7 +105,8 @@ pub struct Rib {
     peers: HashMap<PeerId, RibPeer>,
     /// Paths per prefix, best first (the decision process keeps them sorted).
     table: Table,
-    accepted: HashMap<PeerId, usize>,
+    /// Accepted paths per peer: [IPv4, IPv6].
+    accepted: HashMap<PeerId, [usize; 2]>,
     /// Prefixes a peer announces that the import checks refused (usually none).
     rejected: HashMap<PeerId, PrefixSet>,
     /// Adj-RIB-Out: which prefixes each peer holds from us. The attributes it holds follow
@@ -159,7 +162,12 @@ impl Rib {
     }
 
     pub fn accepted(&self, peer: PeerId) -> usize {
-        self.accepted.get(&peer).copied().unwrap_or(0)
+        self.accepted.get(&peer).map_or(0, |[v4, v6]| v4 + v6)
+    }
+
+    /// Accepted paths of one family (IPv4 when `v4`).
+    pub fn accepted_family(&self, peer: PeerId, v4: bool) -> usize {
+        self.accepted.get(&peer).map_or(0, |n| n[usize::from(!v4)])
     }
 
     /// Prefixes the peer announces now, accepted or not.
@@ -345,7 +353,7 @@ impl Rib {
                 *existing = path;
             }
             None => {
-                *self.accepted.entry(path.peer).or_default() += 1;
+                self.accepted.entry(path.peer).or_default()[usize::from(!prefix.is_ipv4())] += 1;
                 paths.push(path);
             }
         }
@@ -366,6 +374,7 @@ impl Rib {
         paths.retain(|p| p.peer != peer);
         if paths.len() != len {
             if let Some(n) = self.accepted.get_mut(&peer) {
+                let n = &mut n[usize::from(!prefix.is_ipv4())];
                 *n = n.saturating_sub(1);
             }
         }

@@ -4,7 +4,7 @@
 
 use ipnetwork::IpNetwork;
 
-use crate::wire::PathAttributes;
+use crate::wire::{Family, PathAttributes};
 
 /// `prefix` with optional `ge`/`le` bounds. Without bounds only the exact prefix matches;
 /// with them, any prefix inside `prefix` whose length lies in the bounds (a missing `le` is
@@ -75,6 +75,8 @@ impl SourceMatch {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyRule {
+    /// `None`: routes of either family.
+    pub family: Option<Family>,
     /// Empty: any prefix.
     pub prefixes: Vec<PrefixMatch>,
     /// The rule matches prefixes that match none of `prefixes` instead.
@@ -108,7 +110,8 @@ pub enum Verdict {
 
 impl PolicyRule {
     fn matches(&self, prefix: &IpNetwork, attrs: &PathAttributes, source: RouteSource) -> bool {
-        (self.prefixes.is_empty() || self.prefixes.iter().any(|m| m.matches(prefix)) != self.negate_prefixes)
+        self.family.is_none_or(|f| (f == Family::IPV4_UNICAST) == prefix.is_ipv4())
+            && (self.prefixes.is_empty() || self.prefixes.iter().any(|m| m.matches(prefix)) != self.negate_prefixes)
             && (self.communities.is_empty() || self.communities.iter().any(|c| attrs.communities.contains(c)))
             && self.source.is_none_or(|s| s.matches(source))
     }

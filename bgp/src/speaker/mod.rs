@@ -75,6 +75,10 @@ pub struct NeighborConfig {
     pub connect_retry: Duration,
     pub families: Vec<Family>,
     pub keep_original_next_hop: bool,
+    /// Set ourselves as next hop on every route sent, reflected iBGP routes included.
+    pub next_hop_self: bool,
+    /// KEEPALIVE interval; `None`: a third of the hold time.
+    pub keepalive_time: Option<u16>,
     pub allow_own_as: u8,
     pub max_prefixes: Option<MaxPrefixes>,
     /// Graceful restart (RFC 4724) with this restart time in seconds; on by default, as in
@@ -88,7 +92,8 @@ pub struct NeighborConfig {
     pub external: bool,
 }
 
-/// A limit on the prefixes a peer may send (counted after the import checks).
+/// A limit on the prefixes a peer may send in each address family (counted after the import
+/// checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaxPrefixes {
     pub limit: usize,
@@ -120,6 +125,8 @@ impl NeighborConfig {
             connect_retry: Duration::from_secs(5),
             families: vec![if address.is_ipv4() { Family::IPV4_UNICAST } else { Family::IPV6_UNICAST }],
             keep_original_next_hop: false,
+            next_hop_self: false,
+            keepalive_time: None,
             allow_own_as: 0,
             max_prefixes: None,
             graceful_restart: Some(120),
@@ -132,6 +139,7 @@ impl NeighborConfig {
     fn peer_config(&self, speaker: &SpeakerConfig) -> PeerConfig {
         let mut fsm = FsmConfig::new(self.local_as.unwrap_or(speaker.local_as), speaker.router_id, self.peer_as);
         fsm.hold_time = self.hold_time;
+        fsm.keepalive_time = self.keepalive_time;
         fsm.connect_retry = self.connect_retry;
         fsm.passive = self.passive;
         fsm.families = self.families.clone();

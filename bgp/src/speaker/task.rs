@@ -345,6 +345,7 @@ impl SpeakerTask {
                     peer_as: negotiated.peer_as,
                     rr_client: cfg.rr_client,
                     keep_original_next_hop: cfg.keep_original_next_hop,
+                    next_hop_self: cfg.next_hop_self,
                     allow_own_as: cfg.allow_own_as,
                     families: negotiated.families.clone(),
                     codec: negotiated.codec(),
@@ -540,7 +541,8 @@ impl SpeakerTask {
     async fn check_max_prefixes(&mut self, peer: SocketAddr, update: &Update) {
         let Some(p) = self.peers.get_mut(&peer.ip()) else { return };
         let Some(max) = p.config.max_prefixes else { return };
-        let count = self.rib.accepted(p.id);
+        let family = update.attributes.mp_reach.as_ref().map_or(Family::IPV4_UNICAST, |m| m.family);
+        let count = self.rib.accepted_family(p.id, family == Family::IPV4_UNICAST);
         if count <= max.limit {
             p.warned = false;
             return;
@@ -555,7 +557,6 @@ impl SpeakerTask {
             MaxPrefixAction::TearDown { restart } => {
                 tracing::warn!(%peer, count, limit = max.limit, "peer exceeds its prefix limit; closing the session");
                 // RFC 4486 section 4: AFI, SAFI and the configured upper bound.
-                let family = update.attributes.mp_reach.as_ref().map_or(Family::IPV4_UNICAST, |m| m.family);
                 let mut data = Vec::with_capacity(7);
                 data.extend_from_slice(&family.afi.to_be_bytes());
                 data.push(family.safi);
