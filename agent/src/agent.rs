@@ -522,6 +522,7 @@ impl Agent {
                     "info": s.last_error.clone().unwrap_or_default(),
                     "problems": applied.peers.get(&s.config.address).map(|p| p.problems.clone()).unwrap_or_default(),
                     "prefixesReceived": s.prefixes_received,
+                    "prefixesAccepted": s.prefixes_accepted,
                     "prefixesAdvertised": s.prefixes_advertised,
                 })
             })

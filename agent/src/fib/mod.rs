@@ -67,6 +67,7 @@ pub struct Problem {
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FibStats {
     pub wanted: usize,
     pub programmed: u64,

@@ -229,7 +229,7 @@ pub fn plan(wanted: &BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &
         let programmed = match target {
             Target::Blackhole => Ok(Programmed::Blackhole),
             Target::Device(index) => Ok(Programmed::Device(*index)),
-            Target::Gateways(next_hops) => resolve_all(next_hops, kernel, &mut resolved).map(Programmed::Via),
+            Target::Gateways(next_hops) => resolve_all(next_hops, kernel, metrics, &mut resolved).map(Programmed::Via),
         };
         let programmed = programmed.and_then(|p| match kernel.foreign.get(&key) {
             Some(other) => Err(Refusal::Occupied { protocol: other.protocol }),
@@ -275,12 +275,13 @@ pub fn plan(wanted: &BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &
 fn resolve_all(
     next_hops: &[IpAddr],
     kernel: &KernelTable,
+    metrics: &RouteMetrics,
     cache: &mut HashMap<IpAddr, Result<Vec<Hop>, Refusal>>,
 ) -> Result<Vec<Hop>, Refusal> {
     let mut hops: Vec<Hop> = Vec::new();
     let mut first_error = None;
     for nh in next_hops {
-        match cache.entry(*nh).or_insert_with(|| resolve(*nh, kernel)) {
+        match cache.entry(*nh).or_insert_with(|| resolve(*nh, kernel, metrics)) {
             Ok(found) => {
                 for h in found.iter() {
                     if !hops.iter().any(|x| x.via == h.via) {

@@ -2,12 +2,13 @@
 //! subnet (multihop eBGP, a reflector's client in another rack) is looked up in the node's own
 //! routes, longest prefix first, and the route is installed via the gateway found there.
 //!
-//! Only routes of other protocols take part: resolving through one of our own learned routes
-//! could make a route depend on itself, and a blackhole of ours is no way to anywhere.
+//! Routes of other protocols take part, and of ours only the static routes to peers
+//! (`reachableBy`): resolving through one of our learned routes could make a route depend on
+//! itself, and a blackhole of ours is no way to anywhere.
 
 use std::net::IpAddr;
 
-use super::plan::{Hop, KernelRoute, KernelTable, RouteKind};
+use super::plan::{Class, Hop, KernelRoute, KernelTable, RouteKind, RouteMetrics};
 
 /// Why a wanted route is not in the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -51,11 +52,11 @@ impl Refusal {
 }
 
 /// The hops to install for BGP next hop `nh`.
-pub fn resolve(nh: IpAddr, kernel: &KernelTable) -> Result<Vec<Hop>, Refusal> {
+pub fn resolve(nh: IpAddr, kernel: &KernelTable, metrics: &RouteMetrics) -> Result<Vec<Hop>, Refusal> {
     if kernel.local_addresses.contains(&nh) {
         return Err(Refusal::NextHopIsLocal { next_hop: nh });
     }
-    let route = covering(nh, kernel).ok_or(Refusal::Unreachable { next_hop: nh })?;
+    let route = covering(nh, kernel, metrics).ok_or(Refusal::Unreachable { next_hop: nh })?;
     if route.kind != RouteKind::Unicast {
         return Err(Refusal::Unreachable { next_hop: nh });
     }
@@ -68,10 +69,12 @@ pub fn resolve(nh: IpAddr, kernel: &KernelTable) -> Result<Vec<Hop>, Refusal> {
 }
 
 /// The node's route the kernel would use for `addr`: longest prefix, then lowest metric.
-fn covering(addr: IpAddr, kernel: &KernelTable) -> Option<&KernelRoute> {
+fn covering<'a>(addr: IpAddr, kernel: &'a KernelTable, metrics: &RouteMetrics) -> Option<&'a KernelRoute> {
+    let statics = kernel.ours.values().filter(|r| metrics.want_of(&r.key()).is_some_and(|w| w.class == Class::Static));
     kernel
         .foreign
         .values()
+        .chain(statics)
         .filter(|r| r.prefix.is_ipv4() == addr.is_ipv4() && r.prefix.contains(addr))
         .min_by_key(|r| (std::cmp::Reverse(r.prefix.prefix()), r.metric))
 }
@@ -80,6 +83,12 @@ fn covering(addr: IpAddr, kernel: &KernelTable) -> Option<&KernelRoute> {
 mod tests {
     use super::*;
     use crate::fib::plan::KernelRoute;
+
+    const METRICS: RouteMetrics = RouteMetrics { learned: 2048 };
+
+    fn resolve(nh: IpAddr, kernel: &KernelTable) -> Result<Vec<Hop>, Refusal> {
+        super::resolve(nh, kernel, &METRICS)
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -138,11 +147,15 @@ mod tests {
     }
 
     #[test]
-    fn our_own_routes_never_resolve_a_next_hop() {
-        let mut t = table(vec![]);
-        let mut ours = r("198.18.50.0/24", 2048, RouteKind::Unicast, 2, Some("198.18.0.2"));
-        ours.protocol = 80;
-        t.insert(ours, 80);
+    fn our_learned_routes_never_resolve_a_next_hop_our_static_ones_do() {
+        let mut t = table(vec![r("198.18.0.0/24", 0, RouteKind::Unicast, 2, None)]);
+        let mut learned = r("198.18.50.0/24", 2048, RouteKind::Unicast, 2, Some("198.18.0.2"));
+        learned.protocol = 80;
+        t.insert(learned, 80);
         assert_eq!(resolve(ip("198.18.50.7"), &t), Err(Refusal::Unreachable { next_hop: ip("198.18.50.7") }));
+        let mut to_peer = r("198.18.50.7/32", 2, RouteKind::Unicast, 2, Some("198.18.0.3"));
+        to_peer.protocol = 80;
+        t.insert(to_peer, 80);
+        assert_eq!(resolve(ip("198.18.50.7"), &t), Ok(vec![Hop { via: ip("198.18.0.3"), dev: Some(2) }]), "reachableBy");
     }
 }

@@ -61,3 +61,16 @@ impl Frr {
         has_paths.then_some(v)
     }
 }
+
+impl Frr {
+    /// Runs configuration commands in order, as `configure terminal` would.
+    pub fn configure(&self, commands: &[&str]) -> Result<()> {
+        let mut cmd = Command::new("vtysh");
+        cmd.arg("--vty_socket").arg(&self.dir.path).args(["-d", "bgpd", "-c", "configure terminal"]);
+        for c in commands {
+            cmd.args(["-c", c]);
+        }
+        run(&mut cmd)?;
+        Ok(())
+    }
+}
