@@ -2,15 +2,15 @@
 //! reconcile loop that turns the datastore into speaker peers, exports and block blackholes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gingham_api::datastore::{AnyDatastore, Store};
 use gingham_api::resources::{
-    AffinityState, BGPConfiguration, BGPFilter, BGPPeer, BlockAffinity, GinghamNode, GinghamNodeBgp, GinghamNodeSpec, IPAMBlock, IPPool,
-    DEFAULT_NAME,
+    AffinityState, BGPConfiguration, BGPConfigurationSpec, BGPFilter, BGPPeer, BindMode, BlockAffinity, CommunityValue, GinghamNode,
+    GinghamNodeBgp, GinghamNodeSpec, IPAMBlock, IPPool, DEFAULT_NAME,
 };
 use gingham_bgp::speaker::SpeakerHandle;
 use gingham_cni::{code, CniError, Command, Reply, Request};
@@ -58,7 +58,9 @@ pub struct Agent {
 #[derive(Default)]
 struct Applied {
     peers: BTreeMap<IpAddr, DesiredPeer>,
-    exports: BTreeSet<IpNetwork>,
+    /// What we originate, with the communities prefixAdvertisements attach.
+    exports: BTreeMap<IpNetwork, Vec<CommunityValue>>,
+    listen: Vec<SocketAddr>,
     blackholes: BTreeSet<IpNetwork>,
     /// Routes to peers via their `reachableBy` gateway.
     statics: BTreeMap<IpNetwork, IpAddr>,
@@ -462,7 +464,9 @@ impl Agent {
             .filter(|(b, _, _)| block::affine_node(&b.spec) != Some(self.node.as_str()))
             .map(|(_, addr, _)| endpoint::host_route(addr))
             .collect();
-        let exports: BTreeSet<IpNetwork> = blocks_mine.iter().chain(borrowed.iter()).copied().collect();
+        let exports: BTreeMap<IpNetwork, Vec<CommunityValue>> =
+            blocks_mine.iter().chain(borrowed.iter()).map(|p| (*p, config.communities_for(p))).collect();
+        let listen = listen_addresses(&config, self.address, self.address6);
 
         let mut applied = self.applied.lock().await;
         for (addr, old) in &applied.peers {
@@ -486,12 +490,19 @@ impl Agent {
         );
         applied.statics = statics;
         applied.peers = want;
-        for gone in applied.exports.difference(&exports) {
+        if applied.listen != listen {
+            self.speaker.listen(listen.clone()).await?;
+            applied.listen = listen;
+        }
+        for gone in applied.exports.keys().filter(|p| !exports.contains_key(p)) {
             self.speaker.withdraw(*gone).await?;
         }
-        for new in exports.difference(&applied.exports) {
-            tracing::info!(prefix = %new, "advertising");
-            self.speaker.originate(*new, Vec::new()).await?;
+        for (prefix, tags) in &exports {
+            if applied.exports.get(prefix) != Some(tags) {
+                tracing::info!(%prefix, ?tags, "advertising");
+                let (standard, large) = split_communities(tags);
+                self.speaker.originate_tagged(*prefix, standard, large).await?;
+            }
         }
         applied.exports = exports;
         let mut fib = Vec::new();
@@ -536,7 +547,7 @@ impl Agent {
             "datastore": if applied.datastore_ok { "ok".to_string() } else { applied.last_error.clone().unwrap_or("not yet read".into()) },
             "synced": self.speaker.is_synced(),
             "peers": peers,
-            "exports": applied.exports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "exports": applied.exports.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
             "routes": fib,
         })
     }
@@ -563,6 +574,28 @@ impl Agent {
         let applied = self.applied.lock().await;
         self.ready_with(&statuses, &applied)
     }
+}
+
+fn split_communities(tags: &[CommunityValue]) -> (Vec<u32>, Vec<gingham_bgp::wire::LargeCommunity>) {
+    let mut standard = Vec::new();
+    let mut large = Vec::new();
+    for t in tags {
+        match *t {
+            CommunityValue::Standard(c) => standard.push(c),
+            CommunityValue::Large(global, local1, local2) => large.push(gingham_bgp::wire::LargeCommunity { global, local1, local2 }),
+        }
+    }
+    (standard, large)
+}
+
+/// Where BGP listens: every address (Calico's default `bindMode: None`) or the node's own.
+pub fn listen_addresses(config: &BGPConfigurationSpec, address: IpNetwork, address6: Option<IpNetwork>) -> Vec<SocketAddr> {
+    let port = config.effective_listen_port();
+    let (v4, v6): (IpAddr, Option<IpAddr>) = match config.bind_mode {
+        Some(BindMode::NodeIP) => (address.ip(), address6.map(|a| a.ip())),
+        _ => (Ipv4Addr::UNSPECIFIED.into(), address6.map(|_| std::net::Ipv6Addr::UNSPECIFIED.into())),
+    };
+    std::iter::once(v4).chain(v6).map(|ip| SocketAddr::new(ip, port)).collect()
 }
 
 /// The node's router id: its IPv4 address.

@@ -17,7 +17,21 @@ struct Iface {
     addrs: Vec<IpNetwork>,
 }
 
-async fn interfaces(handle: &Handle) -> anyhow::Result<Vec<Iface>> {
+/// Shell-style glob (`*`, `?`), as Calico's `ignoredInterfaces` take them.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+async fn interfaces(handle: &Handle, ignored: &[String]) -> anyhow::Result<Vec<Iface>> {
     let mut out = Vec::new();
     let mut links = handle.link().get().execute();
     while let Some(link) = links.try_next().await? {
@@ -38,7 +52,7 @@ async fn interfaces(handle: &Handle) -> anyhow::Result<Vec<Iface>> {
             iface.addrs.push(IpNetwork::new(ip, a.header.prefix_len)?);
         }
     }
-    out.retain(|i| !i.addrs.is_empty() && i.name != "lo" && !i.name.starts_with("cali"));
+    out.retain(|i| !i.addrs.is_empty() && i.name != "lo" && !i.name.starts_with("cali") && !ignored.iter().any(|g| glob_match(g, &i.name)));
     Ok(out)
 }
 
@@ -58,12 +72,12 @@ fn oif(r: &RouteMessage) -> Option<u32> {
     r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None })
 }
 
-/// The node's IPv4 address with its subnet.
-pub async fn detect(handle: &Handle, method: &str) -> anyhow::Result<IpNetwork> {
+/// The node's IPv4 address with its subnet; interfaces matching `ignored` are never picked.
+pub async fn detect(handle: &Handle, method: &str, ignored: &[String]) -> anyhow::Result<IpNetwork> {
     if let Ok(net) = method.parse::<IpNetwork>() {
         return Ok(net);
     }
-    let ifaces = interfaces(handle).await?;
+    let ifaces = interfaces(handle, ignored).await?;
     let first = |i: &Iface| i.addrs[0];
     if method == "autodetect" {
         if let Some(idx) = default_route_interface(handle).await? {
@@ -96,4 +110,18 @@ pub async fn detect(handle: &Handle, method: &str) -> anyhow::Result<IpNetwork> 
         bail!("no address reaches {target}");
     }
     bail!("--ip {method:?}: use autodetect, ADDRESS[/PREFIX], interface=REGEX or can-reach=ADDRESS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("kube-ipvs*", "kube-ipvs0"));
+        assert!(glob_match("eth?", "eth1"));
+        assert!(!glob_match("eth?", "eth10"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("docker*", "eth0"));
+    }
 }

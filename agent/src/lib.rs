@@ -27,7 +27,9 @@ use crate::fib::{Class, Target};
 /// Runs the agent until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let netlink = netlink::connect().context("netlink")?;
-    let address: IpNetwork = autodetect::detect(&netlink, &config.ip).await.context("node address")?;
+    let store = gingham_api::datastore::open(&config.datastore).await.with_context(|| format!("datastore {}", config.datastore))?;
+    let bgp_config = store.get::<BGPConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
+    let address: IpNetwork = autodetect::detect(&netlink, &config.ip, &bgp_config.ignored_interfaces).await.context("node address")?;
     let address6: Option<IpNetwork> = match config.ip6.as_str() {
         "none" => None,
         text => {
@@ -37,7 +39,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     tracing::info!(node = %config.node_name, %address, ?address6, "starting");
-    let store = gingham_api::datastore::open(&config.datastore).await.with_context(|| format!("datastore {}", config.datastore))?;
     let labels = config.labels()?;
     if let Some(cidr) = &config.pool_cidr {
         ensure_default_pool(&store, cidr, config.block_size).await?;
@@ -52,7 +53,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.route_reflector_cluster_id.as_deref(),
     )
     .await?;
-    let bgp_config = store.get::<BGPConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
     let local_as = me.spec.bgp.as_ref().and_then(|b| b.as_number).unwrap_or(bgp_config.effective_as_number());
 
     // Packets between pods and the fabric are forwarded by this node.
@@ -67,10 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let fib_options = fib::FibOptions { learned_metric: config.learned_route_metric, failures: metrics.route_failures.clone() };
     let fib = fib::spawn(netlink.clone(), fib_options);
     let mut speaker_config = SpeakerConfig::new(agent::router_id(address), local_as);
-    speaker_config.listen = vec![std::net::SocketAddr::new(address.ip(), bgp_config.effective_listen_port())];
-    if let Some(v6) = address6 {
-        speaker_config.listen.push(std::net::SocketAddr::new(v6.ip(), bgp_config.effective_listen_port()));
-    }
+    speaker_config.listen = agent::listen_addresses(&bgp_config, address, address6);
     speaker_config.hostname = Some(config.node_name.clone());
     speaker_config.restarting = restarting;
     speaker_config.cluster_id = me.route_reflector_cluster_id();

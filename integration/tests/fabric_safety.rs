@@ -69,7 +69,7 @@ router bgp 65001
  neighbor 198.18.0.12 timers connect 2
  address-family ipv4 unicast
   network 198.18.0.0/24
-  network 203.0.113.0/24
+  network 198.18.113.0/24
   neighbor 198.18.0.11 default-originate
   neighbor 198.18.0.12 default-originate
  exit-address-family
@@ -120,7 +120,7 @@ fn a_tor_announcing_default_and_the_fabric_never_takes_the_node_off_the_network(
     lab.wait_established(Duration::from_secs(60)).unwrap();
     for (i, peer) in [(0, "198.18.0.11"), (1, "198.18.0.12")] {
         wait_until(&lab, i, "the ToR session", Duration::from_secs(30), || tor.established(peer));
-        wait_until(&lab, i, "the ToR's routes", Duration::from_secs(30), || routes_for(&lab, i, "203.0.113.0/24").contains("proto 80"));
+        wait_until(&lab, i, "the ToR's routes", Duration::from_secs(30), || routes_for(&lab, i, "198.18.113.0/24").contains("proto 80"));
     }
 
     // The node's own default and connected routes are untouched and keep winning; the learned
@@ -157,33 +157,35 @@ fn a_tor_announcing_default_and_the_fabric_never_takes_the_node_off_the_network(
 
     // BGPFilter export: exactly one ToR prefix may go to the second router.
     let export = BGPFilterSpec {
-        export_v4: vec![rule(FilterAction::Accept, "203.0.113.0/24", Some(FilterSource::RemotePeers))],
+        export_v4: vec![rule(FilterAction::Accept, "198.18.113.0/24", Some(FilterSource::RemotePeers))],
         ..Default::default()
     };
     rt().block_on(store.create(&BGPFilter::new("to-router", export))).unwrap();
     modify::<BGPPeer, _>(&store, "router", |p| p.spec.filters = vec!["to-router".into()]);
     wait_until(&lab, 0, "BIRD learning the allowed prefix", Duration::from_secs(20), || {
-        router.routes_from("node1").contains(&"203.0.113.0/24".to_string())
+        router.routes_from("node1").contains(&"198.18.113.0/24".to_string())
     });
     let mut got = router.routes_from("node1");
     got.sort();
     assert_eq!(
         got,
-        ["198.19.0.0/26".to_string(), "203.0.113.0/24".to_string()].map(|s| if s.starts_with("198.19") { block_of(a) } else { s })
+        ["198.19.0.0/26".to_string(), "198.18.113.0/24".to_string()].map(|s| if s.starts_with("198.19") { block_of(a) } else { s })
     );
     assert!(router.established("node1"), "a filter change does not reset the session");
 
     // BGPFilter import: the ToR's prefix refused again, from both nodes' kernels, and so gone
     // from the second router too.
-    let import = BGPFilterSpec { import_v4: vec![rule(FilterAction::Reject, "203.0.113.0/24", None)], ..Default::default() };
+    let import = BGPFilterSpec { import_v4: vec![rule(FilterAction::Reject, "198.18.113.0/24", None)], ..Default::default() };
     rt().block_on(store.create(&BGPFilter::new("from-tor", import))).unwrap();
     modify::<BGPPeer, _>(&store, "tor", |p| p.spec.filters = vec!["from-tor".into()]);
     for i in 0..2 {
         wait_until(&lab, i, "the refused prefix to go", Duration::from_secs(20), || {
-            !routes_for(&lab, i, "203.0.113.0/24").contains("proto 80")
+            !routes_for(&lab, i, "198.18.113.0/24").contains("proto 80")
         });
     }
-    wait_until(&lab, 0, "BIRD losing it", Duration::from_secs(20), || !router.routes_from("node1").contains(&"203.0.113.0/24".to_string()));
+    wait_until(&lab, 0, "BIRD losing it", Duration::from_secs(20), || {
+        !router.routes_from("node1").contains(&"198.18.113.0/24".to_string())
+    });
     assert!(routes_for(&lab, 0, "0.0.0.0/0").contains("proto 80"), "the ToR's other routes stay");
 }
 
@@ -235,7 +237,7 @@ fn multihop_routes_resolve_through_the_nodes_routes_and_follow_them() {
     node.ip(&["route", "add", "198.18.200.0/24", "via", "198.18.0.12", "proto", "static"]).unwrap();
     let bird = Bird::start(
         &far,
-        "router id 198.18.200.2;\nprotocol device {}\nprotocol static { ipv4; route 203.0.114.0/24 blackhole; }\n\
+        "router id 198.18.200.2;\nprotocol device {}\nprotocol static { ipv4; route 198.18.114.0/24 blackhole; }\n\
          protocol bgp node1 { local 198.18.200.2 as 65003; neighbor 198.18.0.11 as 64512; multihop; ipv4 { import all; export all; }; }\n",
     )
     .unwrap();
@@ -243,7 +245,7 @@ fn multihop_routes_resolve_through_the_nodes_routes_and_follow_them() {
     let far_peer = BGPPeer::new("far", BGPPeerSpec { peer_ip: Some("198.18.200.2".into()), as_number: Some(65003), ..Default::default() });
     rt().block_on(store.create(&far_peer)).unwrap();
     wait_until(&lab, 0, "the multihop session", Duration::from_secs(40), || bird.established("node1"));
-    let learned = || routes_for(&lab, 0, "203.0.114.0/24");
+    let learned = || routes_for(&lab, 0, "198.18.114.0/24");
     wait_until(&lab, 0, "the far router's route via the resolved gateway", Duration::from_secs(20), || {
         learned().contains("via 198.18.0.12") && learned().contains("proto 80")
     });

@@ -33,6 +33,93 @@ pub struct BGPConfigurationSpec {
     pub service_cluster_ips: Option<Vec<ServiceCidr>>,
     #[serde(default, rename = "serviceExternalIPs", skip_serializing_if = "Option::is_none")]
     pub service_external_ips: Option<Vec<ServiceCidr>>,
+    /// Named communities for `prefixAdvertisements`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<Community>,
+    /// Communities attached to our routes inside each CIDR (blocks, borrowed addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_advertisements: Vec<PrefixAdvertisement>,
+    /// `None` (default): BGP listens on every address; `NodeIP`: on the node's BGP addresses only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_mode: Option<BindMode>,
+    /// Interfaces (globs such as `kube-ipvs*`) never picked by address autodetection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_interfaces: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Community {
+    pub name: String,
+    /// `AA:NN` (standard, 16 bits each) or `A:B:C` (large, 32 bits each).
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PrefixAdvertisement {
+    pub cidr: String,
+    /// Names from `communities`, or literal values.
+    #[serde(default)]
+    pub communities: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BindMode {
+    None,
+    NodeIP,
+}
+
+/// A parsed community value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CommunityValue {
+    Standard(u32),
+    Large(u32, u32, u32),
+}
+
+impl std::str::FromStr for CommunityValue {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let bad = || format!("{text:?} is not a community (AA:NN or A:B:C)");
+        match parts[..] {
+            [a, n] => {
+                let (a, n): (u16, u16) = (a.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+                Ok(CommunityValue::Standard((u32::from(a) << 16) | u32::from(n)))
+            }
+            [a, b, c] => {
+                Ok(CommunityValue::Large(a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl BGPConfigurationSpec {
+    /// The communities to attach to one of our routes: those of every prefixAdvertisement
+    /// whose CIDR contains it, names resolved. Call after validation.
+    pub fn communities_for(&self, prefix: &ipnetwork::IpNetwork) -> Vec<CommunityValue> {
+        let mut out: Vec<CommunityValue> = self
+            .prefix_advertisements
+            .iter()
+            .filter(|a| {
+                a.cidr
+                    .parse::<ipnetwork::IpNetwork>()
+                    .is_ok_and(|c| c.is_ipv4() == prefix.is_ipv4() && c.prefix() <= prefix.prefix() && c.contains(prefix.network()))
+            })
+            .flat_map(|a| a.communities.iter())
+            .filter_map(|c| self.community(c).ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn community(&self, name_or_value: &str) -> Result<CommunityValue, String> {
+        match self.communities.iter().find(|c| c.name == name_or_value) {
+            Some(c) => c.value.parse(),
+            None => name_or_value.parse().map_err(|e| format!("not a name from spec.communities, and {e}")),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -77,6 +164,23 @@ impl Kind for BGPConfiguration {
                     "spec.logSeverityScreen",
                     format!("{level:?} is not one of Debug, Info, Warning, Error, Fatal"),
                 ));
+            }
+        }
+        for (i, c) in spec.communities.iter().enumerate() {
+            if c.name.is_empty() || spec.communities[..i].iter().any(|o| o.name == c.name) {
+                return Err(ValidationError::new(format!("spec.communities[{i}].name"), "names must be present and unique"));
+            }
+            c.value.parse::<CommunityValue>().map_err(|e| ValidationError::new(format!("spec.communities[{i}].value"), e))?;
+        }
+        for (i, a) in spec.prefix_advertisements.iter().enumerate() {
+            validate::cidr(&format!("spec.prefixAdvertisements[{i}].cidr"), &a.cidr)?;
+            for (j, c) in a.communities.iter().enumerate() {
+                spec.community(c).map_err(|e| ValidationError::new(format!("spec.prefixAdvertisements[{i}].communities[{j}]"), e))?;
+            }
+        }
+        for (i, g) in spec.ignored_interfaces.iter().enumerate() {
+            if g.is_empty() || g.contains(char::is_whitespace) {
+                return Err(ValidationError::new(format!("spec.ignoredInterfaces[{i}]"), "an interface name or glob such as kube-ipvs*"));
             }
         }
         for (field, list) in
@@ -363,6 +467,35 @@ mod tests {
             let e = peer(spec.clone()).validate().unwrap_err();
             assert_eq!(e.field, field, "{spec:?} -> {e}");
         }
+    }
+
+    #[test]
+    fn communities_by_name_or_value_attach_to_prefixes_inside_the_cidr() {
+        let spec: BGPConfigurationSpec = serde_json::from_value(serde_json::json!({
+            "communities": [{"name": "rack", "value": "64512:300:100"}],
+            "prefixAdvertisements": [
+                {"cidr": "198.19.0.0/16", "communities": ["rack", "64512:120"]},
+                {"cidr": "198.19.4.0/24", "communities": ["64512:7"]},
+            ],
+        }))
+        .unwrap();
+        assert!(BGPConfiguration::new("default", spec.clone()).validate().is_ok());
+        let block: ipnetwork::IpNetwork = "198.19.4.64/26".parse().unwrap();
+        assert_eq!(
+            spec.communities_for(&block),
+            [
+                CommunityValue::Standard((64512 << 16) | 7),
+                CommunityValue::Standard((64512 << 16) | 120),
+                CommunityValue::Large(64512, 300, 100)
+            ]
+        );
+        assert!(spec.communities_for(&"198.18.0.0/24".parse().unwrap()).is_empty());
+        let mut bad = spec.clone();
+        bad.prefix_advertisements[0].communities.push("nope".into());
+        assert_eq!(BGPConfiguration::new("default", bad).validate().unwrap_err().field, "spec.prefixAdvertisements[0].communities[2]");
+        let mut bad = spec;
+        bad.communities[0].value = "70000:1".into();
+        assert_eq!(BGPConfiguration::new("default", bad).validate().unwrap_err().field, "spec.communities[0].value");
     }
 
     #[test]

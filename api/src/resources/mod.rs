@@ -13,8 +13,8 @@ mod node;
 pub mod validate;
 
 pub use bgp::{
-    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, MaxPrefixAction, MaxPrefixes, NextHopMode, PeerPassword, SecretKeyRef,
-    ServiceCidr, SourceAddress,
+    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, BindMode, Community, CommunityValue, MaxPrefixAction, MaxPrefixes,
+    NextHopMode, PeerPassword, PrefixAdvertisement, SecretKeyRef, ServiceCidr, SourceAddress,
 };
 pub use bgpfilter::{BGPFilter, BGPFilterRule, BGPFilterSpec, FilterAction, FilterSource, MatchOperator, PrefixCondition, PrefixLength};
 pub use ipam::{

@@ -19,7 +19,7 @@ use crate::fsm::{FsmConfig, Negotiated, State};
 use crate::rib::policy::Policy;
 use crate::rib::BestRoute;
 use crate::session::{PeerConfig, Transport, TtlMode};
-use crate::wire::{Family, GrFamily, GracefulRestart};
+use crate::wire::{Family, GrFamily, GracefulRestart, LargeCommunity};
 
 /// Speaker-wide settings.
 #[derive(Clone, Debug)]
@@ -195,7 +195,8 @@ pub enum SpeakerError {
 pub(crate) enum Command {
     AddPeer(NeighborConfig, oneshot::Sender<()>),
     RemovePeer(IpAddr, oneshot::Sender<bool>),
-    Originate { prefix: IpNetwork, communities: Vec<u32>, reply: oneshot::Sender<()> },
+    Originate { prefix: IpNetwork, communities: Vec<u32>, large: Vec<LargeCommunity>, reply: oneshot::Sender<()> },
+    Listen(Vec<SocketAddr>, oneshot::Sender<io::Result<()>>),
     Withdraw { prefix: IpNetwork, reply: oneshot::Sender<bool> },
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(Family, oneshot::Sender<Vec<(IpNetwork, BestRoute)>>),
@@ -240,7 +241,18 @@ impl SpeakerHandle {
     }
 
     pub async fn originate(&self, prefix: IpNetwork, communities: Vec<u32>) -> Result<(), SpeakerError> {
-        self.ask(|reply| Command::Originate { prefix, communities, reply }).await
+        self.originate_tagged(prefix, communities, Vec::new()).await
+    }
+
+    /// Originates `prefix` with standard and large communities (RFC 1997, RFC 8092); called
+    /// again with other communities it replaces them.
+    pub async fn originate_tagged(&self, prefix: IpNetwork, communities: Vec<u32>, large: Vec<LargeCommunity>) -> Result<(), SpeakerError> {
+        self.ask(|reply| Command::Originate { prefix, communities, large, reply }).await
+    }
+
+    /// Listens on these addresses instead; sessions stay up. On error the old sockets stay.
+    pub async fn listen(&self, addrs: Vec<SocketAddr>) -> Result<(), SpeakerError> {
+        self.ask(|reply| Command::Listen(addrs, reply)).await?.map_err(SpeakerError::Listen)
     }
 
     pub async fn withdraw(&self, prefix: IpNetwork) -> Result<bool, SpeakerError> {

@@ -172,9 +172,17 @@ impl SpeakerTask {
                 let existed = self.remove_peer(addr, ErrorCode::PeerDeconfigured).await;
                 let _gone = reply.send(existed);
             }
-            Command::Originate { prefix, communities, reply } => {
-                let attrs =
-                    PathAttributes { origin: Some(Origin::Igp), as_path: Some(AsPath::default()), communities, ..Default::default() };
+            Command::Listen(addrs, reply) => {
+                let _gone = reply.send(self.rebind(&addrs));
+            }
+            Command::Originate { prefix, communities, large, reply } => {
+                let attrs = PathAttributes {
+                    origin: Some(Origin::Igp),
+                    as_path: Some(AsPath::default()),
+                    communities,
+                    large_communities: large,
+                    ..Default::default()
+                };
                 if self.rib.originate(prefix, attrs) {
                     self.dirty.insert(prefix);
                 }
@@ -299,6 +307,21 @@ impl SpeakerTask {
                 refresh_cycles: 0,
             },
         );
+    }
+
+    /// Moves the listening sockets; every peer (and its MD5 key) is registered with the new ones
+    /// before the old ones close.
+    fn rebind(&mut self, addrs: &[SocketAddr]) -> std::io::Result<()> {
+        if self.listener.local_addrs() == addrs {
+            return Ok(());
+        }
+        let listener = crate::session::Listener::bind(addrs, Vec::new(), None)?;
+        for p in self.peers.values() {
+            listener.add_peer(p.config.peer_config(&self.config).transport, p.handle.sender());
+        }
+        tracing::info!(?addrs, "listening");
+        self.listener = listener;
+        Ok(())
     }
 
     async fn remove_peer(&mut self, addr: IpAddr, why: ErrorCode) -> bool {
