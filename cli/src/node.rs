@@ -53,17 +53,42 @@ pub fn render_status(status: &Value) -> String {
             .iter()
             .map(|p| {
                 let since = p["sinceSeconds"].as_u64().map(|s| format!("{}s", s)).unwrap_or_else(|| "-".into());
-                let info = if p["state"] == "Established" {
-                    format!("{} prefixes received", p["prefixesReceived"].as_u64().unwrap_or(0))
+                let mut info = if p["state"] == "Established" {
+                    let received = p["prefixesReceived"].as_u64().unwrap_or(0);
+                    match p["prefixesAccepted"].as_u64() {
+                        Some(accepted) if accepted != received => format!("{received} prefixes received, {accepted} accepted"),
+                        _ => format!("{received} prefixes received"),
+                    }
                 } else {
                     p["info"].as_str().unwrap_or_default().to_string()
                 };
+                for problem in p["problems"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    info.push_str("; ");
+                    info.push_str(problem);
+                }
                 vec![
                     p["address"].as_str().unwrap_or("?").to_string(),
                     p["type"].as_str().unwrap_or("?").to_string(),
                     p["state"].as_str().unwrap_or("?").to_string(),
                     since,
                     info,
+                ]
+            })
+            .collect();
+        out.push_str(&table(&headers, &rows));
+    }
+    let problems: Vec<&Value> = status.pointer("/routes/problems").and_then(Value::as_array).into_iter().flatten().collect();
+    if !problems.is_empty() {
+        let total = status.pointer("/routes/notInstalled").and_then(Value::as_u64).unwrap_or(problems.len() as u64);
+        out.push_str(&format!("\nRoutes not installed: {total}\n"));
+        let headers: Vec<String> = ["PREFIX", "METRIC", "REASON"].map(String::from).to_vec();
+        let rows: Vec<Vec<String>> = problems
+            .iter()
+            .map(|p| {
+                vec![
+                    p["prefix"].as_str().unwrap_or("?").to_string(),
+                    p["metric"].to_string(),
+                    p["message"].as_str().unwrap_or("?").to_string(),
                 ]
             })
             .collect();

@@ -267,7 +267,66 @@ fn multihop_routes_resolve_through_the_nodes_routes_and_follow_them() {
     std::thread::sleep(Duration::from_secs(6));
     assert!(learned().contains("via 198.18.0.12"), "still resolved, through the peer route: {}", learned());
     assert!(bird.established("node1"), "{}", bird.cmd("show protocols all node1").unwrap_or_default());
+
+    // Without reachableBy nothing routes to the far subnet any more: the learned route goes and
+    // /status says why (until the session itself times out).
+    modify::<BGPPeer, _>(&store, "far", |p| p.spec.reachable_by = None);
+    let problem = wait_for("the unreachable next hop reported", Duration::from_secs(8), || {
+        let s = lab.status(0).ok()?;
+        let p = s["routes"]["problems"].as_array()?.iter().find(|p| p["prefix"] == "198.18.114.0/24")?.clone();
+        Some(p)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}
+{}",
+            agent_log(&lab, 0)
+        )
+    });
+    assert_eq!(problem["reason"], "unreachable", "{problem}");
+    assert!(!learned().contains("proto 80"), "{}", learned());
+    node.ip(&["route", "add", "198.18.200.0/24", "via", "198.18.0.12", "proto", "static"]).unwrap();
+    wait_until(&lab, 0, "reinstalled once reachable", Duration::from_secs(5), || learned().contains("via 198.18.0.12"));
     // Our route to a peer that is deconfigured goes with it.
+    modify::<BGPPeer, _>(&store, "far", |p| p.spec.reachable_by = Some("198.18.0.12".into()));
+    wait_until(&lab, 0, "the route to the peer", Duration::from_secs(10), || routes_for(&lab, 0, "198.18.200.2/32").contains("proto 80"));
     rt().block_on(store.delete_latest::<BGPPeer>("far")).unwrap();
     wait_until(&lab, 0, "the peer route to go", Duration::from_secs(10), || !routes_for(&lab, 0, "198.18.200.2/32").contains("proto 80"));
+}
+
+/// A route the kernel refuses (its pod's veth vanished under it) is reported once, counted,
+/// shown in /status, retried only with a growing delay, and holds up no other route.
+#[test]
+fn a_route_the_kernel_refuses_is_reported_once_and_blocks_nothing() {
+    let mut lab = Cluster::new(LabOptions::new(2)).unwrap();
+    let gone = lab.add_pod(0, "gone").unwrap().address;
+    let peer = lab.add_pod(1, "peer").unwrap().address;
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    let node = &lab.fabric.hosts[0].ns;
+    let veth = node.exec("ip", &["-o", "route", "show", &format!("{gone}/32")]).unwrap();
+    let veth = veth.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap().to_string();
+    node.ip(&["link", "del", &veth]).unwrap();
+    fn failures(lab: &Cluster) -> Option<String> {
+        let metrics = lab.http_get(0, "/metrics").unwrap_or_default();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("gingham_route_failures_total{reason=\"kernel\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    }
+    wait_for("the refusal to be counted", Duration::from_secs(12), || failures(&lab))
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent_log(&lab, 0)));
+    let status = lab.status(0).unwrap();
+    let problem = status["routes"]["problems"].as_array().unwrap().iter().find(|p| p["prefix"] == format!("{gone}/32")).cloned();
+    let problem = problem.unwrap_or_else(|| panic!("{}", status["routes"]));
+    assert!(problem["error"].as_str().unwrap_or_default().contains("No such device"), "{problem}");
+
+    // Other routes go on: a new pod on the same node is reachable from the other node.
+    let fresh = lab.add_pod(0, "fresh").unwrap().address;
+    let from = lab.pods.iter().find(|p| p.address == peer).unwrap();
+    wait_for("the new pod reachable", Duration::from_secs(20), || lab.ping(from, fresh).then_some(())).unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(failures(&lab).as_deref(), Some("1"), "counted once, not at every retry");
+    let log = std::fs::read_to_string(&lab.nodes[0].log).unwrap();
+    let reports = log.lines().filter(|l| l.contains("route not installed") && l.contains(&format!("{gone}/32"))).count();
+    assert_eq!(reports, 1, "reported once:\n{log}");
 }

@@ -246,6 +246,8 @@ impl Fib {
                 FibCommand::KernelChanged => kernel_changed = true,
             }
         }
+        // Learned routes may resolve through our static routes to peers: re-plan them soon.
+        kernel_changed |= touched.iter().any(|w| w.class == Class::Static);
         if !touched.is_empty() {
             let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&touched));
             let evaluated: BTreeSet<RouteKey> = touched.iter().map(|w| self.metrics.key(w)).collect();
