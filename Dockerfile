@@ -6,6 +6,7 @@ COPY . .
 RUN cargo build --release --locked -p gingham-agent -p gingham-cni -p gingham-cli --bins
 
 FROM debian:bookworm-slim
-# The agent talks netlink itself; nothing else from the distribution is needed at run time.
+# The agent talks netlink itself; only natOutgoing needs a tool, nft.
+RUN apt-get update && apt-get install -y --no-install-recommends nftables && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/gingham-agent /src/target/release/gingham-cni /src/target/release/ginghamctl /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/gingham-agent"]

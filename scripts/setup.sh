@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pair in bird:bird2 /usr/lib/frr/bgpd:frr gobgpd:gobgpd exabgp:exabgp ip:iproute2 ping:iputils-ping tshark:tshark ss:iproute2 xxd:xxd /usr/lib/cni/bridge:containernetworking-plugins podman:podman runc:runc /bin/busybox:busybox-static nsenter:util-linux; do
+for pair in nft:nftables bird:bird2 /usr/lib/frr/bgpd:frr gobgpd:gobgpd exabgp:exabgp ip:iproute2 ping:iputils-ping tshark:tshark ss:iproute2 xxd:xxd /usr/lib/cni/bridge:containernetworking-plugins podman:podman runc:runc /bin/busybox:busybox-static nsenter:util-linux; do
   cmd="${pair%%:*}"; pkg="${pair#*:}"
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then need+=("$pkg"); fi
 done

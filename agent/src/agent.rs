@@ -61,6 +61,9 @@ struct Applied {
     /// What we originate, with the communities prefixAdvertisements attach.
     exports: BTreeMap<IpNetwork, Vec<CommunityValue>>,
     listen: Vec<SocketAddr>,
+    /// The nftables script last written for natOutgoing, and the last failure to write one.
+    nat_script: Option<String>,
+    nat_error: Option<String>,
     blackholes: BTreeSet<IpNetwork>,
     /// Routes to peers via their `reachableBy` gateway.
     statics: BTreeMap<IpNetwork, IpAddr>,
@@ -434,8 +437,9 @@ impl Agent {
         let Some(me) = me else { anyhow::bail!("GinghamNode {} is gone", self.node) };
         let no_secret = |_: &str, _: &str| None;
         let (filters, _) = self.store.list::<BGPFilter>().await?;
-        let (pools, _) = self.store.list::<IPPool>().await?;
-        let pools: Vec<IpNetwork> = pools.iter().filter(|p| !p.spec.disabled).filter_map(|p| p.spec.network()).collect();
+        let (pool_objects, _) = self.store.list::<IPPool>().await?;
+        let pools: Vec<IpNetwork> = pool_objects.iter().filter(|p| !p.spec.disabled).filter_map(|p| p.spec.network()).collect();
+        let nat_script = crate::nat::script(&pool_objects.iter().map(|p| p.spec.clone()).collect::<Vec<_>>());
         let mut want = peers::desired(&peers::View {
             me: &me,
             nodes: &nodes,
@@ -490,6 +494,24 @@ impl Agent {
         );
         applied.statics = statics;
         applied.peers = want;
+        if applied.nat_script.as_ref() != Some(&nat_script) {
+            let script = nat_script.clone();
+            let result = tokio::task::spawn_blocking(move || crate::nat::apply(&script)).await?;
+            match result {
+                Ok(()) => {
+                    tracing::info!("natOutgoing rules written");
+                    applied.nat_script = Some(nat_script);
+                    applied.nat_error = None;
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    if applied.nat_error.as_ref() != Some(&e) {
+                        tracing::warn!(error = %e, "natOutgoing rules not written; retrying at each reconcile");
+                    }
+                    applied.nat_error = Some(e);
+                }
+            }
+        }
         if applied.listen != listen {
             self.speaker.listen(listen.clone()).await?;
             applied.listen = listen;
@@ -549,6 +571,7 @@ impl Agent {
             "peers": peers,
             "exports": applied.exports.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
             "routes": fib,
+            "natOutgoing": applied.nat_error.clone().unwrap_or_else(|| "ok".into()),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod endpoint;
 pub mod fib;
 pub mod metrics;
+pub mod nat;
 pub mod netlink;
 pub mod peers;
 pub mod policy;
@@ -141,7 +142,9 @@ async fn ensure_default_pool(
     if !pools.is_empty() {
         return Ok(());
     }
-    let pool = IPPool::new("default-ipv4-ippool", IPPoolSpec { cidr: cidr.to_string(), block_size, ..Default::default() });
+    // Calico's default pool masquerades traffic leaving the pools; so does ours.
+    let pool =
+        IPPool::new("default-ipv4-ippool", IPPoolSpec { cidr: cidr.to_string(), block_size, nat_outgoing: true, ..Default::default() });
     match store.create(&pool).await {
         Ok(_) => tracing::info!(cidr, "created the default IPPool"),
         Err(e) if e.is_conflict() => {}

@@ -330,3 +330,71 @@ fn a_route_the_kernel_refuses_is_reported_once_and_blocks_nothing() {
     let reports = log.lines().filter(|l| l.contains("route not installed") && l.contains(&format!("{gone}/32"))).count();
     assert_eq!(reports, 1, "reported once:\n{log}");
 }
+
+/// natOutgoing: a host beyond the ToR with no route back to the pod pool answers a pod only
+/// when the pool masquerades; pod-to-pod traffic keeps the pod's own address either way.
+#[test]
+fn nat_outgoing_reaches_the_outside_and_keeps_pod_addresses_inside() {
+    let mut options = LabOptions::new(2);
+    options.extra_hosts = 1;
+    let mut lab = Cluster::new(options).unwrap();
+    let tor = &lab.fabric.hosts[2].ns;
+    tor.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    let far = Netns::new("gfar").unwrap();
+    let tmp = format!("f{}", gingham_integration::netns::unique_suffix());
+    let tmp = &tmp[..tmp.len().min(15)];
+    gingham_integration::netns::ip(&["link", "add", tmp, "netns", tor.name(), "type", "veth", "peer", "name", "eth0", "netns", far.name()])
+        .unwrap();
+    tor.ip(&["link", "set", tmp, "name", "far0"]).unwrap();
+    tor.ip(&["addr", "add", "198.18.200.1/24", "dev", "far0"]).unwrap();
+    tor.ip(&["link", "set", "far0", "up"]).unwrap();
+    far.ip(&["addr", "add", "198.18.200.2/24", "dev", "eth0"]).unwrap();
+    far.ip(&["link", "set", "eth0", "up"]).unwrap();
+    far.ip(&["route", "add", "default", "via", "198.18.200.1"]).unwrap();
+    for i in 0..2 {
+        lab.fabric.hosts[i].ns.ip(&["route", "add", "default", "via", "198.18.0.13"]).unwrap();
+    }
+    let a = lab.add_pod(0, "a").unwrap().address;
+    let b = lab.add_pod(1, "b").unwrap().address;
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    wait_until(&lab, 0, "b's block", Duration::from_secs(20), || routes_for(&lab, 0, &block_of(b)).contains("proto 80"));
+    wait_until(&lab, 1, "a's block", Duration::from_secs(20), || routes_for(&lab, 1, &block_of(a)).contains("proto 80"));
+    let outside: std::net::Ipv4Addr = "198.18.200.2".parse().unwrap();
+    let pod_a = &lab.pods[0];
+    assert!(!lab.ping(pod_a, outside), "the far host has no route back to the pool");
+
+    // The operator's own rules, which we must leave alone.
+    lab.fabric.hosts[0].ns.exec("nft", &["add", "table", "inet", "operator"]).unwrap();
+    let store = lab.store().unwrap();
+    modify::<gingham_api::resources::IPPool, _>(&store, "default-ipv4-ippool", |p| p.spec.nat_outgoing = true);
+    wait_for("the pod reaching the outside", Duration::from_secs(20), || lab.ping(pod_a, outside).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.fabric.hosts[0].ns.exec("nft", &["list", "ruleset"]).unwrap_or_default()));
+    let rules = lab.fabric.hosts[0].ns.exec("nft", &["list", "table", "ip", "gingham"]).unwrap();
+    assert!(rules.contains("masquerade"), "{rules}");
+
+    // Inside the pools nothing is translated: b sees a's own address.
+    let capture = lab.pods[1]
+        .ns
+        .command("tshark")
+        .args(["-i", "eth0", "-c", "1", "-a", "duration:10", "-f", "icmp[icmptype] == icmp-echo", "-T", "fields", "-e", "ip.src"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..3 {
+        lab.ping(&lab.pods[0], b);
+    }
+    let seen = String::from_utf8(capture.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(seen.trim(), a.to_string(), "the source b sees");
+
+    // Turning NAT off removes our table and nothing else.
+    modify::<gingham_api::resources::IPPool, _>(&store, "default-ipv4-ippool", |p| p.spec.nat_outgoing = false);
+    wait_for("our table gone", Duration::from_secs(20), || {
+        lab.fabric.hosts[0].ns.exec("nft", &["list", "tables"]).ok().filter(|t| !t.contains("gingham")).map(|_| ())
+    })
+    .unwrap();
+    assert!(!lab.ping(&lab.pods[0], outside));
+    let tables = lab.fabric.hosts[0].ns.exec("nft", &["list", "tables"]).unwrap();
+    assert!(tables.contains("table inet operator"), "{tables}");
+}

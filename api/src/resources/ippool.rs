@@ -30,6 +30,10 @@ pub struct IPPoolSpec {
     /// IPAMConfiguration says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict_affinity: Option<bool>,
+    /// Masquerade traffic from this pool's pods to destinations outside every IP pool to the
+    /// node's address (Calico's field; default false, true on the pool the agent creates).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nat_outgoing: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
