@@ -53,6 +53,8 @@ pub struct Agent {
     releases: tokio::sync::mpsc::UnboundedSender<ReleaseRequest>,
     /// What the reconcile loop last applied (owned by it; the mutex only lets `status` read).
     applied: Mutex<Applied>,
+    /// Follows `logSeverityScreen`; `None` when GINGHAM_LOG fixes the level.
+    log_level: Option<crate::LogLevelSetter>,
 }
 
 #[derive(Default)]
@@ -61,6 +63,7 @@ struct Applied {
     /// What we originate, with the communities prefixAdvertisements attach.
     exports: BTreeMap<IpNetwork, Vec<CommunityValue>>,
     listen: Vec<SocketAddr>,
+    log_filter: &'static str,
     /// The nftables script last written for natOutgoing, and the last failure to write one.
     nat_script: Option<String>,
     nat_error: Option<String>,
@@ -122,6 +125,7 @@ impl Agent {
         netlink: rtnetlink::Handle,
         config: &crate::config::Config,
         metrics: Arc<Metrics>,
+        log_level: Option<crate::LogLevelSetter>,
     ) -> Arc<Agent> {
         let (reaper, mut doomed) = tokio::sync::mpsc::unbounded_channel::<u32>();
         let nl = netlink.clone();
@@ -180,6 +184,7 @@ impl Agent {
             started: Instant::now(),
             kick: Notify::new(),
             applied: Mutex::new(Applied::default()),
+            log_level,
         })
     }
 
@@ -494,12 +499,13 @@ impl Agent {
         );
         applied.statics = statics;
         applied.peers = want;
+        let (n_peers, n_exports) = (applied.peers.len(), exports.len());
         if applied.nat_script.as_ref() != Some(&nat_script) {
             let script = nat_script.clone();
             let result = tokio::task::spawn_blocking(move || crate::nat::apply(&script)).await?;
             match result {
                 Ok(()) => {
-                    tracing::info!("natOutgoing rules written");
+                    tracing::info!("natOutgoing rules up to date");
                     applied.nat_script = Some(nat_script);
                     applied.nat_error = None;
                 }
@@ -511,6 +517,14 @@ impl Agent {
                     applied.nat_error = Some(e);
                 }
             }
+        }
+        let level = log_filter(config.log_severity_screen.as_deref());
+        if let Some(set) = self.log_level.as_ref().filter(|_| applied.log_filter != level) {
+            match set(level) {
+                Ok(()) => tracing::info!(level, "log level from BGPConfiguration logSeverityScreen"),
+                Err(e) => tracing::warn!(error = %e, "could not change the log level"),
+            }
+            applied.log_filter = level;
         }
         if applied.listen != listen {
             self.speaker.listen(listen.clone()).await?;
@@ -535,6 +549,7 @@ impl Agent {
         self.fib.set_class(Class::Blackhole, fib).await;
         self.fib.set_class(Class::Static, static_changes).await;
         self.metrics.set_ipam(&blocks, &self.node);
+        tracing::debug!(peers = n_peers, exports = n_exports, "reconciled");
         Ok(())
     }
 
@@ -596,6 +611,16 @@ impl Agent {
         let statuses = self.speaker.peers().await.unwrap_or_default();
         let applied = self.applied.lock().await;
         self.ready_with(&statuses, &applied)
+    }
+}
+
+/// Calico's severities as tracing filters (tracing has no Fatal: Error is the closest).
+fn log_filter(severity: Option<&str>) -> &'static str {
+    match severity {
+        Some("Debug") => "debug",
+        Some("Warning") => "warn",
+        Some("Error") | Some("Fatal") => "error",
+        _ => "info",
     }
 }
 

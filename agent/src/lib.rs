@@ -25,8 +25,12 @@ use ipnetwork::IpNetwork;
 use crate::config::Config;
 use crate::fib::{Class, Target};
 
-/// Runs the agent until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Changes the log filter (`info`, `debug`, ...) while running.
+pub type LogLevelSetter = Box<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
+
+/// Runs the agent until SIGTERM or Ctrl-C. `log_level` follows BGPConfiguration
+/// `logSeverityScreen` when given.
+pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::Result<()> {
     let netlink = netlink::connect().context("netlink")?;
     let store = gingham_api::datastore::open(&config.datastore).await.with_context(|| format!("datastore {}", config.datastore))?;
     let bgp_config = store.get::<BGPConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
@@ -84,6 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         netlink.clone(),
         &config,
         metrics,
+        log_level,
     );
     let adopted = agent.adopt_endpoints().await?;
     tracing::info!(restarting, adopted, "endpoints adopted");

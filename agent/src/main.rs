@@ -3,14 +3,29 @@
 
 use clap::Parser;
 use gingham_agent::config::{Config, LogFormat};
+use gingham_agent::LogLevelSetter;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GINGHAM_LOG").unwrap_or_else(|_| "info".into());
-    match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
-    }
+    // GINGHAM_LOG, when set, is the operator's explicit choice and wins over the
+    // BGPConfiguration's logSeverityScreen.
+    let fixed = std::env::var_os("GINGHAM_LOG").is_some();
+    let filter = EnvFilter::try_from_env("GINGHAM_LOG").unwrap_or_else(|_| "info".into());
+    let setter: LogLevelSetter = match config.log_format {
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt().with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level| handle.reload(EnvFilter::new(level)).map_err(Into::into))
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt().json().with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level| handle.reload(EnvFilter::new(level)).map_err(Into::into))
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(gingham_agent::run(config))
+    rt.block_on(gingham_agent::run(config, (!fixed).then_some(setter)))
 }

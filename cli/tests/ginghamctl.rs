@@ -108,6 +108,17 @@ spec:
   nodeToNodeMeshEnabled: false
 ---
 apiVersion: gingham.io/v1
+kind: BGPFilter
+metadata:
+  name: edge
+spec:
+  exportV4:
+  - {action: Accept, matchOperator: In, cidr: 198.18.113.0/24, prefixLength: {min: 24, max: 28}, source: RemotePeers}
+  - {action: Reject}
+  importV4:
+  - {action: Reject, matchOperator: Equal, cidr: 0.0.0.0/0}
+---
+apiVersion: gingham.io/v1
 kind: BGPPeer
 metadata:
   name: tor-r1
@@ -115,6 +126,7 @@ spec:
   peerIP: 198.18.0.1
   asNumber: 65001
   nodeSelector: rack == 'r1'
+  filters: [edge]
 "#;
 
 #[test]
@@ -122,7 +134,7 @@ fn apply_get_patch_delete_round_trip() {
     let env = Env::new();
     let file = env.write("resources.yaml", RESOURCES);
     let applied = env.ok(&["apply", "-f", &file]);
-    assert_eq!(applied.lines().count(), 4, "{applied}");
+    assert_eq!(applied.lines().count(), 5, "{applied}");
     assert!(applied.contains("IPPool \"pool-a\" created"));
     // Applying again updates in place.
     assert!(env.ok(&["apply", "-f", &file]).contains("IPPool \"pool-a\" configured"));
@@ -131,6 +143,10 @@ fn apply_get_patch_delete_round_trip() {
     golden("get-ippools-wide.txt", &env.ok(&["get", "pools", "-o", "wide"]));
     golden("get-bgppeer.txt", &env.ok(&["get", "bgppeers"]));
     golden("get-bgpconfig.txt", &env.ok(&["get", "bgpconfig"]));
+    golden("get-bgpfilter.txt", &env.ok(&["get", "bgpfilters"]));
+    let bad = RESOURCES.replace("cidr: 0.0.0.0/0", "cidr: '2001:db8::/32'");
+    let err = env.fails(&["apply", "-f", &env.write("bad.yaml", &bad)], None);
+    assert!(err.contains("spec.importV4[0].cidr") && err.contains("not an IPv4 CIDR"), "{err}");
     let yaml = env.ok(&["get", "pool", "pool-a", "-o", "yaml"]);
     let parsed: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(parsed["spec"]["cidr"], "198.19.0.0/16");

@@ -200,4 +200,11 @@ fn max_prefixes_from_a_resource_and_a_live_listen_port_change() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&lab)));
     assert!(lab.nodes.iter().all(|n| n.agent.is_some()));
+
+    // logSeverityScreen takes effect without a restart too.
+    let debug_lines = || std::fs::read_to_string(&lab.nodes[0].log).unwrap_or_default().lines().filter(|l| l.contains("DEBUG")).count();
+    assert_eq!(debug_lines(), 0);
+    modify::<BGPConfiguration, _>(&store, "default", |c| c.spec.log_severity_screen = Some("Debug".into()));
+    wait_for("debug logging", Duration::from_secs(20), || (debug_lines() > 0).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&lab)));
 }
