@@ -397,4 +397,13 @@ fn nat_outgoing_reaches_the_outside_and_keeps_pod_addresses_inside() {
     assert!(!lab.ping(&lab.pods[0], outside));
     let tables = lab.fabric.hosts[0].ns.exec("nft", &["list", "tables"]).unwrap();
     assert!(tables.contains("table inet operator"), "{tables}");
+
+    // An IPv6 pool with natOutgoing gets the same rule in the ip6 table.
+    let pool6 = gingham_api::resources::IPPoolSpec { cidr: "2001:db8:19::/48".into(), nat_outgoing: true, ..Default::default() };
+    rt().block_on(store.create(&gingham_api::resources::IPPool::new("v6", pool6))).unwrap();
+    wait_for("the IPv6 NAT table", Duration::from_secs(20), || {
+        let t = lab.fabric.hosts[0].ns.exec("nft", &["list", "table", "ip6", "gingham"]).ok()?;
+        (t.contains("ip6 saddr @masq-pools ip6 daddr != @all-pools masquerade") && t.contains("2001:db8:19::/48")).then_some(())
+    })
+    .unwrap();
 }
