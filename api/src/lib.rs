@@ -4,6 +4,7 @@
 //! ([`datastore`]).
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod cache;
 pub mod datastore;
 pub mod resources;
 pub mod selector;

@@ -2,8 +2,12 @@
 //!
 //! WAL lets readers run beside a writer; every write is one `BEGIN IMMEDIATE` transaction (the
 //! write lock is taken up front, so two writers never deadlock upgrading a read lock) that
-//! checks the revision, bumps the global revision and appends to a change log. Watches poll the
-//! log. The busy timeout makes a process wait for another's transaction instead of failing.
+//! checks the revision, bumps the global revision and appends to a change log. One thread per
+//! process serves every watch: it asks SQLite whether anything changed (`PRAGMA data_version`,
+//! which reads no table) every 100 ms, and only then reads the new log entries, once for all
+//! watches; the same thread checkpoints the WAL when there were writes. An idle process thus
+//! costs one pragma per tick, whatever it watches. The busy timeout makes a process wait for
+//! another's transaction instead of failing.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,7 +19,7 @@ use tokio::sync::mpsc;
 use super::{strip_revision, with_revision, Datastore, DatastoreError, RawList, RawObject, Result, Revision, WatchEvent, WatchStream};
 use crate::resources::KindInfo;
 
-/// How often a watch looks for new changes.
+/// How often the change poller asks whether anything changed.
 const POLL: Duration = Duration::from_millis(100);
 /// Changes kept for watchers; older ones are compacted away and a watch behind them resyncs.
 const HISTORY: i64 = 10_000;
@@ -28,6 +32,16 @@ const DELETED: i64 = 2;
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// New watches for the change poller.
+    watches: std::sync::mpsc::Sender<Subscription>,
+}
+
+/// One watch, as the change poller keeps it.
+struct Subscription {
+    kind: &'static str,
+    /// The last revision this watch has seen.
+    last: i64,
+    tx: mpsc::Sender<WatchEvent>,
 }
 
 impl SqliteStore {
@@ -62,8 +76,9 @@ impl SqliteStore {
         // must not wait ~20 ms for a disk flush.
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
         let conn = Arc::new(Mutex::new(conn));
-        spawn_checkpointer(path.to_path_buf(), Arc::downgrade(&conn));
-        Ok(SqliteStore { conn })
+        let (watches, subscriptions) = std::sync::mpsc::channel();
+        spawn_poller(path.to_path_buf(), Arc::downgrade(&conn), subscriptions)?;
+        Ok(SqliteStore { conn, watches })
     }
 
     /// Drops the whole change log now (normally only entries older than the last 10,000 go):
@@ -95,18 +110,104 @@ impl SqliteStore {
     }
 }
 
-/// Runs a passive checkpoint every 500 ms while the store lives.
-fn spawn_checkpointer(path: std::path::PathBuf, alive: std::sync::Weak<Mutex<Connection>>) {
-    std::thread::spawn(move || {
-        let Ok(conn) = Connection::open(&path) else { return };
-        let _ = conn.busy_timeout(Duration::from_millis(100));
-        while alive.strong_count() > 0 {
-            std::thread::sleep(Duration::from_millis(500));
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::debug!(error = %e, "sqlite checkpoint");
+/// The change poller: one thread per store, on a connection of its own (so that `data_version`
+/// sees this process's writes too), serving every watch and checkpointing after writes. It
+/// ends with the store.
+fn spawn_poller(
+    path: std::path::PathBuf,
+    alive: std::sync::Weak<Mutex<Connection>>,
+    subscriptions: std::sync::mpsc::Receiver<Subscription>,
+) -> Result<()> {
+    let mut conn = Connection::open(&path).map_err(|e| backend(format!("open {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_millis(100)).map_err(sql)?;
+    std::thread::Builder::new()
+        .name("sqlite-changes".into())
+        .spawn(move || {
+            let mut subs: Vec<Subscription> = Vec::new();
+            let mut version: Option<i64> = None;
+            let mut unchecked_writes = false;
+            let mut tick: u64 = 0;
+            while alive.strong_count() > 0 {
+                let mut fresh = false;
+                while let Ok(s) = subscriptions.try_recv() {
+                    subs.push(s);
+                    fresh = true;
+                }
+                subs.retain(|s| !s.tx.is_closed());
+                let now = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
+                let changed = now != version;
+                version = now;
+                unchecked_writes |= changed;
+                if (changed || fresh) && !subs.is_empty() {
+                    if let Err(e) = dispatch(&mut conn, &mut subs) {
+                        tracing::warn!(error = %e, "sqlite watch poll failed; retrying");
+                        version = None;
+                    }
+                }
+                tick += 1;
+                // Every 500 ms, and only when something was written since the last one.
+                if tick % 5 == 0 && unchecked_writes {
+                    unchecked_writes = false;
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!(error = %e, "sqlite checkpoint");
+                    }
+                }
+                std::thread::sleep(POLL);
+            }
+        })
+        .map_err(|e| backend(format!("starting the change poller: {e}")))?;
+    Ok(())
+}
+
+/// Reads the log entries no watch has seen yet, once, and hands each watch those of its kind.
+fn dispatch(conn: &mut Connection, subs: &mut [Subscription]) -> Result<()> {
+    let Some(from) = subs.iter().map(|s| s.last).min() else { return Ok(()) };
+    let tx = conn.transaction().map_err(sql)?;
+    let read = |key: &str| -> Result<i64> {
+        tx.prepare_cached("SELECT value FROM meta WHERE key = ?1").map_err(sql)?.query_row([key], |r| r.get(0)).map_err(sql)
+    };
+    let (head, compacted) = (read("revision")?, read("compacted")?);
+    if from >= head {
+        return Ok(());
+    }
+    let mut changes: Vec<(i64, String, WatchEvent)> = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT revision, kind, name, event, body FROM changes WHERE revision > ?1 AND revision <= ?2 ORDER BY revision",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![from.max(compacted), head], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?))
+            })
+            .map_err(sql)?;
+        for row in rows {
+            let (rev, kind, name, event, body) = row.map_err(sql)?;
+            let obj = parse(&name, rev, &body)?;
+            let event = match event {
+                ADDED => WatchEvent::Added(obj),
+                MODIFIED => WatchEvent::Modified(obj),
+                _ => WatchEvent::Deleted(obj),
+            };
+            changes.push((rev, kind, event));
+        }
+    }
+    tx.commit().map_err(sql)?;
+    for sub in subs.iter_mut() {
+        if sub.last < compacted {
+            // Entries it needed are gone: it must list again.
+            let _ = sub.tx.blocking_send(WatchEvent::Resync);
+        } else {
+            for (rev, kind, event) in &changes {
+                if *rev > sub.last && kind == sub.kind && sub.tx.blocking_send(event.clone()).is_err() {
+                    break;
+                }
             }
         }
-    });
+        sub.last = head;
+    }
+    Ok(())
 }
 
 fn sql(e: rusqlite::Error) -> DatastoreError {
@@ -245,65 +346,9 @@ impl Datastore for SqliteStore {
     }
 
     async fn watch(&self, kind: KindInfo, from: &Revision) -> Result<WatchStream> {
-        let mut last = from.as_u64().ok_or_else(|| backend(format!("revision {from:?} is not a sqlite revision")))? as i64;
+        let last = from.as_u64().ok_or_else(|| backend(format!("revision {from:?} is not a sqlite revision")))? as i64;
         let (tx, rx) = mpsc::channel(256);
-        let store = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let poll = store.with_conn(move |conn| poll_changes(conn, kind, last)).await;
-                let (events, next) = match poll {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sqlite watch poll failed; retrying");
-                        (Vec::new(), last)
-                    }
-                };
-                last = next;
-                for event in events {
-                    if tx.send(event).await.is_err() {
-                        return;
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = tx.closed() => return,
-                }
-            }
-        });
+        self.watches.send(Subscription { kind: kind.kind, last, tx }).map_err(|_| backend("the change poller has stopped".into()))?;
         Ok(rx)
     }
-}
-
-fn poll_changes(conn: &mut Connection, kind: KindInfo, last: i64) -> Result<(Vec<WatchEvent>, i64)> {
-    let tx = conn.transaction().map_err(sql)?;
-    let compacted: i64 =
-        tx.prepare_cached("SELECT value FROM meta WHERE key = 'compacted'").map_err(sql)?.query_row([], |r| r.get(0)).map_err(sql)?;
-    let head: i64 =
-        tx.prepare_cached("SELECT value FROM meta WHERE key = 'revision'").map_err(sql)?.query_row([], |r| r.get(0)).map_err(sql)?;
-    if last < compacted {
-        return Ok((vec![WatchEvent::Resync], head));
-    }
-    let mut stmt = tx
-        .prepare_cached(
-            "SELECT revision, name, event, body FROM changes WHERE kind = ?1 AND revision > ?2 AND revision <= ?3 ORDER BY revision",
-        )
-        .map_err(sql)?;
-    let rows = stmt
-        .query_map(params![kind.kind, last, head], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
-        })
-        .map_err(sql)?;
-    let mut events = Vec::new();
-    for row in rows {
-        let (rev, name, event, body) = row.map_err(sql)?;
-        let obj = parse(&name, rev, &body)?;
-        events.push(match event {
-            ADDED => WatchEvent::Added(obj),
-            MODIFIED => WatchEvent::Modified(obj),
-            _ => WatchEvent::Deleted(obj),
-        });
-    }
-    drop(stmt);
-    tx.commit().map_err(sql)?;
-    Ok((events, head))
 }

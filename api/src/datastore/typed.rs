@@ -101,12 +101,21 @@ impl<K: Kind> TypedWatch<K> {
     /// reported as an error rather than skipped, so nobody acts on a partial view.
     pub async fn next(&mut self) -> Option<Result<TypedEvent<K>>> {
         let event = self.raw.recv().await?;
-        Some(match event {
+        Some(Self::typed(event))
+    }
+
+    /// The next change if one is already waiting.
+    pub fn try_next(&mut self) -> Option<Result<TypedEvent<K>>> {
+        self.raw.try_recv().ok().map(Self::typed)
+    }
+
+    fn typed(event: WatchEvent) -> Result<TypedEvent<K>> {
+        match event {
             WatchEvent::Added(o) => decode(o).map(TypedEvent::Added),
             WatchEvent::Modified(o) => decode(o).map(TypedEvent::Modified),
             WatchEvent::Deleted(o) => decode(o).map(TypedEvent::Deleted),
             WatchEvent::Resync => Ok(TypedEvent::Resync),
-        })
+        }
     }
 }
 
