@@ -146,7 +146,7 @@ fn spawn_poller(
                 }
                 tick += 1;
                 // Every 500 ms, and only when something was written since the last one.
-                if tick % 5 == 0 && unchecked_writes {
+                if tick.is_multiple_of(5) && unchecked_writes {
                     unchecked_writes = false;
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::debug!(error = %e, "sqlite checkpoint");
