@@ -9,7 +9,7 @@ use gingham_cni::{code, CniError, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
-use crate::agent::Agent;
+use crate::cni_service::CniService;
 
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -22,7 +22,7 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+pub async fn serve(listener: UnixListener, agent: Arc<CniService>) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else { continue };
         let agent = agent.clone();
@@ -32,7 +32,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
                 return;
             }
             let reply = match serde_json::from_slice::<Request>(&body) {
-                Ok(req) => agent.handle_cni(req).await,
+                Ok(req) => agent.handle(req).await,
                 Err(e) => {
                     Reply::Err(CniError::new(code::DECODE_FAILURE, "gingham-agent could not read the plugin's request", e.to_string()))
                 }

@@ -1,15 +1,20 @@
 //! The node agent as a library: `gingham-agent` is [`run`] behind a command line, and the lab
 //! benchmarks drive [`fib`] directly.
 
-pub mod agent;
 pub mod autodetect;
+pub mod cluster;
 pub mod cni_server;
+pub mod cni_service;
 pub mod config;
+pub mod controller;
+pub mod desired;
 pub mod endpoint;
 pub mod fib;
+pub mod ipam_writer;
 pub mod metrics;
 pub mod nat;
 pub mod netlink;
+pub mod node;
 pub mod peers;
 pub mod policy;
 pub mod status;
@@ -48,7 +53,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     if let Some(cidr) = &config.pool_cidr {
         ensure_default_pool(&store, cidr, config.block_size).await?;
     }
-    let me = agent::register_node(
+    let me = node::register_node(
         &store,
         &config.node_name,
         address,
@@ -71,26 +76,44 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     let metrics = Arc::new(metrics::Metrics::new());
     let fib_options = fib::FibOptions { learned_metric: config.learned_route_metric, failures: metrics.route_failures.clone() };
     let fib = fib::spawn(netlink.clone(), fib_options);
-    let mut speaker_config = SpeakerConfig::new(agent::router_id(address), local_as);
-    speaker_config.listen = agent::listen_addresses(&bgp_config, address, address6);
+    let mut speaker_config = SpeakerConfig::new(node::router_id(address), local_as);
+    speaker_config.listen = desired::listen_addresses(&bgp_config, address, address6);
     speaker_config.hostname = Some(config.node_name.clone());
     speaker_config.restarting = restarting;
     speaker_config.cluster_id = me.route_reflector_cluster_id();
     speaker_config.sync_deadline = Duration::from_secs(config.restart_time.into());
     let (speaker, mut changes) = speaker::spawn(speaker_config).context("BGP speaker")?;
-    let agent = agent::Agent::new(
-        config.node_name.clone(),
+    let cache = cluster::ClusterCache::start(&store, gingham_api::cache::CacheOptions::default());
+    let ipam = ipam_writer::IpamWriter::start(store.clone(), &config.node_name).await.context("reading this node's allocations")?;
+    let identity = desired::Identity {
+        node: config.node_name.clone(),
         address,
         address6,
-        store,
-        speaker.clone(),
-        fib.clone(),
-        netlink.clone(),
-        &config,
-        metrics,
+        hold_time: config.hold_time,
+        restart_time: config.restart_time,
+    };
+    let controller = controller::Controller {
+        id: identity,
+        cache: cache.clone(),
+        held: ipam.held_changes(),
+        speaker: speaker.clone(),
+        fib: fib.clone(),
+        metrics: metrics.clone(),
         log_level,
+    }
+    .spawn();
+    let cni = cni_service::CniService::new(
+        config.node_name.clone(),
+        address6.is_some(),
+        config.mtu,
+        netlink.clone(),
+        fib.clone(),
+        ipam,
+        cache,
+        controller.clone(),
+        metrics.clone(),
     );
-    let adopted = agent.adopt_endpoints().await?;
+    let adopted = cni.adopt_endpoints().await?;
     tracing::info!(restarting, adopted, "endpoints adopted");
 
     // Learned best paths -> kernel.
@@ -117,11 +140,18 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         }
     });
 
-    agent.watch_datastore();
-    tokio::spawn(agent.clone().reconcile_forever());
-    let cni = cni_server::bind(&config.cni_socket)?;
-    tokio::spawn(cni_server::serve(cni, agent.clone()));
-    let status = tokio::spawn(status::serve(config.status_addr, agent.clone()));
+    let socket = cni_server::bind(&config.cni_socket)?;
+    tokio::spawn(cni_server::serve(socket, cni));
+    let source = status::StatusSource {
+        node: config.node_name.clone(),
+        address,
+        started: std::time::Instant::now(),
+        speaker: speaker.clone(),
+        fib: fib.clone(),
+        controller,
+        metrics,
+    };
+    let status = tokio::spawn(status::serve(config.status_addr, Arc::new(source)));
     tracing::info!(socket = %config.cni_socket.display(), "ready for CNI requests");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -4,9 +4,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use gingham_api::resources::IPAMBlock;
 use gingham_cni::Command;
-use gingham_ipam::block;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -85,12 +83,9 @@ impl Metrics {
         self.cni_latency.get_or_create(&label).observe(took.as_secs_f64());
     }
 
-    pub fn set_ipam(&self, blocks: &[IPAMBlock], node: &str) {
-        let mine = blocks.iter().filter(|b| block::affine_node(&b.spec) == Some(node));
-        let (n, used) = mine.fold((0, 0), |(n, u), b| (n + 1, u + block::in_use(&b.spec) as i64));
-        self.ipam_blocks.set(n);
-        self.ipam_addresses.set(used);
-        self.reconciles.inc();
+    pub fn set_ipam(&self, blocks: usize, addresses: usize) {
+        self.ipam_blocks.set(blocks as i64);
+        self.ipam_addresses.set(addresses as i64);
     }
 
     pub fn encode(&self) -> String {

@@ -8,9 +8,104 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::agent::Agent;
+use std::time::{Duration, Instant};
 
-pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> anyhow::Result<()> {
+use gingham_api::status::{NodeStatus, PeerStatus};
+use gingham_bgp::fsm::State;
+use gingham_bgp::speaker::SpeakerHandle;
+use ipnetwork::IpNetwork;
+use tokio::sync::watch;
+
+use crate::controller::ControllerStatus;
+use crate::fib::FibHandle;
+use crate::metrics::{Metrics, StateLabel};
+use crate::peers::PeerKind;
+
+/// What the endpoint reads from; every part is a handle to a task that owns its state.
+pub struct StatusSource {
+    pub node: String,
+    pub address: IpNetwork,
+    pub started: Instant,
+    pub speaker: SpeakerHandle,
+    pub fib: FibHandle,
+    pub controller: watch::Receiver<ControllerStatus>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl StatusSource {
+    pub async fn status(&self) -> NodeStatus {
+        let statuses = self.speaker.peers().await.unwrap_or_default();
+        let controller = self.controller.borrow().clone();
+        let peers = statuses
+            .iter()
+            .map(|s| {
+                let (kind, problems) = controller.peers.get(&s.config.address).cloned().unwrap_or((PeerKind::Global, Vec::new()));
+                PeerStatus {
+                    address: s.config.address.to_string(),
+                    as_number: s.config.peer_as,
+                    kind: serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    state: format!("{:?}", s.state),
+                    since_seconds: s.uptime.map(|u| u.as_secs()),
+                    info: s.last_error.clone().unwrap_or_default(),
+                    prefixes_received: s.prefixes_received as u64,
+                    prefixes_accepted: s.prefixes_accepted as u64,
+                    prefixes_advertised: s.prefixes_advertised as u64,
+                    problems,
+                }
+            })
+            .collect();
+        NodeStatus {
+            node: self.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            address: self.address.to_string(),
+            ready: ready(self.started, &statuses, &controller),
+            datastore: controller.datastore.clone().err().unwrap_or_else(|| "ok".into()),
+            synced: self.speaker.is_synced(),
+            peers,
+            exports: controller.exports.iter().map(|p| p.to_string()).collect(),
+            routes: self.fib.stats().await,
+            nat_outgoing: controller.nat.clone().err().unwrap_or_else(|| "ok".into()),
+        }
+    }
+
+    pub async fn ready(&self) -> bool {
+        let statuses = self.speaker.peers().await.unwrap_or_default();
+        ready(self.started, &statuses, &self.controller.borrow())
+    }
+
+    /// Brings the BGP and route gauges up to date before a scrape.
+    pub async fn refresh_metrics(&self) {
+        let statuses = self.speaker.peers().await.unwrap_or_default();
+        self.metrics.sessions.clear();
+        for s in &statuses {
+            self.metrics.sessions.get_or_create(&StateLabel { state: format!("{:?}", s.state) }).inc();
+        }
+        self.metrics.prefixes_received.set(statuses.iter().map(|s| s.prefixes_received as i64).sum());
+        self.metrics.prefixes_advertised.set(statuses.iter().map(|s| s.prefixes_advertised as i64).sum());
+        let fib = self.fib.stats().await;
+        self.metrics.routes_programmed.set(fib.wanted);
+        self.metrics.routes_not_installed.set(fib.not_installed);
+    }
+}
+
+/// Calico's readiness rule: during the first 30 s every peer must be Established, afterwards
+/// at least one (when there are any); the datastore must be usable.
+fn ready(started: Instant, statuses: &[gingham_bgp::speaker::PeerStatus], controller: &ControllerStatus) -> bool {
+    if controller.datastore.is_err() {
+        return false;
+    }
+    let up = statuses.iter().filter(|s| s.state == State::Established).count();
+    if statuses.is_empty() {
+        return true;
+    }
+    if started.elapsed() < Duration::from_secs(30) {
+        up == statuses.len()
+    } else {
+        up > 0
+    }
+}
+
+pub async fn serve(addr: SocketAddr, agent: Arc<StatusSource>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("status endpoint {addr}: {e}"))?;
     tracing::info!(%addr, "status endpoint listening");
     loop {
@@ -41,7 +136,7 @@ pub async fn serve(addr: SocketAddr, agent: Arc<Agent>) -> anyhow::Result<()> {
     }
 }
 
-async fn route(agent: &Agent, path: &str) -> (&'static str, &'static str, String) {
+async fn route(agent: &StatusSource, path: &str) -> (&'static str, &'static str, String) {
     match path {
         "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
         "/readyz" => {
@@ -55,12 +150,10 @@ async fn route(agent: &Agent, path: &str) -> (&'static str, &'static str, String
             agent.refresh_metrics().await;
             ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", agent.metrics.encode())
         }
-        "/status" => ("200 OK", "application/json", format!("{:#}\n", agent.status().await)),
+        "/status" => {
+            let body = serde_json::to_string_pretty(&agent.status().await).expect("a status serialises");
+            ("200 OK", "application/json", format!("{body}\n"))
+        }
         _ => ("404 Not Found", "text/plain", "try /healthz, /readyz, /metrics or /status\n".into()),
     }
-}
-
-/// Serializes a value by its `Display` form (prefixes and addresses as `ip` prints them).
-pub fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
 }

@@ -8,3 +8,4 @@ pub mod cache;
 pub mod datastore;
 pub mod resources;
 pub mod selector;
+pub mod status;

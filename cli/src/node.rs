@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use serde_json::Value;
+use gingham_api::status::{NodeStatus, PeerStatus};
 
 use crate::output::{table, Format};
 
@@ -27,22 +27,18 @@ pub fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
 }
 
 /// The Calico-style report for one status document.
-pub fn render_status(status: &Value) -> String {
+pub fn render_status(status: &NodeStatus) -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" };
     let mut out = format!(
         "Gingham agent on node {} ({}) is running; ready: {}; datastore: {}; BGP synced: {}\n",
-        status["node"].as_str().unwrap_or("?"),
-        status["address"].as_str().unwrap_or("?"),
-        if status["ready"] == true { "yes" } else { "no" },
-        status["datastore"].as_str().unwrap_or("?"),
-        if status["synced"] == true { "yes" } else { "no" },
+        status.node,
+        status.address,
+        yes(status.ready),
+        status.datastore,
+        yes(status.synced),
     );
     for (family, v6) in [("IPv4", false), ("IPv6", true)] {
-        let peers: Vec<&Value> = status["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["address"].as_str().is_some_and(|a| a.contains(':') == v6))
-            .collect();
+        let peers: Vec<&PeerStatus> = status.peers.iter().filter(|p| p.address.contains(':') == v6).collect();
         out.push_str(&format!("\n{family} BGP status\n"));
         if peers.is_empty() {
             out.push_str(&format!("No {family} peers found.\n"));
@@ -52,54 +48,40 @@ pub fn render_status(status: &Value) -> String {
         let rows: Vec<Vec<String>> = peers
             .iter()
             .map(|p| {
-                let since = p["sinceSeconds"].as_u64().map(|s| format!("{}s", s)).unwrap_or_else(|| "-".into());
-                let mut info = if p["state"] == "Established" {
-                    let received = p["prefixesReceived"].as_u64().unwrap_or(0);
-                    match p["prefixesAccepted"].as_u64() {
-                        Some(accepted) if accepted != received => format!("{received} prefixes received, {accepted} accepted"),
-                        _ => format!("{received} prefixes received"),
+                let since = p.since_seconds.map(|s| format!("{s}s")).unwrap_or_else(|| "-".into());
+                let mut info = if p.state == "Established" {
+                    match (p.prefixes_received, p.prefixes_accepted) {
+                        (received, accepted) if accepted != received => format!("{received} prefixes received, {accepted} accepted"),
+                        (received, _) => format!("{received} prefixes received"),
                     }
                 } else {
-                    p["info"].as_str().unwrap_or_default().to_string()
+                    p.info.clone()
                 };
-                for problem in p["problems"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                for problem in &p.problems {
                     info.push_str("; ");
                     info.push_str(problem);
                 }
-                vec![
-                    p["address"].as_str().unwrap_or("?").to_string(),
-                    p["type"].as_str().unwrap_or("?").to_string(),
-                    p["state"].as_str().unwrap_or("?").to_string(),
-                    since,
-                    info,
-                ]
+                vec![p.address.clone(), p.kind.clone(), p.state.clone(), since, info]
             })
             .collect();
         out.push_str(&table(&headers, &rows));
     }
-    let problems: Vec<&Value> = status.pointer("/routes/problems").and_then(Value::as_array).into_iter().flatten().collect();
-    if !problems.is_empty() {
-        let total = status.pointer("/routes/notInstalled").and_then(Value::as_u64).unwrap_or(problems.len() as u64);
-        out.push_str(&format!("\nRoutes not installed: {total}\n"));
+    if !status.routes.problems.is_empty() {
+        out.push_str(&format!("\nRoutes not installed: {}\n", status.routes.not_installed));
         let headers: Vec<String> = ["PREFIX", "METRIC", "REASON"].map(String::from).to_vec();
-        let rows: Vec<Vec<String>> = problems
-            .iter()
-            .map(|p| {
-                vec![
-                    p["prefix"].as_str().unwrap_or("?").to_string(),
-                    p["metric"].to_string(),
-                    p["message"].as_str().unwrap_or("?").to_string(),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> =
+            status.routes.problems.iter().map(|p| vec![p.prefix.clone(), p.metric.to_string(), p.message.clone()]).collect();
         out.push_str(&table(&headers, &rows));
+    }
+    if status.nat_outgoing != "ok" && !status.nat_outgoing.is_empty() {
+        out.push_str(&format!("\nnatOutgoing: {}\n", status.nat_outgoing));
     }
     out
 }
 
 pub fn status(addr: &str, format: Format) -> anyhow::Result<ExitCode> {
     let body = fetch(addr, "/status")?;
-    let status: Value = serde_json::from_str(&body).context("the agent's /status is not JSON")?;
+    let status: NodeStatus = serde_json::from_str(&body).context("the agent's /status is not a status document")?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Format::Yaml => print!("{}", serde_yaml::to_string(&status)?),
@@ -110,8 +92,8 @@ pub fn status(addr: &str, format: Format) -> anyhow::Result<ExitCode> {
 
 pub fn version(addr: &str) -> anyhow::Result<ExitCode> {
     println!("Client Version:    {}", env!("CARGO_PKG_VERSION"));
-    match fetch(addr, "/status").ok().and_then(|b| serde_json::from_str::<Value>(&b).ok()) {
-        Some(s) => println!("Agent Version:     {} (node {})", s["version"].as_str().unwrap_or("?"), s["node"].as_str().unwrap_or("?")),
+    match fetch(addr, "/status").ok().and_then(|b| serde_json::from_str::<NodeStatus>(&b).ok()) {
+        Some(s) => println!("Agent Version:     {} (node {})", s.version, s.node),
         None => println!("Agent Version:     unknown (no agent answered on {addr})"),
     }
     Ok(ExitCode::SUCCESS)

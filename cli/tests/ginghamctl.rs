@@ -264,12 +264,14 @@ fn fake_agent(body: &'static str) -> String {
 }
 
 const STATUS: &str = r#"{"node":"node-1","version":"0.1.0","address":"198.18.0.11/24","ready":true,"datastore":"ok","synced":true,
- "peers":[{"address":"198.18.0.12","asNumber":64512,"type":"mesh","state":"Established","sinceSeconds":42,"info":"","prefixesReceived":1,"prefixesAccepted":1},
-          {"address":"198.18.0.1","asNumber":65001,"type":"node","state":"Active","sinceSeconds":null,"info":"connect: connection refused","prefixesReceived":0,
+ "peers":[{"address":"198.18.0.12","asNumber":64512,"type":"mesh","state":"Established","sinceSeconds":42,"info":"","prefixesReceived":1,"prefixesAccepted":1,"prefixesAdvertised":1},
+          {"address":"198.18.0.1","asNumber":65001,"type":"node","state":"Active","sinceSeconds":null,"info":"connect: connection refused","prefixesReceived":0,"prefixesAccepted":0,"prefixesAdvertised":0,
            "problems":["BGPFilter \"edge\" does not exist; the session runs without it"]},
-          {"address":"198.18.0.2","asNumber":65002,"type":"node","state":"Established","sinceSeconds":7,"info":"","prefixesReceived":3,"prefixesAccepted":2}],
+          {"address":"198.18.0.2","asNumber":65002,"type":"node","state":"Established","sinceSeconds":7,"info":"","prefixesReceived":3,"prefixesAccepted":2,"prefixesAdvertised":1}],
+ "exports":["198.19.0.0/26"],
  "routes":{"wanted":4,"programmed":3,"removed":0,"repaired":0,"notInstalled":1,
-           "problems":[{"prefix":"198.18.114.0/24","metric":2048,"reason":"unreachable","next_hop":"198.18.9.1","message":"next hop 198.18.9.1 is not reachable through the node's routes"}]}}"#;
+           "problems":[{"prefix":"198.18.114.0/24","metric":2048,"reason":"unreachable","message":"next hop 198.18.9.1 is not reachable through the node's routes"}]},
+ "natOutgoing":"ok"}"#;
 
 #[test]
 fn node_status_and_version_read_the_agent() {

@@ -172,3 +172,45 @@ mod tests {
         assert!(text.contains("\"code\":11"));
     }
 }
+
+/// The CNI result of an ADD (SPEC.md "Success"), as the agent builds it and the plugin prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniResult {
+    pub cni_version: String,
+    pub interfaces: Vec<Interface>,
+    pub ips: Vec<IpConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub dns: Dns,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    pub mac: String,
+    /// The namespace path, for interfaces inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IpConfig {
+    /// CIDR notation: the address with its prefix length.
+    pub address: String,
+    /// Index into `interfaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+}
+
+/// DNS settings; Gingham leaves them to the runtime, so this is always empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dns {}

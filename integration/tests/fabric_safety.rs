@@ -317,7 +317,7 @@ fn a_route_the_kernel_refuses_is_reported_once_and_blocks_nothing() {
     let status = lab.status(0).unwrap();
     let problem = status["routes"]["problems"].as_array().unwrap().iter().find(|p| p["prefix"] == format!("{gone}/32")).cloned();
     let problem = problem.unwrap_or_else(|| panic!("{}", status["routes"]));
-    assert!(problem["error"].as_str().unwrap_or_default().contains("No such device"), "{problem}");
+    assert!(problem["message"].as_str().unwrap_or_default().contains("No such device"), "{problem}");
 
     // Other routes go on: a new pod on the same node is reachable from the other node.
     let fresh = lab.add_pod(0, "fresh").unwrap().address;

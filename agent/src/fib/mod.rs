@@ -23,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 use rtnetlink::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use gingham_api::status::RouteProblem;
 pub use plan::{Class, Target, WantKey};
 use plan::{KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope};
 use resolve::Refusal;
@@ -55,28 +56,8 @@ pub enum FibCommand {
     KernelChanged,
 }
 
-/// A wanted route that is not in the kernel, and why.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    #[serde(serialize_with = "crate::status::display")]
-    pub prefix: IpNetwork,
-    pub metric: u32,
-    #[serde(flatten)]
-    pub refusal: Refusal,
-    pub message: String,
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FibStats {
-    pub wanted: usize,
-    pub programmed: u64,
-    pub removed: u64,
-    pub repaired: u64,
-    /// Wanted routes not installed now.
-    pub not_installed: usize,
-    pub problems: Vec<Problem>,
-}
+/// What `/status` shows of the FIB.
+pub type FibStats = gingham_api::status::RouteStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -358,11 +339,16 @@ impl Fib {
             .iter()
             .filter(|(_, p)| p.want.is_some())
             .take(PROBLEMS_SHOWN)
-            .map(|(k, p)| Problem { prefix: k.prefix, metric: k.metric, refusal: p.refusal.clone(), message: p.refusal.to_string() })
+            .map(|(k, p)| RouteProblem {
+                prefix: k.prefix.to_string(),
+                metric: k.metric,
+                reason: p.refusal.label().to_string(),
+                message: p.refusal.to_string(),
+            })
             .collect();
         FibStats {
-            wanted: self.wanted.len(),
-            not_installed: self.problems.values().filter(|p| p.want.is_some()).count(),
+            wanted: self.wanted.len() as u64,
+            not_installed: self.problems.values().filter(|p| p.want.is_some()).count() as u64,
             problems,
             ..self.stats.clone()
         }

@@ -1,0 +1,226 @@
+//! CNI requests: ADD, DEL, CHECK, STATUS and GC, each served on a task of its own so that pod
+//! interfaces are built concurrently, while every address goes through the node's one IPAM
+//! writer ([`IpamWriter`]) and every route through the FIB syncer. A veth reaper task deletes
+//! host interfaces off the DEL path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gingham_cni::{code, CniError, CniResult, Command, Dns, Interface, IpConfig, Reply, Request, RouteConfig};
+use gingham_ipam::{AssignArgs, ATTR_NAMESPACE, ATTR_NODE, ATTR_POD};
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::ClusterCache;
+use crate::controller::ControllerStatus;
+use crate::endpoint;
+use crate::fib::{Class, FibHandle, Target};
+use crate::ipam_writer::IpamWriter;
+use crate::metrics::Metrics;
+
+/// Everything a request needs; immutable, shared by the request tasks.
+pub struct CniService {
+    pub node: String,
+    pub ipv6: bool,
+    pub mtu: u32,
+    pub netlink: rtnetlink::Handle,
+    pub fib: FibHandle,
+    pub ipam: IpamWriter,
+    pub cache: ClusterCache,
+    pub controller: watch::Receiver<ControllerStatus>,
+    pub metrics: Arc<Metrics>,
+    /// Host-side veths (by index) for the reaper to delete.
+    reaper: mpsc::UnboundedSender<u32>,
+}
+
+impl CniService {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: String,
+        ipv6: bool,
+        mtu: u32,
+        netlink: rtnetlink::Handle,
+        fib: FibHandle,
+        ipam: IpamWriter,
+        cache: ClusterCache,
+        controller: watch::Receiver<ControllerStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<CniService> {
+        let (reaper, mut doomed) = mpsc::unbounded_channel::<u32>();
+        let nl = netlink.clone();
+        // Deleting a veth costs the kernel ~20 ms (an RCU grace period); DEL does not wait for it.
+        // By index, so a pod re-added under the same name keeps its new interface.
+        tokio::spawn(async move {
+            while let Some(index) = doomed.recv().await {
+                if let Err(e) = nl.link().del(index).execute().await {
+                    if !crate::netlink::is_errno(&e, libc::ENODEV) {
+                        tracing::warn!(index, error = %e, "deleting a pod interface failed");
+                    }
+                }
+            }
+        });
+        Arc::new(CniService { node, ipv6, mtu, netlink, fib, ipam, cache, controller, metrics, reaper })
+    }
+
+    /// Re-declares the host routes of the pods already on this node (after a restart the veths
+    /// are still there; their routes must stay wanted or the FIB syncer would drop them).
+    pub async fn adopt_endpoints(&self) -> anyhow::Result<usize> {
+        let mut routes = Vec::new();
+        for (addr, held) in self.ipam.held().iter() {
+            let name = endpoint::host_veth_name(held.namespace.as_deref(), held.pod.as_deref(), &held.handle);
+            if let Some(link) = crate::netlink::link_by_name(&self.netlink, &name).await? {
+                routes.push((endpoint::host_route(*addr), Some(Target::Device(link.header.index))));
+            }
+        }
+        let n = routes.len();
+        self.fib.set_class(Class::Endpoint, routes).await;
+        Ok(n)
+    }
+
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Reply {
+        let started = Instant::now();
+        let command = req.command;
+        let reply = match command {
+            Command::Add => self.add(&req).await,
+            Command::Del => self.del(&req).await,
+            Command::Check => self.check(&req).await,
+            Command::Status => self.status(),
+            Command::Gc => self.gc(&req).await,
+        };
+        self.metrics.observe_cni(command, started.elapsed(), reply.is_ok());
+        match reply {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => {
+                tracing::warn!(?command, container = %req.container_id, code = e.code, msg = %e.msg, "CNI request failed");
+                Reply::Err(e)
+            }
+        }
+    }
+
+    fn pod_names(req: &Request) -> (Option<&str>, Option<&str>) {
+        (req.arg("K8S_POD_NAMESPACE"), req.arg("K8S_POD_NAME"))
+    }
+
+    /// Whether an enabled IPv6 pool exists (pods then get an IPv6 address too).
+    fn has_ipv6_pool(&self) -> bool {
+        self.cache.pools.snapshot().values().any(|p| !p.spec.disabled && p.spec.network().is_some_and(|n| n.is_ipv6()))
+    }
+
+    async fn add(&self, req: &Request) -> Result<serde_json::Value, CniError> {
+        let (namespace, pod) = Self::pod_names(req);
+        let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
+        let mut attrs = BTreeMap::from([(ATTR_NODE.to_string(), self.node.clone())]);
+        if let Some(ns) = namespace {
+            attrs.insert(ATTR_NAMESPACE.into(), ns.into());
+        }
+        if let Some(p) = pod {
+            attrs.insert(ATTR_POD.into(), p.into());
+        }
+        let ipv6 = self.ipv6 && self.has_ipv6_pool();
+        let args = AssignArgs { handle: req.container_id.clone(), node: self.node.clone(), attrs, ipv4: true, ipv6 };
+        let assigned =
+            self.ipam.assign(args).await.map_err(|e| CniError::new(code::IPAM_FAILURE, "no pod address could be assigned", e))?;
+        let v4 = assigned.ipv4.clone().expect("asked for IPv4");
+        let addresses: Vec<IpAddr> = [Some(v4.address), assigned.ipv6.as_ref().map(|a| a.address)].into_iter().flatten().collect();
+        let mtu = req.config.get("mtu").and_then(|m| m.as_u64()).map(|m| m as u32).unwrap_or(self.mtu);
+        let created = endpoint::create(&self.netlink, &host_ifname, Path::new(&req.netns), &req.ifname, &addresses, mtu).await;
+        let ep = match created {
+            Ok(ep) => ep,
+            Err(e) => {
+                // Nothing half-made stays: the address goes back, the veth goes.
+                let _ = endpoint::delete(&self.netlink, &host_ifname).await;
+                let _ = self.ipam.release(&req.container_id).await;
+                return Err(CniError::new(
+                    code::DATAPLANE_FAILURE,
+                    format!("could not set up {} in {}", req.ifname, req.netns),
+                    format!("{e:#}"),
+                ));
+            }
+        };
+        self.fib
+            .set_class(Class::Endpoint, addresses.iter().map(|a| (endpoint::host_route(*a), Some(Target::Device(ep.host_index)))))
+            .await;
+        let version = req.config.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("1.1.0");
+        let gateway = |a: &IpAddr| if a.is_ipv4() { endpoint::GATEWAY_V4.to_string() } else { endpoint::GATEWAY_V6.to_string() };
+        let result = CniResult {
+            cni_version: version.to_string(),
+            interfaces: vec![
+                Interface { name: ep.host_ifname.clone(), mac: "ee:ee:ee:ee:ee:ee".into(), sandbox: None },
+                Interface { name: req.ifname.clone(), mac: ep.pod_mac.clone(), sandbox: Some(req.netns.clone()) },
+            ],
+            ips: addresses
+                .iter()
+                .map(|a| IpConfig { address: endpoint::host_route(*a).to_string(), interface: Some(1), gateway: Some(gateway(a)) })
+                .collect(),
+            routes: addresses
+                .iter()
+                .map(|a| RouteConfig { dst: if a.is_ipv4() { "0.0.0.0/0" } else { "::/0" }.into(), gw: Some(gateway(a)) })
+                .collect(),
+            dns: Dns::default(),
+        };
+        Ok(serde_json::to_value(result).expect("a CNI result serialises"))
+    }
+
+    async fn del(&self, req: &Request) -> Result<serde_json::Value, CniError> {
+        let (namespace, pod) = Self::pod_names(req);
+        let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
+        // if_nametoindex avoids netlink (and the RTNL lock a deletion in progress holds).
+        if let Some(index) = crate::netlink::index_of(&host_ifname) {
+            let _ = self.reaper.send(index);
+        }
+        let freed = self
+            .ipam
+            .release(&req.container_id)
+            .await
+            .map_err(|e| CniError::new(code::TRY_AGAIN_LATER, "could not release the pod's address", e))?;
+        self.fib.set_class(Class::Endpoint, freed.iter().map(|a| (endpoint::host_route(*a), None))).await;
+        Ok(serde_json::json!({}))
+    }
+
+    async fn check(&self, req: &Request) -> Result<serde_json::Value, CniError> {
+        let (namespace, pod) = Self::pod_names(req);
+        let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
+        let held = self.ipam.held();
+        let address = held
+            .iter()
+            .find(|(_, h)| h.handle == req.container_id)
+            .map(|(a, _)| *a)
+            .ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, format!("container {} holds no address", req.container_id), ""))?;
+        endpoint::check(&self.netlink, &host_ifname, Path::new(&req.netns), &req.ifname, address)
+            .await
+            .map_err(|e| CniError::new(code::DATAPLANE_FAILURE, "the pod's network is not as ADD left it", format!("{e:#}")))?;
+        Ok(serde_json::json!({}))
+    }
+
+    fn status(&self) -> Result<serde_json::Value, CniError> {
+        if let Err(why) = &self.controller.borrow().datastore {
+            return Err(CniError::new(code::NOT_AVAILABLE, "gingham-agent cannot use its datastore yet", why.clone()));
+        }
+        Ok(serde_json::json!({}))
+    }
+
+    /// GC: frees the addresses of this node's containers the runtime no longer knows. Without
+    /// the list of valid attachments nothing is known to be stale, so nothing is freed.
+    async fn gc(&self, req: &Request) -> Result<serde_json::Value, CniError> {
+        // The spec's key; libcni also sends the spelling of one version of the spec text.
+        let list = ["cni.dev/valid-attachments", "cni.dev/attachments"].iter().find_map(|k| req.config.get(*k)).and_then(|v| v.as_array());
+        let Some(list) = list else {
+            return Err(CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                "GC needs cni.dev/valid-attachments",
+                "without the list of attachments still in use nothing can be known to be stale; nothing was released",
+            ));
+        };
+        let valid: BTreeSet<&str> = list.iter().filter_map(|x| x.get("containerID").and_then(|c| c.as_str())).collect();
+        let stale: BTreeSet<String> = self.ipam.held().values().map(|h| h.handle.clone()).filter(|h| !valid.contains(h.as_str())).collect();
+        for handle in stale {
+            tracing::info!(%handle, "GC: releasing an attachment the runtime no longer has");
+            if let Ok(freed) = self.ipam.release(&handle).await {
+                self.fib.set_class(Class::Endpoint, freed.iter().map(|a| (endpoint::host_route(*a), None))).await;
+            }
+        }
+        Ok(serde_json::json!({}))
+    }
+}

@@ -1,0 +1,195 @@
+//! The controller: the owner of what this node has applied. It waits for the cluster cache or
+//! the node's own allocations to change, computes the desired state ([`crate::desired`], pure)
+//! and sends the difference on: sessions and prefixes to the speaker, blackholes and peer routes
+//! to the FIB syncer, the natOutgoing rules to nftables, the log level to the subscriber. It
+//! never lists the datastore; a failed pass is retried with a growing delay.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gingham_api::resources::CommunityValue;
+use gingham_bgp::speaker::SpeakerHandle;
+use ipnetwork::IpNetwork;
+use tokio::sync::watch;
+
+use crate::cluster::ClusterCache;
+use crate::desired::{self, Desired, HeldMap, Identity};
+use crate::fib::{Class, FibHandle, Target};
+use crate::metrics::Metrics;
+use crate::peers::{DesiredPeer, PeerKind};
+
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// What the controller tells `/status`, readiness and the CNI STATUS command.
+#[derive(Clone, Debug)]
+pub struct ControllerStatus {
+    /// `Err` until the cache is synced and this node's GinghamNode is in it, or while applying
+    /// fails.
+    pub datastore: Result<(), String>,
+    pub peers: BTreeMap<IpAddr, (PeerKind, Vec<String>)>,
+    pub exports: Vec<IpNetwork>,
+    pub nat: Result<(), String>,
+}
+
+impl Default for ControllerStatus {
+    fn default() -> Self {
+        ControllerStatus { datastore: Err("not read yet".into()), peers: BTreeMap::new(), exports: Vec::new(), nat: Ok(()) }
+    }
+}
+
+pub struct Controller {
+    pub id: Identity,
+    pub cache: ClusterCache,
+    pub held: watch::Receiver<Arc<HeldMap>>,
+    pub speaker: SpeakerHandle,
+    pub fib: FibHandle,
+    pub metrics: Arc<Metrics>,
+    pub log_level: Option<crate::LogLevelSetter>,
+}
+
+/// What was applied last; only the controller task touches it.
+#[derive(Default)]
+struct Applied {
+    peers: BTreeMap<IpAddr, DesiredPeer>,
+    exports: BTreeMap<IpNetwork, Vec<CommunityValue>>,
+    blocks: BTreeSet<IpNetwork>,
+    statics: BTreeMap<IpNetwork, IpAddr>,
+    listen: Vec<SocketAddr>,
+    nat_script: Option<String>,
+    nat_error: Option<String>,
+    log_filter: &'static str,
+}
+
+impl Controller {
+    pub fn spawn(self) -> watch::Receiver<ControllerStatus> {
+        let (tx, rx) = watch::channel(ControllerStatus::default());
+        tokio::spawn(self.run(tx));
+        rx
+    }
+
+    async fn run(self, status: watch::Sender<ControllerStatus>) {
+        let mut applied = Applied::default();
+        self.cache.synced().await;
+        let mut changes = self.cache.changes();
+        let mut held = self.held.clone();
+        let mut retry = FIRST_RETRY;
+        let mut last_error: Option<String> = None;
+        loop {
+            let result = self.reconcile(&mut applied).await;
+            match &result {
+                Ok(()) => {
+                    retry = FIRST_RETRY;
+                    last_error = None;
+                }
+                Err(e) => {
+                    if last_error.as_ref() != Some(e) {
+                        tracing::warn!(error = %e, "reconcile failed; retrying");
+                        last_error = Some(e.clone());
+                    }
+                }
+            }
+            status.send_replace(ControllerStatus {
+                datastore: result.clone(),
+                peers: applied.peers.iter().map(|(a, p)| (*a, (p.kind, p.problems.clone()))).collect(),
+                exports: applied.exports.keys().copied().collect(),
+                nat: applied.nat_error.clone().map_or(Ok(()), Err),
+            });
+            tokio::select! {
+                alive = changes.next() => if !alive { return },
+                r = held.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(retry), if result.is_err() => retry = (retry * 2).min(MAX_RETRY),
+            }
+        }
+    }
+
+    async fn reconcile(&self, applied: &mut Applied) -> Result<(), String> {
+        let held = self.held.borrow().clone();
+        let want: Desired = desired::compute(&self.id, &self.cache.snapshot(), &held)?;
+        self.metrics.reconciles.inc();
+        self.metrics.set_ipam(want.blocks.len(), held.len());
+        self.apply(want, applied).await.map_err(|e| format!("{e:#}"))
+    }
+
+    async fn apply(&self, want: Desired, applied: &mut Applied) -> anyhow::Result<()> {
+        if applied.nat_script.as_ref() != Some(&want.nat_script) {
+            let script = want.nat_script.clone();
+            match tokio::task::spawn_blocking(move || crate::nat::apply(&script)).await? {
+                Ok(()) => {
+                    tracing::info!("natOutgoing rules up to date");
+                    applied.nat_script = Some(want.nat_script);
+                    applied.nat_error = None;
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    if applied.nat_error.as_ref() != Some(&e) {
+                        tracing::warn!(error = %e, "natOutgoing rules not written; retrying at each pass");
+                    }
+                    applied.nat_error = Some(e);
+                }
+            }
+        }
+        if let Some(set) = self.log_level.as_ref().filter(|_| applied.log_filter != want.log_filter) {
+            match set(want.log_filter) {
+                Ok(()) => tracing::info!(level = want.log_filter, "log level from BGPConfiguration logSeverityScreen"),
+                Err(e) => tracing::warn!(error = %e, "could not change the log level"),
+            }
+            applied.log_filter = want.log_filter;
+        }
+        if applied.listen != want.listen {
+            self.speaker.listen(want.listen.clone()).await?;
+            applied.listen = want.listen;
+        }
+        for (addr, old) in &applied.peers {
+            if !want.peers.contains_key(addr) {
+                tracing::info!(peer = %addr, kind = ?old.kind, "removing BGP peer");
+                self.speaker.remove_peer(*addr).await?;
+            }
+        }
+        for (addr, p) in &want.peers {
+            if applied.peers.get(addr) != Some(p) {
+                tracing::info!(peer = %addr, kind = ?p.kind, passive = p.config.passive, "configuring BGP peer");
+                self.speaker.add_peer(p.config.clone()).await?;
+            }
+        }
+        applied.peers = want.peers;
+        for gone in applied.exports.keys().filter(|p| !want.exports.contains_key(p)) {
+            self.speaker.withdraw(*gone).await?;
+        }
+        for (prefix, tags) in &want.exports {
+            if applied.exports.get(prefix) != Some(tags) {
+                tracing::info!(%prefix, ?tags, "advertising");
+                let (standard, large) = split_communities(tags);
+                self.speaker.originate_tagged(*prefix, standard, large).await?;
+            }
+        }
+        applied.exports = want.exports;
+        let mut blackholes: Vec<(IpNetwork, Option<Target>)> = applied.blocks.difference(&want.blocks).map(|b| (*b, None)).collect();
+        blackholes.extend(want.blocks.difference(&applied.blocks).map(|b| (*b, Some(Target::Blackhole))));
+        self.fib.set_class(Class::Blackhole, blackholes).await;
+        applied.blocks = want.blocks;
+        let mut statics: Vec<(IpNetwork, Option<Target>)> =
+            applied.statics.keys().filter(|k| !want.statics.contains_key(k)).map(|k| (*k, None)).collect();
+        statics.extend(
+            want.statics.iter().filter(|(k, gw)| applied.statics.get(k) != Some(gw)).map(|(k, gw)| (*k, Some(Target::Gateways(vec![*gw])))),
+        );
+        self.fib.set_class(Class::Static, statics).await;
+        applied.statics = want.statics;
+        tracing::debug!(peers = applied.peers.len(), exports = applied.exports.len(), "reconciled");
+        Ok(())
+    }
+}
+
+fn split_communities(tags: &[CommunityValue]) -> (Vec<u32>, Vec<gingham_bgp::wire::LargeCommunity>) {
+    let mut standard = Vec::new();
+    let mut large = Vec::new();
+    for t in tags {
+        match *t {
+            CommunityValue::Standard(c) => standard.push(c),
+            CommunityValue::Large(global, local1, local2) => large.push(gingham_bgp::wire::LargeCommunity { global, local1, local2 }),
+        }
+    }
+    (standard, large)
+}
