@@ -183,7 +183,32 @@ impl Cluster {
                 let peers = s["peers"].as_array()?;
                 (!peers.is_empty() && peers.iter().all(|p| p["state"] == "Established")).then_some(())
             })
-            .with_context(|| self.nodes[i].agent.as_ref().map(|a| a.log_tail()).unwrap_or_default())?;
+            .with_context(|| {
+                let down: Vec<String> = self
+                    .status(i)
+                    .ok()
+                    .and_then(|s| s["peers"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|p| p["state"] != "Established")
+                    .map(|p| format!("{} {} {}", p["address"], p["state"], p["info"]))
+                    .collect();
+                // The other end's log often says more than ours.
+                let other = down
+                    .first()
+                    .and_then(|d| self.nodes.iter().find(|n| d.starts_with(&format!("\"{}\"", n.address))))
+                    .and_then(|n| {
+                        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                        let notable: Vec<&str> =
+                            log.lines().filter(|l| !l.contains("configuring BGP peer") && !l.contains("session established")).collect();
+                        Some(format!("{}'s log (without peer configuration and established sessions):\n{}", n.name, notable.join("\n")))
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "peers not Established: {down:?}\n{}\n{other}",
+                    self.nodes[i].agent.as_ref().map(|a| a.log_tail()).unwrap_or_default()
+                )
+            })?;
         }
         Ok(())
     }

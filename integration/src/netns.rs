@@ -179,7 +179,49 @@ impl Fabric {
             ns.ip(&["link", "set", "eth0", "up"])?;
             fabric.hosts.push(Host { ns, v4, v6, v4_alt });
         }
+        fabric.pin_neighbours()?;
         Ok(fabric)
+    }
+}
+
+impl Fabric {
+    /// Gives every host a permanent ARP entry for every other host's addresses. The kernel's
+    /// neighbour table is one for all namespaces (gc_thresh3, 1024 entries by default); a full
+    /// mesh of N hosts resolving each other would need N^2 entries and overflow it beyond ~30
+    /// nodes. Permanent entries are exempt from that limit, so large labs fit without changing
+    /// the host's settings. (IPv6 neighbours still resolve normally: dual-stack labs are small.)
+    fn pin_neighbours(&self) -> Result<()> {
+        let macs: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let out = h.ns.exec("cat", &["/sys/class/net/eth0/address"])?;
+                Ok(out.trim().to_string())
+            })
+            .collect::<Result<_>>()?;
+        for (i, host) in self.hosts.iter().enumerate() {
+            let mut batch = String::new();
+            for (j, other) in self.hosts.iter().enumerate() {
+                if i != j {
+                    for addr in [other.v4, other.v4_alt] {
+                        batch.push_str(&format!("neigh replace {addr} lladdr {} dev eth0 nud permanent\n", macs[j]));
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let mut child = Command::new("ip")
+                .args(["-n", host.ns.name(), "-batch", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, batch.as_bytes())?;
+            let out = child.wait_with_output()?;
+            anyhow::ensure!(out.status.success(), "pinning neighbours: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
     }
 }
 

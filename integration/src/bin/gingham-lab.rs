@@ -142,7 +142,15 @@ fn run_up(nodes: usize, pods_per_node: usize, keep: bool) -> Result<()> {
             lab.add_pod(n, &format!("pod-{}-{}", n + 1, p + 1))?;
         }
     }
-    lab.wait_established(Duration::from_secs(60))?;
+    if let Err(e) = lab.wait_established(Duration::from_secs(60)) {
+        if keep {
+            eprintln!("{e:#}\nlab kept for inspection (agent logs in {}); Ctrl-C to tear down", lab.dir.path.display());
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        return Err(e);
+    }
     // Routes follow the sessions within a moment; wait until every node has every block.
     let blocks_expected = nodes.saturating_sub(1);
     for i in 0..nodes {
