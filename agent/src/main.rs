@@ -7,6 +7,13 @@ use gingham_agent::LogLevelSetter;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
+    // glibc gives every thread that allocates an arena of its own; an agent's few threads
+    // (runtime workers, the sqlite poller, namespace workers) share two instead, which keeps
+    // its memory flat.
+    // SAFETY: mallopt only sets an allocator parameter, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let config = Config::parse();
     // GINGHAM_LOG, when set, is the operator's explicit choice and wins over the
     // BGPConfiguration's logSeverityScreen.

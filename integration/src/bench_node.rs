@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::lab::{run_plugin, workspace_binary, Cluster, LabOptions};
-use crate::netns::{Netns, TempDir};
+use crate::netns::{wait_for, Netns, TempDir};
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -263,4 +263,83 @@ pub fn preflight() -> Result<()> {
     workspace_binary("gingham-agent")?;
     workspace_binary("gingham-cni")?;
     Ok(())
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks as f64 / hz)
+}
+
+/// A full mesh of N nodes with one pod each (and, with `reflectors`, a route-reflector topology
+/// instead: the mesh off, that many reflectors in one cluster, every other node their client):
+/// time until every session is Established and every node has every other node's block, then
+/// the idle CPU of all agents over `idle` and their memory. Targets for 100 nodes on a 2-core
+/// machine: converged within 60 s, all agents together at most 20% of one core, at most 20 MB
+/// each.
+pub fn scale(sizes: &[usize], reflectors: usize, idle: Duration) -> Result<String> {
+    let topology = if reflectors == 0 { "full mesh".to_string() } else { format!("{reflectors} route reflectors, mesh off") };
+    let mut out = format!(
+        "{topology}, one pod per node (idle CPU over {} s, all agents together)\n{:<7} {:>9} {:>14} {:>15} {:>13} {:>11} {:>11}\n",
+        idle.as_secs(),
+        "nodes",
+        "sessions",
+        "lab built s",
+        "converged s",
+        "idle CPU %",
+        "RSS max MB",
+        "RSS mean MB"
+    );
+    for &n in sizes {
+        let t = Instant::now();
+        let mut options = LabOptions::new(n);
+        // Calico's default hold time (the lab's 9 s is for quick failure tests): keepalives every 30 s.
+        options.hold_time = 90;
+        if reflectors > 0 {
+            options.mesh = false;
+            options.reflectors = (0..reflectors).collect();
+        }
+        let mut lab = Cluster::new(options)?;
+        for i in 0..n {
+            lab.add_pod(i, &format!("p{i}"))?;
+        }
+        let built = t.elapsed();
+        lab.wait_established(Duration::from_secs(300))?;
+        let expected = n - 1;
+        for i in 0..n {
+            wait_for("every block route", Duration::from_secs(300), || {
+                let routes = lab.routes(i).ok()?;
+                (routes.lines().filter(|l| l.contains(" via ")).count() >= expected).then_some(())
+            })?;
+        }
+        let converged = t.elapsed();
+        let pids: Vec<i32> = lab.nodes.iter().filter_map(|node| node.agent.as_ref().map(|a| a.pid)).collect();
+        let before: f64 = pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
+        std::thread::sleep(idle);
+        let after: f64 = pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
+        let cpu = (after - before) / idle.as_secs_f64() * 100.0;
+        let rss: Vec<u64> = pids.iter().filter_map(|p| rss_kib(*p)).collect();
+        anyhow::ensure!(rss.len() == n, "could not read every agent's memory");
+        let max = *rss.iter().max().unwrap_or(&0) as f64 / 1024.0;
+        let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0;
+        let sessions = if reflectors == 0 { n * (n - 1) / 2 } else { (n - reflectors) * reflectors + reflectors * (reflectors - 1) / 2 };
+        out.push_str(&format!(
+            "{:<7} {:>9} {:>14.1} {:>15.1} {:>13.1} {:>11.1} {:>11.1}\n",
+            n,
+            sessions,
+            built.as_secs_f64(),
+            converged.as_secs_f64(),
+            cpu,
+            max,
+            mean
+        ));
+    }
+    out.push_str("targets (100-node mesh): converged <= 60 s, idle CPU <= 20 %, RSS <= 20 MB per agent\n");
+    Ok(out)
 }

@@ -136,7 +136,7 @@ impl Cluster {
         let node = &self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
         let mut cmd = host.ns.command(self.agent_bin.to_str().context("agent path")?);
-        cmd.args(["--node-name", &node.name, "--ip", &format!("{}/24", host.v4)])
+        cmd.args(["--node-name", &node.name, "--ip", &format!("{}/{}", host.v4, self.fabric.prefix_len)])
             .arg("--datastore")
             .arg(format!("sqlite:{}", self.db.display()))
             .arg("--cni-socket")

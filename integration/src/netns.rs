@@ -144,24 +144,31 @@ pub struct Host {
     pub v4_alt: Ipv4Addr,
 }
 
-/// A bridge in its own namespace with hosts on 198.18.0.0/24 and 2001:db8:18::/64.
+/// A bridge in its own namespace with hosts on 198.18.0.0/24 (198.18.0.0/22 beyond 100 hosts)
+/// and 2001:db8:18::/64.
 pub struct Fabric {
     pub hosts: Vec<Host>,
     pub bridge: Netns,
+    /// The hosts' IPv4 prefix length: 24, or 22 for more than 100 hosts.
+    pub prefix_len: u8,
 }
 
 impl Fabric {
-    /// Hosts get 198.18.0.(11+i) (alternate 198.18.0.(111+i)) and 2001:db8:18::(11+i).
+    /// Hosts get 198.18.0.(11+i) (alternate 198.18.0.(111+i)) and 2001:db8:18::(11+i); beyond
+    /// 100 hosts the fabric is 198.18.0.0/22, host i at 198.18.0.11 + i and its alternate 512
+    /// addresses further.
     pub fn new(hosts: usize) -> Result<Fabric> {
         let bridge = Netns::new("gfab")?;
         bridge.ip(&["link", "add", "br0", "type", "bridge"])?;
         bridge.ip(&["link", "set", "br0", "up"])?;
-        let mut fabric = Fabric { hosts: Vec::new(), bridge };
+        let prefix_len = if hosts > 100 { 22 } else { 24 };
+        let mut fabric = Fabric { hosts: Vec::new(), bridge, prefix_len };
         for i in 0..hosts {
             let ns = Netns::new(&format!("gh{}", i + 1))?;
-            let n = 11 + i as u8;
-            let v4 = Ipv4Addr::new(198, 18, 0, n);
-            let v4_alt = Ipv4Addr::new(198, 18, 0, 100 + n);
+            let n = 11 + i as u32;
+            let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+            let v4 = Ipv4Addr::from(base + n);
+            let v4_alt = Ipv4Addr::from(base + if prefix_len == 24 { 100 + n } else { 512 + n });
             let v6: Ipv6Addr = format!("2001:db8:18::{n:x}").parse()?;
             let port = format!("p{}", i + 1);
             let tmp = format!("e{}{}", i + 1, unique_suffix());
@@ -173,8 +180,8 @@ impl Fabric {
             ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
             ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
             ns.sysctl("net.ipv6.conf.eth0.accept_dad", "0")?;
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
-            ns.ip(&["addr", "add", &format!("{v4_alt}/24"), "dev", "eth0"])?;
+            ns.ip(&["addr", "add", &format!("{v4}/{prefix_len}"), "dev", "eth0"])?;
+            ns.ip(&["addr", "add", &format!("{v4_alt}/{prefix_len}"), "dev", "eth0"])?;
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
             ns.ip(&["link", "set", "eth0", "up"])?;
             fabric.hosts.push(Host { ns, v4, v6, v4_alt });

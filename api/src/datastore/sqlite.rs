@@ -4,9 +4,10 @@
 //! write lock is taken up front, so two writers never deadlock upgrading a read lock) that
 //! checks the revision, bumps the global revision and appends to a change log. One thread per
 //! process serves every watch: it asks SQLite whether anything changed (`PRAGMA data_version`,
-//! which reads no table) every 100 ms, and only then reads the new log entries, once for all
-//! watches; the same thread checkpoints the WAL when there were writes. An idle process thus
-//! costs one pragma per tick, whatever it watches. The busy timeout makes a process wait for
+//! which reads no table) every 100 ms while changes are coming in and every 500 ms at rest, and
+//! only then reads the new log entries, once for all watches; the same thread checkpoints the
+//! WAL when there were writes. An idle process thus costs two pragmas a second, whatever it
+//! watches. The busy timeout makes a process wait for
 //! another's transaction instead of failing.
 
 use std::path::Path;
@@ -19,8 +20,11 @@ use tokio::sync::mpsc;
 use super::{strip_revision, with_revision, Datastore, DatastoreError, RawList, RawObject, Result, Revision, WatchEvent, WatchStream};
 use crate::resources::KindInfo;
 
-/// How often the change poller asks whether anything changed.
+/// How often the change poller asks whether anything changed: often while changes are coming
+/// in (for a while after the last one), rarely at rest.
 const POLL: Duration = Duration::from_millis(100);
+const POLL_IDLE: Duration = Duration::from_millis(500);
+const BUSY_FOR: Duration = Duration::from_secs(5);
 /// Changes kept for watchers; older ones are compacted away and a watch behind them resyncs.
 const HISTORY: i64 = 10_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,6 +79,9 @@ impl SqliteStore {
         // their own instead of inside whichever commit crosses the threshold: a CNI request
         // must not wait ~20 ms for a disk flush.
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
+        // A node's working set is small; SQLite's default 2 MB page cache per connection would be
+        // a tenth of an agent's memory.
+        conn.pragma_update(None, "cache_size", -512).map_err(sql)?;
         let conn = Arc::new(Mutex::new(conn));
         let (watches, subscriptions) = std::sync::mpsc::channel();
         spawn_poller(path.to_path_buf(), Arc::downgrade(&conn), subscriptions)?;
@@ -120,13 +127,16 @@ fn spawn_poller(
 ) -> Result<()> {
     let mut conn = Connection::open(&path).map_err(|e| backend(format!("open {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_millis(100)).map_err(sql)?;
+    // It reads the tail of the change log only.
+    conn.pragma_update(None, "cache_size", -128).map_err(sql)?;
     std::thread::Builder::new()
         .name("sqlite-changes".into())
         .spawn(move || {
             let mut subs: Vec<Subscription> = Vec::new();
             let mut version: Option<i64> = None;
             let mut unchecked_writes = false;
-            let mut tick: u64 = 0;
+            let mut last_change = std::time::Instant::now();
+            let mut last_checkpoint = std::time::Instant::now();
             while alive.strong_count() > 0 {
                 let mut fresh = false;
                 while let Ok(s) = subscriptions.try_recv() {
@@ -138,21 +148,24 @@ fn spawn_poller(
                 let changed = now != version;
                 version = now;
                 unchecked_writes |= changed;
+                if changed {
+                    last_change = std::time::Instant::now();
+                }
                 if (changed || fresh) && !subs.is_empty() {
                     if let Err(e) = dispatch(&mut conn, &mut subs) {
                         tracing::warn!(error = %e, "sqlite watch poll failed; retrying");
                         version = None;
                     }
                 }
-                tick += 1;
-                // Every 500 ms, and only when something was written since the last one.
-                if tick.is_multiple_of(5) && unchecked_writes {
+                // At most every 500 ms, and only when something was written since the last one.
+                if unchecked_writes && last_checkpoint.elapsed() >= Duration::from_millis(500) {
                     unchecked_writes = false;
+                    last_checkpoint = std::time::Instant::now();
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::debug!(error = %e, "sqlite checkpoint");
                     }
                 }
-                std::thread::sleep(POLL);
+                std::thread::sleep(if last_change.elapsed() < BUSY_FOR { POLL } else { POLL_IDLE });
             }
         })
         .map_err(|e| backend(format!("starting the change poller: {e}")))?;

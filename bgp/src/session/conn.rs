@@ -59,11 +59,17 @@ impl Drop for ConnHandle {
     }
 }
 
+/// Read buffer sizes: an idle session (keepalives) touches only the small one; a read that
+/// fills most of it switches to the large one for table transfers.
+const SMALL_READ: usize = 8 * 1024;
+const LARGE_READ: usize = 64 * 1024;
+
 async fn read_loop(id: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnEvent>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = SMALL_READ;
+    let mut buf = BytesMut::with_capacity(chunk);
     loop {
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+            buf.reserve(chunk);
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -71,6 +77,7 @@ async fn read_loop(id: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnE
                 let _gone = events.send(ConnEvent::Closed(id)).await;
                 return;
             }
+            Ok(n) if n >= SMALL_READ / 2 => chunk = LARGE_READ,
             Ok(_) => {}
         }
         let mut frames = Vec::new();
