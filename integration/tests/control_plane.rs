@@ -41,6 +41,11 @@ fn counts(requests: &[(String, String)]) -> BTreeMap<String, usize> {
 #[test]
 fn control_planes_at_rest_make_no_lists_and_keep_one_watch_per_kind() {
     let ns = Netns::new("gcp").unwrap();
+    // Each simulated node's BGP listener binds its own address (bindMode NodeIP).
+    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    for i in 0..NODES {
+        ns.ip(&["addr", "add", &format!("198.18.1.{}/32", i + 1), "dev", "lo"]).unwrap();
+    }
     let file = std::fs::File::open(ns.path()).unwrap();
     let report = std::thread::spawn(move || {
         // SAFETY: setns on this thread only; the fd is valid for the call.
@@ -57,7 +62,11 @@ async fn scenario() -> String {
     let server = FakeApiServer::new();
     let store = Store::new(AnyDatastore::Kubernetes(KubeStore::new(server.client())));
     store.create(&IPPool::new("pool", IPPoolSpec { cidr: "198.19.0.0/16".into(), ..Default::default() })).await.unwrap();
-    let bgp = BGPConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..Default::default() };
+    let bgp = BGPConfigurationSpec {
+        node_to_node_mesh_enabled: Some(false),
+        bind_mode: Some(gingham_api::resources::BindMode::NodeIP),
+        ..Default::default()
+    };
     store.create(&BGPConfiguration::new("default", bgp)).await.unwrap();
     let mut statuses = Vec::new();
     let mut writers = Vec::new();
@@ -86,7 +95,8 @@ async fn scenario() -> String {
         writers.push(ipam);
     }
     for s in &mut statuses {
-        tokio::time::timeout(Duration::from_secs(60), s.wait_for(|s| s.datastore.is_ok())).await.unwrap().unwrap();
+        let ok = tokio::time::timeout(Duration::from_secs(60), s.wait_for(|s| s.datastore.is_ok())).await.is_ok();
+        assert!(ok, "a control plane never got going: {:?}", s.borrow().datastore);
     }
     let synced = server.requests().len();
     let watches = counts(&server.requests()).get("watch").copied().unwrap_or(0);
@@ -113,7 +123,7 @@ async fn scenario() -> String {
     let per_minute = |n: usize, d: Duration| n as f64 / NODES as f64 / d.as_secs_f64() * 60.0;
     format!(
         "API requests, {NODES} nodes on the fake API server\n\
-         phase                       lists  watches  other   per node per minute\n\
+         phase                       lists  watches    all   per node per minute\n\
          initial sync (all kinds)    {:>5}  {:>7}  {:>5}\n\
          rest, {} s                  {:>5}  {:>7}  {:>5}   {:.2}\n\
          {PODS} pods (IPAM + reaction) {:>5}  {:>7}  {:>5}   ({:.1} requests per pod)\n",
