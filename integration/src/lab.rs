@@ -197,11 +197,11 @@ impl Cluster {
                 let other = down
                     .first()
                     .and_then(|d| self.nodes.iter().find(|n| d.starts_with(&format!("\"{}\"", n.address))))
-                    .and_then(|n| {
+                    .map(|n| {
                         let log = std::fs::read_to_string(&n.log).unwrap_or_default();
                         let notable: Vec<&str> =
                             log.lines().filter(|l| !l.contains("configuring BGP peer") && !l.contains("session established")).collect();
-                        Some(format!("{}'s log (without peer configuration and established sessions):\n{}", n.name, notable.join("\n")))
+                        format!("{}'s log (without peer configuration and established sessions):\n{}", n.name, notable.join("\n"))
                     })
                     .unwrap_or_default();
                 format!(
