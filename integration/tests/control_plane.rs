@@ -4,6 +4,8 @@
 //! keeps exactly one watch per kind per node open; pod churn costs requests in proportion to the
 //! pods, not to the nodes. The request counts are printed as the README's table.
 
+// Shared with the api crate's tests; this test uses part of it.
+#[allow(dead_code)]
 #[path = "../../api/tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
 
