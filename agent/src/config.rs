@@ -58,6 +58,9 @@ pub struct Config {
     #[arg(long, env = "GINGHAM_LEARNED_ROUTE_METRIC", default_value_t = crate::fib::DEFAULT_LEARNED_METRIC,
           value_parser = learned_metric)]
     pub learned_route_metric: u32,
+    /// Seconds between the watch cache's full re-lists (a safety net: changes arrive by watch).
+    #[arg(long, env = "GINGHAM_CACHE_RESYNC", default_value_t = 600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub cache_resync: u64,
     #[arg(long, env = "GINGHAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }

@@ -83,7 +83,8 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     speaker_config.cluster_id = me.route_reflector_cluster_id();
     speaker_config.sync_deadline = Duration::from_secs(config.restart_time.into());
     let (speaker, mut changes) = speaker::spawn(speaker_config).context("BGP speaker")?;
-    let cache = cluster::ClusterCache::start(&store, gingham_api::cache::CacheOptions::default());
+    let cache_options = gingham_api::cache::CacheOptions { resync: Duration::from_secs(config.cache_resync), ..Default::default() };
+    let cache = cluster::ClusterCache::start(&store, cache_options);
     let ipam = ipam_writer::IpamWriter::start(store.clone(), &config.node_name).await.context("reading this node's allocations")?;
     let identity = desired::Identity {
         node: config.node_name.clone(),
