@@ -166,8 +166,18 @@ impl CniService {
     async fn del(&self, req: &Request) -> Result<serde_json::Value, CniError> {
         let (namespace, pod) = Self::pod_names(req);
         let host_ifname = endpoint::host_veth_name(namespace, pod, &req.container_id);
-        // if_nametoindex avoids netlink (and the RTNL lock a deletion in progress holds).
-        if let Some(index) = crate::netlink::index_of(&host_ifname) {
+        // The host veth is named after the pod, not the sandbox: a late DEL for an old sandbox
+        // must leave the interface of the pod's current one alone.
+        let current = namespace.is_some()
+            && self
+                .ipam
+                .held()
+                .values()
+                .any(|h| h.handle != req.container_id && h.namespace.as_deref() == namespace && h.pod.as_deref() == pod);
+        if current {
+            tracing::info!(container = %req.container_id, "DEL of a sandbox the pod has replaced: its interface stays");
+        } else if let Some(index) = crate::netlink::index_of(&host_ifname) {
+            // if_nametoindex avoids netlink (and the RTNL lock a deletion in progress holds).
             let _ = self.reaper.send(index);
         }
         let freed = self

@@ -327,6 +327,19 @@ fn kernel_route_drift_is_repaired_and_foreign_routes_are_left_alone() {
     let all = node.exec("ip", &["route", "show"]).unwrap();
     assert!(all.contains("198.19.251.0/24 via 198.18.0.12 dev eth0 proto static"), "a static route was touched: {all}");
 
+    // Strays of our protocol of every kind we install (a blackhole, a scope-link host route, a
+    // learned route at our metric) go within one repair period: the deletes name them exactly.
+    node.ip(&["route", "add", "blackhole", "198.19.252.0/26", "proto", "80", "metric", "1"]).unwrap();
+    node.ip(&["route", "add", "198.19.253.7/32", "dev", "eth0", "scope", "link", "proto", "80"]).unwrap();
+    node.ip(&["route", "add", "198.19.254.0/24", "via", "198.18.0.12", "proto", "80", "metric", "2048"]).unwrap();
+    wait_for("the strays to go", Duration::from_secs(12), || {
+        let ours = lab.routes(0).ok()?;
+        ["198.19.252.0/26", "198.19.253.7 ", "198.19.254.0/24"].iter().all(|s| !ours.contains(s)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.routes(0).unwrap_or_default()));
+    let log = std::fs::read_to_string(&lab.nodes[0].log).unwrap();
+    assert!(!log.contains("route not installed"), "every removal succeeded at the first attempt:\n{log}");
+
     let metrics = lab.http_get(0, "/metrics").unwrap();
     assert!(metrics.contains("gingham_bgp_sessions{state=\"Established\"} 1"), "{metrics}");
     assert!(metrics.contains("gingham_routes_programmed"), "{metrics}");
@@ -363,4 +376,53 @@ fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6() {
     assert!(lab.ping6(a, b6), "IPv6 across nodes");
     assert!(lab.ping6(b, a6));
     assert!(lab.ping(a, b.address), "IPv4 still works");
+}
+
+/// A runtime that replaced a pod's sandbox and sends the DEL for the old one late: the old
+/// sandbox's address is freed, and the new sandbox (whose host veth has the same name, being
+/// named after the pod) keeps its interface, route and reachability.
+#[test]
+fn a_late_del_of_an_old_sandbox_leaves_the_new_one_working() {
+    let mut lab = Cluster::new(LabOptions::new(2)).unwrap();
+    let peer = lab.add_pod(1, "peer").unwrap().address;
+    let old = lab.add_pod(0, "web").unwrap();
+    let (old_id, old_addr) = (old.container_id.clone(), old.address);
+    let old_ns = lab.pods.pop().unwrap().ns;
+    // The new sandbox of the same pod.
+    let new_ns = gingham_integration::netns::Netns::new("gpod").unwrap();
+    let new_id = format!("{:0>64}", "feed");
+    let out = lab.cni(0, "ADD", &new_id, &new_ns, "web").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new_addr: Ipv4Addr = v["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+    lab.pods.push(gingham_integration::lab::Pod {
+        name: "web".into(),
+        node: 0,
+        container_id: new_id,
+        address: new_addr,
+        address6: None,
+        ns: new_ns,
+    });
+    lab.wait_established(Duration::from_secs(60)).unwrap();
+    wait_route(&lab, 1, &block_of(new_addr), true, Duration::from_secs(20));
+    wait_route(&lab, 0, &block_of(peer), true, Duration::from_secs(20));
+    let from = lab.pods.iter().find(|p| p.name == "peer").unwrap();
+    assert!(lab.ping(from, new_addr), "the new sandbox answers before the late DEL");
+
+    lab.cni(0, "DEL", &old_id, &old_ns, "web").unwrap();
+    drop(old_ns);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(lab.ping(from, new_addr), "and after it");
+    assert!(lab.routes(0).unwrap().contains(&format!("{new_addr} dev cali")), "{}", lab.routes(0).unwrap());
+    wait_route(&lab, 0, &old_addr.to_string(), false, Duration::from_secs(10));
+    let rt = rt();
+    let (blocks, _) = rt.block_on(lab.store().unwrap().list::<IPAMBlock>()).unwrap();
+    let held: HashSet<Ipv4Addr> = blocks
+        .iter()
+        .flat_map(|b| gingham_ipam::block::allocations(&b.spec).into_iter().map(|(a, _)| a).collect::<Vec<_>>())
+        .filter_map(|a| match a {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, HashSet::from([peer, new_addr]), "the old sandbox's address is free, the new one's kept");
 }
