@@ -124,7 +124,7 @@ impl CniService {
             self.ipam.assign(args).await.map_err(|e| CniError::new(code::IPAM_FAILURE, "no pod address could be assigned", e))?;
         let v4 = assigned.ipv4.clone().expect("asked for IPv4");
         let addresses: Vec<IpAddr> = [Some(v4.address), assigned.ipv6.as_ref().map(|a| a.address)].into_iter().flatten().collect();
-        let mtu = req.config.get("mtu").and_then(|m| m.as_u64()).map(|m| m as u32).unwrap_or(self.mtu);
+        let mtu = req.config.mtu.unwrap_or(self.mtu);
         let created = endpoint::create(&self.netlink, &host_ifname, Path::new(&req.netns), &req.ifname, &addresses, mtu).await;
         let ep = match created {
             Ok(ep) => ep,
@@ -142,7 +142,7 @@ impl CniService {
         self.fib
             .set_class(Class::Endpoint, addresses.iter().map(|a| (endpoint::host_route(*a), Some(Target::Device(ep.host_index)))))
             .await;
-        let version = req.config.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("1.1.0");
+        let version = &req.config.cni_version;
         let gateway = |a: &IpAddr| if a.is_ipv4() { endpoint::GATEWAY_V4.to_string() } else { endpoint::GATEWAY_V6.to_string() };
         let result = CniResult {
             cni_version: version.to_string(),
@@ -214,16 +214,14 @@ impl CniService {
     /// GC: frees the addresses of this node's containers the runtime no longer knows. Without
     /// the list of valid attachments nothing is known to be stale, so nothing is freed.
     async fn gc(&self, req: &Request) -> Result<serde_json::Value, CniError> {
-        // The spec's key; libcni also sends the spelling of one version of the spec text.
-        let list = ["cni.dev/valid-attachments", "cni.dev/attachments"].iter().find_map(|k| req.config.get(*k)).and_then(|v| v.as_array());
-        let Some(list) = list else {
+        let Some(list) = &req.config.valid_attachments else {
             return Err(CniError::new(
                 code::INVALID_NETWORK_CONFIG,
                 "GC needs cni.dev/valid-attachments",
                 "without the list of attachments still in use nothing can be known to be stale; nothing was released",
             ));
         };
-        let valid: BTreeSet<&str> = list.iter().filter_map(|x| x.get("containerID").and_then(|c| c.as_str())).collect();
+        let valid: BTreeSet<&str> = list.iter().map(|a| a.container_id.as_str()).collect();
         let stale: BTreeSet<String> = self.ipam.held().values().map(|h| h.handle.clone()).filter(|h| !valid.contains(h.as_str())).collect();
         for handle in stale {
             tracing::info!(%handle, "GC: releasing an attachment the runtime no longer has");

@@ -69,8 +69,49 @@ pub struct Request {
     /// `K8S_POD_NAMESPACE`, `K8S_POD_NAME`, ... from `CNI_ARGS`.
     #[serde(default)]
     pub args: Vec<(String, String)>,
-    /// The network configuration from stdin, as given (cniVersion, mtu, prevResult, ...).
-    pub config: serde_json::Value,
+    /// The network configuration from stdin.
+    pub config: NetConf,
+}
+
+/// The network configuration the runtime passes on stdin: the fields Gingham reads, typed, and
+/// every other field kept as given (prevResult, capabilities, ...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Pod interface MTU; the agent's `--mtu` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Where the agent listens; [`DEFAULT_SOCKET`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_socket: Option<String>,
+    /// GC: the attachments still in use. The spec's key, or the spelling one version of the
+    /// spec text used (which libcni therefore also sends).
+    #[serde(default, rename = "cni.dev/valid-attachments", alias = "cni.dev/attachments", skip_serializing_if = "Option::is_none")]
+    pub valid_attachments: Option<Vec<Attachment>>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(default)]
+    pub ifname: String,
+}
+
+impl NetConf {
+    /// Checks the configuration ([`validate_config`]) and reads it.
+    pub fn parse(config: serde_json::Value) -> Result<NetConf, CniError> {
+        validate_config(&config)?;
+        serde_json::from_value(config)
+            .map_err(|e| CniError::new(code::INVALID_NETWORK_CONFIG, "the network configuration is invalid", e.to_string()))
+    }
 }
 
 impl Request {
@@ -162,6 +203,23 @@ mod tests {
         assert_eq!(args[2], ("K8S_POD_NAME".into(), "web-0".into()));
         assert!(parse_cni_args("novalue").is_err());
         assert!(parse_cni_args("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn netconf_reads_both_attachment_spellings_and_keeps_the_rest() {
+        let base = serde_json::json!({"cniVersion": "1.1.0", "name": "gingham", "type": "gingham", "mtu": 1400, "prevResult": {"ips": []}});
+        for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
+            let mut v = base.clone();
+            v[key] = serde_json::json!([{"containerID": "c1", "ifname": "eth0"}]);
+            let conf = NetConf::parse(v).unwrap();
+            assert_eq!(conf.valid_attachments.unwrap()[0].container_id, "c1", "{key}");
+        }
+        let conf = NetConf::parse(base.clone()).unwrap();
+        assert_eq!((conf.mtu, conf.valid_attachments.is_none()), (Some(1400), true));
+        assert_eq!(serde_json::to_value(&conf).unwrap(), base, "unread fields survive the trip to the agent");
+        let mut bad = base;
+        bad["agentSocket"] = serde_json::json!(7);
+        assert_eq!(NetConf::parse(bad).unwrap_err().code, code::INVALID_NETWORK_CONFIG);
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn run() -> Result<serde_json::Value, CniError> {
         .map_err(|e| CniError::new(code::IO_FAILURE, "cannot read the network configuration", e.to_string()))?;
     let config: serde_json::Value = serde_json::from_str(&stdin)
         .map_err(|e| CniError::new(code::DECODE_FAILURE, "the network configuration on stdin is not JSON", e.to_string()))?;
-    gingham_cni::validate_config(&config)?;
+    let config = gingham_cni::NetConf::parse(config)?;
     let mut request =
         Request { command, container_id: String::new(), netns: String::new(), ifname: String::new(), args: Vec::new(), config };
     match command {
@@ -64,7 +64,7 @@ fn run() -> Result<serde_json::Value, CniError> {
         }
         Command::Status | Command::Gc => {}
     }
-    let socket = request.config.get("agentSocket").and_then(|v| v.as_str()).unwrap_or(DEFAULT_SOCKET).to_string();
+    let socket = request.config.agent_socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.to_string());
     let unreachable = if command == Command::Status { code::NOT_AVAILABLE } else { code::TRY_AGAIN_LATER };
     let mut stream = UnixStream::connect(&socket).map_err(|e| {
         CniError::new(

@@ -215,10 +215,26 @@ impl Cluster {
 
     /// Runs the plugin in node `node`'s namespace as a runtime would; returns its stdout.
     pub fn cni(&self, node: usize, command: &str, container_id: &str, pod_ns: &Netns, pod: &str) -> Result<String> {
-        let conf = serde_json::json!({
+        self.cni_with(node, command, container_id, pod_ns, pod, serde_json::json!({}))
+    }
+
+    /// [`Cluster::cni`] with more keys in the network configuration (GC's attachment list).
+    pub fn cni_with(
+        &self,
+        node: usize,
+        command: &str,
+        container_id: &str,
+        pod_ns: &Netns,
+        pod: &str,
+        extra: serde_json::Value,
+    ) -> Result<String> {
+        let mut conf = serde_json::json!({
             "cniVersion": "1.1.0", "name": "gingham", "type": "gingham",
             "agentSocket": self.nodes[node].socket.to_str(),
         });
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         run_plugin(&self.fabric.hosts[node].ns, &self.cni_bin, command, container_id, pod_ns, pod, &conf)
     }
 

@@ -426,3 +426,37 @@ fn a_late_del_of_an_old_sandbox_leaves_the_new_one_working() {
         .collect();
     assert_eq!(held, HashSet::from([peer, new_addr]), "the old sandbox's address is free, the new one's kept");
 }
+
+/// CNI GC: without the list of valid attachments nothing is released (an error says why); with
+/// it, under either key spelling runtimes send, only the attachments missing from it are.
+#[test]
+fn gc_releases_only_attachments_missing_from_the_valid_list() {
+    let mut lab = Cluster::new(LabOptions::new(1)).unwrap();
+    let a = lab.add_pod(0, "a").unwrap().address;
+    let b = lab.add_pod(0, "b").unwrap().address;
+    let (a_id, b_id) = (lab.pods[0].container_id.clone(), lab.pods[1].container_id.clone());
+    let held = |lab: &Cluster| -> HashSet<Ipv4Addr> {
+        let (blocks, _) = rt().block_on(lab.store().unwrap().list::<IPAMBlock>()).unwrap();
+        blocks
+            .iter()
+            .flat_map(|bl| gingham_ipam::block::allocations(&bl.spec).into_iter().map(|(x, _)| x).collect::<Vec<_>>())
+            .filter_map(|x| match x {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                _ => None,
+            })
+            .collect()
+    };
+    let nowhere = gingham_integration::netns::Netns::new("gpod").unwrap();
+    let err = lab.cni_with(0, "GC", "", &nowhere, "", serde_json::json!({})).unwrap_err().to_string();
+    assert!(err.contains("\"code\":7") && err.contains("valid-attachments"), "{err}");
+    assert_eq!(held(&lab), HashSet::from([a, b]), "nothing released without the list");
+
+    let keep_a = serde_json::json!({"cni.dev/valid-attachments": [{"containerID": a_id, "ifname": "eth0"}, {"containerID": b_id, "ifname": "eth0"}]});
+    lab.cni_with(0, "GC", "", &nowhere, "", keep_a).unwrap();
+    assert_eq!(held(&lab), HashSet::from([a, b]), "both are valid");
+
+    let only_a = serde_json::json!({"cni.dev/attachments": [{"containerID": a_id, "ifname": "eth0"}]});
+    lab.cni_with(0, "GC", "", &nowhere, "", only_a).unwrap();
+    assert_eq!(held(&lab), HashSet::from([a]), "b was stale");
+    wait_route(&lab, 0, &b.to_string(), false, Duration::from_secs(10));
+}
