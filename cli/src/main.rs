@@ -18,6 +18,10 @@ struct Cli {
     /// `sqlite:PATH` or `kubernetes`.
     #[arg(long, global = true, env = "GINGHAM_DATASTORE", default_value = "sqlite:/var/lib/gingham/gingham.db")]
     datastore: String,
+    /// Create the sqlite datastore if it does not exist (otherwise a missing file is an error:
+    /// normally the agent creates it).
+    #[arg(long, global = true)]
+    init: bool,
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
     #[command(subcommand)]
@@ -117,6 +121,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Node { command: NodeCmd::Status { status_addr } } => node::status(&status_addr, format),
         Cmd::Version { status_addr } => node::version(&status_addr),
         command => {
+            if let Some(path) = cli.datastore.strip_prefix("sqlite:") {
+                if !cli.init && !std::path::Path::new(path).exists() {
+                    anyhow::bail!(
+                        "datastore {path} does not exist: is --datastore / GINGHAM_DATASTORE right? (gingham-agent creates it; --init creates an empty one)"
+                    );
+                }
+            }
             let store = gingham_api::datastore::open(&cli.datastore).await?;
             match command {
                 Cmd::Get { kind, name } => resources::get(&store, &kind, name.as_deref(), format).await,

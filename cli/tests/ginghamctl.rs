@@ -30,7 +30,12 @@ impl Env {
         let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let dir = std::env::temp_dir().join(format!("ginghamctl-{}-{nonce:x}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        Env { dir }
+        let env = Env { dir };
+        // A missing datastore is an error; an operator creates one explicitly.
+        let err = env.fails(&["get", "pools"], None);
+        assert!(err.contains("does not exist") && err.contains(env.db().to_str().unwrap()), "{err}");
+        env.ok(&["--init", "get", "pools"]);
+        env
     }
 
     fn db(&self) -> PathBuf {

@@ -61,9 +61,16 @@ impl SqliteStore {
         }
         // NORMAL in WAL mode: a commit survives a process crash; only a power loss can take the
         // last transactions, which the agents redo from the live state.
-        conn.execute_batch(
-            "PRAGMA synchronous=NORMAL;
-             BEGIN IMMEDIATE;
+        conn.execute_batch("PRAGMA synchronous=NORMAL;").map_err(sql)?;
+        // The schema is created once; later opens only read, so a reader never waits behind
+        // another process's write transaction for the write lock the creation would take.
+        let created: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get::<_, i64>(0))
+            .map_err(sql)?
+            > 0;
+        if !created {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
              CREATE TABLE IF NOT EXISTS objects (
                  kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL, body TEXT NOT NULL,
                  PRIMARY KEY (kind, name)) WITHOUT ROWID;
@@ -73,8 +80,9 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
              COMMIT;",
-        )
-        .map_err(sql)?;
+            )
+            .map_err(sql)?;
+        }
         // Checkpoints (copying the WAL into the database, with an fsync) happen on a thread of
         // their own instead of inside whichever commit crosses the threshold: a CNI request
         // must not wait ~20 ms for a disk flush.
