@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gingham_cni::{code, CniError, CniResult, Command, Dns, Interface, IpConfig, Reply, Request, RouteConfig};
 use gingham_ipam::{AssignArgs, ATTR_NAMESPACE, ATTR_NODE, ATTR_POD};
@@ -77,6 +77,50 @@ impl CniService {
         let n = routes.len();
         self.fib.set_class(Class::Endpoint, routes).await;
         Ok(n)
+    }
+
+    /// Local reclamation: a pod whose interface vanished without a DEL (its namespace was
+    /// removed by a runtime that crashed, or that sends no GC) gets its addresses, routes and
+    /// handle released after a grace period in which no new ADD brought the interface back.
+    /// Releases go by handle, so an address since reused by another pod is never freed.
+    pub fn spawn_reclaimer(self: &Arc<Self>, every: Duration, grace: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut missing: BTreeMap<String, Instant> = BTreeMap::new();
+            loop {
+                tokio::time::sleep(every).await;
+                let held = me.ipam.held();
+                let mut seen = BTreeSet::new();
+                for h in held.values() {
+                    if !seen.insert(h.handle.clone()) {
+                        continue;
+                    }
+                    let veth = endpoint::host_veth_name(h.namespace.as_deref(), h.pod.as_deref(), &h.handle);
+                    // Another sandbox of the same pod owns the interface name now: the late-DEL
+                    // rule applies to this one, not reclamation.
+                    let replaced = h.namespace.is_some()
+                        && held.values().any(|o| o.handle != h.handle && o.namespace == h.namespace && o.pod == h.pod);
+                    if crate::netlink::index_of(&veth).is_some() || replaced {
+                        missing.remove(&h.handle);
+                        continue;
+                    }
+                    let since = *missing.entry(h.handle.clone()).or_insert_with(Instant::now);
+                    if since.elapsed() < grace {
+                        continue;
+                    }
+                    match me.ipam.release(&h.handle).await {
+                        Ok(freed) => {
+                            tracing::info!(handle = %h.handle, ?freed, "reclaimed the addresses of a pod whose interface vanished without a DEL");
+                            me.metrics.reclaimed.inc_by(freed.len() as u64);
+                            me.fib.set_class(Class::Endpoint, freed.iter().map(|a| (endpoint::host_route(*a), None))).await;
+                            missing.remove(&h.handle);
+                        }
+                        Err(e) => tracing::warn!(handle = %h.handle, error = %e, "reclaiming a vanished pod's addresses failed; retrying"),
+                    }
+                }
+                missing.retain(|handle, _| seen.contains(handle));
+            }
+        });
     }
 
     pub async fn handle(self: &Arc<Self>, req: Request) -> Reply {

@@ -58,6 +58,10 @@ pub struct Config {
     #[arg(long, env = "GINGHAM_LEARNED_ROUTE_METRIC", default_value_t = crate::fib::DEFAULT_LEARNED_METRIC,
           value_parser = learned_metric)]
     pub learned_route_metric: u32,
+    /// Seconds a pod's interface may be missing (namespace gone without a CNI DEL) before its
+    /// addresses are released.
+    #[arg(long, env = "GINGHAM_RECLAIM_GRACE", default_value_t = 30)]
+    pub reclaim_grace: u16,
     /// Seconds between the watch cache's full re-lists (a safety net: changes arrive by watch).
     #[arg(long, env = "GINGHAM_CACHE_RESYNC", default_value_t = 600, value_parser = clap::value_parser!(u64).range(60..))]
     pub cache_resync: u64,

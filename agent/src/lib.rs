@@ -116,6 +116,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     );
     let adopted = cni.adopt_endpoints().await?;
     tracing::info!(restarting, adopted, "endpoints adopted");
+    cni.spawn_reclaimer(Duration::from_secs(5), Duration::from_secs(config.reclaim_grace.into()));
 
     // Learned best paths -> kernel.
     let fib_in = fib.clone();

@@ -36,6 +36,8 @@ pub struct Metrics {
     /// Routes the FIB could not install, by reason, counted once per new reason.
     pub route_failures: Family<crate::fib::ReasonLabel, Counter>,
     pub routes_not_installed: Gauge<u64, AtomicU64>,
+    /// Addresses released because their pod's interface vanished without a DEL.
+    pub reclaimed: Counter,
 }
 
 impl Metrics {
@@ -63,7 +65,10 @@ impl Metrics {
         registry.register("route_failures", "Routes that could not be installed, by reason", route_failures.clone());
         let routes_not_installed = Gauge::<u64, AtomicU64>::default();
         registry.register("routes_not_installed", "Wanted kernel routes that are not installed now", routes_not_installed.clone());
+        let reclaimed = Counter::default();
+        registry.register("ipam_reclaimed_addresses", "Addresses released because their pod vanished without a CNI DEL", reclaimed.clone());
         Metrics {
+            reclaimed,
             registry,
             cni_latency,
             sessions,

@@ -460,3 +460,35 @@ fn gc_releases_only_attachments_missing_from_the_valid_list() {
     assert_eq!(held(&lab), HashSet::from([a]), "b was stale");
     wait_route(&lab, 0, &b.to_string(), false, Duration::from_secs(10));
 }
+
+/// A pod whose namespace disappears without a CNI DEL (a crashed runtime; containerd sends no
+/// GC): its interface goes with the namespace, and after the grace the agent releases its
+/// address, route and handle by itself. The pod that stays is untouched.
+#[test]
+fn a_pod_gone_without_a_del_is_reclaimed() {
+    let mut lab = Cluster::new(LabOptions::new(1)).unwrap();
+    let keep = lab.add_pod(0, "keep").unwrap().address;
+    let lost = lab.add_pod(0, "lost").unwrap().address;
+    let pod = lab.pods.pop().unwrap();
+    wait_route(&lab, 0, &lost.to_string(), true, Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    drop(pod.ns);
+    wait_route(&lab, 0, &lost.to_string(), false, Duration::from_secs(60));
+    let store = lab.store().unwrap();
+    let rt = rt();
+    wait_for("the address released", Duration::from_secs(60), || {
+        let (blocks, _) = rt.block_on(store.list::<IPAMBlock>()).ok()?;
+        let held: HashSet<std::net::IpAddr> =
+            blocks.iter().flat_map(|b| gingham_ipam::block::allocations(&b.spec).into_iter().map(|(a, _)| a).collect::<Vec<_>>()).collect();
+        (held == HashSet::from([std::net::IpAddr::V4(keep)])).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent_log(&lab, 0)));
+    eprintln!("reclaimed {:?} after the namespace went", started.elapsed());
+    let report = rt.block_on(gingham_ipam::Ipam::new(store.clone()).check()).unwrap();
+    assert!(report.leaks.is_empty() && report.duplicates.is_empty(), "{report:?}");
+    let (handles, _) = rt.block_on(store.list::<gingham_api::resources::IPAMHandle>()).unwrap();
+    assert_eq!(handles.len(), 1, "only the kept pod's handle: {handles:?}");
+    let metrics = lab.http_get(0, "/metrics").unwrap();
+    assert!(metrics.contains("gingham_ipam_reclaimed_addresses_total 1"), "{metrics}");
+    assert!(lab.routes(0).unwrap().contains(&format!("{keep} dev cali")), "the other pod keeps its route");
+}
