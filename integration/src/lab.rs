@@ -295,6 +295,38 @@ impl Cluster {
     pub fn store(&self) -> Result<Store<SqliteStore>> {
         Ok(Store::new(SqliteStore::open(&self.db)?))
     }
+
+    /// Every IPv4 address allocated in the datastore, on any node.
+    pub fn allocated_v4(&self) -> Result<std::collections::HashSet<Ipv4Addr>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (blocks, _) = rt.block_on(self.store()?.list::<gingham_api::resources::IPAMBlock>())?;
+        Ok(blocks
+            .iter()
+            .flat_map(|b| gingham_ipam::block::allocations(&b.spec).into_iter().map(|(a, _)| a).collect::<Vec<_>>())
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Reads the named object, changes it and writes it back, retrying on conflicts.
+    pub fn modify<K: gingham_api::resources::Kind>(&self, name: &str, change: impl Fn(&mut K)) -> Result<()> {
+        let store = self.store()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            for _ in 0..10 {
+                let mut obj = store.get::<K>(name).await?.with_context(|| format!("{} {name} not found", K::INFO.kind))?;
+                change(&mut obj);
+                match store.update(&obj).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            bail!("conflicting updates of {name}")
+        })
+    }
 }
 
 fn ping_once(from: &Pod, to: IpAddr) -> bool {

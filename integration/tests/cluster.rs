@@ -108,17 +108,7 @@ fn deleting_a_pod_removes_its_route_interface_and_address() {
     lab.cni(0, "DEL", &container, &gone.ns, "doomed").unwrap();
     drop(gone);
 
-    let store = lab.store().unwrap();
-    let rt = rt();
-    let (blocks, _) = rt.block_on(store.list::<IPAMBlock>()).unwrap();
-    let held: HashSet<Ipv4Addr> = blocks
-        .iter()
-        .flat_map(|b| gingham_ipam::block::allocations(&b.spec).into_iter().map(|(a, _)| a).collect::<Vec<_>>())
-        .filter_map(|a| match a {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            _ => None,
-        })
-        .collect();
+    let held = lab.allocated_v4().unwrap();
     assert_eq!(held, HashSet::from([keep]), "the deleted pod's address is free again");
 }
 
@@ -414,16 +404,7 @@ fn a_late_del_of_an_old_sandbox_leaves_the_new_one_working() {
     assert!(lab.ping(from, new_addr), "and after it");
     assert!(lab.routes(0).unwrap().contains(&format!("{new_addr} dev cali")), "{}", lab.routes(0).unwrap());
     wait_route(&lab, 0, &old_addr.to_string(), false, Duration::from_secs(10));
-    let rt = rt();
-    let (blocks, _) = rt.block_on(lab.store().unwrap().list::<IPAMBlock>()).unwrap();
-    let held: HashSet<Ipv4Addr> = blocks
-        .iter()
-        .flat_map(|b| gingham_ipam::block::allocations(&b.spec).into_iter().map(|(a, _)| a).collect::<Vec<_>>())
-        .filter_map(|a| match a {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            _ => None,
-        })
-        .collect();
+    let held = lab.allocated_v4().unwrap();
     assert_eq!(held, HashSet::from([peer, new_addr]), "the old sandbox's address is free, the new one's kept");
 }
 
@@ -435,17 +416,7 @@ fn gc_releases_only_attachments_missing_from_the_valid_list() {
     let a = lab.add_pod(0, "a").unwrap().address;
     let b = lab.add_pod(0, "b").unwrap().address;
     let (a_id, b_id) = (lab.pods[0].container_id.clone(), lab.pods[1].container_id.clone());
-    let held = |lab: &Cluster| -> HashSet<Ipv4Addr> {
-        let (blocks, _) = rt().block_on(lab.store().unwrap().list::<IPAMBlock>()).unwrap();
-        blocks
-            .iter()
-            .flat_map(|bl| gingham_ipam::block::allocations(&bl.spec).into_iter().map(|(x, _)| x).collect::<Vec<_>>())
-            .filter_map(|x| match x {
-                std::net::IpAddr::V4(v4) => Some(v4),
-                _ => None,
-            })
-            .collect()
-    };
+    let held = |lab: &Cluster| lab.allocated_v4().unwrap();
     let nowhere = gingham_integration::netns::Netns::new("gpod").unwrap();
     let err = lab.cni_with(0, "GC", "", &nowhere, "", serde_json::json!({})).unwrap_err().to_string();
     assert!(err.contains("\"code\":7") && err.contains("valid-attachments"), "{err}");

@@ -11,10 +11,7 @@
 
 use std::time::Duration;
 
-use gingham_api::datastore::Store;
-use gingham_api::resources::{
-    BGPFilter, BGPFilterRule, BGPFilterSpec, BGPPeer, BGPPeerSpec, FilterAction, FilterSource, Kind, MatchOperator,
-};
+use gingham_api::resources::{BGPFilter, BGPFilterRule, BGPFilterSpec, BGPPeer, BGPPeerSpec, FilterAction, FilterSource, MatchOperator};
 use gingham_integration::daemons::{Bird, Frr};
 use gingham_integration::lab::{Cluster, LabOptions};
 use gingham_integration::netns::{wait_for, Netns};
@@ -41,21 +38,6 @@ fn wait_until(lab: &Cluster, i: usize, what: &str, timeout: Duration, mut ok: im
         let all = lab.fabric.hosts[i].ns.exec("ip", &["route", "show"]).unwrap_or_default();
         panic!("{e}\nroutes on node {i}:\n{all}\nagent log:\n{}", agent_log(lab, i))
     });
-}
-
-fn modify<K: Kind, B: gingham_api::datastore::Datastore>(store: &Store<B>, name: &str, change: impl Fn(&mut K)) {
-    rt().block_on(async {
-        for _ in 0..10 {
-            let mut obj = store.get::<K>(name).await.unwrap().unwrap();
-            change(&mut obj);
-            match store.update(&obj).await {
-                Ok(_) => return,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("conflicting updates of {name}");
-    })
 }
 
 const TOR: &str = r#"
@@ -161,7 +143,7 @@ fn a_tor_announcing_default_and_the_fabric_never_takes_the_node_off_the_network(
         ..Default::default()
     };
     rt().block_on(store.create(&BGPFilter::new("to-router", export))).unwrap();
-    modify::<BGPPeer, _>(&store, "router", |p| p.spec.filters = vec!["to-router".into()]);
+    lab.modify::<BGPPeer>("router", |p| p.spec.filters = vec!["to-router".into()]).unwrap();
     wait_until(&lab, 0, "BIRD learning the allowed prefix", Duration::from_secs(20), || {
         router.routes_from("node1").contains(&"198.18.113.0/24".to_string())
     });
@@ -176,7 +158,7 @@ fn a_tor_announcing_default_and_the_fabric_never_takes_the_node_off_the_network(
     // from the second router too.
     let import = BGPFilterSpec { import_v4: vec![rule(FilterAction::Reject, "198.18.113.0/24", None)], ..Default::default() };
     rt().block_on(store.create(&BGPFilter::new("from-tor", import))).unwrap();
-    modify::<BGPPeer, _>(&store, "tor", |p| p.spec.filters = vec!["from-tor".into()]);
+    lab.modify::<BGPPeer>("tor", |p| p.spec.filters = vec!["from-tor".into()]).unwrap();
     for i in 0..2 {
         wait_until(&lab, i, "the refused prefix to go", Duration::from_secs(20), || {
             !routes_for(&lab, i, "198.18.113.0/24").contains("proto 80")
@@ -258,7 +240,7 @@ fn multihop_routes_resolve_through_the_nodes_routes_and_follow_them() {
     wait_until(&lab, 0, "and back", Duration::from_secs(3), || learned().contains("via 198.18.0.12"));
 
     // reachableBy: the agent routes the peer itself; the operator's route can go.
-    modify::<BGPPeer, _>(&store, "far", |p| p.spec.reachable_by = Some("198.18.0.12".into()));
+    lab.modify::<BGPPeer>("far", |p| p.spec.reachable_by = Some("198.18.0.12".into())).unwrap();
     wait_until(&lab, 0, "the route to the peer", Duration::from_secs(10), || {
         routes_for(&lab, 0, "198.18.200.2/32").contains("via 198.18.0.12 dev eth0 proto 80 metric 2")
     });
@@ -269,7 +251,7 @@ fn multihop_routes_resolve_through_the_nodes_routes_and_follow_them() {
 
     // Without reachableBy nothing routes to the far subnet any more: the learned route goes and
     // /status says why (until the session itself times out).
-    modify::<BGPPeer, _>(&store, "far", |p| p.spec.reachable_by = None);
+    lab.modify::<BGPPeer>("far", |p| p.spec.reachable_by = None).unwrap();
     let problem = wait_for("the unreachable next hop reported", Duration::from_secs(8), || {
         let s = lab.status(0).ok()?;
         let p = s["routes"]["problems"].as_array()?.iter().find(|p| p["prefix"] == "198.18.114.0/24")?.clone();
@@ -287,7 +269,7 @@ fn multihop_routes_resolve_through_the_nodes_routes_and_follow_them() {
     node.ip(&["route", "add", "198.18.200.0/24", "via", "198.18.0.12", "proto", "static"]).unwrap();
     wait_until(&lab, 0, "reinstalled once reachable", Duration::from_secs(5), || learned().contains("via 198.18.0.12"));
     // Our route to a peer that is deconfigured goes with it.
-    modify::<BGPPeer, _>(&store, "far", |p| p.spec.reachable_by = Some("198.18.0.12".into()));
+    lab.modify::<BGPPeer>("far", |p| p.spec.reachable_by = Some("198.18.0.12".into())).unwrap();
     wait_until(&lab, 0, "the route to the peer", Duration::from_secs(10), || routes_for(&lab, 0, "198.18.200.2/32").contains("proto 80"));
     rt().block_on(store.delete_latest::<BGPPeer>("far")).unwrap();
     wait_until(&lab, 0, "the peer route to go", Duration::from_secs(10), || !routes_for(&lab, 0, "198.18.200.2/32").contains("proto 80"));
@@ -365,7 +347,7 @@ fn nat_outgoing_reaches_the_outside_and_keeps_pod_addresses_inside() {
     // The operator's own rules, which we must leave alone.
     lab.fabric.hosts[0].ns.exec("nft", &["add", "table", "inet", "operator"]).unwrap();
     let store = lab.store().unwrap();
-    modify::<gingham_api::resources::IPPool, _>(&store, "default-ipv4-ippool", |p| p.spec.nat_outgoing = true);
+    lab.modify::<gingham_api::resources::IPPool>("default-ipv4-ippool", |p| p.spec.nat_outgoing = true).unwrap();
     wait_for("the pod reaching the outside", Duration::from_secs(20), || lab.ping(pod_a, outside).then_some(()))
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.fabric.hosts[0].ns.exec("nft", &["list", "ruleset"]).unwrap_or_default()));
     let rules = lab.fabric.hosts[0].ns.exec("nft", &["list", "table", "ip", "gingham"]).unwrap();
@@ -388,7 +370,7 @@ fn nat_outgoing_reaches_the_outside_and_keeps_pod_addresses_inside() {
     assert_eq!(seen.trim(), a.to_string(), "the source b sees");
 
     // Turning NAT off removes our table and nothing else.
-    modify::<gingham_api::resources::IPPool, _>(&store, "default-ipv4-ippool", |p| p.spec.nat_outgoing = false);
+    lab.modify::<gingham_api::resources::IPPool>("default-ipv4-ippool", |p| p.spec.nat_outgoing = false).unwrap();
     wait_for("our table gone", Duration::from_secs(20), || {
         lab.fabric.hosts[0].ns.exec("nft", &["list", "tables"]).ok().filter(|t| !t.contains("gingham")).map(|_| ())
     })

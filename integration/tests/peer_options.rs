@@ -6,10 +6,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use gingham_api::datastore::Store;
 use gingham_api::resources::{
-    BGPConfiguration, BGPFilter, BGPFilterRule, BGPFilterSpec, BGPPeer, BGPPeerSpec, Community, FilterAction, FilterSource, Kind,
-    MatchOperator, MaxPrefixAction, MaxPrefixes, NextHopMode, PrefixAdvertisement,
+    BGPConfiguration, BGPFilter, BGPFilterRule, BGPFilterSpec, BGPPeer, BGPPeerSpec, Community, FilterAction, FilterSource, MatchOperator,
+    MaxPrefixAction, MaxPrefixes, NextHopMode, PrefixAdvertisement,
 };
 use gingham_integration::daemons::{Bird, Frr, GoBgp};
 use gingham_integration::lab::{Cluster, LabOptions};
@@ -21,21 +20,6 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn block_of(addr: std::net::Ipv4Addr) -> String {
     format!("{}/26", ipnetwork::Ipv4Network::new(addr, 26).unwrap().network())
-}
-
-fn modify<K: Kind, B: gingham_api::datastore::Datastore>(store: &Store<B>, name: &str, change: impl Fn(&mut K)) {
-    rt().block_on(async {
-        for _ in 0..10 {
-            let mut obj = store.get::<K>(name).await.unwrap().unwrap();
-            change(&mut obj);
-            match store.update(&obj).await {
-                Ok(_) => return,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("conflicting updates of {name}");
-    })
 }
 
 fn logs(lab: &Cluster) -> String {
@@ -115,7 +99,7 @@ fn next_hop_self_on_a_reflector_keepalive_and_communities() {
     assert_eq!(frr_next_hop(&frr, &block_of(b)).as_deref(), Some("198.18.0.12"), "a reflector keeps the client's next hop");
     assert_eq!(frr_next_hop(&frr, &block_of(a)).as_deref(), Some("198.18.0.11"));
 
-    modify::<BGPPeer, _>(&store, "frr-client", |p| p.spec.next_hop_mode = Some(NextHopMode::NextHopSelf));
+    lab.modify::<BGPPeer>("frr-client", |p| p.spec.next_hop_mode = Some(NextHopMode::NextHopSelf)).unwrap();
     wait_for("nextHopMode: Self", t, || (frr_next_hop(&frr, &block_of(b)).as_deref() == Some("198.18.0.11")).then_some(()))
         .unwrap_or_else(|e| panic!("{e}\n{}", frr.vtysh("show bgp ipv4 unicast").unwrap_or_default()));
 
@@ -135,11 +119,12 @@ fn next_hop_self_on_a_reflector_keepalive_and_communities() {
     assert!(keepalives >= 4, "{keepalives} KEEPALIVEs in 6 s");
 
     // prefixAdvertisements: our blocks carry the communities, by name and by value.
-    modify::<BGPConfiguration, _>(&store, "default", |c| {
+    lab.modify::<BGPConfiguration>("default", |c| {
         c.spec.communities = vec![Community { name: "rack".into(), value: "64512:300:100".into() }];
         c.spec.prefix_advertisements =
             vec![PrefixAdvertisement { cidr: "198.19.0.0/16".into(), communities: vec!["rack".into(), "64512:120".into()] }];
-    });
+    })
+    .unwrap();
     wait_for("BIRD seeing the communities", t, || {
         let r = bird.route_all(&block_of(a));
         (r.contains("(64512,120)") && r.contains("(64512, 300, 100)")).then_some(())
@@ -188,7 +173,7 @@ fn max_prefixes_from_a_resource_and_a_live_listen_port_change() {
 
     // listenPort: both agents move to port 1790 and the mesh comes back, no restart.
     lab.wait_established(Duration::from_secs(1)).err();
-    modify::<BGPConfiguration, _>(&store, "default", |c| c.spec.listen_port = Some(1790));
+    lab.modify::<BGPConfiguration>("default", |c| c.spec.listen_port = Some(1790)).unwrap();
     wait_for("agents listening on 1790", Duration::from_secs(20), || {
         (0..2).all(|i| lab.fabric.hosts[i].ns.exec("ss", &["-Hltn", "sport = :1790"]).is_ok_and(|o| o.contains("1790"))).then_some(())
     })
@@ -204,7 +189,7 @@ fn max_prefixes_from_a_resource_and_a_live_listen_port_change() {
     // logSeverityScreen takes effect without a restart too.
     let debug_lines = || std::fs::read_to_string(&lab.nodes[0].log).unwrap_or_default().lines().filter(|l| l.contains("DEBUG")).count();
     assert_eq!(debug_lines(), 0);
-    modify::<BGPConfiguration, _>(&store, "default", |c| c.spec.log_severity_screen = Some("Debug".into()));
+    lab.modify::<BGPConfiguration>("default", |c| c.spec.log_severity_screen = Some("Debug".into())).unwrap();
     wait_for("debug logging", Duration::from_secs(20), || (debug_lines() > 0).then_some(()))
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&lab)));
 }
