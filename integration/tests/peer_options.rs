@@ -154,13 +154,7 @@ fn max_prefixes_from_a_resource_and_a_live_listen_port_change() {
         ..Default::default()
     };
     rt().block_on(store.create(&BGPPeer::new("gobgp", spec))).unwrap();
-    let notifications = || {
-        gobgp
-            .json(&["neighbor", "198.18.0.11"])
-            .ok()
-            .and_then(|v| v.pointer("/state/messages/received/notification").and_then(|v| v.as_u64()))
-            .unwrap_or(0)
-    };
+    let notifications = || gobgp.notifications_received("198.18.0.11");
     wait_for("GoBGP told the limit was crossed", Duration::from_secs(40), || (notifications() >= 1).then_some(()))
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", gobgp.daemon.log_tail(), logs(&lab)));
     let status = lab.status(0).unwrap();

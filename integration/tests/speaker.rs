@@ -219,13 +219,7 @@ fn max_prefix_tears_down_a_gobgp_peer_sending_one_too_many() {
     assert!(nb.pointer("/state/messages/received/notification").and_then(|v| v.as_u64()).unwrap_or(0) >= 1, "{nb}");
     // After the restart interval the session comes back and, GoBGP still sending four, is torn
     // down again: a second NOTIFICATION proves the restart.
-    let notifications = || {
-        gobgp
-            .json(&["neighbor", "198.18.0.11"])
-            .ok()
-            .and_then(|v| v.pointer("/state/messages/received/notification").and_then(|v| v.as_u64()))
-            .unwrap_or(0)
-    };
+    let notifications = || gobgp.notifications_received("198.18.0.11");
     wait_for("restarted and torn down again", t, || (notifications() >= 2).then_some(())).unwrap();
 }
 

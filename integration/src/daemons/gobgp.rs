@@ -58,6 +58,14 @@ impl GoBgp {
             .is_some_and(|s| s == 6 || s.as_str().is_some_and(|s| s.eq_ignore_ascii_case("established")))
     }
 
+    /// NOTIFICATIONs GoBGP has received from the neighbour at `addr` (0 when it cannot tell).
+    pub fn notifications_received(&self, addr: &str) -> u64 {
+        self.json(&["neighbor", addr])
+            .ok()
+            .and_then(|v| v.pointer("/state/messages/received/notification").and_then(|v| v.as_u64()))
+            .unwrap_or(0)
+    }
+
     /// Prefixes in the global RIB of `family` ("ipv4" / "ipv6").
     pub fn rib_prefixes(&self, family: &str) -> Vec<String> {
         let Ok(v) = self.json(&["global", "rib", "-a", family]) else {
