@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
 use gingham_api::resources::{AffinityState, BGPConfigurationSpec, BindMode, CommunityValue, DEFAULT_NAME};
 use ipnetwork::IpNetwork;
@@ -118,24 +117,25 @@ fn log_filter(severity: Option<&str>) -> &'static str {
     }
 }
 
-/// An empty snapshot set, for tests and for the moments before the first list.
-pub fn empty_cluster() -> ClusterSnapshot {
-    fn empty<K>() -> Arc<gingham_api::cache::Snapshot<K>> {
-        Arc::new(gingham_api::cache::Snapshot {
-            objects: BTreeMap::new(),
-            revision: gingham_api::datastore::Revision(String::new()),
-            synced: false,
-        })
-    }
-    ClusterSnapshot { nodes: empty(), peers: empty(), configs: empty(), filters: empty(), pools: empty(), affinities: empty() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use gingham_api::resources::{
         BlockAffinity, BlockAffinitySpec, GinghamNode, GinghamNodeBgp, GinghamNodeSpec, IPPool, IPPoolSpec, PrefixAdvertisement,
     };
+    use std::sync::Arc;
+
+    /// Every kind empty, not yet synced.
+    fn empty_cluster() -> ClusterSnapshot {
+        fn empty<K>() -> Arc<gingham_api::cache::Snapshot<K>> {
+            Arc::new(gingham_api::cache::Snapshot {
+                objects: BTreeMap::new(),
+                revision: gingham_api::datastore::Revision(String::new()),
+                synced: false,
+            })
+        }
+        ClusterSnapshot { nodes: empty(), peers: empty(), configs: empty(), filters: empty(), pools: empty(), affinities: empty() }
+    }
 
     fn snapshot<K: Clone>(items: Vec<(&str, K)>) -> Arc<gingham_api::cache::Snapshot<K>> {
         Arc::new(gingham_api::cache::Snapshot {

@@ -72,7 +72,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     }
 
     // Routes of ours already in the kernel mean an agent ran before: a graceful restart.
-    let restarting = fib::has_our_routes(&netlink).await?;
+    let restarting = fib::kernel::has_our_routes(&netlink).await?;
     let metrics = Arc::new(metrics::Metrics::new());
     let fib_options = fib::FibOptions { learned_metric: config.learned_route_metric, failures: metrics.route_failures.clone() };
     let fib = fib::spawn(netlink.clone(), fib_options);

@@ -39,7 +39,8 @@ pub async fn read(handle: &Handle) -> anyhow::Result<KernelTable> {
     Ok(table)
 }
 
-/// Our routes only (no addresses): the restart check.
+/// Whether the main table holds any route with our protocol (left by an earlier agent): the
+/// restart check.
 pub async fn has_our_routes(handle: &Handle) -> anyhow::Result<bool> {
     Ok(!read(handle).await?.ours.is_empty())
 }

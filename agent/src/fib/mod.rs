@@ -370,8 +370,3 @@ fn installed_route(key: RouteKey, p: &Programmed) -> KernelRoute {
     };
     KernelRoute { prefix: key.prefix, metric: key.metric, protocol: RTPROT_GINGHAM, kind, scope, oif, hops }
 }
-
-/// Whether the main table holds any route with our protocol (left by an earlier agent).
-pub async fn has_our_routes(handle: &Handle) -> anyhow::Result<bool> {
-    kernel::has_our_routes(handle).await
-}
