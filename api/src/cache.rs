@@ -157,7 +157,7 @@ async fn run<K: Kind, D: Datastore>(
             }
         };
         let listed: BTreeMap<String, Arc<K>> =
-            items.into_iter().map(|o| (o.meta().name.clone().unwrap_or_default(), Arc::new(o))).collect();
+            items.into_iter().map(|o| (o.key(), Arc::new(o))).collect();
         for event in diff(&objects, &listed) {
             let _ = events.send(event);
         }
@@ -196,11 +196,11 @@ async fn run<K: Kind, D: Datastore>(
                 };
                 match &event {
                     TypedEvent::Deleted(o) => {
-                        objects.remove(o.meta().name.as_deref().unwrap_or_default());
+                        objects.remove(&o.key());
                         revision = o.meta().resource_version.clone();
                     }
                     TypedEvent::Added(o) | TypedEvent::Modified(o) => {
-                        objects.insert(o.meta().name.clone().unwrap_or_default(), Arc::new(o.clone()));
+                        objects.insert(o.key(), Arc::new(o.clone()));
                         revision = o.meta().resource_version.clone();
                     }
                     TypedEvent::Resync => {}

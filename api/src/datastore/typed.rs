@@ -58,7 +58,7 @@ impl<D: Datastore> Store<D> {
 
     /// Deletes `obj` if the stored revision is still `obj`'s resourceVersion.
     pub async fn delete<K: Kind>(&self, obj: &K) -> Result<()> {
-        let name = obj.meta().name.clone().unwrap_or_default();
+        let name = obj.key();
         let revision = revision_of(obj, &name)?;
         self.backend.delete(K::INFO, &name, &revision).await
     }
@@ -119,12 +119,19 @@ impl<K: Kind> TypedWatch<K> {
     }
 }
 
+/// Validates `obj` and returns its datastore key (`namespace/name` for namespaced kinds).
 fn checked_name<K: Kind>(obj: &K) -> Result<String> {
-    let name = obj.meta().name.clone().unwrap_or_default();
+    let name = obj.key();
     obj.validate().map_err(|source| DatastoreError::Invalid { kind: K::INFO.kind, name: name.clone(), source })?;
-    if name.is_empty() {
-        let source = crate::resources::ValidationError::new("metadata.name", "missing");
-        return Err(DatastoreError::Invalid { kind: K::INFO.kind, name, source });
+    let missing = |field: &str| {
+        let source = crate::resources::ValidationError::new(field, "missing");
+        DatastoreError::Invalid { kind: K::INFO.kind, name: name.clone(), source }
+    };
+    if obj.meta().name.as_deref().unwrap_or_default().is_empty() {
+        return Err(missing("metadata.name"));
+    }
+    if K::INFO.is_namespaced() && obj.meta().namespace.as_deref().unwrap_or_default().is_empty() {
+        return Err(missing("metadata.namespace"));
     }
     Ok(name)
 }

@@ -7,6 +7,7 @@
 
 mod bgp;
 mod bgpfilter;
+pub mod core;
 mod ipam;
 mod ippool;
 mod node;
@@ -36,23 +37,25 @@ pub const API_VERSION: &str = "gingham.io/v1";
 /// The name of the cluster-wide singleton of `BGPConfiguration` and `IPAMConfiguration`.
 pub const DEFAULT_NAME: &str = "default";
 
-/// A stored resource kind: how to name it and how to check it.
+/// A stored resource kind: how to name it and how to check it. Gingham's own kinds and the few
+/// Kubernetes kinds Gingham reads ([`core`]) alike.
 pub trait Kind:
-    kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
-    + CustomResourceExt
-    + HasSpec
-    + Serialize
-    + DeserializeOwned
-    + Clone
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
+    kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
 {
     const INFO: KindInfo;
 
     /// Checks everything the type system does not; the error names the field.
     fn validate(&self) -> Result<(), ValidationError>;
+
+    /// The datastore key: the name, or `namespace/name` for a namespaced kind.
+    fn key(&self) -> String {
+        let meta = self.meta();
+        let name = meta.name.as_deref().unwrap_or_default();
+        match (Self::INFO.scope, meta.namespace.as_deref()) {
+            (Scope::Cluster, _) => name.to_string(),
+            (Scope::Namespaced(_), ns) => format!("{}/{name}", ns.unwrap_or_default()),
+        }
+    }
 }
 
 /// The kind names the datastore keys objects by, with their plurals and the aliases the CLI takes.
@@ -61,22 +64,66 @@ pub struct KindInfo {
     pub kind: &'static str,
     pub plural: &'static str,
     pub aliases: &'static [&'static str],
+    /// `gingham.io/v1`, or a Kubernetes group's (`v1` for the core group).
+    pub api_version: &'static str,
+    pub scope: Scope,
+    /// Lists and watches carry only metadata (Kubernetes' PartialObjectMetadata): for kinds
+    /// Gingham follows by name and labels, whose specs and statuses are large.
+    pub metadata_only: bool,
 }
 
-pub const IPPOOL: KindInfo = KindInfo { kind: "IPPool", plural: "ippools", aliases: &["ippool", "pool", "pools"] };
-pub const BGP_CONFIGURATION: KindInfo =
-    KindInfo { kind: "BGPConfiguration", plural: "bgpconfigurations", aliases: &["bgpconfiguration", "bgpconfig", "bgpconfigs"] };
-pub const BGP_PEER: KindInfo = KindInfo { kind: "BGPPeer", plural: "bgppeers", aliases: &["bgppeer", "peer", "peers"] };
-pub const BGP_FILTER: KindInfo = KindInfo { kind: "BGPFilter", plural: "bgpfilters", aliases: &["bgpfilter", "filter", "filters"] };
-pub const GINGHAM_NODE: KindInfo = KindInfo { kind: "GinghamNode", plural: "ginghamnodes", aliases: &["ginghamnode", "node", "nodes"] };
-pub const IPAM_BLOCK: KindInfo = KindInfo { kind: "IPAMBlock", plural: "ipamblocks", aliases: &["ipamblock", "block", "blocks"] };
-pub const BLOCK_AFFINITY: KindInfo =
-    KindInfo { kind: "BlockAffinity", plural: "blockaffinities", aliases: &["blockaffinity", "affinity", "affinities"] };
-pub const IPAM_HANDLE: KindInfo = KindInfo { kind: "IPAMHandle", plural: "ipamhandles", aliases: &["ipamhandle", "handle", "handles"] };
-pub const IP_RESERVATION: KindInfo =
-    KindInfo { kind: "IPReservation", plural: "ipreservations", aliases: &["ipreservation", "reservation", "reservations"] };
-pub const IPAM_CONFIGURATION: KindInfo =
-    KindInfo { kind: "IPAMConfiguration", plural: "ipamconfigurations", aliases: &["ipamconfiguration", "ipamconfig"] };
+/// Where objects of a kind live. Namespaced objects are keyed `namespace/name`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Cluster,
+    Namespaced(Watched),
+}
+
+/// Which namespaces a list or watch of a namespaced kind covers on the kubernetes backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Watched {
+    /// Only the process's own namespace (its service account's): what a namespaced Role grants.
+    OwnNamespace,
+    AllNamespaces,
+}
+
+impl KindInfo {
+    /// The API group (`""` for the core group).
+    pub fn group(&self) -> &'static str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
+    pub fn version(&self) -> &'static str {
+        self.api_version.rsplit_once('/').map_or(self.api_version, |(_, v)| v)
+    }
+
+    pub fn is_namespaced(&self) -> bool {
+        matches!(self.scope, Scope::Namespaced(_))
+    }
+
+    /// Splits a datastore key into (namespace, name); the namespace is `None` for cluster kinds.
+    pub fn split_key<'a>(&self, key: &'a str) -> (Option<&'a str>, &'a str) {
+        match self.scope {
+            Scope::Cluster => (None, key),
+            Scope::Namespaced(_) => key.split_once('/').map_or((None, key), |(ns, n)| (Some(ns), n)),
+        }
+    }
+}
+
+const fn gingham(kind: &'static str, plural: &'static str, aliases: &'static [&'static str]) -> KindInfo {
+    KindInfo { kind, plural, aliases, api_version: API_VERSION, scope: Scope::Cluster, metadata_only: false }
+}
+
+pub const IPPOOL: KindInfo = gingham("IPPool", "ippools", &["ippool", "pool", "pools"]);
+pub const BGP_CONFIGURATION: KindInfo = gingham("BGPConfiguration", "bgpconfigurations", &["bgpconfiguration", "bgpconfig", "bgpconfigs"]);
+pub const BGP_PEER: KindInfo = gingham("BGPPeer", "bgppeers", &["bgppeer", "peer", "peers"]);
+pub const BGP_FILTER: KindInfo = gingham("BGPFilter", "bgpfilters", &["bgpfilter", "filter", "filters"]);
+pub const GINGHAM_NODE: KindInfo = gingham("GinghamNode", "ginghamnodes", &["ginghamnode", "node", "nodes"]);
+pub const IPAM_BLOCK: KindInfo = gingham("IPAMBlock", "ipamblocks", &["ipamblock", "block", "blocks"]);
+pub const BLOCK_AFFINITY: KindInfo = gingham("BlockAffinity", "blockaffinities", &["blockaffinity", "affinity", "affinities"]);
+pub const IPAM_HANDLE: KindInfo = gingham("IPAMHandle", "ipamhandles", &["ipamhandle", "handle", "handles"]);
+pub const IP_RESERVATION: KindInfo = gingham("IPReservation", "ipreservations", &["ipreservation", "reservation", "reservations"]);
+pub const IPAM_CONFIGURATION: KindInfo = gingham("IPAMConfiguration", "ipamconfigurations", &["ipamconfiguration", "ipamconfig"]);
 
 /// Every kind, in the order `manifests/crds/` lists them.
 pub fn all_kinds() -> &'static [KindInfo] {
@@ -94,10 +141,16 @@ pub fn all_kinds() -> &'static [KindInfo] {
     ]
 }
 
+/// Every kind `ginghamctl` reads and writes: Gingham's own and the Kubernetes kinds that sqlite
+/// mode stores in place of an API server ([`core::stored_kinds`]).
+pub fn cli_kinds() -> impl Iterator<Item = KindInfo> {
+    all_kinds().iter().chain(core::stored_kinds()).copied()
+}
+
 /// Looks a kind up by kind name, plural or alias, case-insensitively (`pool`, `IPPools`, ...).
 pub fn find_kind(name: &str) -> Option<KindInfo> {
     let name = name.to_ascii_lowercase();
-    all_kinds().iter().copied().find(|k| k.kind.to_ascii_lowercase() == name || k.plural == name || k.aliases.contains(&name.as_str()))
+    cli_kinds().find(|k| k.kind.to_ascii_lowercase() == name || k.plural == name || k.aliases.contains(&name.as_str()))
 }
 
 /// The CustomResourceDefinition of every kind, in [`all_kinds`] order.
@@ -132,17 +185,22 @@ pub fn crd_files() -> Vec<(String, String)> {
 pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> {
     let kind = value.get("kind").and_then(|k| k.as_str()).ok_or_else(|| ValidationError::new("kind", "missing"))?;
     let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
-    if api_version != API_VERSION {
-        return Err(ValidationError::new("apiVersion", format!("{api_version:?} is not {API_VERSION}")));
+    let expected = find_kind(kind).filter(|k| k.kind == kind).map_or(API_VERSION, |k| k.api_version);
+    if api_version != expected {
+        return Err(ValidationError::new("apiVersion", format!("{api_version:?} is not {expected}")));
     }
     fn check<K: Kind>(value: &serde_json::Value) -> Result<(), ValidationError> {
         let obj: K = serde_json::from_value(value.clone()).map_err(ValidationError::from_serde)?;
         if obj.meta().name.as_deref().unwrap_or_default().is_empty() {
             return Err(ValidationError::new("metadata.name", "missing"));
         }
+        if K::INFO.is_namespaced() && obj.meta().namespace.as_deref().unwrap_or_default().is_empty() {
+            return Err(ValidationError::new("metadata.namespace", format!("missing: a {} lives in a namespace", K::INFO.kind)));
+        }
         obj.validate()
     }
     match kind {
+        "Secret" => check::<core::Secret>(value),
         "IPPool" => check::<IPPool>(value),
         "BGPConfiguration" => check::<BGPConfiguration>(value),
         "BGPPeer" => check::<BGPPeer>(value),

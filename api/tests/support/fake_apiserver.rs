@@ -1,5 +1,7 @@
-//! An HTTP-level stand-in for the Kubernetes API server, enough of it for Gingham's CRDs:
-//! create/get/replace/delete/list/watch on cluster-scoped custom resources, with the
+//! An HTTP-level stand-in for the Kubernetes API server, enough of it for Gingham's CRDs and the
+//! core kinds Gingham reads (Secrets, Nodes, Pods, Leases; namespaced paths, all-namespace lists,
+//! PartialObjectMetadata when the client asks for it):
+//! create/get/replace/delete/list/watch, with the
 //! resourceVersion rules the real one enforces (a PUT or a DELETE precondition naming a stale
 //! version gets 409 Conflict, a create of an existing name 409 AlreadyExists, a watch from a
 //! compacted version an ERROR event with 410 Gone). kube's real client talks to it through
@@ -20,8 +22,9 @@ use tokio::sync::{mpsc, watch};
 #[derive(Default)]
 struct State {
     revision: u64,
+    /// (plural, key) -> object; the key is `namespace/name` for namespaced kinds.
     objects: BTreeMap<(String, String), Value>,
-    log: Vec<(u64, String, &'static str, Value)>,
+    log: Vec<(u64, String, String, &'static str, Value)>,
     compacted: u64,
     /// (verb, plural) of every request, for checking RBAC rules against what the code calls.
     requests: Vec<(String, String)>,
@@ -41,12 +44,7 @@ impl FakeApiServer {
     }
 
     pub fn client(&self) -> kube::Client {
-        let server = self.clone();
-        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
-            let server = server.clone();
-            async move { Ok::<_, Infallible>(server.handle(req).await) }
-        });
-        kube::Client::new(service, "default")
+        self.client_in("default")
     }
 
     /// Forgets the change history, as etcd compaction does: older watches get 410.
@@ -56,10 +54,58 @@ impl FakeApiServer {
         s.log.clear();
     }
 
+    /// A client whose own namespace (where Secrets and Leases are read) is `namespace`.
+    #[allow(dead_code)]
+    pub fn client_in(&self, namespace: &str) -> kube::Client {
+        let server = self.clone();
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let server = server.clone();
+            async move { Ok::<_, Infallible>(server.handle(req).await) }
+        });
+        kube::Client::new(service, namespace)
+    }
+
     /// Kubernetes verbs (get/list/watch/create/update/delete) and resources seen so far.
     #[allow(dead_code)]
     pub fn requests(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Stores an object as another client (kubelet, kubectl) would: `plural` names its kind.
+    #[allow(dead_code)]
+    pub fn put(&self, plural: &str, mut obj: Value) {
+        let key = object_key(&obj);
+        let mut s = self.state.lock().unwrap();
+        s.revision += 1;
+        let rv = s.revision;
+        let event = if s.objects.contains_key(&(plural.to_string(), key.clone())) { "MODIFIED" } else { "ADDED" };
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if obj.pointer("/metadata/uid").is_none() {
+            obj["metadata"]["uid"] = json!(format!("uid-{rv}"));
+        }
+        s.objects.insert((plural.to_string(), key.clone()), obj.clone());
+        s.log.push((rv, plural.to_string(), key, event, obj));
+        drop(s);
+        self.head.send_replace(rv);
+    }
+
+    /// Deletes an object as another client would (`key` = `namespace/name` when namespaced).
+    #[allow(dead_code)]
+    pub fn remove(&self, plural: &str, key: &str) {
+        let mut s = self.state.lock().unwrap();
+        let Some(mut obj) = s.objects.remove(&(plural.to_string(), key.to_string())) else { return };
+        s.revision += 1;
+        let rv = s.revision;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        s.log.push((rv, plural.to_string(), key.to_string(), "DELETED", obj));
+        drop(s);
+        self.head.send_replace(rv);
+    }
+
+    /// The stored object, if any.
+    #[allow(dead_code)]
+    pub fn object(&self, plural: &str, key: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(&(plural.to_string(), key.to_string())).cloned()
     }
 
     async fn handle(&self, req: Request<kube::client::Body>) -> Response<Body> {
@@ -72,15 +118,33 @@ impl FakeApiServer {
             .split('&')
             .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
+        let metadata_only = parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json;as=PartialObjectMetadata"));
         let path: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
-        let (plural, name) = match path.as_slice() {
-            ["apis", "gingham.io", "v1", plural] => (plural.to_string(), None),
-            ["apis", "gingham.io", "v1", plural, name] => (plural.to_string(), Some(name.to_string())),
+        // /api/v1/... for the core group, /apis/GROUP/VERSION/... for the others; then an
+        // optional namespaces/NS, the plural and an optional name.
+        let rest = match path.as_slice() {
+            ["api", "v1", rest @ ..] => rest,
+            ["apis", _, _, rest @ ..] => rest,
             _ => return status(404, "NotFound", &format!("no route for {}", parts.uri.path())),
         };
-        let Some(kind) = gingham_api::resources::all_kinds().iter().find(|k| k.plural == plural) else {
+        let (namespace, plural, name) = match rest {
+            ["namespaces", ns, plural] => (Some(ns.to_string()), plural.to_string(), None),
+            ["namespaces", ns, plural, name] => (Some(ns.to_string()), plural.to_string(), Some(name.to_string())),
+            [plural] => (None, plural.to_string(), None),
+            [plural, name] => (None, plural.to_string(), Some(name.to_string())),
+            _ => return status(404, "NotFound", &format!("no route for {}", parts.uri.path())),
+        };
+        let Some(kind) = known_kinds().find(|k| k.plural == plural) else {
             return status(404, "NotFound", &format!("the server could not find the requested resource ({plural})"));
         };
+        let name = name.map(|n| match &namespace {
+            Some(ns) => format!("{ns}/{n}"),
+            None => n,
+        });
         let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
         let verb = match (&parts.method, &name, watching) {
             (&Method::GET, Some(_), _) => "get",
@@ -93,30 +157,43 @@ impl FakeApiServer {
         };
         self.state.lock().unwrap().requests.push((verb.to_string(), plural.clone()));
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let parsed = match (parsed, &namespace) {
+            (Some(mut obj), Some(ns)) if verb == "create" => {
+                obj["metadata"]["namespace"] = json!(ns);
+                Some(obj)
+            }
+            (parsed, _) => parsed,
+        };
+        let view = View { metadata_only, namespace };
         match verb {
-            "get" => self.get(&plural, name.as_deref().unwrap()),
-            "list" => self.list(&plural, kind.kind),
-            "watch" => self.watch(&plural, kind.kind, query.get("resourceVersion").cloned().unwrap_or_default()),
+            "get" => self.get(&plural, name.as_deref().unwrap(), &view),
+            "list" => self.list(&plural, kind.kind, &view),
+            "watch" => self.watch(&plural, query.get("resourceVersion").cloned().unwrap_or_default(), view),
             "create" => self.create(&plural, kind.kind, parsed),
             "update" => self.replace(&plural, kind.kind, name.as_deref().unwrap(), parsed),
             _ => self.delete(&plural, kind.kind, name.as_deref().unwrap(), parsed),
         }
     }
 
-    fn get(&self, plural: &str, name: &str) -> Response<Body> {
+    fn get(&self, plural: &str, name: &str, view: &View) -> Response<Body> {
         let s = self.state.lock().unwrap();
         match s.objects.get(&(plural.to_string(), name.to_string())) {
-            Some(obj) => respond(200, obj),
+            Some(obj) => respond(200, &view.shape(obj)),
             None => status(404, "NotFound", &format!("{plural} {name:?} not found")),
         }
     }
 
-    fn list(&self, plural: &str, kind: &str) -> Response<Body> {
+    fn list(&self, plural: &str, kind: &str, view: &View) -> Response<Body> {
         let s = self.state.lock().unwrap();
-        let items: Vec<&Value> = s.objects.iter().filter(|((p, _), _)| p == plural).map(|(_, v)| v).collect();
+        let items: Vec<Value> =
+            s.objects.iter().filter(|((p, key), _)| p == plural && view.covers(key)).map(|(_, v)| view.shape(v)).collect();
+        let (api_version, kind) = match view.metadata_only {
+            true => ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string()),
+            false => ("v1".to_string(), format!("{kind}List")),
+        };
         respond(
             200,
-            &json!({"apiVersion": "gingham.io/v1", "kind": format!("{kind}List"),
+            &json!({"apiVersion": api_version, "kind": kind,
                     "metadata": {"resourceVersion": s.revision.to_string()}, "items": items}),
         )
     }
@@ -130,16 +207,16 @@ impl FakeApiServer {
             return status(400, "BadRequest", "kind does not match the URL");
         }
         let mut s = self.state.lock().unwrap();
-        let key = (plural.to_string(), name.clone());
+        let key = (plural.to_string(), object_key(&obj));
         if s.objects.contains_key(&key) {
-            return status(409, "AlreadyExists", &format!("{plural}.gingham.io {name:?} already exists"));
+            return status(409, "AlreadyExists", &format!("{plural} {name:?} already exists"));
         }
         s.revision += 1;
         let rv = s.revision;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         obj["metadata"]["uid"] = json!(format!("uid-{rv}"));
-        s.objects.insert(key, obj.clone());
-        s.log.push((rv, plural.to_string(), "ADDED", obj.clone()));
+        s.objects.insert(key.clone(), obj.clone());
+        s.log.push((rv, key.0, key.1, "ADDED", obj.clone()));
         drop(s);
         self.head.send_replace(rv);
         respond(201, &obj)
@@ -169,8 +246,8 @@ impl FakeApiServer {
         let rv = s.revision;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         obj["metadata"]["uid"] = uid.unwrap_or(Value::Null);
-        s.objects.insert(key, obj.clone());
-        s.log.push((rv, plural.to_string(), "MODIFIED", obj.clone()));
+        s.objects.insert(key.clone(), obj.clone());
+        s.log.push((rv, key.0, key.1, "MODIFIED", obj.clone()));
         drop(s);
         self.head.send_replace(rv);
         respond(200, &obj)
@@ -190,13 +267,13 @@ impl FakeApiServer {
         s.revision += 1;
         let rv = s.revision;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        s.log.push((rv, plural.to_string(), "DELETED", obj.clone()));
+        s.log.push((rv, key.0, key.1, "DELETED", obj.clone()));
         drop(s);
         self.head.send_replace(rv);
         respond(200, &obj)
     }
 
-    fn watch(&self, plural: &str, _kind: &str, from: String) -> Response<Body> {
+    fn watch(&self, plural: &str, from: String, view: View) -> Response<Body> {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let Ok(mut last) = from.parse::<u64>() else { return status(400, "BadRequest", "resourceVersion must be a number here") };
         let state = self.state.clone();
@@ -213,8 +290,8 @@ impl FakeApiServer {
                         let lines = s
                             .log
                             .iter()
-                            .filter(|(rv, p, _, _)| *rv > last && *p == plural)
-                            .map(|(_, _, t, o)| line(&json!({"type": t, "object": o})))
+                            .filter(|(rv, p, key, _, _)| *rv > last && *p == plural && view.covers(key))
+                            .map(|(_, _, _, t, o)| line(&json!({"type": t, "object": view.shape(o)})))
                             .collect();
                         last = s.revision;
                         (lines, false)
@@ -236,6 +313,39 @@ impl FakeApiServer {
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(http_body::Frame::data(b)), rx)) });
         Response::builder().status(200).header("content-type", "application/json").body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
+    }
+}
+
+/// What one request may see: a namespace (when the path named one) and the object's full
+/// form or its PartialObjectMetadata.
+struct View {
+    metadata_only: bool,
+    namespace: Option<String>,
+}
+
+impl View {
+    fn covers(&self, key: &str) -> bool {
+        self.namespace.as_ref().is_none_or(|ns| key.strip_prefix(ns.as_str()).is_some_and(|rest| rest.starts_with('/')))
+    }
+
+    fn shape(&self, obj: &Value) -> Value {
+        match self.metadata_only {
+            true => json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]}),
+            false => obj.clone(),
+        }
+    }
+}
+
+fn known_kinds() -> impl Iterator<Item = gingham_api::resources::KindInfo> {
+    use gingham_api::resources::core::{LEASE, NODE, POD_METADATA, SECRET};
+    gingham_api::resources::all_kinds().iter().copied().chain([SECRET, NODE, POD_METADATA, LEASE])
+}
+
+fn object_key(obj: &Value) -> String {
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
     }
 }
 
