@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use gingham_api::cache::{CacheOptions, Reflector, Snapshot};
 use gingham_api::datastore::{Datastore, Store};
+use gingham_api::resources::core::Secret;
 use gingham_api::resources::{BGPConfiguration, BGPFilter, BGPPeer, BlockAffinity, GinghamNode, IPPool};
 
 #[derive(Clone)]
@@ -16,6 +17,8 @@ pub struct ClusterCache {
     pub filters: Reflector<BGPFilter>,
     pub pools: Reflector<IPPool>,
     pub affinities: Reflector<BlockAffinity>,
+    /// BGPPeer passwords; on kubernetes only the agent's namespace is listed and watched.
+    pub secrets: Reflector<Secret>,
 }
 
 /// Every kind at one moment (each kind consistent in itself).
@@ -26,6 +29,8 @@ pub struct ClusterSnapshot {
     pub filters: Arc<Snapshot<BGPFilter>>,
     pub pools: Arc<Snapshot<IPPool>>,
     pub affinities: Arc<Snapshot<BlockAffinity>>,
+    /// Keyed `namespace/name`.
+    pub secrets: Arc<Snapshot<Secret>>,
 }
 
 impl ClusterCache {
@@ -37,6 +42,7 @@ impl ClusterCache {
             filters: Reflector::start(store.clone(), options),
             pools: Reflector::start(store.clone(), options),
             affinities: Reflector::start(store.clone(), options),
+            secrets: Reflector::start(store.clone(), options),
         }
     }
 
@@ -48,6 +54,7 @@ impl ClusterCache {
         self.filters.synced().await;
         self.pools.synced().await;
         self.affinities.synced().await;
+        self.secrets.synced().await;
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -58,6 +65,7 @@ impl ClusterCache {
             filters: self.filters.snapshot(),
             pools: self.pools.snapshot(),
             affinities: self.affinities.snapshot(),
+            secrets: self.secrets.snapshot(),
         }
     }
 
@@ -70,6 +78,7 @@ impl ClusterCache {
             filters: self.filters.changed(),
             pools: self.pools.changed(),
             affinities: self.affinities.changed(),
+            secrets: self.secrets.changed(),
         }
     }
 }
@@ -81,6 +90,7 @@ pub struct Changes {
     filters: tokio::sync::watch::Receiver<Arc<Snapshot<BGPFilter>>>,
     pools: tokio::sync::watch::Receiver<Arc<Snapshot<IPPool>>>,
     affinities: tokio::sync::watch::Receiver<Arc<Snapshot<BlockAffinity>>>,
+    secrets: tokio::sync::watch::Receiver<Arc<Snapshot<Secret>>>,
 }
 
 impl Changes {
@@ -94,6 +104,7 @@ impl Changes {
             r = self.filters.changed() => r.is_ok(),
             r = self.pools.changed() => r.is_ok(),
             r = self.affinities.changed() => r.is_ok(),
+            r = self.secrets.changed() => r.is_ok(),
         };
         // Everything up to now is taken into account by the reader's next snapshot.
         self.nodes.mark_unchanged();
@@ -102,6 +113,7 @@ impl Changes {
         self.filters.mark_unchanged();
         self.pools.mark_unchanged();
         self.affinities.mark_unchanged();
+        self.secrets.mark_unchanged();
         ok
     }
 }

@@ -11,6 +11,10 @@ pub struct Config {
     /// This node's name (the DaemonSet sets it from the downward API).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
+    /// The agent's namespace (the DaemonSet sets it from the downward API): BGPPeer passwords
+    /// are read from Secrets there, on the kubernetes datastore and in sqlite mode alike.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "gingham-system")]
+    pub namespace: String,
     /// `sqlite:PATH` or `kubernetes`.
     #[arg(long, env = "GINGHAM_DATASTORE", default_value = "sqlite:/var/lib/gingham/gingham.db")]
     pub datastore: String,

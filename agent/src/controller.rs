@@ -23,13 +23,23 @@ use crate::peers::{DesiredPeer, PeerKind};
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// What `/status` shows of a peer besides the speaker's view.
+#[derive(Clone, Debug)]
+pub struct ControllerPeer {
+    pub kind: PeerKind,
+    pub as_number: u32,
+    pub problems: Vec<String>,
+    /// Why the session is not started at all.
+    pub blocked: Option<String>,
+}
+
 /// What the controller tells `/status`, readiness and the CNI STATUS command.
 #[derive(Clone, Debug)]
 pub struct ControllerStatus {
     /// `Err` until the cache is synced and this node's GinghamNode is in it, or while applying
     /// fails.
     pub datastore: Result<(), String>,
-    pub peers: BTreeMap<IpAddr, (PeerKind, Vec<String>)>,
+    pub peers: BTreeMap<IpAddr, ControllerPeer>,
     pub exports: Vec<IpNetwork>,
     pub nat: Result<(), String>,
 }
@@ -93,7 +103,19 @@ impl Controller {
             }
             status.send_replace(ControllerStatus {
                 datastore: result.clone(),
-                peers: applied.peers.iter().map(|(a, p)| (*a, (p.kind, p.problems.clone()))).collect(),
+                peers: applied
+                    .peers
+                    .iter()
+                    .map(|(a, p)| {
+                        let peer = ControllerPeer {
+                            kind: p.kind,
+                            as_number: p.config.peer_as,
+                            problems: p.problems.clone(),
+                            blocked: p.blocked.clone(),
+                        };
+                        (*a, peer)
+                    })
+                    .collect(),
                 exports: applied.exports.keys().copied().collect(),
                 nat: applied.nat_error.clone().map_or(Ok(()), Err),
             });
@@ -142,18 +164,26 @@ impl Controller {
             self.speaker.listen(want.listen.clone()).await?;
             applied.listen = want.listen;
         }
+        let running = |p: Option<&DesiredPeer>| p.filter(|p| p.blocked.is_none()).cloned();
         for (addr, old) in &applied.peers {
-            if !want.peers.contains_key(addr) {
+            if old.blocked.is_none() && running(want.peers.get(addr)).is_none() {
                 tracing::info!(peer = %addr, kind = ?old.kind, "removing BGP peer");
                 self.speaker.remove_peer(*addr).await?;
             }
         }
         for (addr, p) in &want.peers {
-            if applied.peers.get(addr) != Some(p) {
-                tracing::info!(peer = %addr, kind = ?p.kind, passive = p.config.passive, "configuring BGP peer");
-                self.speaker.add_peer(p.config.clone()).await?;
+            if applied.peers.get(addr) == Some(p) {
+                continue;
+            }
+            match &p.blocked {
+                Some(why) => tracing::warn!(peer = %addr, kind = ?p.kind, reason = %why, "BGP peer not started"),
+                None => {
+                    tracing::info!(peer = %addr, kind = ?p.kind, passive = p.config.passive, "configuring BGP peer");
+                    self.speaker.add_peer(p.config.clone()).await?;
+                }
             }
         }
+        self.metrics.peers_blocked.set(want.peers.values().filter(|p| p.blocked.is_some()).count() as i64);
         applied.peers = want.peers;
         for gone in applied.exports.keys().filter(|p| !want.exports.contains_key(p)) {
             self.speaker.withdraw(*gone).await?;

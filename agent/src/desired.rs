@@ -16,6 +16,8 @@ use crate::peers::{self, DesiredPeer};
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub node: String,
+    /// The agent's namespace: BGPPeer password Secrets are read there.
+    pub namespace: String,
     pub address: IpNetwork,
     pub address6: Option<IpNetwork>,
     pub hold_time: u16,
@@ -58,8 +60,11 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
     let bgp_peers = cluster.peers.to_vec();
     let filters = cluster.filters.to_vec();
     let pools: Vec<IpNetwork> = cluster.pools.values().filter(|p| !p.spec.disabled).filter_map(|p| p.spec.network()).collect();
-    // Secrets are not read yet: a secretKeyRef resolves to no key (see the README).
-    let no_secret = |_: &str, _: &str| None;
+    let secret = |name: &str, key: &str| -> Result<String, String> {
+        let full = format!("{}/{name}", id.namespace);
+        let found = cluster.secrets.get(&full).ok_or_else(|| format!("Secret {full} not found"))?;
+        gingham_api::resources::core::secret_value(found, key).ok_or_else(|| format!("Secret {full} has no key {key:?}"))
+    };
     let mut want = peers::desired(&peers::View {
         me,
         nodes: &nodes,
@@ -67,7 +72,7 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
         config: &config,
         filters: &filters,
         pools: &pools,
-        secret: &no_secret,
+        secret: &secret,
     });
     for p in want.values_mut() {
         p.config.hold_time = id.hold_time;
@@ -134,7 +139,15 @@ mod tests {
                 synced: false,
             })
         }
-        ClusterSnapshot { nodes: empty(), peers: empty(), configs: empty(), filters: empty(), pools: empty(), affinities: empty() }
+        ClusterSnapshot {
+            nodes: empty(),
+            peers: empty(),
+            configs: empty(),
+            filters: empty(),
+            pools: empty(),
+            affinities: empty(),
+            secrets: empty(),
+        }
     }
 
     fn snapshot<K: Clone>(items: Vec<(&str, K)>) -> Arc<gingham_api::cache::Snapshot<K>> {
@@ -153,7 +166,14 @@ mod tests {
     }
 
     fn id() -> Identity {
-        Identity { node: "a".into(), address: "198.18.0.11/24".parse().unwrap(), address6: None, hold_time: 9, restart_time: 30 }
+        Identity {
+            node: "a".into(),
+            namespace: "gingham-system".into(),
+            address: "198.18.0.11/24".parse().unwrap(),
+            address6: None,
+            hold_time: 9,
+            restart_time: 30,
+        }
     }
 
     fn net(s: &str) -> IpNetwork {

@@ -88,6 +88,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     let ipam = ipam_writer::IpamWriter::start(store.clone(), &config.node_name).await.context("reading this node's allocations")?;
     let identity = desired::Identity {
         node: config.node_name.clone(),
+        namespace: config.namespace.clone(),
         address,
         address6,
         hold_time: config.hold_time,

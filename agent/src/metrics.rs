@@ -38,6 +38,8 @@ pub struct Metrics {
     pub routes_not_installed: Gauge<u64, AtomicU64>,
     /// Addresses released because their pod's interface vanished without a DEL.
     pub reclaimed: Counter,
+    /// Configured peers whose session is not started (a password Secret or key is missing).
+    pub peers_blocked: Gauge,
 }
 
 impl Metrics {
@@ -67,7 +69,14 @@ impl Metrics {
         registry.register("routes_not_installed", "Wanted kernel routes that are not installed now", routes_not_installed.clone());
         let reclaimed = Counter::default();
         registry.register("ipam_reclaimed_addresses", "Addresses released because their pod vanished without a CNI DEL", reclaimed.clone());
+        let peers_blocked = Gauge::default();
+        registry.register(
+            "bgp_peers_not_started",
+            "Configured BGP peers not started because their configuration is incomplete (see ginghamctl node status)",
+            peers_blocked.clone(),
+        );
         Metrics {
+            peers_blocked,
             reclaimed,
             registry,
             cni_latency,

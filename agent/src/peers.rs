@@ -36,6 +36,9 @@ pub struct DesiredPeer {
     pub reachable_by: Option<IpAddr>,
     /// Configuration the session runs without, and why (a BGPFilter that does not exist).
     pub problems: Vec<String>,
+    /// Why the session must not start at all (its password's Secret or key is missing): the
+    /// peer stays down rather than come up unauthenticated.
+    pub blocked: Option<String>,
 }
 
 pub struct View<'a> {
@@ -46,8 +49,9 @@ pub struct View<'a> {
     pub filters: &'a [BGPFilter],
     /// The enabled IP pools: no external router may announce addresses inside them.
     pub pools: &'a [IpNetwork],
-    /// Resolves a BGPPeer's secret password reference (kubernetes); `None` for sqlite.
-    pub secret: &'a dyn Fn(&str, &str) -> Option<String>,
+    /// Resolves a BGPPeer's `password.secretKeyRef` (Secret name, key) in the agent's namespace;
+    /// the error says what is missing.
+    pub secret: &'a dyn Fn(&str, &str) -> Result<String, String>,
 }
 
 fn node_as(node: &GinghamNode, config: &BGPConfigurationSpec) -> u32 {
@@ -88,7 +92,7 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             // connection attempt never aborts the other side's graceful restart.
             n.passive = my_addr < addr;
             n.export = Some(policy::export(&[], false));
-            out.insert(addr, DesiredPeer { kind, config: n, reachable_by: None, problems: Vec::new() });
+            out.insert(addr, DesiredPeer { kind, config: n, reachable_by: None, problems: Vec::new(), blocked: None });
         }
     }
 
@@ -104,11 +108,14 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             continue;
         }
         let kind = if spec.node.is_some() || spec.node_selector.is_some() { PeerKind::Node } else { PeerKind::Global };
-        let password = spec.password.as_ref().and_then(|p| match (&p.literal, &p.secret_key_ref) {
-            (Some(l), _) => Some(l.clone()),
-            (None, Some(r)) => (view.secret)(&r.name, &r.key),
-            _ => None,
-        });
+        let (password, blocked) = match spec.password.as_ref().map(|p| (&p.literal, &p.secret_key_ref)) {
+            Some((Some(l), _)) => (Some(l.clone()), None),
+            Some((None, Some(r))) => match (view.secret)(&r.name, &r.key) {
+                Ok(key) => (Some(key), None),
+                Err(why) => (None, Some(format!("password: {why}"))),
+            },
+            _ => (None, None),
+        };
         let restart = spec
             .max_restart_time
             .as_deref()
@@ -178,7 +185,7 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             }
             // An explicit BGPPeer wins over the mesh entry for the same address.
             let reachable_by = reachable_by.filter(|_| spec.peer_ip.is_some());
-            out.insert(addr, DesiredPeer { kind, config: n, reachable_by, problems: problems.clone() });
+            out.insert(addr, DesiredPeer { kind, config: n, reachable_by, problems: problems.clone(), blocked: blocked.clone() });
         }
     }
     out
@@ -204,8 +211,8 @@ mod tests {
         n
     }
 
-    fn no_secret(_: &str, _: &str) -> Option<String> {
-        None
+    fn no_secret(name: &str, _: &str) -> Result<String, String> {
+        Err(format!("Secret {name:?} not found"))
     }
 
     fn compute(me: usize, nodes: &[GinghamNode], peers: &[BGPPeer], config: &BGPConfigurationSpec) -> BTreeMap<IpAddr, DesiredPeer> {
@@ -260,6 +267,48 @@ mod tests {
         assert_eq!((t.kind, t.config.peer_as, t.config.ttl), (PeerKind::Node, 65001, TtlMode::Gtsm { hops: 1 }));
         let b = compute(1, &nodes, &[tor], &BGPConfigurationSpec::default());
         assert!(!b.contains_key(&ip("198.18.0.1")), "rack r2 is not selected");
+    }
+
+    #[test]
+    fn passwords_come_from_literals_or_secrets_and_a_missing_secret_blocks_the_session() {
+        use gingham_api::resources::{PeerPassword, SecretKeyRef};
+        let nodes = [node("a", "198.18.0.11", None, &[])];
+        let peer = |name: &str, ip: &str, password: PeerPassword| {
+            BGPPeer::new(
+                name,
+                BGPPeerSpec { peer_ip: Some(ip.into()), as_number: Some(65001), password: Some(password), ..Default::default() },
+            )
+        };
+        let from = |name: &str, key: &str| PeerPassword {
+            literal: None,
+            secret_key_ref: Some(SecretKeyRef { name: name.into(), key: key.into() }),
+        };
+        let peers = [
+            peer("lit", "198.18.0.1", PeerPassword { literal: Some("plain".into()), secret_key_ref: None }),
+            peer("sec", "198.18.0.2", from("bgp", "tor")),
+            peer("nokey", "198.18.0.3", from("bgp", "other")),
+            peer("nosecret", "198.18.0.4", from("gone", "tor")),
+        ];
+        let secrets = |name: &str, key: &str| match (name, key) {
+            ("bgp", "tor") => Ok("from-secret".to_string()),
+            ("bgp", _) => Err(format!("Secret \"bgp\" has no key {key:?}")),
+            _ => Err(format!("Secret {name:?} not found")),
+        };
+        let view = View {
+            me: &nodes[0],
+            nodes: &nodes,
+            peers: &peers,
+            config: &BGPConfigurationSpec::default(),
+            filters: &[],
+            pools: &[],
+            secret: &secrets,
+        };
+        let got = desired(&view);
+        let key = |a: &str| (got[&ip(a)].config.md5_key.clone(), got[&ip(a)].blocked.clone());
+        assert_eq!(key("198.18.0.1"), (Some("plain".into()), None));
+        assert_eq!(key("198.18.0.2"), (Some("from-secret".into()), None));
+        assert_eq!(key("198.18.0.3"), (None, Some("password: Secret \"bgp\" has no key \"other\"".into())));
+        assert_eq!(key("198.18.0.4"), (None, Some("password: Secret \"gone\" not found".into())));
     }
 
     #[test]

@@ -36,14 +36,16 @@ impl StatusSource {
     pub async fn status(&self) -> NodeStatus {
         let statuses = self.speaker.peers().await.unwrap_or_default();
         let controller = self.controller.borrow().clone();
-        let peers = statuses
+        let kind_name = |kind: PeerKind| serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let mut peers: Vec<PeerStatus> = statuses
             .iter()
             .map(|s| {
-                let (kind, problems) = controller.peers.get(&s.config.address).cloned().unwrap_or((PeerKind::Global, Vec::new()));
+                let (kind, problems) =
+                    controller.peers.get(&s.config.address).map_or((PeerKind::Global, Vec::new()), |p| (p.kind, p.problems.clone()));
                 PeerStatus {
                     address: s.config.address.to_string(),
                     as_number: s.config.peer_as,
-                    kind: serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    kind: kind_name(kind),
                     state: format!("{:?}", s.state),
                     since_seconds: s.uptime.map(|u| u.as_secs()),
                     info: s.last_error.clone().unwrap_or_default(),
@@ -54,6 +56,20 @@ impl StatusSource {
                 }
             })
             .collect();
+        // Peers the speaker does not run, with the reason: an operator looks for them here.
+        for (addr, p) in &controller.peers {
+            let Some(why) = &p.blocked else { continue };
+            peers.push(PeerStatus {
+                address: addr.to_string(),
+                as_number: p.as_number,
+                kind: kind_name(p.kind),
+                state: "Idle".into(),
+                info: format!("not started: {why}"),
+                problems: p.problems.clone(),
+                ..PeerStatus::default()
+            });
+        }
+        peers.sort_by_key(|p| p.address.parse::<std::net::IpAddr>().ok());
         NodeStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),

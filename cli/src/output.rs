@@ -15,6 +15,8 @@ pub enum Format {
 fn columns(kind: &str) -> Vec<(&'static str, &'static str, bool)> {
     let mut cols = vec![("NAME", "/metadata/name", false)];
     cols.extend(match kind {
+        // Never the values in a table: only YAML and JSON show a Secret's data.
+        "Secret" => vec![("NAMESPACE", "/metadata/namespace", false), ("TYPE", "/type", false)],
         "IPPool" => vec![
             ("CIDR", "/spec/cidr", false),
             ("BLOCKSIZE", "/spec/blockSize", false),

@@ -15,9 +15,19 @@ const RETRIES: usize = 10;
 
 fn kind_of(name: &str) -> anyhow::Result<KindInfo> {
     find_kind(name).with_context(|| {
-        let known: Vec<&str> = gingham_api::resources::all_kinds().iter().map(|k| k.plural).collect();
+        let known: Vec<&str> = gingham_api::resources::cli_kinds().map(|k| k.plural).collect();
         format!("unknown resource kind {name:?} (known: {})", known.join(", "))
     })
+}
+
+/// The datastore key of a document: its name, `namespace/name` for a namespaced kind (the form
+/// `get`, `delete` and `patch` take on the command line too).
+fn key_of(kind: KindInfo, doc: &Value) -> Option<String> {
+    let name = doc.pointer("/metadata/name").and_then(|n| n.as_str())?;
+    match kind.is_namespaced() {
+        true => Some(format!("{}/{name}", doc.pointer("/metadata/namespace").and_then(|n| n.as_str())?)),
+        false => Some(name.to_string()),
+    }
 }
 
 pub async fn get(store: &Store<AnyDatastore>, kind: &str, name: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
@@ -82,7 +92,7 @@ fn validate_all(docs: &[Value]) -> anyhow::Result<Vec<(KindInfo, String, Value)>
             Err(e) => errors.push(format!("document {} ({}): {}: {}", i + 1, describe(doc), e.field, e.reason)),
             Ok(()) => {
                 let kind = find_kind(doc["kind"].as_str().unwrap_or_default()).expect("validated kind");
-                let name = doc.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+                let name = key_of(kind, doc).unwrap_or_default();
                 let mut doc = doc.clone();
                 if let Some(meta) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
                     meta.remove("resourceVersion");
@@ -165,11 +175,8 @@ pub async fn delete(store: &Store<AnyDatastore>, kind: Option<&str>, name: Optio
         (None, None, Some(file)) => {
             for doc in read_documents(file)? {
                 let kind = kind_of(doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default())?;
-                let name = doc
-                    .pointer("/metadata/name")
-                    .and_then(|n| n.as_str())
-                    .with_context(|| format!("{}: no metadata.name", describe(&doc)))?;
-                delete_one(store, kind, name).await?;
+                let name = key_of(kind, &doc).with_context(|| format!("{}: no metadata.name (or namespace)", describe(&doc)))?;
+                delete_one(store, kind, &name).await?;
             }
         }
         _ => bail!("use `delete KIND NAME` or `delete -f FILE`"),
@@ -204,7 +211,7 @@ pub async fn patch(store: &Store<AnyDatastore>, kind: &str, name: &str, patch: &
         let Some(obj) = store.backend().get(kind, name).await? else { bail!("{} {name:?} not found", kind.kind) };
         let mut value = obj.value.clone();
         merge_patch(&mut value, &patch);
-        if value.pointer("/metadata/name").and_then(|n| n.as_str()) != Some(name) {
+        if key_of(kind, &value).as_deref() != Some(name) {
             bail!("a patch cannot rename {} {name:?}", kind.kind);
         }
         validate_value(&value).map_err(|e| anyhow::anyhow!("{} {name:?} would be invalid: {}: {}", kind.kind, e.field, e.reason))?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gingham_api::resources::{
     BGPConfiguration, BGPFilter, BGPFilterRule, BGPFilterSpec, BGPPeer, BGPPeerSpec, Community, FilterAction, FilterSource, MatchOperator,
-    MaxPrefixAction, MaxPrefixes, NextHopMode, PrefixAdvertisement,
+    MaxPrefixAction, MaxPrefixes, NextHopMode, PeerPassword, PrefixAdvertisement, SecretKeyRef,
 };
 use gingham_integration::daemons::{Bird, Frr, GoBgp};
 use gingham_integration::lab::{Cluster, LabOptions};
@@ -186,4 +186,100 @@ fn max_prefixes_from_a_resource_and_a_live_listen_port_change() {
     lab.modify::<BGPConfiguration>("default", |c| c.spec.log_severity_screen = Some("Debug".into())).unwrap();
     wait_for("debug logging", Duration::from_secs(20), || (debug_lines() > 0).then_some(()))
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&lab)));
+}
+
+const FRR_MD5: &str = r#"
+router bgp 65010
+ bgp router-id 198.18.0.12
+ no bgp ebgp-requires-policy
+ neighbor 198.18.0.11 remote-as 64512
+ neighbor 198.18.0.11 password first-key
+ neighbor 198.18.0.11 timers connect 2
+"#;
+
+/// `password.secretKeyRef`: a BGPPeer whose Secret is missing stays down with the reason shown
+/// (never up without MD5); a Secret stored with `ginghamctl apply` brings the MD5 session up
+/// with FRR; rotating the key on both sides re-keys it; deleting the Secret takes it down.
+#[test]
+fn md5_password_from_a_secret_follows_rotation_and_deletion() {
+    let mut options = LabOptions::new(1);
+    options.extra_hosts = 1;
+    let lab = Cluster::new(options).unwrap();
+    let frr = Frr::start(&lab.fabric.hosts[1].ns, FRR_MD5).unwrap();
+    let fail = |e: anyhow::Error| -> ! { panic!("{e}\n--- frr\n{}\n--- agent\n{}", frr.daemon.log_tail(), logs(&lab)) };
+    let spec = BGPPeerSpec {
+        node: Some("node-1".into()),
+        peer_ip: Some("198.18.0.12".into()),
+        as_number: Some(65010),
+        password: Some(PeerPassword {
+            literal: None,
+            secret_key_ref: Some(SecretKeyRef { name: "bgp-tor".into(), key: "password".into() }),
+        }),
+        ..Default::default()
+    };
+    rt().block_on(lab.store().unwrap().create(&BGPPeer::new("tor", spec))).unwrap();
+    let peer = || lab.status(0).ok()?["peers"].as_array()?.iter().find(|p| p["address"] == "198.18.0.12").cloned();
+    let shown = wait_for("the peer shown as not started", Duration::from_secs(20), || peer().filter(|p| p["state"] == "Idle"))
+        .unwrap_or_else(|e| fail(e));
+    assert_eq!(shown["info"], "not started: password: Secret gingham-system/bgp-tor not found", "{shown}");
+    let metrics = lab.http_get(0, "/metrics").unwrap();
+    assert!(metrics.contains("gingham_bgp_peers_not_started 1"), "{metrics}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!frr.established("198.18.0.11"), "no session without its password");
+    let ctl = gingham_integration::lab::workspace_binary("ginghamctl").unwrap();
+    let ctl_status = lab.fabric.hosts[0].ns.exec(ctl.to_str().unwrap(), &["node", "status"]).unwrap();
+    assert!(ctl_status.contains("Secret gingham-system/bgp-tor not found"), "{ctl_status}");
+
+    // The Secret, as an operator writes it (base64 data), stored with ginghamctl.
+    let apply = |password: &str| {
+        let file = lab.dir.path.join("secret.yaml");
+        let encoded = base64(password.as_bytes());
+        std::fs::write(
+            &file,
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: bgp-tor\n  namespace: gingham-system\ndata:\n  password: {encoded}\n"),
+        )
+        .unwrap();
+        let datastore = format!("sqlite:{}", lab.db.display());
+        let out = std::process::Command::new(&ctl).args(["--datastore", &datastore, "apply", "-f"]).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    apply("first-key");
+    wait_for("MD5 session up with FRR", Duration::from_secs(30), || frr.established("198.18.0.11").then_some(()))
+        .unwrap_or_else(|e| fail(e));
+    let up = peer().unwrap();
+    assert_eq!(up["state"], "Established", "{up}");
+
+    // Rotation: FRR first (the session drops), then the Secret.
+    frr.configure(&["router bgp 65010", "neighbor 198.18.0.11 password second-key"]).unwrap();
+    wait_for("FRR drops the old key", Duration::from_secs(30), || (!frr.established("198.18.0.11")).then_some(()))
+        .unwrap_or_else(|e| fail(e));
+    let rotated = std::time::Instant::now();
+    apply("second-key");
+    wait_for("MD5 session up with the new key", Duration::from_secs(30), || frr.established("198.18.0.11").then_some(()))
+        .unwrap_or_else(|e| fail(e));
+    eprintln!("re-keyed and Established {:.1} s after the Secret changed", rotated.elapsed().as_secs_f64());
+
+    // Deleting the Secret takes the session down rather than leave it running unauthenticated.
+    let datastore = format!("sqlite:{}", lab.db.display());
+    let out = std::process::Command::new(&ctl).args(["--datastore", &datastore, "delete", "secret", "gingham-system/bgp-tor"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("peer down after the Secret is deleted", Duration::from_secs(20), || peer().filter(|p| p["state"] == "Idle"))
+        .unwrap_or_else(|e| fail(e));
+    wait_for("FRR sees it down", Duration::from_secs(20), || (!frr.established("198.18.0.11")).then_some(())).unwrap_or_else(|e| fail(e));
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
