@@ -28,7 +28,7 @@ use gingham_integration::netns::Netns;
 use gingham_ipam::AssignArgs;
 
 const NODES: usize = 20;
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 const REST: Duration = Duration::from_secs(30);
 const PODS: usize = 100;
 
@@ -62,7 +62,7 @@ fn control_planes_at_rest_make_no_lists_and_keep_one_watch_per_kind() {
 
 async fn scenario() -> String {
     let server = FakeApiServer::new();
-    let store = Store::new(AnyDatastore::Kubernetes(KubeStore::new(server.client())));
+    let store = Store::new(AnyDatastore::Kubernetes(KubeStore::new(server.client_in("gingham-system"))));
     store.create(&IPPool::new("pool", IPPoolSpec { cidr: "198.19.0.0/16".into(), ..Default::default() })).await.unwrap();
     let bgp = BGPConfigurationSpec {
         node_to_node_mesh_enabled: Some(false),
@@ -83,7 +83,7 @@ async fn scenario() -> String {
         let (speaker, mut changes) = speaker::spawn(config).unwrap();
         tokio::spawn(async move { while changes.recv().await.is_some() {} });
         let fib = gingham_agent::fib::spawn(gingham_agent::netlink::connect().unwrap(), Default::default());
-        let id = Identity { node: name, address, address6: None, hold_time: 9, restart_time: 30 };
+        let id = Identity { node: name, namespace: "gingham-system".into(), address, address6: None, hold_time: 9, restart_time: 30 };
         let controller = Controller {
             id,
             cache,
