@@ -1,6 +1,6 @@
-//! Which address is the node's: the `--ip` / `GINGHAM_IP` methods.
+//! Which address is the node's: the `--ip` / `GINGHAM_IP` and `--ip6` / `GINGHAM_IP6` methods.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context as _};
 use futures::TryStreamExt;
@@ -10,7 +10,7 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-/// An interface's global IPv4 addresses.
+/// An interface's global addresses of the family asked for.
 struct Iface {
     index: u32,
     name: String,
@@ -31,7 +31,25 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     go(pattern.as_bytes(), name.as_bytes())
 }
 
-async fn interfaces(handle: &Handle, ignored: &[String]) -> anyhow::Result<Vec<Iface>> {
+/// Global unicast: not loopback, not link-local (IPv6 link-local needs an interface to mean
+/// anything, and the kernel derives one per link).
+fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+        IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+    }
+}
+
+/// Every global address of the host with its prefix, both families (cali* interfaces excluded).
+pub async fn host_addresses(handle: &Handle) -> anyhow::Result<Vec<IpNetwork>> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        out.extend(interfaces(handle, &[], v6).await?.into_iter().flat_map(|i| i.addrs));
+    }
+    Ok(out)
+}
+
+async fn interfaces(handle: &Handle, ignored: &[String], v6: bool) -> anyhow::Result<Vec<Iface>> {
     let mut out = Vec::new();
     let mut links = handle.link().get().execute();
     while let Some(link) = links.try_next().await? {
@@ -44,10 +62,7 @@ async fn interfaces(handle: &Handle, ignored: &[String]) -> anyhow::Result<Vec<I
         let Some(ip) = a.attributes.iter().find_map(|x| if let AddressAttribute::Address(ip) = x { Some(*ip) } else { None }) else {
             continue;
         };
-        let global = match ip {
-            IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
-            IpAddr::V6(_) => false,
-        };
+        let global = ip.is_ipv6() == v6 && is_global(ip);
         if let (true, Some(iface)) = (global, out.iter_mut().find(|i| i.index == a.header.index)) {
             iface.addrs.push(IpNetwork::new(ip, a.header.prefix_len)?);
         }
@@ -56,8 +71,12 @@ async fn interfaces(handle: &Handle, ignored: &[String]) -> anyhow::Result<Vec<I
     Ok(out)
 }
 
-async fn default_route_interface(handle: &Handle) -> anyhow::Result<Option<u32>> {
-    let mut routes = handle.route().get(RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()).execute();
+async fn default_route_interface(handle: &Handle, v6: bool) -> anyhow::Result<Option<u32>> {
+    let query = match v6 {
+        false => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        true => RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    };
+    let mut routes = handle.route().get(query).execute();
     while let Some(r) = routes.try_next().await? {
         if r.header.destination_prefix_length == 0 {
             if let Some(oif) = oif(&r) {
@@ -72,20 +91,36 @@ fn oif(r: &RouteMessage) -> Option<u32> {
     r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None })
 }
 
-/// The node's IPv4 address with its subnet; interfaces matching `ignored` are never picked.
-pub async fn detect(handle: &Handle, method: &str, ignored: &[String]) -> anyhow::Result<IpNetwork> {
+/// The node's address of one family (`v6`) with its subnet; interfaces matching `ignored` are
+/// never picked. `k8s_addresses` are the Kubernetes Node's InternalIPs, for
+/// `kubernetes-internal-ip`.
+pub async fn detect(handle: &Handle, method: &str, ignored: &[String], v6: bool, k8s_addresses: &[IpAddr]) -> anyhow::Result<IpNetwork> {
+    let family = if v6 { "IPv6" } else { "IPv4" };
     if let Ok(net) = method.parse::<IpNetwork>() {
+        anyhow::ensure!(net.is_ipv6() == v6, "{method} is not an {family} address");
         return Ok(net);
     }
-    let ifaces = interfaces(handle, ignored).await?;
+    let ifaces = interfaces(handle, ignored, v6).await?;
     let first = |i: &Iface| i.addrs[0];
     if method == "autodetect" {
-        if let Some(idx) = default_route_interface(handle).await? {
+        if let Some(idx) = default_route_interface(handle, v6).await? {
             if let Some(i) = ifaces.iter().find(|i| i.index == idx) {
                 return Ok(first(i));
             }
         }
-        return ifaces.first().map(first).context("autodetect: no interface has a global IPv4 address");
+        return ifaces.first().map(first).with_context(|| format!("autodetect: no interface has a global {family} address"));
+    }
+    if method == "kubernetes-internal-ip" {
+        let ip = k8s_addresses
+            .iter()
+            .find(|a| a.is_ipv6() == v6)
+            .with_context(|| format!("kubernetes-internal-ip: the Node has no {family} InternalIP"))?;
+        // The Node names the address; the interface that holds it gives the subnet.
+        let on_host = ifaces.iter().flat_map(|i| i.addrs.iter()).find(|n| n.ip() == *ip);
+        return Ok(match on_host {
+            Some(net) => *net,
+            None => IpNetwork::from(*ip),
+        });
     }
     if let Some(re) = method.strip_prefix("interface=") {
         let re =
@@ -94,7 +129,7 @@ pub async fn detect(handle: &Handle, method: &str, ignored: &[String]) -> anyhow
             .iter()
             .find(|i| re.is_match(&i.name))
             .map(first)
-            .with_context(|| format!("no interface matching {re} has a global IPv4 address"));
+            .with_context(|| format!("no interface matching {re} has a global {family} address"));
     }
     if let Some(target) = method.strip_prefix("can-reach=") {
         let target: IpAddr = target.parse().with_context(|| format!("can-reach={target}: not an address"))?;
@@ -102,14 +137,14 @@ pub async fn detect(handle: &Handle, method: &str, ignored: &[String]) -> anyhow
         if let Some(net) = ifaces.iter().flat_map(|i| i.addrs.iter()).find(|n| n.contains(target)) {
             return Ok(*net);
         }
-        if let Some(idx) = default_route_interface(handle).await? {
+        if let Some(idx) = default_route_interface(handle, v6).await? {
             if let Some(i) = ifaces.iter().find(|i| i.index == idx) {
                 return Ok(first(i));
             }
         }
         bail!("no address reaches {target}");
     }
-    bail!("--ip {method:?}: use autodetect, ADDRESS[/PREFIX], interface=REGEX or can-reach=ADDRESS")
+    bail!("{method:?}: use autodetect, kubernetes-internal-ip, ADDRESS[/PREFIX], interface=REGEX or can-reach=ADDRESS")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gingham_cni::{code, CniError, CniResult, Command, Dns, Interface, IpConfig, Reply, Request, RouteConfig};
-use gingham_ipam::{AssignArgs, ATTR_NAMESPACE, ATTR_NODE, ATTR_POD};
+use gingham_ipam::{AssignArgs, ATTR_NAMESPACE, ATTR_NODE, ATTR_POD, ATTR_POD_UID};
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::ClusterCache;
@@ -161,6 +161,9 @@ impl CniService {
         }
         if let Some(p) = pod {
             attrs.insert(ATTR_POD.into(), p.into());
+        }
+        if let Some(uid) = req.arg("K8S_POD_UID") {
+            attrs.insert(ATTR_POD_UID.into(), uid.into());
         }
         let ipv6 = self.ipv6 && self.has_ipv6_pool();
         let args = AssignArgs { handle: req.container_id.clone(), node: self.node.clone(), attrs, ipv4: true, ipv6 };

@@ -18,21 +18,27 @@ pub struct Config {
     /// `sqlite:PATH` or `kubernetes`.
     #[arg(long, env = "GINGHAM_DATASTORE", default_value = "sqlite:/var/lib/gingham/gingham.db")]
     pub datastore: String,
-    /// The node's BGP address: `autodetect`, an address (optionally /prefix), `interface=REGEX`
-    /// or `can-reach=ADDR`.
+    /// The node's BGP address: `autodetect`, `kubernetes-internal-ip`, an address (optionally
+    /// /prefix), `interface=REGEX` or `can-reach=ADDR`. Used for a new GinghamNode, or when the
+    /// stored address is no longer on the host.
     #[arg(long = "ip", env = "GINGHAM_IP", default_value = "autodetect")]
     pub ip: String,
-    /// The node's IPv6 BGP address, `ADDR/LEN`, or `none` (IPv4 only). With one, the node peers
-    /// over IPv6 too and pods get an IPv6 address when an IPv6 pool selects the node.
+    /// The node's IPv6 BGP address: `none` (IPv4 only), or any method `--ip` takes. With one,
+    /// the node peers over IPv6 too and pods get an IPv6 address when an IPv6 pool selects it.
     #[arg(long = "ip6", env = "GINGHAM_IP6", default_value = "none")]
     pub ip6: String,
-    /// This node's AS (overrides BGPConfiguration `default`).
+    /// This node's AS for a new GinghamNode (the BGPConfiguration `default`'s AS otherwise);
+    /// afterwards the GinghamNode's `asNumber` is the truth.
     #[arg(long, env = "GINGHAM_AS_NUMBER")]
     pub as_number: Option<u32>,
+    /// Flags (`--ip`, `--ip6`, `--as-number`, `--route-reflector-cluster-id`) replace what an
+    /// existing GinghamNode says instead of only seeding a new one.
+    #[arg(long, env = "GINGHAM_OVERRIDE_NODE_CONFIG")]
+    pub override_node_config: bool,
     /// Labels for this node's GinghamNode, `k=v,k2=v2` (BGPPeer and IPPool selectors match them).
     #[arg(long, env = "GINGHAM_NODE_LABELS", default_value = "")]
     pub node_labels: String,
-    /// Makes this node a route reflector with this cluster ID.
+    /// Makes a new node a route reflector with this cluster ID.
     #[arg(long, env = "GINGHAM_RR_CLUSTER_ID")]
     pub route_reflector_cluster_id: Option<String>,
     /// When no IPPool exists yet, create `default-ipv4-ippool` with this CIDR (as Calico's
@@ -44,8 +50,13 @@ pub struct Config {
     pub block_size: Option<u8>,
     #[arg(long, env = "GINGHAM_CNI_SOCKET", default_value = gingham_cni::DEFAULT_SOCKET)]
     pub cni_socket: PathBuf,
+    /// `/healthz`, `/readyz`, `/status` (and `/metrics`): probes and ginghamctl reach it on the
+    /// node itself.
     #[arg(long, env = "GINGHAM_STATUS_ADDR", default_value = "127.0.0.1:9099")]
     pub status_addr: SocketAddr,
+    /// Also serve `/metrics` (only) here, e.g. `0.0.0.0:9091` for Prometheus; off by default.
+    #[arg(long, env = "GINGHAM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// MTU of pod interfaces unless the CNI configuration says `mtu`.
     #[arg(long, env = "GINGHAM_MTU", default_value_t = 1500)]
     pub mtu: u32,

@@ -68,6 +68,8 @@ struct Applied {
     blocks: BTreeSet<IpNetwork>,
     statics: BTreeMap<IpNetwork, IpAddr>,
     listen: Vec<SocketAddr>,
+    /// Outer `None` until the first pass: the speaker started with the flag's cluster id.
+    cluster_id: Option<Option<std::net::Ipv4Addr>>,
     nat_script: Option<String>,
     nat_error: Option<String>,
     log_filter: &'static str,
@@ -163,6 +165,20 @@ impl Controller {
         if applied.listen != want.listen {
             self.speaker.listen(want.listen.clone()).await?;
             applied.listen = want.listen;
+        }
+        if applied.cluster_id != Some(want.cluster_id) {
+            // A new role changes what every session was sent: restart each once, with its new
+            // configuration.
+            if applied.cluster_id.is_some() {
+                for (addr, p) in std::mem::take(&mut applied.peers) {
+                    if p.blocked.is_none() {
+                        self.speaker.remove_peer(addr).await?;
+                    }
+                }
+            }
+            tracing::info!(cluster_id = ?want.cluster_id, "route reflector role");
+            self.speaker.set_cluster_id(want.cluster_id).await?;
+            applied.cluster_id = Some(want.cluster_id);
         }
         let running = |p: Option<&DesiredPeer>| p.filter(|p| p.blocked.is_none()).cloned();
         for (addr, old) in &applied.peers {

@@ -49,6 +49,8 @@ pub struct Desired {
     /// Routes to peers via their `reachableBy` gateway.
     pub statics: BTreeMap<IpNetwork, IpAddr>,
     pub listen: Vec<SocketAddr>,
+    /// The GinghamNode's routeReflectorClusterID: set, this node reflects.
+    pub cluster_id: Option<Ipv4Addr>,
     pub nat_script: String,
     pub log_filter: &'static str,
 }
@@ -96,10 +98,19 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
         exports,
         blocks,
         statics,
-        listen: listen_addresses(&config, id.address, id.address6),
+        // The GinghamNode's addresses are the truth (a patch moves the sockets); the detected
+        // ones until it has them.
+        listen: listen_addresses(&config, me_address(me, false).unwrap_or(id.address), me_address(me, true).or(id.address6)),
+        cluster_id: me.route_reflector_cluster_id(),
         nat_script: crate::nat::script(&cluster.pools.values().map(|p| p.spec.clone()).collect::<Vec<_>>()),
         log_filter: log_filter(config.log_severity_screen.as_deref()),
     })
+}
+
+fn me_address(me: &gingham_api::resources::GinghamNode, v6: bool) -> Option<IpNetwork> {
+    let bgp = me.spec.bgp.as_ref()?;
+    let text = if v6 { bgp.ipv6_address.as_deref() } else { bgp.ipv4_address.as_deref() };
+    text?.parse().ok()
 }
 
 /// Where BGP listens: every address (Calico's default `bindMode: None`) or the node's own.
@@ -161,7 +172,10 @@ mod tests {
     fn node(name: &str, addr: &str) -> GinghamNode {
         GinghamNode::new(
             name,
-            GinghamNodeSpec { bgp: Some(GinghamNodeBgp { ipv4_address: Some(format!("{addr}/24")), ..Default::default() }) },
+            GinghamNodeSpec {
+                bgp: Some(GinghamNodeBgp { ipv4_address: Some(format!("{addr}/24")), ..Default::default() }),
+                ..Default::default()
+            },
         )
     }
 

@@ -39,30 +39,40 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     let netlink = netlink::connect().context("netlink")?;
     let store = gingham_api::datastore::open(&config.datastore).await.with_context(|| format!("datastore {}", config.datastore))?;
     let bgp_config = store.get::<BGPConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
-    let address: IpNetwork = autodetect::detect(&netlink, &config.ip, &bgp_config.ignored_interfaces).await.context("node address")?;
-    let address6: Option<IpNetwork> = match config.ip6.as_str() {
-        "none" => None,
-        text => {
-            let net: IpNetwork = text.parse().with_context(|| format!("--ip6 {text}: not ADDR/LEN"))?;
-            anyhow::ensure!(net.is_ipv6(), "--ip6 {text} is not an IPv6 address");
-            Some(net)
-        }
+    let stored = store.get::<gingham_api::resources::GinghamNode>(&config.node_name).await?;
+    let k8s_addresses = match [&config.ip, &config.ip6].iter().any(|m| *m == "kubernetes-internal-ip") {
+        true => node::internal_ips(&store, &config.node_name).await?,
+        false => Vec::new(),
     };
+    let host = autodetect::host_addresses(&netlink).await.context("reading the host's addresses")?;
+    let ignored = &bgp_config.ignored_interfaces;
+    let address: IpNetwork = match node::keep_or_detect(node::stored_address(stored.as_ref(), false), &host, config.override_node_config) {
+        Some(kept) => kept,
+        None => autodetect::detect(&netlink, &config.ip, ignored, false, &k8s_addresses).await.context("node address (--ip)")?,
+    };
+    let address6: Option<IpNetwork> =
+        match node::keep_or_detect(node::stored_address(stored.as_ref(), true), &host, config.override_node_config) {
+            Some(kept) => Some(kept),
+            None if config.ip6 == "none" => None,
+            None => {
+                Some(autodetect::detect(&netlink, &config.ip6, ignored, true, &k8s_addresses).await.context("node IPv6 address (--ip6)")?)
+            }
+        };
     tracing::info!(node = %config.node_name, %address, ?address6, "starting");
-    let labels = config.labels()?;
     if let Some(cidr) = &config.pool_cidr {
         ensure_default_pool(&store, cidr, config.block_size).await?;
     }
-    let me = node::register_node(
-        &store,
-        &config.node_name,
+    let registration = node::Registration {
+        node: config.node_name.clone(),
         address,
         address6,
-        config.as_number,
-        &labels,
-        config.route_reflector_cluster_id.as_deref(),
-    )
-    .await?;
+        as_number: config.as_number,
+        labels: config.labels()?,
+        cluster_id: config.route_reflector_cluster_id.clone(),
+        kubernetes: config.datastore == "kubernetes",
+        override_existing: config.override_node_config,
+    };
+    let me = node::register_node(&store, &registration).await?;
     let local_as = me.spec.bgp.as_ref().and_then(|b| b.as_number).unwrap_or(bgp_config.effective_as_number());
 
     // Packets between pods and the fabric are forwarded by this node.
@@ -154,7 +164,11 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         controller,
         metrics,
     };
-    let status = tokio::spawn(status::serve(config.status_addr, Arc::new(source)));
+    let source = Arc::new(source);
+    if let Some(addr) = config.metrics_addr {
+        tokio::spawn(status::serve_metrics(addr, source.clone()));
+    }
+    let status = tokio::spawn(status::serve(config.status_addr, source));
     tracing::info!(socket = %config.cni_socket.display(), "ready for CNI requests");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -85,6 +85,9 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
                 (None, None) => continue,
             };
             let mut n = NeighborConfig::new(addr, node_as(other, view.config));
+            // The speaker's AS is the one it started with; the GinghamNode's, which can change
+            // while the agent runs, is set per session.
+            n.local_as = Some(my_as);
             n.local_address = Some(my_addr);
             n.port = view.config.effective_listen_port();
             n.rr_client = rr_client;
@@ -168,7 +171,7 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             n.md5_key = password.clone();
             n.keep_original_next_hop = spec.keep_original_next_hop || spec.next_hop_mode == Some(NextHopMode::Keep);
             n.next_hop_self = spec.next_hop_mode == Some(NextHopMode::NextHopSelf);
-            n.local_as = spec.local_as_number;
+            n.local_as = spec.local_as_number.or(Some(my_as));
             n.keepalive_time = keepalive;
             n.allow_own_as = spec.num_allowed_local_as_numbers.unwrap_or(0);
             n.max_prefixes = max_prefixes;
@@ -205,6 +208,7 @@ mod tests {
                     route_reflector_cluster_id: cluster.map(String::from),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
         );
         n.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());

@@ -122,8 +122,27 @@ fn ready(started: Instant, statuses: &[gingham_bgp::speaker::PeerStatus], contro
 }
 
 pub async fn serve(addr: SocketAddr, agent: Arc<StatusSource>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("status endpoint {addr}: {e}"))?;
-    tracing::info!(%addr, "status endpoint listening");
+    serve_paths(addr, agent, Paths::All).await
+}
+
+/// `--metrics-addr`: `/metrics` alone, for an address Prometheus can reach; status and health
+/// stay on the status address.
+pub async fn serve_metrics(addr: SocketAddr, agent: Arc<StatusSource>) {
+    if let Err(e) = serve_paths(addr, agent, Paths::MetricsOnly).await {
+        tracing::error!(error = %e, "metrics endpoint stopped");
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    All,
+    MetricsOnly,
+}
+
+async fn serve_paths(addr: SocketAddr, agent: Arc<StatusSource>, paths: Paths) -> anyhow::Result<()> {
+    let what = if paths == Paths::All { "status" } else { "metrics" };
+    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("{what} endpoint {addr}: {e}"))?;
+    tracing::info!(%addr, "{what} endpoint listening");
     loop {
         let (mut conn, _) = listener.accept().await?;
         let agent = agent.clone();
@@ -141,7 +160,10 @@ pub async fn serve(addr: SocketAddr, agent: Arc<StatusSource>) -> anyhow::Result
             }
             let request = String::from_utf8_lossy(&buf[..len]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, content_type, body) = route(&agent, path).await;
+            let (status, content_type, body) = match (paths, path) {
+                (Paths::MetricsOnly, p) if p != "/metrics" => ("404 Not Found", "text/plain", "only /metrics here\n".into()),
+                _ => route(&agent, path).await,
+            };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()

@@ -156,8 +156,7 @@ async fn run<K: Kind, D: Datastore>(
                 continue;
             }
         };
-        let listed: BTreeMap<String, Arc<K>> =
-            items.into_iter().map(|o| (o.key(), Arc::new(o))).collect();
+        let listed: BTreeMap<String, Arc<K>> = items.into_iter().map(|o| (o.key(), Arc::new(o))).collect();
         for event in diff(&objects, &listed) {
             let _ = events.send(event);
         }

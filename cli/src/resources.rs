@@ -149,13 +149,16 @@ async fn delete_one(store: &Store<AnyDatastore>, kind: KindInfo, name: &str) -> 
             Ok(()) => {
                 println!("{} {name:?} deleted", kind.kind);
                 if kind.kind == "GinghamNode" {
-                    // The node is gone: give back its empty blocks (Calico's kube-controllers do
-                    // this when a Node is deleted); blocks still in use are reported, not freed.
-                    let released = gingham_ipam::Ipam::new(store.clone()).release_node(name).await?;
-                    for b in &released.released {
+                    // The node is gone: give back its pods' addresses and its blocks, as
+                    // gingham-controllers does when a Kubernetes Node is deleted.
+                    let retired = gingham_ipam::Ipam::new(store.clone()).retire_node(name).await?;
+                    if !retired.handles.is_empty() {
+                        println!("  released {} addresses of {} pods", retired.addresses.len(), retired.handles.len());
+                    }
+                    for b in &retired.blocks.released {
                         println!("  released block {b}");
                     }
-                    for b in &released.kept {
+                    for b in &retired.blocks.kept {
                         println!("  kept block {b}: addresses in it are still allocated (see `ginghamctl ipam check`)");
                     }
                 }

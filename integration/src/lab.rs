@@ -22,6 +22,9 @@ use crate::netns::{unique_suffix, wait_for, Daemon, Fabric, Netns, TempDir};
 pub const POD_POOL: &str = "198.19.0.0/16";
 pub const POD_POOL_V6: &str = "2001:db8:19::/48";
 pub const STATUS_PORT: u16 = 9099;
+/// Every lab agent also serves `/metrics` on its fabric address here (`--metrics-addr`), as
+/// the DaemonSet does for Prometheus.
+pub const METRICS_PORT: u16 = 9091;
 
 /// A binary of this workspace, next to the running one (tests run from target/*/deps).
 pub fn workspace_binary(name: &str) -> Result<PathBuf> {
@@ -141,7 +144,8 @@ impl Cluster {
             .arg(format!("sqlite:{}", self.db.display()))
             .arg("--cni-socket")
             .arg(&node.socket)
-            .args(["--status-addr", &format!("127.0.0.1:{STATUS_PORT}"), "--hold-time", &self.options.hold_time.to_string()]);
+            .args(["--status-addr", &format!("127.0.0.1:{STATUS_PORT}"), "--hold-time", &self.options.hold_time.to_string()])
+            .args(["--metrics-addr", &format!("{}:{METRICS_PORT}", host.v4)]);
         if self.options.ipv6 {
             cmd.args(["--ip6", &format!("{}/64", host.v6)]);
         }

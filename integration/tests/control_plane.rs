@@ -75,7 +75,17 @@ async fn scenario() -> String {
     for i in 0..NODES {
         let name = format!("node-{i}");
         let address = format!("198.18.1.{}/24", i + 1).parse().unwrap();
-        gingham_agent::node::register_node(&store, &name, address, None, None, &BTreeMap::new(), None).await.unwrap();
+        let registration = gingham_agent::node::Registration {
+            node: name.clone(),
+            address,
+            address6: None,
+            as_number: None,
+            labels: BTreeMap::new(),
+            cluster_id: None,
+            kubernetes: true,
+            override_existing: false,
+        };
+        gingham_agent::node::register_node(&store, &registration).await.unwrap();
         let cache = ClusterCache::start(&store, CacheOptions::default());
         let ipam = IpamWriter::start(store.clone(), &name).await.unwrap();
         let mut config = SpeakerConfig::new(gingham_agent::node::router_id(address), 64512);

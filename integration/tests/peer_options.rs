@@ -236,7 +236,9 @@ fn md5_password_from_a_secret_follows_rotation_and_deletion() {
         let encoded = base64(password.as_bytes());
         std::fs::write(
             &file,
-            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: bgp-tor\n  namespace: gingham-system\ndata:\n  password: {encoded}\n"),
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bgp-tor\n  namespace: gingham-system\ndata:\n  password: {encoded}\n"
+            ),
         )
         .unwrap();
         let datastore = format!("sqlite:{}", lab.db.display());
@@ -261,7 +263,8 @@ fn md5_password_from_a_secret_follows_rotation_and_deletion() {
 
     // Deleting the Secret takes the session down rather than leave it running unauthenticated.
     let datastore = format!("sqlite:{}", lab.db.display());
-    let out = std::process::Command::new(&ctl).args(["--datastore", &datastore, "delete", "secret", "gingham-system/bgp-tor"]).output().unwrap();
+    let out =
+        std::process::Command::new(&ctl).args(["--datastore", &datastore, "delete", "secret", "gingham-system/bgp-tor"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for("peer down after the Secret is deleted", Duration::from_secs(20), || peer().filter(|p| p["state"] == "Idle"))
         .unwrap_or_else(|e| fail(e));

@@ -29,12 +29,15 @@ use thiserror::Error;
 pub use block::ReleaseCheck;
 pub use check::{CheckReport, Leak, LeakReason, RepairReport};
 pub use pools::Family;
-pub use release::NodeRelease;
+pub use release::{NodeRelease, NodeRetirement};
 
 /// Attribute keys Calico records with each allocation.
 pub const ATTR_NAMESPACE: &str = "namespace";
 pub const ATTR_POD: &str = "pod";
 pub const ATTR_NODE: &str = "node";
+/// The pod's UID (a Gingham addition): a pod recreated under the same name has another, so a
+/// handle of the old one is recognised as stale.
+pub const ATTR_POD_UID: &str = "uid";
 
 #[derive(Debug, Error)]
 pub enum IpamError {

@@ -20,7 +20,33 @@ pub struct NodeRelease {
     pub kept: Vec<IpNetwork>,
 }
 
+/// What [`Ipam::retire_node`] released.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRetirement {
+    /// Handles whose allocations were made for the node, released with every address they held.
+    pub handles: Vec<String>,
+    pub addresses: Vec<IpAddr>,
+    pub blocks: NodeRelease,
+}
+
 impl<D: Datastore> Ipam<D> {
+    /// A node is gone for good (its Kubernetes Node was deleted, or `ginghamctl delete node`):
+    /// release every handle allocated for it (in its own blocks and borrowed from others), then
+    /// its now-empty blocks and their affinities. Idempotent.
+    pub async fn retire_node(&self, node: &str) -> Result<NodeRetirement> {
+        let (blocks, _) = self.store.list::<IPAMBlock>().await?;
+        let handles: std::collections::BTreeSet<String> = blocks
+            .iter()
+            .flat_map(|b| block::allocations(&b.spec))
+            .filter(|(_, attr)| attr.secondary.get(crate::ATTR_NODE).map(String::as_str) == Some(node))
+            .filter_map(|(_, attr)| attr.handle_id.clone())
+            .collect();
+        let handles: Vec<String> = handles.into_iter().collect();
+        let addresses = self.release_handles(&handles).await?.into_iter().flatten().collect();
+        let blocks = self.release_node(node).await?;
+        Ok(NodeRetirement { handles, addresses, blocks })
+    }
+
     /// Frees every address `handle` holds; returns them (empty when it held none).
     pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
         Ok(self.release_handles(&[handle.to_string()]).await?.pop().unwrap_or_default())

@@ -183,6 +183,30 @@ async fn a_departed_node_gives_back_its_empty_blocks() {
 }
 
 #[tokio::test]
+async fn a_retired_node_releases_its_pods_everywhere_and_its_blocks() {
+    // /30 blocks in a /29: a fills its block, b its own, and a borrows nothing (strict off, but
+    // b's block is full too); a third pod on b borrows from a's block once a frees one.
+    let ipam = setup(&[("pool", "198.19.0.0/29", 30)], &["a", "b"]).await;
+    for i in 0..4 {
+        ipam.assign(&v4(&format!("a{i}"), "a")).await.unwrap();
+        ipam.assign(&v4(&format!("b{i}"), "b")).await.unwrap();
+    }
+    ipam.release_handle("a0").await.unwrap();
+    let borrowed = ipam.assign(&v4("b-borrowed", "b")).await.unwrap().ipv4.unwrap();
+    assert!(borrowed.borrowed, "{borrowed:?}");
+    let out = ipam.retire_node("b").await.unwrap();
+    assert_eq!(out.handles.len(), 5, "b's four pods and the one it borrowed for: {out:?}");
+    assert_eq!(out.addresses.len(), 5);
+    assert_eq!((out.blocks.released.len(), out.blocks.kept.len()), (1, 0));
+    assert_eq!(affine_blocks(&ipam, "a").await.len(), 1, "a keeps its block");
+    assert!(ipam.store().get::<IPAMHandle>("a1").await.unwrap().is_some(), "a's pods keep their addresses");
+    let (blocks, _) = ipam.store().list::<IPAMBlock>().await.unwrap();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(block::in_use(&blocks[0].spec), 3, "only a's three pods remain");
+    assert_eq!(ipam.retire_node("b").await.unwrap(), Default::default(), "idempotent");
+}
+
+#[tokio::test]
 async fn check_finds_leaks_and_repair_fixes_them() {
     let ipam = setup(&[("pool", "198.19.0.0/24", 26)], &["a", "b"]).await;
     let kept = ipam.assign(&v4("kept", "a")).await.unwrap().ipv4.unwrap();

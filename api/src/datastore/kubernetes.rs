@@ -108,7 +108,10 @@ fn to_raw(kind: KindInfo, obj: impl kube::Resource + serde::Serialize) -> Result
 
 fn from_value(kind: KindInfo, key: &str, value: serde_json::Value, revision: Option<&Revision>) -> Result<DynamicObject> {
     if kind.metadata_only {
-        return Err(DatastoreError::Backend(format!("{} {key:?}: Gingham reads only the metadata of this kind and never writes it", kind.kind)));
+        return Err(DatastoreError::Backend(format!(
+            "{} {key:?}: Gingham reads only the metadata of this kind and never writes it",
+            kind.kind
+        )));
     }
     let mut obj: DynamicObject =
         serde_json::from_value(value).map_err(|e| DatastoreError::Decode { kind: kind.kind, name: key.into(), reason: e.to_string() })?;
@@ -193,8 +196,14 @@ type EventStream<T> = BoxStream<'static, kube::Result<KubeEvent<T>>>;
 
 /// Forwards one watch's events, re-issuing the watch from the last version seen whenever the
 /// server ends it, until the receiver goes away.
-async fn follow<T, W>(kind: KindInfo, api: Api<DynamicObject>, mut last: String, first: EventStream<T>, tx: mpsc::Sender<WatchEvent>, rewatch: W)
-where
+async fn follow<T, W>(
+    kind: KindInfo,
+    api: Api<DynamicObject>,
+    mut last: String,
+    first: EventStream<T>,
+    tx: mpsc::Sender<WatchEvent>,
+    rewatch: W,
+) where
     T: kube::Resource + serde::Serialize,
     W: Fn(Api<DynamicObject>, String) -> BoxFuture<'static, kube::Result<EventStream<T>>>,
 {

@@ -23,7 +23,7 @@ pub use ipam::{
     IPAMConfiguration, IPAMConfigurationSpec, IPAMHandle, IPAMHandleSpec, IPReservation, IPReservationSpec,
 };
 pub use ippool::{AllowedUse, IPPool, IPPoolSpec};
-pub use node::{GinghamNode, GinghamNodeBgp, GinghamNodeSpec};
+pub use node::{GinghamNode, GinghamNodeBgp, GinghamNodeSpec, OrchRef, K8S_ORCHESTRATOR};
 pub use validate::ValidationError;
 
 use kube::core::CustomResourceExt;
@@ -39,9 +39,7 @@ pub const DEFAULT_NAME: &str = "default";
 
 /// A stored resource kind: how to name it and how to check it. Gingham's own kinds and the few
 /// Kubernetes kinds Gingham reads ([`core`]) alike.
-pub trait Kind:
-    kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
-{
+pub trait Kind: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
     const INFO: KindInfo;
 
     /// Checks everything the type system does not; the error names the field.

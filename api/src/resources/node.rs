@@ -17,7 +17,25 @@ use super::{Kind, KindInfo};
 pub struct GinghamNodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<GinghamNodeBgp>,
+    /// The orchestrator's objects this node is (Calico's field): `{orchestrator: k8s, nodeName}`
+    /// when the agent runs on the kubernetes datastore. gingham-controllers removes a
+    /// GinghamNode, its addresses and its blocks when that Node is deleted, and mirrors the
+    /// Node's labels onto it; a GinghamNode without one (a route reflector outside Kubernetes,
+    /// sqlite mode) is never touched by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orch_refs: Vec<OrchRef>,
 }
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrchRef {
+    /// `k8s`, the only orchestrator Gingham knows.
+    pub orchestrator: String,
+    pub node_name: String,
+}
+
+/// The orchestrator name of Kubernetes in `orchRefs`.
+pub const K8S_ORCHESTRATOR: &str = "k8s";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -55,6 +73,11 @@ impl GinghamNode {
     pub fn route_reflector_cluster_id(&self) -> Option<Ipv4Addr> {
         self.spec.bgp.as_ref()?.route_reflector_cluster_id.as_deref()?.parse().ok()
     }
+
+    /// The Kubernetes Node this node is, when it is one.
+    pub fn k8s_node_name(&self) -> Option<&str> {
+        self.spec.orch_refs.iter().find(|r| r.orchestrator == K8S_ORCHESTRATOR).map(|r| r.node_name.as_str())
+    }
 }
 
 impl Kind for GinghamNode {
@@ -62,6 +85,12 @@ impl Kind for GinghamNode {
 
     fn validate(&self) -> Check {
         validate::object_name("metadata.name", self.metadata.name.as_deref().unwrap_or_default())?;
+        for (i, r) in self.spec.orch_refs.iter().enumerate() {
+            if r.orchestrator != K8S_ORCHESTRATOR {
+                return Err(ValidationError::new(format!("spec.orchRefs[{i}].orchestrator"), format!("{:?} is not k8s", r.orchestrator)));
+            }
+            validate::object_name(&format!("spec.orchRefs[{i}].nodeName"), &r.node_name)?;
+        }
         let Some(bgp) = &self.spec.bgp else { return Ok(()) };
         if let Some(a) = &bgp.ipv4_address {
             if !validate::address_with_prefix("spec.bgp.ipv4Address", a)?.is_ipv4() {
@@ -102,6 +131,7 @@ mod tests {
                     ipv6_address: Some("2001:db8:18::11/64".into()),
                     ..Default::default()
                 }),
+                orch_refs: vec![OrchRef { orchestrator: "k8s".into(), node_name: "node-1".into() }],
             },
         );
         assert!(n.validate().is_ok());
@@ -111,5 +141,9 @@ mod tests {
         n.spec.bgp.as_mut().unwrap().ipv4_address = None;
         n.spec.bgp.as_mut().unwrap().route_reflector_cluster_id = Some("rr-1".into());
         assert_eq!(n.validate().unwrap_err().field, "spec.bgp.routeReflectorClusterID");
+        n.spec.bgp = None;
+        assert_eq!(n.k8s_node_name(), Some("node-1"));
+        n.spec.orch_refs[0].orchestrator = "mesos".into();
+        assert_eq!(n.validate().unwrap_err().field, "spec.orchRefs[0].orchestrator");
     }
 }

@@ -134,6 +134,12 @@ impl Rib {
         }
     }
 
+    /// Makes this RIB a route reflector of `cluster_id` (or stops it reflecting). Routes already
+    /// sent were decided under the old role: the caller restarts the sessions.
+    pub fn set_cluster_id(&mut self, cluster_id: Option<Ipv4Addr>) {
+        self.config.cluster_id = cluster_id;
+    }
+
     pub fn config(&self) -> &RibConfig {
         &self.config
     }

@@ -201,6 +201,7 @@ pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(Family, oneshot::Sender<Vec<(IpNetwork, BestRoute)>>),
     Refresh(IpAddr, oneshot::Sender<bool>),
+    SetClusterId(Option<Ipv4Addr>, oneshot::Sender<()>),
 }
 
 /// The agent's grip on the speaker. Dropping every handle stops it: sessions close without
@@ -253,6 +254,13 @@ impl SpeakerHandle {
     /// Listens on these addresses instead; sessions stay up. On error the old sockets stay.
     pub async fn listen(&self, addrs: Vec<SocketAddr>) -> Result<(), SpeakerError> {
         self.ask(|reply| Command::Listen(addrs, reply)).await?.map_err(SpeakerError::Listen)
+    }
+
+    /// Makes the speaker a route reflector with this cluster id, or an ordinary speaker with
+    /// `None`. Every existing session restarts (what it was sent depended on the role); remove
+    /// the peers first to restart them only once.
+    pub async fn set_cluster_id(&self, cluster_id: Option<Ipv4Addr>) -> Result<(), SpeakerError> {
+        self.ask(|reply| Command::SetClusterId(cluster_id, reply)).await
     }
 
     pub async fn withdraw(&self, prefix: IpNetwork) -> Result<bool, SpeakerError> {

@@ -175,6 +175,18 @@ impl SpeakerTask {
             Command::Listen(addrs, reply) => {
                 let _gone = reply.send(self.rebind(&addrs));
             }
+            Command::SetClusterId(cluster_id, reply) => {
+                if self.rib.config().cluster_id != cluster_id {
+                    tracing::info!(?cluster_id, "route reflector cluster id changed; restarting sessions");
+                    self.rib.set_cluster_id(cluster_id);
+                    let configs: Vec<NeighborConfig> = self.peers.values().map(|p| p.config.clone()).collect();
+                    for n in configs {
+                        self.remove_peer(n.address, ErrorCode::OtherConfigurationChange).await;
+                        self.add_peer(n).await;
+                    }
+                }
+                let _gone = reply.send(());
+            }
             Command::Originate { prefix, communities, large, reply } => {
                 let attrs = PathAttributes {
                     origin: Some(Origin::Igp),
