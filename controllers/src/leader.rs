@@ -97,7 +97,6 @@ impl<D: Datastore> Elector<D> {
             acquire_time: acquired.or(Some(now.clone())),
             renew_time: Some(now.clone()),
             lease_transitions: transitions,
-            ..Default::default()
         };
         let written = match (step, current) {
             (Step::Create, _) => {
