@@ -207,14 +207,15 @@ mod tests {
     use super::*;
 
     fn lease(holder: Option<&str>, renewed_secs: i64) -> Lease {
-        let mut l = Lease::default();
-        l.spec = Some(LeaseSpec {
-            holder_identity: holder.map(String::from),
-            lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(k8s_openapi::chrono::DateTime::from_timestamp(renewed_secs, 0).unwrap())),
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(String::from),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(k8s_openapi::chrono::DateTime::from_timestamp(renewed_secs, 0).unwrap())),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
-        l
+        }
     }
 
     #[test]
