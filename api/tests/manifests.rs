@@ -1,20 +1,16 @@
 //! manifests/gingham.yaml: every document parses into its Kubernetes type, the DaemonSet has
-//! what a node agent needs, and the ClusterRole grants exactly the calls the kubernetes backend
-//! makes, as recorded by the fake API server while every operation runs on every kind.
-
-mod support;
+//! what a node agent needs and the Deployment what the controllers need. (The RBAC rules are
+//! held against the calls the code makes in `integration/tests/rbac.rs` and
+//! `integration/tests/controllers.rs`.)
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use gingham_api::datastore::kubernetes::KubeStore;
-use gingham_api::datastore::{Datastore, Revision};
-use gingham_api::resources::{all_kinds, validate_value};
-use k8s_openapi::api::apps::v1::DaemonSet;
+use gingham_api::resources::validate_value;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Deserialize;
-use support::fake_apiserver::FakeApiServer;
 
 fn documents() -> Vec<serde_json::Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/gingham.yaml");
@@ -37,6 +33,9 @@ fn every_document_parses_into_its_type() {
             "ServiceAccount" => serde_json::from_value::<ServiceAccount>(doc.clone()).map(|_| ()),
             "ClusterRole" => serde_json::from_value::<ClusterRole>(doc.clone()).map(|_| ()),
             "ClusterRoleBinding" => serde_json::from_value::<ClusterRoleBinding>(doc.clone()).map(|_| ()),
+            "Role" => serde_json::from_value::<Role>(doc.clone()).map(|_| ()),
+            "RoleBinding" => serde_json::from_value::<RoleBinding>(doc.clone()).map(|_| ()),
+            "Deployment" => serde_json::from_value::<Deployment>(doc.clone()).map(|_| ()),
             "ConfigMap" => serde_json::from_value::<ConfigMap>(doc.clone()).map(|_| ()),
             "DaemonSet" => serde_json::from_value::<DaemonSet>(doc.clone()).map(|_| ()),
             _ => {
@@ -47,7 +46,19 @@ fn every_document_parses_into_its_type() {
         parsed.unwrap_or_else(|e| panic!("{kind}: {e}"));
     }
     let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    for k in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "IPPool", "BGPConfiguration"] {
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "DaemonSet",
+        "Deployment",
+        "IPPool",
+        "BGPConfiguration",
+    ] {
         assert!(kinds.contains(k), "{k} missing");
     }
 }
@@ -56,6 +67,7 @@ fn every_document_parses_into_its_type() {
 fn the_daemonset_runs_a_node_agent() {
     let ds: DaemonSet = find("DaemonSet");
     let spec = ds.spec.unwrap();
+    let template_meta = spec.template.metadata.clone();
     assert_eq!(
         spec.update_strategy.unwrap().rolling_update.unwrap().max_unavailable.unwrap(),
         k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)
@@ -73,50 +85,33 @@ fn the_daemonset_runs_a_node_agent() {
     let env = agent.env.as_ref().unwrap();
     let node_name = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
     assert_eq!(node_name.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "spec.nodeName");
-    for var in ["GINGHAM_DATASTORE", "GINGHAM_POOL_CIDR", "GINGHAM_BLOCK_SIZE", "GINGHAM_AS_NUMBER"] {
+    for var in ["GINGHAM_DATASTORE", "GINGHAM_POOL_CIDR", "GINGHAM_BLOCK_SIZE", "POD_NAMESPACE", "GINGHAM_METRICS_ADDR"] {
         assert!(env.iter().any(|e| e.name == var), "{var} missing");
     }
+    // The AS comes from BGPConfiguration or the GinghamNode; a DaemonSet value would reset
+    // every node's AS at each start.
+    assert!(!env.iter().any(|e| e.name == "GINGHAM_AS_NUMBER"), "the DaemonSet must not set an AS");
+    let metrics = env.iter().find(|e| e.name == "GINGHAM_METRICS_ADDR").unwrap().value.clone().unwrap();
+    assert_eq!(metrics, "$(NODE_IP):9091", "metrics on the node's address");
+    let annotations = template_meta.and_then(|m| m.annotations).unwrap_or_default();
+    assert_eq!(annotations.get("prometheus.io/scrape").map(String::as_str), Some("true"));
+    assert_eq!(annotations.get("prometheus.io/port").map(String::as_str), Some("9091"));
     let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap();
     assert_eq!(probe(&agent.liveness_probe), "/healthz");
     assert_eq!(probe(&agent.readiness_probe), "/readyz");
 }
 
-/// Runs every Datastore operation on every kind through the kubernetes backend and returns the
-/// (verb, resource) pairs the API server saw.
-async fn calls_the_backend_makes() -> BTreeSet<(String, String)> {
-    let server = FakeApiServer::new();
-    let store = KubeStore::new(server.client());
-    for kind in all_kinds() {
-        let name = "probe";
-        let body = serde_json::json!({"apiVersion": "gingham.io/v1", "kind": kind.kind, "metadata": {"name": name}, "spec": {}});
-        let created = store.create(*kind, name, body.clone()).await.unwrap();
-        store.get(*kind, name).await.unwrap();
-        let list = store.list(*kind).await.unwrap();
-        let watch = store.watch(*kind, &list.revision).await.unwrap();
-        drop(watch);
-        let updated = store.update(*kind, name, body, &created.revision).await.unwrap();
-        store.delete(*kind, name, &updated.revision).await.unwrap();
-        let _ = store.delete(*kind, name, &Revision("1".into())).await;
-    }
-    server.requests().into_iter().collect()
-}
-
 #[test]
-fn the_cluster_role_grants_exactly_what_the_backend_calls() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let used = rt.block_on(calls_the_backend_makes());
-    let role: ClusterRole = find("ClusterRole");
-    let mut granted = BTreeSet::new();
-    for rule in role.rules.unwrap() {
-        assert_eq!(rule.api_groups.as_deref(), Some(&["gingham.io".to_string()][..]), "only our own API group");
-        for resource in rule.resources.unwrap_or_default() {
-            for verb in &rule.verbs {
-                granted.insert((verb.clone(), resource.clone()));
-            }
-        }
-    }
-    let missing: Vec<_> = used.difference(&granted).collect();
-    assert!(missing.is_empty(), "calls the ClusterRole does not allow: {missing:?}");
-    let unused: Vec<_> = granted.difference(&used).collect();
-    assert!(unused.is_empty(), "grants the backend never uses: {unused:?}");
+fn the_controllers_run_as_one_active_replica_on_the_host_network() {
+    let deployment: Deployment = find("Deployment");
+    let spec = deployment.spec.unwrap();
+    assert!(spec.replicas.unwrap_or(1) >= 1);
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.host_network, Some(true), "works before the pod network does");
+    let c = &pod.containers[0];
+    assert_eq!(c.command.as_ref().unwrap()[0], "/usr/local/bin/gingham-controllers");
+    let env = c.env.as_ref().unwrap();
+    let from = |name: &str| env.iter().find(|e| e.name == name)?.value_from.as_ref()?.field_ref.as_ref().map(|f| f.field_path.clone());
+    assert_eq!(from("POD_NAMESPACE").as_deref(), Some("metadata.namespace"), "the Lease's namespace");
+    assert_eq!(from("POD_NAME").as_deref(), Some("metadata.name"), "the Lease holder's identity");
 }

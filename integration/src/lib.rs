@@ -7,5 +7,6 @@ pub mod daemons;
 pub mod golden;
 pub mod interop;
 pub mod lab;
+pub mod manifests;
 pub mod netns;
 pub mod sessions;

@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_apiserver::FakeApiServer;
+use fake_apiserver::{needed_grants, FakeApiServer};
 use gingham_agent::cluster::ClusterCache;
 use gingham_agent::controller::{Controller, ControllerStatus};
 use gingham_agent::desired::Identity;
@@ -171,7 +171,11 @@ fn holder(server: &FakeApiServer) -> Option<String> {
 
 async fn scenario() {
     let server = FakeApiServer::new();
-    let store = Store::new(AnyDatastore::Kubernetes(KubeStore::new(server.client_in(NS))));
+    // Three clients, so that each one's calls can be held against its RBAC: the test's own
+    // (kubectl, kubelet, pods' CNI ADDs), the agent's and the controllers'.
+    let store = Store::new(AnyDatastore::Kubernetes(KubeStore::new(server.client_as(NS, "test"))));
+    let agent_store = Store::new(AnyDatastore::Kubernetes(KubeStore::new(server.client_as(NS, "agent"))));
+    let controllers_store = Store::new(AnyDatastore::Kubernetes(KubeStore::new(server.client_as(NS, "controllers"))));
     store.create(&IPPool::new("pool", IPPoolSpec { cidr: "198.19.0.0/16".into(), ..Default::default() })).await.unwrap();
     store.create(&BGPConfiguration::new("default", BGPConfigurationSpec::default())).await.unwrap();
     server.put("nodes", node("n1", json!({"kubernetes.io/hostname": "n1"})));
@@ -187,13 +191,13 @@ async fn scenario() {
         override_existing: false,
     };
     gingham_agent::node::register_node(&store, &n2).await.unwrap();
-    let (status, speaker) = agent(&store).await;
+    let (status, speaker) = agent(&agent_store).await;
     let peers = || status.borrow().peers.clone();
     eventually("n1 peers with n2", || peers().contains_key(&"198.18.1.2".parse().unwrap()).then_some(())).await;
 
-    let (totals_a, a) = replica(&store, "replica-a");
+    let (totals_a, a) = replica(&controllers_store, "replica-a");
     eventually("replica-a leads", || (holder(&server)? == "replica-a").then_some(())).await;
-    let (totals_b, _b) = replica(&store, "replica-b");
+    let (totals_b, _b) = replica(&controllers_store, "replica-b");
 
     // Node labels -> GinghamNode labels -> a BGPPeer's nodeSelector selects n1.
     let password = PeerPassword { literal: None, secret_key_ref: Some(SecretKeyRef { name: "bgp".into(), key: "password".into() }) };
@@ -274,4 +278,18 @@ async fn scenario() {
     tokio::time::timeout(Duration::from_secs(20), t.wait_for(|t| t.pod_handles_released == 1)).await.expect("replica-b collects").unwrap();
     assert_eq!(totals_a.borrow().pod_handles_released, 1, "the dead replica did nothing more");
     eprintln!("lease taken over {:.1} s after the leader died", took.as_secs_f64());
+
+    // RBAC: the controllers' roles grant exactly what they called; the agent called nothing
+    // its roles do not grant.
+    use gingham_integration::manifests::grants;
+    let (cluster, namespaced) = needed_grants(&server.calls("controllers"), NS);
+    assert_eq!(cluster, grants("ClusterRole", "gingham-controllers"), "ClusterRole gingham-controllers vs the calls");
+    assert_eq!(namespaced, grants("Role", "gingham-controllers"), "Role gingham-controllers vs the calls");
+    let (cluster, namespaced) = needed_grants(&server.calls("agent"), NS);
+    let granted = grants("ClusterRole", "gingham-agent");
+    let missing: Vec<_> = cluster.difference(&granted).collect();
+    assert!(missing.is_empty(), "agent calls its ClusterRole does not grant: {missing:?}");
+    let granted = grants("Role", "gingham-agent");
+    let missing: Vec<_> = namespaced.difference(&granted).collect();
+    assert!(missing.is_empty(), "agent calls its Role does not grant: {missing:?}");
 }

@@ -8,7 +8,7 @@
 //! `kube::Client::new(service)`, so everything above the TCP socket is exercised: URLs, query
 //! parameters, JSON bodies, status objects and the chunked watch stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +28,8 @@ struct State {
     compacted: u64,
     /// (verb, plural) of every request, for checking RBAC rules against what the code calls.
     requests: Vec<(String, String)>,
+    /// Every request as an RBAC rule sees it, with the client that made it.
+    calls: Vec<Call>,
 }
 
 #[derive(Clone)]
@@ -57,12 +59,25 @@ impl FakeApiServer {
     /// A client whose own namespace (where Secrets and Leases are read) is `namespace`.
     #[allow(dead_code)]
     pub fn client_in(&self, namespace: &str) -> kube::Client {
+        self.client_as(namespace, "")
+    }
+
+    /// A client whose requests are recorded under `who` (see [`FakeApiServer::calls`]).
+    #[allow(dead_code)]
+    pub fn client_as(&self, namespace: &str, who: &str) -> kube::Client {
         let server = self.clone();
+        let who = who.to_string();
         let service = tower::service_fn(move |req: Request<kube::client::Body>| {
-            let server = server.clone();
-            async move { Ok::<_, Infallible>(server.handle(req).await) }
+            let (server, who) = (server.clone(), who.clone());
+            async move { Ok::<_, Infallible>(server.handle_for(&who, req).await) }
         });
         kube::Client::new(service, namespace)
+    }
+
+    /// The requests of client `who`, as RBAC sees them.
+    #[allow(dead_code)]
+    pub fn calls(&self, who: &str) -> Vec<Call> {
+        self.state.lock().unwrap().calls.iter().filter(|c| c.who == who).cloned().collect()
     }
 
     /// Kubernetes verbs (get/list/watch/create/update/delete) and resources seen so far.
@@ -109,6 +124,10 @@ impl FakeApiServer {
     }
 
     async fn handle(&self, req: Request<kube::client::Body>) -> Response<Body> {
+        self.handle_for("", req).await
+    }
+
+    async fn handle_for(&self, who: &str, req: Request<kube::client::Body>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let query: BTreeMap<String, String> = parts
@@ -155,7 +174,18 @@ impl FakeApiServer {
             (&Method::DELETE, Some(_), _) => "delete",
             _ => return status(405, "MethodNotAllowed", "method not allowed"),
         };
-        self.state.lock().unwrap().requests.push((verb.to_string(), plural.clone()));
+        {
+            let mut s = self.state.lock().unwrap();
+            s.requests.push((verb.to_string(), plural.clone()));
+            let group = kind.group().to_string();
+            s.calls.push(Call {
+                who: who.to_string(),
+                verb: verb.to_string(),
+                group,
+                resource: plural.clone(),
+                namespace: namespace.clone(),
+            });
+        }
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         let parsed = match (parsed, &namespace) {
             (Some(mut obj), Some(ns)) if verb == "create" => {
@@ -314,6 +344,42 @@ impl FakeApiServer {
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(http_body::Frame::data(b)), rx)) });
         Response::builder().status(200).header("content-type", "application/json").body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
     }
+}
+
+/// One request as an RBAC rule matches it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Call {
+    pub who: String,
+    pub verb: String,
+    /// The API group (`""` for the core group).
+    pub group: String,
+    pub resource: String,
+    /// Set for a namespaced request (a Role can grant it); `None` for cluster-wide ones.
+    pub namespace: Option<String>,
+}
+
+/// (API group, resource, verb), as an RBAC rule grants it.
+pub type Grant = (String, String, String);
+
+/// The grants `calls` need: (ClusterRole rules, rules of a Role in `namespace`), each as
+/// (API group, resource, verb). A namespaced call elsewhere than `namespace` fails the test.
+#[allow(dead_code)]
+pub fn needed_grants(calls: &[Call], namespace: &str) -> (BTreeSet<Grant>, BTreeSet<Grant>) {
+    let mut cluster = BTreeSet::new();
+    let mut namespaced = BTreeSet::new();
+    for c in calls {
+        let grant = (c.group.clone(), c.resource.clone(), c.verb.clone());
+        match &c.namespace {
+            Some(ns) => {
+                assert_eq!(ns, namespace, "a namespaced call outside {namespace}: {c:?}");
+                namespaced.insert(grant);
+            }
+            None => {
+                cluster.insert(grant);
+            }
+        }
+    }
+    (cluster, namespaced)
 }
 
 /// What one request may see: a namespace (when the path named one) and the object's full
