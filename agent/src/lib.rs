@@ -165,6 +165,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         metrics,
     };
     let source = Arc::new(source);
+    tokio::spawn(status::report(source.clone(), store.clone()));
     if let Some(addr) = config.metrics_addr {
         tokio::spawn(status::serve_metrics(addr, source.clone()));
     }

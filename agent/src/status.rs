@@ -104,6 +104,52 @@ impl StatusSource {
     }
 }
 
+/// How often the reporter looks for a change worth writing.
+const REPORT_CHECK: Duration = Duration::from_secs(5);
+/// A report is rewritten at least this often, so its age tells a dead agent from a quiet one.
+const REPORT_REFRESH: Duration = Duration::from_secs(300);
+
+/// Keeps this node's GinghamNodeStatus current: written when what an operator looks at changes
+/// (checked every 5 s) and every 5 minutes besides. Nothing watches the kind, so a write costs
+/// the datastore one request, never a fan-out to the other nodes.
+pub async fn report<D: gingham_api::datastore::Datastore>(source: Arc<StatusSource>, store: gingham_api::datastore::Store<D>) {
+    use gingham_api::status::GinghamNodeStatus;
+    let mut last: Option<(NodeStatus, Instant)> = None;
+    let mut warned = false;
+    loop {
+        let status = source.status().await;
+        let significant = status.significant();
+        let due = match &last {
+            None => true,
+            Some((s, at)) => *s != significant || at.elapsed() >= REPORT_REFRESH,
+        };
+        if due {
+            let mut report = GinghamNodeStatus::report(status);
+            let written = match store.get::<GinghamNodeStatus>(&source.node).await {
+                Ok(Some(old)) => {
+                    report.metadata.resource_version = old.metadata.resource_version;
+                    store.update(&report).await.map(|_| ())
+                }
+                Ok(None) => store.create(&report).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => {
+                    last = Some((significant, Instant::now()));
+                    warned = false;
+                }
+                // A conflict or an outage: the next round writes again.
+                Err(e) if !warned => {
+                    tracing::warn!(error = %e, "could not write this node's GinghamNodeStatus; retrying");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(REPORT_CHECK).await;
+    }
+}
+
 /// Calico's readiness rule: during the first 30 s every peer must be Established, afterwards
 /// at least one (when there are any); the datastore must be usable.
 fn ready(started: Instant, statuses: &[gingham_bgp::speaker::PeerStatus], controller: &ControllerStatus) -> bool {

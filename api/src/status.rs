@@ -1,9 +1,66 @@
 //! The agent's `/status` document: written by `gingham-agent`, read by `ginghamctl node status`
-//! and the lab. One type on both sides, so neither can drift from the other.
+//! and the lab. One type on both sides, so neither can drift from the other. The agent also
+//! stores it as a [`GinghamNodeStatus`] so `ginghamctl node status NODE` works from any machine
+//! with datastore access.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+use crate::resources::validate::{self, Check};
+use crate::resources::{Kind, KindInfo};
+
+/// A node's last reported status, named after the node (Calico has CalicoNodeStatus). Written
+/// by the node's agent when something an operator looks at changes (peer states, readiness,
+/// problems) and every few minutes besides; no agent watches it, so a report costs one write.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "gingham.io", version = "v1", kind = "GinghamNodeStatus", plural = "ginghamnodestatuses")]
+#[serde(rename_all = "camelCase")]
+pub struct GinghamNodeStatusSpec {
+    /// When the agent wrote this (RFC 3339); `sinceSeconds` count back from here.
+    pub reported_at: String,
+    pub status: NodeStatus,
+}
+
+impl GinghamNodeStatus {
+    /// A report of `status` as of now.
+    pub fn report(status: NodeStatus) -> GinghamNodeStatus {
+        let reported_at = k8s_openapi::chrono::Utc::now().to_rfc3339_opts(k8s_openapi::chrono::SecondsFormat::Secs, true);
+        GinghamNodeStatus::new(&status.node.clone(), GinghamNodeStatusSpec { reported_at, status })
+    }
+
+    /// How old the report is (`None` when `reportedAt` does not parse or lies in the future).
+    pub fn age(&self) -> Option<std::time::Duration> {
+        let at = k8s_openapi::chrono::DateTime::parse_from_rfc3339(&self.spec.reported_at).ok()?;
+        (k8s_openapi::chrono::Utc::now() - at.with_timezone(&k8s_openapi::chrono::Utc)).to_std().ok()
+    }
+}
+
+impl NodeStatus {
+    /// What an operator looks at, without the counters and ages that move all the time: a
+    /// report is written when this changes.
+    pub fn significant(&self) -> NodeStatus {
+        let mut s = self.clone();
+        for p in &mut s.peers {
+            p.since_seconds = None;
+            p.prefixes_received = 0;
+            p.prefixes_accepted = 0;
+            p.prefixes_advertised = 0;
+        }
+        s.routes = RouteStatus { problems: s.routes.problems.clone(), not_installed: s.routes.not_installed, ..Default::default() };
+        s
+    }
+}
+
+impl Kind for GinghamNodeStatus {
+    const INFO: KindInfo = crate::resources::GINGHAM_NODE_STATUS;
+
+    fn validate(&self) -> Check {
+        validate::object_name("metadata.name", self.metadata.name.as_deref().unwrap_or_default())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     pub node: String,
@@ -23,7 +80,7 @@ pub struct NodeStatus {
     pub nat_outgoing: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerStatus {
     pub address: String,
@@ -44,7 +101,7 @@ pub struct PeerStatus {
     pub problems: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteStatus {
     /// Kernel routes the agent wants.
@@ -58,7 +115,7 @@ pub struct RouteStatus {
     pub problems: Vec<RouteProblem>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteProblem {
     pub prefix: String,

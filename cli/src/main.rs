@@ -75,8 +75,10 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum NodeCmd {
-    /// BGP peers and agent health, from the agent's status endpoint.
+    /// BGP peers and agent health: without NODE from the local agent's status endpoint; with
+    /// NODE the report that node's agent last stored in the datastore (from any machine).
     Status {
+        node: Option<String>,
         #[arg(long, env = "GINGHAM_STATUS_ADDR", default_value = "127.0.0.1:9099")]
         status_addr: String,
     },
@@ -118,7 +120,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = cli.output;
     match cli.command {
-        Cmd::Node { command: NodeCmd::Status { status_addr } } => node::status(&status_addr, format),
+        Cmd::Node { command: NodeCmd::Status { node: None, status_addr } } => node::status(&status_addr, format),
         Cmd::Version { status_addr } => node::version(&status_addr),
         command => {
             if let Some(path) = cli.datastore.strip_prefix("sqlite:") {
@@ -135,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Cmd::Create { file } => resources::apply(&store, &file, resources::Mode::Create).await,
                 Cmd::Delete { kind, name, file } => resources::delete(&store, kind.as_deref(), name.as_deref(), file.as_deref()).await,
                 Cmd::Patch { kind, name, patch } => resources::patch(&store, &kind, &name, &patch).await,
+                Cmd::Node { command: NodeCmd::Status { node: Some(name), .. } } => node::stored_status(&store, &name, format).await,
                 Cmd::Ipam { command: IpamCmd::Show { show_blocks, ip } } => ipam::show(&store, show_blocks, ip, format).await,
                 Cmd::Ipam { command: IpamCmd::Check { fix } } => ipam::check(&store, fix).await,
                 Cmd::Ipam { command: IpamCmd::Release { ip } } => ipam::release(&store, ip).await,

@@ -1,4 +1,5 @@
-//! `node status` and `version`: what the local agent says on its status endpoint.
+//! `node status` and `version`: what the local agent says on its status endpoint, or what a
+//! node's agent last stored in the datastore (`node status NODE`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -86,6 +87,27 @@ pub fn status(addr: &str, format: Format) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Format::Yaml => print!("{}", serde_yaml::to_string(&status)?),
         _ => print!("{}", render_status(&status)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stored_status(
+    store: &gingham_api::datastore::Store<gingham_api::datastore::AnyDatastore>,
+    node: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    use gingham_api::status::GinghamNodeStatus;
+    let Some(report) = store.get::<GinghamNodeStatus>(node).await? else {
+        bail!("no status stored for node {node:?}: is its agent running (and is {node:?} the GinghamNode's name)?");
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report.spec)?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&report.spec)?),
+        _ => {
+            let age = report.age().map_or("unknown".to_string(), |a| format!("{} s ago", a.as_secs()));
+            println!("Reported by the agent at {} ({age}); ages below count from then.", report.spec.reported_at);
+            print!("{}", render_status(&report.spec.status));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -152,6 +152,7 @@ async fn delete_one(store: &Store<AnyDatastore>, kind: KindInfo, name: &str) -> 
                     // The node is gone: give back its pods' addresses and its blocks, as
                     // gingham-controllers does when a Kubernetes Node is deleted.
                     let retired = gingham_ipam::Ipam::new(store.clone()).retire_node(name).await?;
+                    store.delete_latest::<gingham_api::status::GinghamNodeStatus>(name).await?;
                     if !retired.handles.is_empty() {
                         println!("  released {} addresses of {} pods", retired.addresses.len(), retired.handles.len());
                     }

@@ -3,7 +3,8 @@
 //! IPAM blocks through the watch cache and, on every change and every few seconds:
 //!
 //! - mirrors each Kubernetes Node's labels onto its GinghamNode ([`labels`]);
-//! - retires the GinghamNode, addresses and blocks of a deleted Node ([`node_gc`]);
+//! - retires the GinghamNode, its status report, addresses and blocks of a deleted Node
+//!   ([`node_gc`]);
 //! - releases the addresses of pods that no longer exist, after a grace ([`pod_gc`]).
 //!
 //! It needs the kubernetes datastore: in sqlite mode there are no Nodes or Pods to follow
@@ -112,6 +113,7 @@ async fn pass<D: Datastore>(
         if !store.delete_latest::<GinghamNode>(&name).await? {
             continue;
         }
+        store.delete_latest::<gingham_api::status::GinghamNodeStatus>(&name).await?;
         done.nodes_retired += 1;
         done.node_addresses_released += retired.addresses.len() as u64;
         tracing::info!(

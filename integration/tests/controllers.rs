@@ -191,6 +191,10 @@ async fn scenario() {
         override_existing: false,
     };
     gingham_agent::node::register_node(&store, &n2).await.unwrap();
+    // n2's agent has reported its status once.
+    let report =
+        gingham_api::status::GinghamNodeStatus::report(gingham_api::status::NodeStatus { node: "n2".into(), ..Default::default() });
+    store.create(&report).await.unwrap();
     let (status, speaker) = agent(&agent_store).await;
     let peers = || status.borrow().peers.clone();
     eventually("n1 peers with n2", || peers().contains_key(&"198.18.1.2".parse().unwrap()).then_some(())).await;
@@ -257,6 +261,7 @@ async fn scenario() {
     // Node n2 deleted: its GinghamNode, pods' addresses and blocks go; n1 drops the peer.
     server.remove("nodes", "n2");
     eventually("n2's GinghamNode retired", || server.object("ginghamnodes", "n2").is_none().then_some(())).await;
+    eventually("n2's status report removed", || server.object("ginghamnodestatuses", "n2").is_none().then_some(())).await;
     assert!(store.get::<IPAMHandle>("sandbox-web").await.unwrap().is_none(), "n2's pod released");
     let check = ipam.check().await.unwrap();
     assert!(check.is_clean(), "{check:?}");

@@ -64,6 +64,22 @@ fn as_number_changes_live_and_metrics_are_scraped_from_another_host() {
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&lab)));
     let b = &lab.pods[1];
     assert!(lab.ping(b, a), "pods still reach each other");
+
+    // node-2's report in the datastore, read from outside every node (another machine).
+    let ctl = gingham_integration::lab::workspace_binary("ginghamctl").unwrap();
+    let datastore = format!("sqlite:{}", lab.db.display());
+    let report = wait_for("node-2's stored report shows the eBGP session", Duration::from_secs(30), || {
+        let out = std::process::Command::new(&ctl).args(["--datastore", &datastore, "node", "status", "node-2"]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().any(|l| l.contains("198.18.0.11") && l.contains("Established")).then_some(text)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&lab)));
+    assert!(report.contains("Reported by the agent at"), "{report}");
+    let json =
+        std::process::Command::new(&ctl).args(["--datastore", &datastore, "-o", "json", "node", "status", "node-2"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let peer = json["status"]["peers"].as_array().unwrap().iter().find(|p| p["address"] == "198.18.0.11").cloned().unwrap();
+    assert_eq!(peer["asNumber"], 64600, "{peer}");
     assert!(lab.nodes.iter().all(|n| n.agent.is_some()), "no agent restarted");
     let log = std::fs::read_to_string(&lab.nodes[0].log).unwrap();
     assert_eq!(starts(&log), 1, "node-1's agent started once:\n{log}");

@@ -122,6 +122,8 @@ pub const BLOCK_AFFINITY: KindInfo = gingham("BlockAffinity", "blockaffinities",
 pub const IPAM_HANDLE: KindInfo = gingham("IPAMHandle", "ipamhandles", &["ipamhandle", "handle", "handles"]);
 pub const IP_RESERVATION: KindInfo = gingham("IPReservation", "ipreservations", &["ipreservation", "reservation", "reservations"]);
 pub const IPAM_CONFIGURATION: KindInfo = gingham("IPAMConfiguration", "ipamconfigurations", &["ipamconfiguration", "ipamconfig"]);
+pub const GINGHAM_NODE_STATUS: KindInfo =
+    gingham("GinghamNodeStatus", "ginghamnodestatuses", &["ginghamnodestatus", "nodestatus", "nodestatuses"]);
 
 /// Every kind, in the order `manifests/crds/` lists them.
 pub fn all_kinds() -> &'static [KindInfo] {
@@ -136,6 +138,7 @@ pub fn all_kinds() -> &'static [KindInfo] {
         IPAM_HANDLE,
         IP_RESERVATION,
         IPAM_CONFIGURATION,
+        GINGHAM_NODE_STATUS,
     ]
 }
 
@@ -164,6 +167,7 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
         IPAMHandle::crd(),
         IPReservation::crd(),
         IPAMConfiguration::crd(),
+        crate::status::GinghamNodeStatus::crd(),
     ]
 }
 
@@ -209,6 +213,7 @@ pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> 
         "IPAMHandle" => check::<IPAMHandle>(value),
         "IPReservation" => check::<IPReservation>(value),
         "IPAMConfiguration" => check::<IPAMConfiguration>(value),
+        "GinghamNodeStatus" => check::<crate::status::GinghamNodeStatus>(value),
         other => Err(ValidationError::new("kind", format!("unknown kind {other:?}"))),
     }
 }
