@@ -239,12 +239,14 @@ fn ipam_show_check_and_release() {
 
     assert!(env.ok(&["ipam", "release", "--ip", &held[2].address.to_string()]).contains("released"));
     assert!(env.ok(&["ipam", "release", "--ip", &held[2].address.to_string()]).contains("was not assigned"));
-    // node-2's block is empty now: deleting the node gives it back; node-1's is still in use.
+    // node-2's block is empty now: deleting the node gives it back. Deleting node-1 retires it
+    // as gingham-controllers does a deleted Kubernetes Node: its pod's address, then its block.
     let deleted = env.ok(&["delete", "node", "node-2"]);
     assert!(deleted.contains("released block"), "{deleted}");
     let deleted = env.ok(&["delete", "node", "node-1"]);
-    assert!(deleted.contains("kept block"), "{deleted}");
-    assert_eq!(env.ok(&["get", "blocks"]).lines().count(), 2, "header and node-1's block");
+    assert!(deleted.contains("released 1 addresses of 1 pods") && deleted.contains("released block"), "{deleted}");
+    assert_eq!(env.ok(&["get", "blocks"]).lines().count(), 1, "only the header: no block left");
+    assert!(env.ok(&["ipam", "check"]).contains("Found 0 leaked"));
 }
 
 /// A stand-in agent status endpoint serving one canned document.
