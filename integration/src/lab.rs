@@ -46,6 +46,8 @@ pub struct LabOptions {
     /// Nodes (by index) that are route reflectors.
     pub reflectors: Vec<usize>,
     pub hold_time: u16,
+    /// The agents' graceful-restart time (`--restart-time`); the agent's default when `None`.
+    pub restart_time: Option<u16>,
     /// Per node, `k=v,...` labels.
     pub labels: Vec<String>,
     /// Fabric hosts after the nodes that run no agent (for a BIRD "top-of-rack" router).
@@ -62,6 +64,7 @@ impl LabOptions {
             mesh: true,
             reflectors: Vec::new(),
             hold_time: 9,
+            restart_time: None,
             labels: Vec::new(),
             extra_hosts: 0,
             ipv6: false,
@@ -148,6 +151,9 @@ impl Cluster {
             .args(["--metrics-addr", &format!("{}:{METRICS_PORT}", host.v4)]);
         if self.options.ipv6 {
             cmd.args(["--ip6", &format!("{}/64", host.v6)]);
+        }
+        if let Some(t) = self.options.restart_time {
+            cmd.args(["--restart-time", &t.to_string()]);
         }
         if let Some(labels) = self.options.labels.get(i) {
             cmd.args(["--node-labels", labels]);

@@ -429,6 +429,11 @@ impl Rib {
         Some(BestRoute { next_hops, attrs: best.attrs, peer: best.peer })
     }
 
+    /// The prefixes whose best path is one we originate.
+    pub fn local_prefixes(&self) -> Vec<IpNetwork> {
+        self.table.prefixes().filter(|p| self.table.best(p).is_some_and(|b| b.peer == LOCAL)).collect()
+    }
+
     /// Every prefix with its best route, for dumps.
     pub fn routes(&self, family: Family) -> Vec<(IpNetwork, BestRoute)> {
         let v4 = family == Family::IPV4_UNICAST;

@@ -18,6 +18,9 @@ use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, RefreshSubt
 const EXPORT_CHUNK: usize = 4096;
 /// Route changes per FIB stream message.
 const FIB_BATCH: usize = 256;
+/// How long a re-established peer's stale routes may wait for its End-of-RIB (FRR's
+/// `stalepath-time` default): the restart time no longer applies once the peer is back.
+const STALE_PATH_TIME: Duration = Duration::from_secs(360);
 
 struct Peer {
     id: PeerId,
@@ -32,6 +35,8 @@ struct Peer {
     /// The id of the previous session, whose paths are kept as stale while the peer restarts
     /// (RFC 4724 4.2), and the families whose End-of-RIB is still awaited.
     stale: Option<(PeerId, Vec<Family>)>,
+    /// Bumped whenever the stale routes get a new deadline, so an older timer is ignored.
+    stale_generation: u64,
     /// Families whose first End-of-RIB is still awaited; `Some(empty)` once all arrived.
     initial_eor: Option<Vec<Family>>,
     /// The peer can be asked to send its routes again (RFC 2918).
@@ -49,13 +54,16 @@ struct GrState {
     /// The peer's restart time: how long its routes may stay stale.
     restart_time: Duration,
     notification: bool,
+    /// The peer set the Restart State bit: it restarted too and defers its own table until it
+    /// has ours, so waiting for its End-of-RIB would deadlock (RFC 4724 4.1).
+    restarting: bool,
 }
 
 /// Timers the owner task set for itself.
 #[derive(Debug)]
 enum Timer {
     /// The peer did not come back (or finish its table) within its restart time.
-    StaleExpired { peer: IpAddr, retired: PeerId },
+    StaleExpired { peer: IpAddr, retired: PeerId, generation: u64 },
     /// Stop waiting for End-of-RIB from peers that have not sent it.
     SyncDeadline,
 }
@@ -73,7 +81,13 @@ pub(super) struct SpeakerTask {
     dirty: PrefixSet,
     timers_tx: mpsc::UnboundedSender<Timer>,
     timers: mpsc::UnboundedReceiver<Timer>,
+    /// Every peer delivered its table after our start (or the deadline passed): routes of ours
+    /// in the kernel that did not come back may go.
     synced: watch::Sender<bool>,
+    /// After our own restart, route selection is final (RFC 4724 4.1): End-of-RIB from every
+    /// peer except those restarting too and those without graceful restart. Until then only
+    /// our own prefixes go out, without End-of-RIB.
+    selection_final: bool,
 }
 
 impl SpeakerTask {
@@ -107,6 +121,7 @@ impl SpeakerTask {
             timers_tx,
             timers,
             synced,
+            selection_final: false,
         }
     }
 
@@ -171,6 +186,9 @@ impl SpeakerTask {
             Command::RemovePeer(addr, reply) => {
                 let existed = self.remove_peer(addr, ErrorCode::PeerDeconfigured).await;
                 let _gone = reply.send(existed);
+                // The peer we were waiting for may be the one removed.
+                self.check_selection().await;
+                self.check_synced().await;
             }
             Command::Listen(addrs, reply) => {
                 let _gone = reply.send(self.rebind(&addrs));
@@ -312,6 +330,7 @@ impl SpeakerTask {
                 warned: false,
                 gr: None,
                 stale: None,
+                stale_generation: 0,
                 initial_eor: None,
                 route_refresh: false,
                 enhanced_refresh: false,
@@ -356,6 +375,7 @@ impl SpeakerTask {
     async fn event(&mut self, ev: PeerEvent) {
         match ev {
             PeerEvent::Established { peer, local, negotiated } => {
+                let timers_tx = self.timers_tx.clone();
                 let Some(p) = self.peer_by_addr(peer) else {
                     return;
                 };
@@ -365,8 +385,20 @@ impl SpeakerTask {
                     GrState {
                         restart_time: Duration::from_secs(u64::from(peer_gr.map_or(0, |g| g.restart_time))),
                         notification: peer_gr.is_some_and(|g| g.notification),
+                        restarting: peer_gr.is_some_and(|g| g.restart_state),
                     }
                 });
+                // Back with stale routes of its last session: they now wait for its End-of-RIB
+                // (fresh routes replace them one by one), no longer for the restart time.
+                if let Some((retired, _)) = p.stale {
+                    p.stale_generation += 1;
+                    let generation = p.stale_generation;
+                    let (tx, addr) = (timers_tx, peer.ip());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(STALE_PATH_TIME).await;
+                        let _stopped = tx.send(Timer::StaleExpired { peer: addr, retired, generation });
+                    });
+                }
                 p.route_refresh = negotiated.route_refresh;
                 p.enhanced_refresh = negotiated.enhanced_route_refresh;
                 p.refreshing = None;
@@ -392,10 +424,18 @@ impl SpeakerTask {
                 if let Some(p) = self.peer_by_addr(peer) {
                     p.initial_eor.get_or_insert_with(|| negotiated.families.clone());
                 }
-                // After our own restart the table goes out only once every peer has sent its
-                // own (RFC 4724 4.1): until then our best paths are not final.
+                // After our own restart the table goes out only once selection is final
+                // (RFC 4724 4.1); our own prefixes are final already and go at once, so a pod
+                // made meanwhile is reachable.
                 if !self.deferring() {
                     send_table(&mut self.rib, id, &negotiated.families, &handle).await;
+                } else {
+                    let own = self.rib.local_prefixes();
+                    let updates = self.rib.export(id, &own);
+                    if !updates.is_empty() {
+                        handle.send(PeerCommand::Send(updates)).await;
+                    }
+                    self.check_selection().await;
                 }
             }
             PeerEvent::Down { peer, reason } => {
@@ -423,6 +463,8 @@ impl SpeakerTask {
                         };
                         p.id = new_id;
                         p.stale = Some((id, families));
+                        p.stale_generation += 1;
+                        let generation = p.stale_generation;
                         self.rib.peer_retire(id);
                         tracing::info!(%peer, ?reason, restart_time = ?gr.restart_time, "peer restarting: keeping its routes as stale");
                         let tx = self.timers_tx.clone();
@@ -430,7 +472,7 @@ impl SpeakerTask {
                         tokio::spawn(async move {
                             tokio::time::sleep(gr.restart_time).await;
                             // The owner task may have stopped; nothing to expire then.
-                            let _stopped = tx.send(Timer::StaleExpired { peer: addr, retired: id });
+                            let _stopped = tx.send(Timer::StaleExpired { peer: addr, retired: id, generation });
                         });
                     }
                     None => {
@@ -478,6 +520,7 @@ impl SpeakerTask {
                 self.check_max_prefixes(peer, &update).await;
                 if update.end_of_rib_family().is_some() {
                     self.check_synced().await;
+                    self.check_selection().await;
                 }
             }
             PeerEvent::RouteRefresh { peer, request } => self.route_refresh(peer, request).await,
@@ -524,9 +567,40 @@ impl SpeakerTask {
         }
     }
 
-    /// We restarted and wait for the peers' tables before sending ours.
+    /// We restarted and our selection is not final yet: only our own prefixes go out.
     fn deferring(&self) -> bool {
-        self.config.restarting && !*self.synced.borrow()
+        self.config.restarting && !self.selection_final
+    }
+
+    /// RFC 4724 4.1: selection is final once every peer is back and has sent End-of-RIB,
+    /// except peers that restarted too (they wait for ours) and peers without graceful restart
+    /// (they promise none).
+    async fn check_selection(&mut self) {
+        if !self.deferring() {
+            return;
+        }
+        let waited_for = |p: &Peer| match (p.up, p.gr) {
+            (false, _) => true,
+            (true, None) => false,
+            (true, Some(gr)) => !gr.restarting && !p.initial_eor.as_ref().is_some_and(Vec::is_empty),
+        };
+        if !self.peers.values().any(waited_for) {
+            tracing::info!("route selection final (RFC 4724 4.1): sending our full tables");
+            self.end_deferral().await;
+        }
+    }
+
+    /// Every Established peer gets its table and End-of-RIB.
+    async fn end_deferral(&mut self) {
+        if !self.deferring() {
+            return;
+        }
+        self.selection_final = true;
+        let up: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
+        for (id, handle) in up {
+            let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
+            send_table(&mut self.rib, id, &families, &handle).await;
+        }
     }
 
     /// Synced once every configured peer delivered its first full table.
@@ -541,16 +615,9 @@ impl SpeakerTask {
     }
 
     async fn set_synced(&mut self) {
-        let deferred = self.deferring();
         self.synced.send_replace(true);
-        if deferred {
-            // Selection is final now: every Established peer gets its table and End-of-RIB.
-            let up: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
-            for (id, handle) in up {
-                let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
-                send_table(&mut self.rib, id, &families, &handle).await;
-            }
-        }
+        // Everything came back (or the deadline passed): selection is final too.
+        self.end_deferral().await;
     }
 
     async fn timer(&mut self, timer: Timer) {
@@ -561,9 +628,9 @@ impl SpeakerTask {
                     self.set_synced().await;
                 }
             }
-            Timer::StaleExpired { peer, retired } => {
+            Timer::StaleExpired { peer, retired, generation } => {
                 let Some(p) = self.peers.get_mut(&peer) else { return };
-                if p.stale.as_ref().is_some_and(|(old, _)| *old == retired) {
+                if p.stale_generation == generation && p.stale.as_ref().is_some_and(|(old, _)| *old == retired) {
                     p.stale = None;
                     tracing::info!(%peer, "restart time over: flushing stale routes");
                     self.dirty.extend(self.rib.peer_down(retired));
@@ -616,13 +683,17 @@ impl SpeakerTask {
         if self.dirty.is_empty() {
             return;
         }
-        // While deferring, peers hear nothing; the whole table goes out once we are synced.
-        let targets: Vec<(PeerId, PeerHandle)> =
-            if self.deferring() { Vec::new() } else { self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect() };
+        // While deferring, peers hear only about our own prefixes; the whole table goes out
+        // once selection is final.
+        let deferring = self.deferring();
+        let targets: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
         while !self.dirty.is_empty() {
-            let chunk = self.dirty.take(EXPORT_CHUNK);
+            let mut chunk = self.dirty.take(EXPORT_CHUNK);
             for p in &chunk {
                 self.rib.mark_fib(*p);
+            }
+            if deferring {
+                chunk.retain(|p| self.rib.best(p).is_none_or(|b| b.peer == crate::rib::LOCAL));
             }
             for (id, handle) in &targets {
                 let updates = self.rib.export(*id, &chunk);
