@@ -150,7 +150,8 @@ impl Cluster {
             .args(["--status-addr", &format!("127.0.0.1:{STATUS_PORT}"), "--hold-time", &self.options.hold_time.to_string()])
             .args(["--metrics-addr", &format!("{}:{METRICS_PORT}", host.v4)]);
         if self.options.ipv6 {
-            cmd.args(["--ip6", &format!("{}/64", host.v6)]);
+            // Detected, as on a real node: the fabric address is the only global IPv6 one.
+            cmd.args(["--ip6", "autodetect"]);
         }
         if let Some(t) = self.options.restart_time {
             cmd.args(["--restart-time", &t.to_string()]);
