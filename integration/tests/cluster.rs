@@ -246,6 +246,45 @@ fn fifty_concurrent_adds_give_fifty_distinct_working_pods() {
     .unwrap();
 }
 
+/// Block usage under concurrency: 100 plugin processes at once on each of three nodes, all
+/// racing for blocks of one pool. 300 addresses in /26 blocks need 6; a node may hold one
+/// partly used block of slack.
+#[test]
+fn three_hundred_concurrent_adds_claim_no_more_blocks_than_needed() {
+    let lab = Cluster::new(LabOptions::new(3)).unwrap();
+    let namespaces: Vec<_> = (0..300).map(|_| gingham_integration::netns::Netns::new("gpod").unwrap()).collect();
+    let lab = &lab;
+    let started = std::time::Instant::now();
+    let results: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| s.spawn(move || lab.cni(i % 3, "ADD", &format!("{:064x}", i + 5000), ns, &format!("churn-{i}"))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    let addrs: HashSet<Ipv4Addr> = results
+        .iter()
+        .map(|out| {
+            let v: serde_json::Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+            v["ips"][0]["address"].as_str().unwrap().parse::<ipnetwork::Ipv4Network>().unwrap().ip()
+        })
+        .collect();
+    assert_eq!(addrs.len(), 300, "300 distinct addresses");
+    let blocks = rt().block_on(lab.store().unwrap().list::<IPAMBlock>()).unwrap().0;
+    let per_node = |n: &str| blocks.iter().filter(|b| b.spec.affinity.as_deref() == Some(&format!("host:{n}"))).count();
+    let counts: Vec<usize> = (1..=3).map(|i| per_node(&format!("node-{i}"))).collect();
+    eprintln!("300 concurrent ADDs on 3 nodes in {:.1} s: blocks per node {counts:?}, {} in all", took.as_secs_f64(), blocks.len());
+    assert!(blocks.len() <= 6 + 3, "{} blocks for 300 addresses: {counts:?}", blocks.len());
+    assert!(counts.iter().all(|c| *c <= 3), "a node claimed more than 2 blocks + 1 of slack: {counts:?}");
+    let check = std::process::Command::new(gingham_integration::lab::workspace_binary("ginghamctl").unwrap())
+        .args(["--datastore", &format!("sqlite:{}", lab.db.display()), "ipam", "check"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
+
 #[test]
 fn check_verifies_the_pod_and_del_of_an_unknown_container_succeeds() {
     let mut lab = Cluster::new(LabOptions::new(1)).unwrap();
