@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
-# Runs the BGP message decoder fuzz target for a bounded time (default 60 s).
-# Usage: scripts/fuzz.sh [SECONDS]
-# cargo-fuzz needs nightly features; the one stable toolchain here provides them through
-# RUSTC_BOOTSTRAP=1. Crashes land in fuzz/artifacts/message_decode/ and should become named
-# unit tests in bgp/tests/.
+# The fuzz campaign: runs every cargo-fuzz target (or the ones named) for SECONDS each
+# (default 60) and prints, per target, the executions, coverage and corpus size libFuzzer
+# reports at the end. Seeds (real inputs: golden BGP vectors from BIRD, FRR and GoBGP, the
+# manifests' resources, runtime-style CNI requests, the selector tests' selectors) are checked
+# in under fuzz/seeds/; what a campaign finds grows fuzz/corpus/ (not checked in). A crash
+# stops the campaign with the input in fuzz/artifacts/TARGET/; turn it into a named
+# regression test next to the code it broke.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# cargo-fuzz needs nightly features; the stable toolchain provides them through
+# RUSTC_BOOTSTRAP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(message_decode cni_request resource_decode selector_parse)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-mkdir -p fuzz/corpus/message_decode
-# Seed the corpus with the golden vectors from BIRD, FRR and GoBGP (codec byte 0x01 = 4-octet).
-grep -o 'hex=[0-9a-f]*' bgp/tests/golden/daemons.txt | cut -d= -f2 | while read -r hex; do
-  f="fuzz/corpus/message_decode/golden-$(printf '%s' "$hex" | sha1sum | cut -c1-12)"
-  [ -f "$f" ] || { printf '\x01'; printf '%s' "$hex" | xxd -r -p; } > "$f"
+export RUSTC_BOOTSTRAP=1
+printf '%-16s %14s %10s %10s %8s %8s\n' target executions exec/s coverage features corpus
+for t in "${targets[@]}"; do
+  mkdir -p "fuzz/corpus/$t"
+  log="fuzz/last-$t.log"
+  cargo fuzz run "$t" --fuzz-dir fuzz "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+    -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || {
+    echo "$t: crashed or failed to build; see $log" >&2
+    tail -30 "$log" >&2
+    exit 1
+  }
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1)
+  cov=$(sed -E 's/.*cov: ([0-9]+).*/\1/' <<<"$done_line")
+  ft=$(sed -E 's/.*ft: ([0-9]+).*/\1/' <<<"$done_line")
+  corp=$(sed -E 's/.*corp: ([0-9]+).*/\1/' <<<"$done_line")
+  printf '%-16s %14s %10s %10s %8s %8s\n' "$t" "$execs" "$rate" "$cov" "$ft" "$corp"
 done
-RUSTC_BOOTSTRAP=1 cargo fuzz run message_decode --fuzz-dir fuzz -- -max_total_time="$secs" -rss_limit_mb=2048

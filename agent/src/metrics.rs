@@ -40,6 +40,9 @@ pub struct Metrics {
     pub reclaimed: Counter,
     /// Configured peers whose session is not started (a password Secret or key is missing).
     pub peers_blocked: Gauge,
+    /// Tasks alive in the agent's runtime: flat over time, or something leaks (the soak
+    /// benchmark watches it).
+    pub runtime_tasks: Gauge,
 }
 
 impl Metrics {
@@ -75,7 +78,10 @@ impl Metrics {
             "Configured BGP peers not started because their configuration is incomplete (see ginghamctl node status)",
             peers_blocked.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        registry.register("runtime_tasks", "Tasks alive in the agent's async runtime", runtime_tasks.clone());
         Metrics {
+            runtime_tasks,
             peers_blocked,
             reclaimed,
             registry,

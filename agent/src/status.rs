@@ -101,6 +101,7 @@ impl StatusSource {
         let fib = self.fib.stats().await;
         self.metrics.routes_programmed.set(fib.wanted);
         self.metrics.routes_not_installed.set(fib.not_installed);
+        self.metrics.runtime_tasks.set(tokio::runtime::Handle::current().metrics().num_alive_tasks() as i64);
     }
 }
 

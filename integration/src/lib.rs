@@ -10,3 +10,4 @@ pub mod lab;
 pub mod manifests;
 pub mod netns;
 pub mod sessions;
+pub mod soak;

@@ -69,6 +69,20 @@ enum Command {
         #[arg(long, default_value = "gingham,bird,frr,gobgp")]
         only: String,
     },
+    /// Soak: pod churn and peer flaps on 3 nodes for a long time; prints agent RSS, fds,
+    /// threads and tasks over time, lost pings and `ipam check`.
+    Soak {
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// Seconds between one ADD + one DEL.
+        #[arg(long, default_value_t = 2.0)]
+        churn_every: f64,
+        #[arg(long, default_value_t = 10)]
+        churn_pods: usize,
+        /// Minutes between peer flaps (node-3's agent restarted).
+        #[arg(long, default_value_t = 5)]
+        flap_every: u64,
+    },
     /// Record golden BGP vectors from BIRD, FRR and GoBGP talking to each other (tshark).
     CaptureGolden {
         /// Fixture file to write.
@@ -125,6 +139,18 @@ fn main() -> Result<()> {
                 results.push(m);
             }
             print!("{}", bench::table(&results, prefixes));
+            Ok(())
+        }
+        Command::Soak { minutes, churn_every, churn_pods, flap_every } => {
+            let options = gingham_integration::soak::SoakOptions {
+                duration: Duration::from_secs(minutes * 60),
+                churn_every: Duration::from_secs_f64(churn_every),
+                churn_pods,
+                flap_every: Duration::from_secs(flap_every * 60),
+                sample_every: Duration::from_secs(60),
+                warm_up: Duration::from_secs((minutes * 60 / 6).min(600)),
+            };
+            print!("{}", gingham_integration::soak::run(&options)?);
             Ok(())
         }
         Command::CaptureGolden { out } => {
