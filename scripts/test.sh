@@ -14,3 +14,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The lab tests run the real gingham-agent and gingham-cni binaries.
 cargo build --workspace --bins
 cargo test --workspace
+# Every fuzz target builds and runs a few seconds on its checked-in seeds (the campaign itself,
+# scripts/fuzz.sh with minutes per target, is run by hand; see README).
+scripts/fuzz.sh 5

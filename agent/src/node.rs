@@ -28,6 +28,22 @@ pub struct Registration {
     pub override_existing: bool,
 }
 
+impl Registration {
+    /// A node with this name and address and no other flag.
+    pub fn new(node: &str, address: IpNetwork) -> Registration {
+        Registration {
+            node: node.into(),
+            address,
+            address6: None,
+            as_number: None,
+            labels: BTreeMap::new(),
+            cluster_id: None,
+            kubernetes: false,
+            override_existing: false,
+        }
+    }
+}
+
 /// The GinghamNode `existing` becomes (or a new one): pure, so each rule is a unit test.
 pub fn registered(existing: Option<&GinghamNode>, r: &Registration) -> GinghamNode {
     let mut obj = existing.cloned().unwrap_or_else(|| GinghamNode::new(&r.node, GinghamNodeSpec::default()));
@@ -108,14 +124,11 @@ mod tests {
 
     fn reg(as_number: Option<u32>, cluster: Option<&str>, override_existing: bool) -> Registration {
         Registration {
-            node: "n1".into(),
-            address: "198.18.0.11/24".parse().unwrap(),
-            address6: None,
             as_number,
-            labels: BTreeMap::new(),
             cluster_id: cluster.map(String::from),
             kubernetes: true,
             override_existing,
+            ..Registration::new("n1", "198.18.0.11/24".parse().unwrap())
         }
     }
 

@@ -75,16 +75,7 @@ async fn scenario() -> String {
     for i in 0..NODES {
         let name = format!("node-{i}");
         let address = format!("198.18.1.{}/24", i + 1).parse().unwrap();
-        let registration = gingham_agent::node::Registration {
-            node: name.clone(),
-            address,
-            address6: None,
-            as_number: None,
-            labels: BTreeMap::new(),
-            cluster_id: None,
-            kubernetes: true,
-            override_existing: false,
-        };
+        let registration = gingham_agent::node::Registration { kubernetes: true, ..gingham_agent::node::Registration::new(&name, address) };
         gingham_agent::node::register_node(&store, &registration).await.unwrap();
         let cache = ClusterCache::start(&store, CacheOptions::default());
         let ipam = IpamWriter::start(store.clone(), &name).await.unwrap();

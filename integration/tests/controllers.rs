@@ -98,16 +98,7 @@ async fn assign(ipam: &Ipam<AnyDatastore>, handle: &str, node: &str, pod: (&str,
 /// Node n1's agent control plane: cache, IPAM writer, speaker, FIB, controller.
 async fn agent(store: &Store<AnyDatastore>) -> (watch::Receiver<ControllerStatus>, SpeakerHandle) {
     let address = "198.18.1.1/24".parse().unwrap();
-    let registration = Registration {
-        node: "n1".into(),
-        address,
-        address6: None,
-        as_number: None,
-        labels: BTreeMap::new(),
-        cluster_id: None,
-        kubernetes: true,
-        override_existing: false,
-    };
+    let registration = Registration { kubernetes: true, ..Registration::new("n1", address) };
     gingham_agent::node::register_node(store, &registration).await.unwrap();
     let cache = ClusterCache::start(store, CacheOptions::default());
     let ipam = IpamWriter::start(store.clone(), "n1").await.unwrap();
@@ -180,16 +171,7 @@ async fn scenario() {
     store.create(&BGPConfiguration::new("default", BGPConfigurationSpec::default())).await.unwrap();
     server.put("nodes", node("n1", json!({"kubernetes.io/hostname": "n1"})));
     server.put("nodes", node("n2", json!({})));
-    let n2 = Registration {
-        node: "n2".into(),
-        address: "198.18.1.2/24".parse().unwrap(),
-        address6: None,
-        as_number: None,
-        labels: BTreeMap::new(),
-        cluster_id: None,
-        kubernetes: true,
-        override_existing: false,
-    };
+    let n2 = Registration { kubernetes: true, ..Registration::new("n2", "198.18.1.2/24".parse().unwrap()) };
     gingham_agent::node::register_node(&store, &n2).await.unwrap();
     // n2's agent has reported its status once.
     let report =
