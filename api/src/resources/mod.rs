@@ -11,6 +11,7 @@ pub mod core;
 mod ipam;
 mod ippool;
 mod node;
+mod strict;
 pub mod validate;
 
 pub use bgp::{
@@ -184,6 +185,7 @@ pub fn crd_files() -> Vec<(String, String)> {
 }
 
 /// Parses one object of any kind from JSON (apiVersion + kind decide the type) and validates it.
+/// A field the kind does not have is refused, with its path.
 pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> {
     let kind = value.get("kind").and_then(|k| k.as_str()).ok_or_else(|| ValidationError::new("kind", "missing"))?;
     let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
@@ -201,6 +203,7 @@ pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> 
         }
         obj.validate()
     }
+    strict::refuse_unknown_fields(kind, value)?;
     match kind {
         "Secret" => check::<core::Secret>(value),
         "IPPool" => check::<IPPool>(value),
