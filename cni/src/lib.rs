@@ -186,8 +186,9 @@ pub fn validate_config(config: &serde_json::Value) -> Result<(), CniError> {
 pub fn parse_cni_args(text: &str) -> Result<Vec<(String, String)>, String> {
     text.split(';')
         .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("CNI_ARGS entry {kv:?} is not KEY=VALUE"))
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("CNI_ARGS entry {kv:?} is not KEY=VALUE")),
         })
         .collect()
 }
@@ -203,6 +204,14 @@ mod tests {
         assert_eq!(args[2], ("K8S_POD_NAME".into(), "web-0".into()));
         assert!(parse_cni_args("novalue").is_err());
         assert!(parse_cni_args("").unwrap().is_empty());
+    }
+
+    /// Found by the `cni_request` fuzz target: `=` parsed as a pair with an empty key.
+    #[test]
+    fn cni_args_without_a_key_are_refused() {
+        assert!(parse_cni_args("=").is_err());
+        assert!(parse_cni_args("K8S_POD_NAME=web;=x").unwrap_err().contains("\"=x\""));
+        assert_eq!(parse_cni_args("A==b").unwrap(), [("A".to_string(), "=b".to_string())], "a value may hold '='");
     }
 
     #[test]
