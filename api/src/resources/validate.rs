@@ -101,12 +101,24 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
-    Some(std::time::Duration::from_secs_f64(total))
+    // A value too large for a Duration is not a duration (and must not panic: the agent reads
+    // these from the datastore, where anything may have been written).
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `resource_decode` fuzz target: a BGPPeer's `maxRestartTime` of 10^74 s
+    /// panicked in `Duration::from_secs_f64` (in ginghamctl, and in an agent reading it).
+    #[test]
+    fn durations_too_large_for_a_duration_are_refused_not_panicked_on() {
+        let huge = format!("1{}s", "0".repeat(74));
+        assert_eq!(parse_duration(&huge), None);
+        assert!(duration("spec.maxRestartTime", &huge).unwrap_err().reason.contains("not a duration"));
+        assert_eq!(parse_duration("1.5s"), Some(std::time::Duration::from_millis(1500)));
+    }
 
     #[test]
     fn cidrs_with_host_bits_are_refused_with_a_hint() {
