@@ -56,7 +56,8 @@ fn pinger(lab: &Cluster, from: usize, to: Ipv4Addr, secs: u64) -> Result<Child> 
     Ok(lab.pods[from]
         .ns
         .command("ping")
-        .args(["-i", "0.2", "-w", &secs.to_string(), &to.to_string()])
+        // -q: only the summary, so an hour of replies cannot fill the pipe and stall ping.
+        .args(["-q", "-i", "0.2", "-w", &secs.to_string(), &to.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?)

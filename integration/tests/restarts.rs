@@ -23,7 +23,7 @@ fn pinger(lab: &Cluster, from: usize, to: Ipv4Addr, secs: u32) -> Child {
     lab.pods[from]
         .ns
         .command("ping")
-        .args(["-i", "0.05", "-w", &secs.to_string(), &to.to_string()])
+        .args(["-q", "-i", "0.05", "-w", &secs.to_string(), &to.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
