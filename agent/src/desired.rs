@@ -100,17 +100,11 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
         statics,
         // The GinghamNode's addresses are the truth (a patch moves the sockets); the detected
         // ones until it has them.
-        listen: listen_addresses(&config, me_address(me, false).unwrap_or(id.address), me_address(me, true).or(id.address6)),
+        listen: listen_addresses(&config, me.bgp_network(false).unwrap_or(id.address), me.bgp_network(true).or(id.address6)),
         cluster_id: me.route_reflector_cluster_id(),
         nat_script: crate::nat::script(&cluster.pools.values().map(|p| p.spec.clone()).collect::<Vec<_>>()),
         log_filter: log_filter(config.log_severity_screen.as_deref()),
     })
-}
-
-fn me_address(me: &gingham_api::resources::GinghamNode, v6: bool) -> Option<IpNetwork> {
-    let bgp = me.spec.bgp.as_ref()?;
-    let text = if v6 { bgp.ipv6_address.as_deref() } else { bgp.ipv4_address.as_deref() };
-    text?.parse().ok()
 }
 
 /// Where BGP listens: every address (Calico's default `bindMode: None`) or the node's own.

@@ -46,12 +46,13 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     };
     let host = autodetect::host_addresses(&netlink).await.context("reading the host's addresses")?;
     let ignored = &bgp_config.ignored_interfaces;
-    let address: IpNetwork = match node::keep_or_detect(node::stored_address(stored.as_ref(), false), &host, config.override_node_config) {
-        Some(kept) => kept,
-        None => autodetect::detect(&netlink, &config.ip, ignored, false, &k8s_addresses).await.context("node address (--ip)")?,
-    };
+    let address: IpNetwork =
+        match node::keep_or_detect(stored.as_ref().and_then(|n| n.bgp_network(false)), &host, config.override_node_config) {
+            Some(kept) => kept,
+            None => autodetect::detect(&netlink, &config.ip, ignored, false, &k8s_addresses).await.context("node address (--ip)")?,
+        };
     let address6: Option<IpNetwork> =
-        match node::keep_or_detect(node::stored_address(stored.as_ref(), true), &host, config.override_node_config) {
+        match node::keep_or_detect(stored.as_ref().and_then(|n| n.bgp_network(true)), &host, config.override_node_config) {
             Some(kept) => Some(kept),
             None if config.ip6 == "none" => None,
             None => {

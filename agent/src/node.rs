@@ -73,13 +73,6 @@ pub fn keep_or_detect(stored: Option<IpNetwork>, host: &[IpNetwork], override_ex
     stored.filter(|s| !override_existing && host.iter().any(|h| h.ip() == s.ip()))
 }
 
-/// The stored GinghamNode's address of one family.
-pub fn stored_address(node: Option<&GinghamNode>, v6: bool) -> Option<IpNetwork> {
-    let bgp = node?.spec.bgp.as_ref()?;
-    let text = if v6 { bgp.ipv6_address.as_deref() } else { bgp.ipv4_address.as_deref() };
-    text?.parse().ok()
-}
-
 /// Writes (or refreshes) this node's GinghamNode; idempotent across restarts, retried on
 /// conflicts, and keeps labels someone else added.
 pub async fn register_node(store: &Store<AnyDatastore>, r: &Registration) -> anyhow::Result<GinghamNode> {

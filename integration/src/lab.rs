@@ -433,6 +433,26 @@ pub fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
     .map_err(|_| anyhow::anyhow!("http thread panicked"))?
 }
 
+/// A ping from `pod` to `to` every `interval` seconds for `secs` seconds, in the background.
+/// `-q`: only the summary, so a long run cannot fill the unread stdout pipe and stall ping.
+pub fn start_pinger(pod: &Pod, to: Ipv4Addr, interval: &str, secs: u64) -> Result<std::process::Child> {
+    Ok(pod
+        .ns
+        .command("ping")
+        .args(["-q", "-i", interval, "-w", &secs.to_string(), &to.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// (sent, received) of a finished [`start_pinger`].
+pub fn pinger_counts(ping: std::process::Child) -> Result<(u64, u64)> {
+    let out = String::from_utf8(ping.wait_with_output()?.stdout)?;
+    let summary = out.lines().find(|l| l.contains("packets transmitted")).with_context(|| format!("no ping summary in {out:?}"))?;
+    let n: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    Ok((n[0], n[1]))
+}
+
 /// Whether an address is one of the lab's pod addresses.
 pub fn is_pod_address(a: IpAddr) -> bool {
     POD_POOL.parse::<ipnetwork::IpNetwork>().is_ok_and(|p| p.contains(a))

@@ -7,13 +7,11 @@
 //! `ginghamctl ipam check`.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::lab::{workspace_binary, Cluster, LabOptions};
+use crate::lab::{pinger_counts, start_pinger, workspace_binary, Cluster, LabOptions};
 
 pub struct SoakOptions {
     pub duration: Duration,
@@ -52,24 +50,6 @@ fn sample(lab: &Cluster, i: usize) -> Option<Sample> {
     })
 }
 
-fn pinger(lab: &Cluster, from: usize, to: Ipv4Addr, secs: u64) -> Result<Child> {
-    Ok(lab.pods[from]
-        .ns
-        .command("ping")
-        // -q: only the summary, so an hour of replies cannot fill the pipe and stall ping.
-        .args(["-q", "-i", "0.2", "-w", &secs.to_string(), &to.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?)
-}
-
-fn ping_counts(ping: Child) -> Result<(u64, u64)> {
-    let out = String::from_utf8(ping.wait_with_output()?.stdout)?;
-    let summary = out.lines().find(|l| l.contains("packets transmitted")).with_context(|| out.clone())?;
-    let n: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
-    Ok((n[0], n[1]))
-}
-
 pub fn run(o: &SoakOptions) -> Result<String> {
     const NODES: usize = 3;
     let mut lab = Cluster::new(LabOptions::new(NODES))?;
@@ -88,7 +68,7 @@ pub fn run(o: &SoakOptions) -> Result<String> {
     for from in 0..NODES {
         for to in 0..NODES {
             if from != to {
-                pings.push((from, to, pinger(&lab, from, lab.pods[to].address, ping_secs)?));
+                pings.push((from, to, start_pinger(&lab.pods[from], lab.pods[to].address, "0.2", ping_secs)?));
             }
         }
     }
@@ -129,7 +109,7 @@ pub fn run(o: &SoakOptions) -> Result<String> {
     let mut lost = Vec::new();
     let mut sent_total = 0;
     for (from, to, ping) in pings {
-        let (sent, received) = ping_counts(ping)?;
+        let (sent, received) = pinger_counts(ping)?;
         sent_total += sent;
         lost.push((from, to, sent - received));
     }

@@ -312,24 +312,15 @@ fn an_agent_killed_and_restarted_during_a_ping_loses_nothing() {
     lab.wait_established(Duration::from_secs(60)).unwrap();
     wait_route(&lab, 0, &block_of(b), true, Duration::from_secs(15));
     wait_route(&lab, 1, &block_of(a), true, Duration::from_secs(15));
-    let ping = lab.pods[0]
-        .ns
-        .command("ping")
-        .args(["-i", "0.05", "-w", "15", &b.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let ping = gingham_integration::lab::start_pinger(&lab.pods[0], b, "0.05", 15).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     lab.nodes[0].agent.as_mut().unwrap().kill();
     std::thread::sleep(Duration::from_secs(2));
     lab.start_agent(0).unwrap();
     lab.wait_established(Duration::from_secs(30)).unwrap();
-    let out = String::from_utf8(ping.wait_with_output().unwrap().stdout).unwrap();
-    let summary = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{out}"));
-    let numbers: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
-    assert!(numbers[0] > 100, "{summary}");
-    assert_eq!(numbers[0], numbers[1], "pings lost across the restart: {summary}");
+    let (sent, received) = gingham_integration::lab::pinger_counts(ping).unwrap();
+    assert!(sent > 100, "{sent} sent");
+    assert_eq!(sent, received, "pings lost across the restart: {received} of {sent} answered");
     // After the restart has settled (End-of-RIB both ways), nothing of ours was removed.
     std::thread::sleep(Duration::from_secs(6));
     let routes = lab.routes(0).unwrap();

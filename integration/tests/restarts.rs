@@ -8,34 +8,13 @@
 //! and its new pods would wait for that deadline. Needs root; each test removes what it built.
 
 use std::net::Ipv4Addr;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use gingham_integration::lab::{Cluster, LabOptions};
+use gingham_integration::lab::{pinger_counts, start_pinger, Cluster, LabOptions};
 use gingham_integration::netns::wait_for;
 
 fn logs(lab: &Cluster) -> String {
     lab.nodes.iter().filter_map(|n| n.agent.as_ref().map(|a| a.log_tail())).collect::<Vec<_>>().join("\n---\n")
-}
-
-/// A ping every 50 ms for `secs` from pod `from` to `to`.
-fn pinger(lab: &Cluster, from: usize, to: Ipv4Addr, secs: u32) -> Child {
-    lab.pods[from]
-        .ns
-        .command("ping")
-        .args(["-q", "-i", "0.05", "-w", &secs.to_string(), &to.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// (sent, received) of a finished pinger.
-fn counts(ping: Child) -> (u64, u64) {
-    let out = String::from_utf8(ping.wait_with_output().unwrap().stdout).unwrap();
-    let summary = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{out}"));
-    let n: Vec<u64> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
-    (n[0], n[1])
 }
 
 #[derive(Clone, Copy)]
@@ -66,7 +45,7 @@ fn no_loss_during(lab: &mut Cluster, secs: u32, act: impl FnOnce(&mut Cluster)) 
     for from in 0..addrs.len() {
         for (to, addr) in addrs.iter().enumerate() {
             if from != to {
-                pings.push((from, to, pinger(lab, from, *addr, secs)));
+                pings.push((from, to, start_pinger(&lab.pods[from], *addr, "0.05", secs.into()).unwrap()));
             }
         }
     }
@@ -74,7 +53,7 @@ fn no_loss_during(lab: &mut Cluster, secs: u32, act: impl FnOnce(&mut Cluster)) 
     act(lab);
     let mut lost = Vec::new();
     for (from, to, ping) in pings {
-        let (sent, received) = counts(ping);
+        let (sent, received) = pinger_counts(ping).unwrap();
         assert!(sent > 100, "pod {from} -> pod {to}: only {sent} sent");
         if sent != received {
             lost.push(format!("pod {from} -> pod {to}: {} of {sent} lost", sent - received));

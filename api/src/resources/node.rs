@@ -70,6 +70,13 @@ impl GinghamNode {
             .collect()
     }
 
+    /// The node's BGP address of one family with its subnet, as stored.
+    pub fn bgp_network(&self, v6: bool) -> Option<ipnetwork::IpNetwork> {
+        let bgp = self.spec.bgp.as_ref()?;
+        let text = if v6 { bgp.ipv6_address.as_deref() } else { bgp.ipv4_address.as_deref() };
+        text?.parse().ok()
+    }
+
     pub fn route_reflector_cluster_id(&self) -> Option<Ipv4Addr> {
         self.spec.bgp.as_ref()?.route_reflector_cluster_id.as_deref()?.parse().ok()
     }
