@@ -1,7 +1,11 @@
 //! `ginghamctl`: calicoctl's comfort for Gingham. Resources and IPAM go straight to the
 //! datastore (`--datastore` / `GINGHAM_DATASTORE`); `node status` asks the local agent.
 
+mod checksystem;
+mod convert;
 mod ipam;
+mod label;
+mod migrate;
 mod node;
 mod output;
 mod resources;
@@ -13,7 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::output::Format;
 
 #[derive(Parser)]
-#[command(name = "ginghamctl", version, about = "Manage Gingham resources, IPAM and nodes")]
+#[command(name = "ginghamctl", version, about = "Manage Gingham resources, IPAM and nodes", after_help = EXIT_CODES)]
 struct Cli {
     /// `sqlite:PATH` or `kubernetes`.
     #[arg(long, global = true, env = "GINGHAM_DATASTORE", default_value = "sqlite:/var/lib/gingham/gingham.db")]
@@ -22,6 +26,13 @@ struct Cli {
     /// normally the agent creates it).
     #[arg(long, global = true)]
     init: bool,
+    /// The kubeconfig file for the kubernetes datastore (default: $KUBECONFIG, ~/.kube/config;
+    /// in a pod its service account).
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context for the kubernetes datastore (default: its current context).
+    #[arg(long, global = true)]
+    context: Option<String>,
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
     #[command(subcommand)]
@@ -66,10 +77,65 @@ enum Cmd {
         #[command(subcommand)]
         command: IpamCmd,
     },
+    /// Check every resource in a file as `apply` would (fields, values, unknown fields), writing
+    /// nothing.
+    Validate {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Set (`key=value`) or remove (`key --remove`) a label on any resource.
+    Label {
+        kind: String,
+        name: String,
+        /// `key=value`, or `key` with --remove.
+        label: String,
+        #[arg(long)]
+        remove: bool,
+        /// Change a label that already has another value.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Calico resources (projectcalico.org/v3) to Gingham ones, on stdout; what cannot be
+    /// carried over is listed on stderr with the reason.
+    Convert {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Datastore maintenance.
+    Datastore {
+        #[command(subcommand)]
+        command: DatastoreCmd,
+    },
+    /// Shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completion { shell: clap_complete::Shell },
     /// Client version, and the agent's when it answers.
     Version {
         #[arg(long, default_value = "127.0.0.1:9099")]
         status_addr: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatastoreCmd {
+    /// Move every Gingham object between datastores.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateCmd {
+    /// Every Gingham object as multi-document YAML on stdout (not node status reports; not
+    /// Secrets unless asked).
+    Export {
+        #[arg(long)]
+        include_secrets: bool,
+    },
+    /// Creates every object of an export; refuses (writing nothing) if one is invalid or exists.
+    Import {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
     },
 }
 
@@ -81,6 +147,12 @@ enum NodeCmd {
         node: Option<String>,
         #[arg(long, env = "GINGHAM_STATUS_ADDR", default_value = "127.0.0.1:9099")]
         status_addr: String,
+    },
+    /// Can this host run Gingham: kernel, forwarding, nftables, other pod networks, another
+    /// CNI configuration that runtimes would pick first, routes of other owners in our pools.
+    Checksystem {
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: std::path::PathBuf,
     },
 }
 
@@ -98,12 +170,31 @@ enum IpamCmd {
         #[arg(long)]
         fix: bool,
     },
+    /// IPAM settings (IPAMConfiguration "default").
+    Configure {
+        /// true: a node never borrows addresses from another node's block.
+        #[arg(long = "strictaffinity", action = clap::ArgAction::Set)]
+        strict_affinity: bool,
+    },
+    /// Replace a pool by NUMBER (a power of two) equal pools named NAME-split-I with the same
+    /// settings; existing blocks and allocations stay as they are.
+    Split {
+        number: u32,
+        #[arg(long)]
+        cidr: Option<ipnetwork::IpNetwork>,
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Frees an address whoever holds it.
     Release {
         #[arg(long)]
         ip: std::net::IpAddr,
     },
 }
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure (the error names the object, the field and the reason), \
+an `ipam check` that found problems, a `node checksystem` with a failed check, a `convert` that could not convert \
+every document; 2 usage error.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -120,29 +211,52 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = cli.output;
     match cli.command {
-        Cmd::Node { command: NodeCmd::Status { node: None, status_addr } } => node::status(&status_addr, format),
-        Cmd::Version { status_addr } => node::version(&status_addr),
-        command => {
-            if let Some(path) = cli.datastore.strip_prefix("sqlite:") {
-                if !cli.init && !std::path::Path::new(path).exists() {
-                    anyhow::bail!(
-                        "datastore {path} does not exist: is --datastore / GINGHAM_DATASTORE right? (gingham-agent creates it; --init creates an empty one)"
-                    );
-                }
-            }
-            let store = gingham_api::datastore::open(&cli.datastore).await?;
-            match command {
-                Cmd::Get { kind, name } => resources::get(&store, &kind, name.as_deref(), format).await,
-                Cmd::Apply { file } => resources::apply(&store, &file, resources::Mode::Apply).await,
-                Cmd::Create { file } => resources::apply(&store, &file, resources::Mode::Create).await,
-                Cmd::Delete { kind, name, file } => resources::delete(&store, kind.as_deref(), name.as_deref(), file.as_deref()).await,
-                Cmd::Patch { kind, name, patch } => resources::patch(&store, &kind, &name, &patch).await,
-                Cmd::Node { command: NodeCmd::Status { node: Some(name), .. } } => node::stored_status(&store, &name, format).await,
-                Cmd::Ipam { command: IpamCmd::Show { show_blocks, ip } } => ipam::show(&store, show_blocks, ip, format).await,
-                Cmd::Ipam { command: IpamCmd::Check { fix } } => ipam::check(&store, fix).await,
-                Cmd::Ipam { command: IpamCmd::Release { ip } } => ipam::release(&store, ip).await,
-                Cmd::Node { .. } | Cmd::Version { .. } => unreachable!("handled above"),
-            }
+        Cmd::Node { command: NodeCmd::Status { node: None, status_addr } } => return node::status(&status_addr, format),
+        Cmd::Version { status_addr } => return node::version(&status_addr),
+        Cmd::Validate { file } => return resources::validate(&file),
+        Cmd::Convert { file } => return migrate::convert(&file),
+        Cmd::Completion { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "ginghamctl", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
         }
+        _ => {}
+    }
+    if let Some(path) = cli.datastore.strip_prefix("sqlite:") {
+        if !cli.init && !std::path::Path::new(path).exists() {
+            anyhow::bail!(
+                "datastore {path} does not exist: is --datastore / GINGHAM_DATASTORE right? (gingham-agent creates it; --init creates an empty one)"
+            );
+        }
+    }
+    // KUBECONFIG in the environment is how every Kubernetes tool finds its cluster; it only
+    // picks the file, it does not make a sqlite datastore an error.
+    let kubeconfig =
+        gingham_api::datastore::KubeconfigChoice { path: cli.kubeconfig.filter(|_| cli.datastore == "kubernetes"), context: cli.context };
+    let store = gingham_api::datastore::open_with(&cli.datastore, &kubeconfig).await?;
+    match cli.command {
+        Cmd::Get { kind, name } => resources::get(&store, &kind, name.as_deref(), format).await,
+        Cmd::Apply { file } => resources::apply(&store, &file, resources::Mode::Apply).await,
+        Cmd::Create { file } => resources::apply(&store, &file, resources::Mode::Create).await,
+        Cmd::Delete { kind, name, file } => resources::delete(&store, kind.as_deref(), name.as_deref(), file.as_deref()).await,
+        Cmd::Patch { kind, name, patch } => resources::patch(&store, &kind, &name, &patch).await,
+        Cmd::Label { kind, name, label, remove, overwrite } => {
+            label::label(&store, &kind, &name, label::Change::parse(&label, remove, overwrite)?).await
+        }
+        Cmd::Datastore { command: DatastoreCmd::Migrate { command: MigrateCmd::Export { include_secrets } } } => {
+            migrate::export(&store, include_secrets).await
+        }
+        Cmd::Datastore { command: DatastoreCmd::Migrate { command: MigrateCmd::Import { file } } } => migrate::import(&store, &file).await,
+        Cmd::Node { command: NodeCmd::Status { node: Some(name), .. } } => node::stored_status(&store, &name, format).await,
+        Cmd::Node { command: NodeCmd::Checksystem { cni_conf_dir } } => node::checksystem(&store, &cni_conf_dir).await,
+        Cmd::Ipam { command: IpamCmd::Show { show_blocks, ip } } => ipam::show(&store, show_blocks, ip, format).await,
+        Cmd::Ipam { command: IpamCmd::Check { fix } } => ipam::check(&store, fix).await,
+        Cmd::Ipam { command: IpamCmd::Release { ip } } => ipam::release(&store, ip).await,
+        Cmd::Ipam { command: IpamCmd::Configure { strict_affinity } } => ipam::configure(&store, strict_affinity).await,
+        Cmd::Ipam { command: IpamCmd::Split { number, cidr, name } } => ipam::split(&store, number, cidr, name.as_deref()).await,
+        Cmd::Node { command: NodeCmd::Status { node: None, .. } }
+        | Cmd::Version { .. }
+        | Cmd::Validate { .. }
+        | Cmd::Convert { .. }
+        | Cmd::Completion { .. } => unreachable!("handled above"),
     }
 }

@@ -120,3 +120,15 @@ pub fn version(addr: &str) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `node checksystem`: the pools come from the datastore when it opens.
+pub async fn checksystem(
+    store: &gingham_api::datastore::Store<gingham_api::datastore::AnyDatastore>,
+    cni_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let (pools, _) = store.list::<gingham_api::resources::IPPool>().await?;
+    let nat = pools.iter().any(|p| p.spec.nat_outgoing && !p.spec.disabled);
+    let nets = pools.iter().filter_map(|p| p.spec.network()).collect();
+    let facts = crate::checksystem::gather(cni_dir, nets, nat);
+    Ok(crate::checksystem::report(&crate::checksystem::judge(&facts)))
+}

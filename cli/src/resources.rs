@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use crate::output::{render, Format};
 
-const RETRIES: usize = 10;
+pub const RETRIES: usize = 10;
 
-fn kind_of(name: &str) -> anyhow::Result<KindInfo> {
+pub fn kind_of(name: &str) -> anyhow::Result<KindInfo> {
     find_kind(name).with_context(|| {
         let known: Vec<&str> = gingham_api::resources::cli_kinds().map(|k| k.plural).collect();
         format!("unknown resource kind {name:?} (known: {})", known.join(", "))
@@ -84,7 +84,7 @@ fn describe(doc: &Value) -> String {
 }
 
 /// Checks every document before anything is written; the error lists each bad one.
-fn validate_all(docs: &[Value]) -> anyhow::Result<Vec<(KindInfo, String, Value)>> {
+fn validate_all(docs: &[Value]) -> Result<Vec<(KindInfo, String, Value)>, Vec<String>> {
     let mut errors = Vec::new();
     let mut ok = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
@@ -101,10 +101,22 @@ fn validate_all(docs: &[Value]) -> anyhow::Result<Vec<(KindInfo, String, Value)>
             }
         }
     }
-    if !errors.is_empty() {
-        bail!("nothing was applied; fix these first:\n  {}", errors.join("\n  "));
+    match errors.is_empty() {
+        true => Ok(ok),
+        false => Err(errors),
     }
-    Ok(ok)
+}
+
+/// `validate -f`: every document checked as `apply` would, nothing written, no datastore.
+pub fn validate(file: &str) -> anyhow::Result<ExitCode> {
+    let docs = validate_all(&read_documents(file)?).map_err(|e| anyhow::anyhow!("{file} is not valid:\n  {}", e.join("\n  ")))?;
+    if docs.is_empty() {
+        bail!("{file} holds no resources");
+    }
+    for (kind, name, _) in &docs {
+        println!("{} {name:?} is valid", kind.kind);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -114,7 +126,8 @@ pub enum Mode {
 }
 
 pub async fn apply(store: &Store<AnyDatastore>, file: &str, mode: Mode) -> anyhow::Result<ExitCode> {
-    let docs = validate_all(&read_documents(file)?)?;
+    let docs =
+        validate_all(&read_documents(file)?).map_err(|e| anyhow::anyhow!("nothing was applied; fix these first:\n  {}", e.join("\n  ")))?;
     if docs.is_empty() {
         bail!("{file} holds no resources");
     }

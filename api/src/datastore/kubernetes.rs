@@ -34,6 +34,23 @@ impl KubeStore {
         Ok(KubeStore { client })
     }
 
+    /// A client from a kubeconfig file (default: `$KUBECONFIG`, then `~/.kube/config`) and one
+    /// of its contexts (default: its current context), as kubectl's `--kubeconfig`/`--context`.
+    pub async fn from_kubeconfig(path: Option<&std::path::Path>, context: Option<&str>) -> Result<Self> {
+        use kube::config::{KubeConfigOptions, Kubeconfig};
+        let options = KubeConfigOptions { context: context.map(String::from), ..Default::default() };
+        let backend = |e: &dyn std::fmt::Display| DatastoreError::Backend(format!("kubeconfig: {e}"));
+        let config = match path {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| backend(&format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(file, &options).await.map_err(|e| backend(&e))?
+            }
+            None => kube::Config::from_kubeconfig(&options).await.map_err(|e| backend(&e))?,
+        };
+        let client = kube::Client::try_from(config).map_err(|e| DatastoreError::Backend(format!("kubernetes client: {e}")))?;
+        Ok(KubeStore { client })
+    }
+
     /// Namespaced kinds marked [`Watched::OwnNamespace`] are listed in the client's default
     /// namespace.
     pub fn new(client: kube::Client) -> Self {

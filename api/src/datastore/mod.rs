@@ -8,6 +8,7 @@
 
 pub mod kubernetes;
 pub mod memory;
+pub mod migrate;
 pub mod sqlite;
 mod typed;
 
@@ -138,11 +139,32 @@ pub enum AnyDatastore {
 /// Opens the datastore a `--datastore` / `GINGHAM_DATASTORE` URL names:
 /// `sqlite:PATH`, `kubernetes` (in-cluster config or `KUBECONFIG`) or `memory`.
 pub async fn open(url: &str) -> Result<Store<AnyDatastore>> {
+    open_with(url, &KubeconfigChoice::default()).await
+}
+
+/// Which kubeconfig and context the kubernetes datastore uses when not in a pod; both unset
+/// means the in-cluster service account, then the default kubeconfig.
+#[derive(Clone, Debug, Default)]
+pub struct KubeconfigChoice {
+    pub path: Option<std::path::PathBuf>,
+    pub context: Option<String>,
+}
+
+pub async fn open_with(url: &str, kubeconfig: &KubeconfigChoice) -> Result<Store<AnyDatastore>> {
+    let chosen = kubeconfig.path.is_some() || kubeconfig.context.is_some();
     let backend = if let Some(path) = url.strip_prefix("sqlite:") {
+        if chosen {
+            return Err(DatastoreError::Url {
+                url: url.into(),
+                reason: "--kubeconfig and --context only apply to the kubernetes datastore".into(),
+            });
+        }
         if path.is_empty() {
             return Err(DatastoreError::Url { url: url.into(), reason: "no path after sqlite:".into() });
         }
         AnyDatastore::Sqlite(sqlite::SqliteStore::open(path)?)
+    } else if url == "kubernetes" && chosen {
+        AnyDatastore::Kubernetes(kubernetes::KubeStore::from_kubeconfig(kubeconfig.path.as_deref(), kubeconfig.context.as_deref()).await?)
     } else if url == "kubernetes" {
         AnyDatastore::Kubernetes(kubernetes::KubeStore::from_environment().await?)
     } else if url == "memory" {

@@ -12,6 +12,7 @@ mod ipam;
 mod ippool;
 mod node;
 mod strict;
+pub use strict::unknown_fields;
 pub mod validate;
 
 pub use bgp::{
@@ -197,6 +198,9 @@ pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> 
         let obj: K = serde_json::from_value(value.clone()).map_err(ValidationError::from_serde)?;
         if obj.meta().name.as_deref().unwrap_or_default().is_empty() {
             return Err(ValidationError::new("metadata.name", "missing"));
+        }
+        for (key, value) in obj.meta().labels.iter().flatten() {
+            validate::label("metadata.labels", key, value)?;
         }
         if K::INFO.is_namespaced() && obj.meta().namespace.as_deref().unwrap_or_default().is_empty() {
             return Err(ValidationError::new("metadata.namespace", format!("missing: a {} lives in a namespace", K::INFO.kind)));

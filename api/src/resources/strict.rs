@@ -30,27 +30,35 @@ fn schemas() -> &'static HashMap<String, Value> {
 
 /// The first field of `value` that its kind does not have, as a validation error.
 pub fn refuse_unknown_fields(kind: &str, value: &Value) -> Result<(), ValidationError> {
-    let Some(schema) = schemas().get(kind) else { return Ok(()) };
-    let Some(object) = value.as_object() else { return Ok(()) };
+    match unknown_fields(kind, value).into_iter().next() {
+        Some(path) => Err(unknown(&path)),
+        None => Ok(()),
+    }
+}
+
+/// Every field of `value` its kind does not have, as paths (`spec.exportV4[0].interface`).
+pub fn unknown_fields(kind: &str, value: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let (Some(schema), Some(object)) = (schemas().get(kind), value.as_object()) else { return found };
     for (key, v) in object {
         match key.as_str() {
             // The envelope every object has; metadata is Kubernetes' ObjectMeta.
             "apiVersion" | "kind" | "metadata" => {}
             _ => match schema.pointer(&format!("/properties/{}", escape(key))) {
-                Some(sub) => walk(v, sub, key)?,
-                None => return Err(unknown(key)),
+                Some(sub) => walk(v, sub, key, &mut found),
+                None => found.push(key.clone()),
             },
         }
     }
-    Ok(())
+    found
 }
 
-fn walk(value: &Value, schema: &Value, path: &str) -> Result<(), ValidationError> {
+fn walk(value: &Value, schema: &Value, path: &str, found: &mut Vec<String>) {
     if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
         || schema.get("anyOf").is_some()
         || schema.get("oneOf").is_some()
     {
-        return Ok(());
+        return;
     }
     match value {
         Value::Object(map) => {
@@ -58,27 +66,26 @@ fn walk(value: &Value, schema: &Value, path: &str) -> Result<(), ValidationError
                 for (key, v) in map {
                     let here = format!("{path}.{key}");
                     match props.get(key) {
-                        Some(sub) => walk(v, sub, &here)?,
+                        Some(sub) => walk(v, sub, &here, found),
                         None if schema.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false)) => {}
-                        None => return Err(unknown(&here)),
+                        None => found.push(here),
                     }
                 }
             } else if let Some(sub) = schema.get("additionalProperties").filter(|a| a.is_object()) {
                 for (key, v) in map {
-                    walk(v, sub, &format!("{path}.{key}"))?;
+                    walk(v, sub, &format!("{path}.{key}"), found);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(sub) = schema.get("items") {
                 for (i, v) in items.iter().enumerate() {
-                    walk(v, sub, &format!("{path}[{i}]"))?;
+                    walk(v, sub, &format!("{path}[{i}]"), found);
                 }
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
 fn unknown(path: &str) -> ValidationError {

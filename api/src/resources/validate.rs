@@ -72,6 +72,39 @@ pub fn object_name(field: &str, name: &str) -> Check {
     }
 }
 
+/// A label (`[prefix/]name` = `value`) as the Kubernetes API server accepts it: name and value
+/// at most 63 characters of letters, digits, `-`, `_` and `.`, starting and ending with a letter
+/// or digit (the value may be empty); the prefix a DNS subdomain.
+pub fn label(field: &str, key: &str, value: &str) -> Check {
+    fn segment(s: &str) -> bool {
+        s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+    }
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        object_name(&format!("{field}[{key:?}]"), p)
+            .map_err(|_| ValidationError::new(format!("{field}[{key:?}]"), format!("prefix {p:?} is not a DNS subdomain")))?;
+    }
+    if name.is_empty() || !segment(name) {
+        return Err(ValidationError::new(
+            format!("{field}[{key:?}]"),
+            "a label name is 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ));
+    }
+    if !segment(value) {
+        return Err(ValidationError::new(
+            format!("{field}[{key:?}]"),
+            format!("value {value:?}: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
 /// A Go-style duration as Calico writes them: `120s`, `2m`, `1m30s`, `500ms`.
 pub fn duration(field: &str, text: &str) -> Result<std::time::Duration, ValidationError> {
     parse_duration(text).ok_or_else(|| ValidationError::new(field, format!("{text:?} is not a duration like 120s, 2m or 1m30s")))
