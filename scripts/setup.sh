@@ -25,6 +25,15 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# promtool (the metrics lint the metrics test runs) from Debian's prometheus package, unpacked
+# rather than installed: installing it would also start a Prometheus server.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing promtool to /usr/local/bin"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; } && dpkg-deb -x prometheus_*.deb x && install -m 755 x/usr/bin/promtool /usr/local/bin/promtool)
+  rm -rf "$tmp"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi

@@ -1,14 +1,18 @@
-//! Prometheus metrics (`/metrics`): sessions by state, prefixes, routes programmed, CNI
-//! latency, IPAM blocks and addresses.
+//! Prometheus metrics (`/metrics`): sessions by state, per-peer BGP state, prefixes, UPDATEs
+//! and NOTIFICATIONs, routes programmed and FIB operations, CNI latency, IPAM blocks and
+//! addresses. Names follow Prometheus' conventions (`promtool check metrics` passes; a test
+//! runs it on a live agent).
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gingham_cni::Command;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -23,8 +27,116 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// One BGP peer as the last scrape saw it.
+#[derive(Clone, Debug, Default)]
+pub struct PeerRow {
+    pub peer: String,
+    /// `mesh`, `route-reflector`, `global`, `node`.
+    pub kind: String,
+    pub state: String,
+    pub uptime_seconds: u64,
+    pub prefixes_received: u64,
+    pub prefixes_accepted: u64,
+    pub prefixes_advertised: u64,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+    pub notifications: gingham_bgp::session::Notifications,
+}
+
+/// What is read from the owner tasks at each scrape and written out as constant metrics:
+/// per-peer series come and go with the peers, and the counters are the owners' own.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub peers: Vec<PeerRow>,
+    /// Kernel route installs, removals and drift repairs since the agent started.
+    pub fib_operations: [(&'static str, u64); 3],
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotCollector(pub Arc<Mutex<Snapshot>>);
+
+/// A per-peer metric: name, help, and how to read it from a row.
+type PeerMetric = (&'static str, &'static str, fn(&PeerRow) -> u64);
+
+const STATES: [&str; 6] = ["Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"];
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.0.lock().expect("metrics lock");
+        let labels = |r: &PeerRow| vec![("peer", r.peer.clone()), ("peer_type", r.kind.clone())];
+        {
+            let mut family = encoder.encode_descriptor(
+                "bgp_peer_state",
+                "BGP session state per peer: 1 for the current state",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            for r in &snapshot.peers {
+                for state in STATES {
+                    let mut l = labels(r);
+                    l.push(("state", state.to_string()));
+                    ConstGauge::new(i64::from(r.state == state)).encode(family.encode_family(&l)?)?;
+                }
+            }
+        }
+        let gauges: [PeerMetric; 4] = [
+            ("bgp_peer_uptime_seconds", "Seconds the session has been Established (0 when it is not)", |r| r.uptime_seconds),
+            ("bgp_peer_prefixes_received", "Prefixes the peer announces to us now", |r| r.prefixes_received),
+            ("bgp_peer_prefixes_accepted", "Prefixes received from the peer that passed import checks and policy", |r| r.prefixes_accepted),
+            ("bgp_peer_prefixes_advertised", "Prefixes advertised to the peer now", |r| r.prefixes_advertised),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for r in &snapshot.peers {
+                ConstGauge::new(value(r) as i64).encode(family.encode_family(&labels(r))?)?;
+            }
+        }
+        let counters: [PeerMetric; 2] = [
+            ("bgp_peer_updates_received", "UPDATE messages received from the peer", |r| r.updates_received),
+            ("bgp_peer_updates_sent", "UPDATE messages sent to the peer", |r| r.updates_sent),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+            for r in &snapshot.peers {
+                ConstCounter::new(value(r)).encode(family.encode_family(&labels(r))?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "bgp_peer_notifications",
+                "NOTIFICATION messages by direction, error code and subcode (RFC 4271 4.5)",
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for r in &snapshot.peers {
+                for (direction, counts) in [("sent", &r.notifications.sent), ("received", &r.notifications.received)] {
+                    for ((code, subcode), n) in counts {
+                        let mut l = labels(r);
+                        l.extend([("direction", direction.to_string()), ("code", code.to_string()), ("subcode", subcode.to_string())]);
+                        ConstCounter::new(*n).encode(family.encode_family(&l)?)?;
+                    }
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "fib_route_operations",
+            "Kernel route operations by kind: install, remove, repair (drift corrected)",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (operation, n) in snapshot.fib_operations {
+            if !operation.is_empty() {
+                ConstCounter::new(n).encode(family.encode_family(&[("operation", operation)])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Filled before each scrape from the speaker's and the FIB's snapshots.
+    pub snapshot: SnapshotCollector,
     cni_latency: Family<CommandLabel, Histogram>,
     pub sessions: Family<StateLabel, Gauge>,
     pub prefixes_received: Gauge,
@@ -80,7 +192,10 @@ impl Metrics {
         );
         let runtime_tasks = Gauge::default();
         registry.register("runtime_tasks", "Tasks alive in the agent's async runtime", runtime_tasks.clone());
+        let snapshot = SnapshotCollector::default();
+        registry.register_collector(Box::new(snapshot.clone()));
         Metrics {
+            snapshot,
             runtime_tasks,
             peers_blocked,
             reclaimed,
@@ -115,8 +230,52 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text as the Prometheus text format (0.0.4): there a counter's HELP and TYPE
+/// name the series itself (`x_total`), not the family (`x`), and there is no `# EOF`.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "].into_iter().find_map(|h| Some((h, line.strip_prefix(h)?)));
+        match header {
+            Some((h, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{h}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_series_in_the_prometheus_text_format() {
+        let m = Metrics::new();
+        m.reconciles.inc();
+        let text = prometheus_text(&m.encode());
+        assert!(
+            text.contains(
+                "# HELP gingham_reconciles_total Reconcile passes.\n# TYPE gingham_reconciles_total counter\ngingham_reconciles_total 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE gingham_runtime_tasks gauge\n"), "gauges keep their names: {text}");
+        assert!(!text.contains("# EOF"));
     }
 }

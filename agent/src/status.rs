@@ -21,6 +21,10 @@ use crate::fib::FibHandle;
 use crate::metrics::{Metrics, StateLabel};
 use crate::peers::PeerKind;
 
+fn kind_name(kind: PeerKind) -> String {
+    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
 /// What the endpoint reads from; every part is a handle to a task that owns its state.
 pub struct StatusSource {
     pub node: String,
@@ -36,7 +40,6 @@ impl StatusSource {
     pub async fn status(&self) -> NodeStatus {
         let statuses = self.speaker.peers().await.unwrap_or_default();
         let controller = self.controller.borrow().clone();
-        let kind_name = |kind: PeerKind| serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let mut peers: Vec<PeerStatus> = statuses
             .iter()
             .map(|s| {
@@ -99,6 +102,27 @@ impl StatusSource {
         self.metrics.prefixes_received.set(statuses.iter().map(|s| s.prefixes_received as i64).sum());
         self.metrics.prefixes_advertised.set(statuses.iter().map(|s| s.prefixes_advertised as i64).sum());
         let fib = self.fib.stats().await;
+        let controller = self.controller.borrow().clone();
+        let rows = statuses
+            .iter()
+            .map(|s| crate::metrics::PeerRow {
+                peer: s.config.address.to_string(),
+                kind: controller.peers.get(&s.config.address).map_or_else(|| "global".into(), |p| kind_name(p.kind)),
+                state: format!("{:?}", s.state),
+                uptime_seconds: s.uptime.map_or(0, |u| u.as_secs()),
+                prefixes_received: s.prefixes_received as u64,
+                prefixes_accepted: s.prefixes_accepted as u64,
+                prefixes_advertised: s.prefixes_advertised as u64,
+                updates_received: s.updates_received,
+                updates_sent: s.updates_sent,
+                notifications: s.notifications.clone(),
+            })
+            .collect();
+        {
+            let mut snapshot = self.metrics.snapshot.0.lock().expect("metrics lock");
+            snapshot.peers = rows;
+            snapshot.fib_operations = [("install", fib.programmed), ("remove", fib.removed), ("repair", fib.repaired)];
+        }
         self.metrics.routes_programmed.set(fib.wanted);
         self.metrics.routes_not_installed.set(fib.not_installed);
         self.metrics.runtime_tasks.set(tokio::runtime::Handle::current().metrics().num_alive_tasks() as i64);
@@ -207,9 +231,12 @@ async fn serve_paths(addr: SocketAddr, agent: Arc<StatusSource>, paths: Paths) -
             }
             let request = String::from_utf8_lossy(&buf[..len]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let openmetrics = request
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("accept:") && l.to_ascii_lowercase().contains("application/openmetrics-text"));
             let (status, content_type, body) = match (paths, path) {
                 (Paths::MetricsOnly, p) if p != "/metrics" => ("404 Not Found", "text/plain", "only /metrics here\n".into()),
-                _ => route(&agent, path).await,
+                _ => route(&agent, path, openmetrics).await,
             };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -221,7 +248,9 @@ async fn serve_paths(addr: SocketAddr, agent: Arc<StatusSource>, paths: Paths) -
     }
 }
 
-async fn route(agent: &StatusSource, path: &str) -> (&'static str, &'static str, String) {
+/// `openmetrics`: the client's Accept header asks for OpenMetrics (Prometheus does); others
+/// (promtool, curl, older scrapers) get the Prometheus text format.
+async fn route(agent: &StatusSource, path: &str, openmetrics: bool) -> (&'static str, &'static str, String) {
     match path {
         "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
         "/readyz" => {
@@ -233,7 +262,10 @@ async fn route(agent: &StatusSource, path: &str) -> (&'static str, &'static str,
         }
         "/metrics" => {
             agent.refresh_metrics().await;
-            ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", agent.metrics.encode())
+            match openmetrics {
+                true => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", agent.metrics.encode()),
+                false => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", crate::metrics::prometheus_text(&agent.metrics.encode())),
+            }
         }
         "/status" => {
             let body = serde_json::to_string_pretty(&agent.status().await).expect("a status serialises");

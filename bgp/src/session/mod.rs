@@ -7,5 +7,5 @@ mod peer;
 pub mod socket;
 
 pub use listener::{Listener, UnknownConnection};
-pub use peer::{spawn_peer, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerSnapshot};
+pub use peer::{spawn_counted_peer, spawn_peer, Notifications, PeerCommand, PeerConfig, PeerCounters, PeerEvent, PeerHandle, PeerSnapshot};
 pub use socket::{Transport, TtlMode};

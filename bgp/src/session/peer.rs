@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -96,6 +98,7 @@ pub struct PeerSnapshot {
     pub treat_as_withdraw: u64,
     /// Connections closed with or by Cease / Connection Collision Resolution (RFC 4271 6.8).
     pub collisions: u64,
+    pub notifications: Notifications,
 }
 
 /// Handle to a running peer task. Dropping every handle stops the peer (silently).
@@ -126,9 +129,18 @@ impl PeerHandle {
 
 /// Starts the peer task. The peer stays Idle until [`PeerCommand::Start`].
 pub fn spawn_peer(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> (PeerHandle, JoinHandle<()>) {
+    spawn_counted_peer(config, events, Arc::default())
+}
+
+/// [`spawn_peer`] counting into `counters`, which outlive the task.
+pub fn spawn_counted_peer(
+    config: PeerConfig,
+    events: mpsc::Sender<PeerEvent>,
+    counters: Arc<PeerCounters>,
+) -> (PeerHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let addr = config.transport.peer;
-    let task = PeerTask::new(config, events);
+    let task = PeerTask::new(config, events, counters);
     let join = tokio::spawn(task.run(rx));
     (PeerHandle { commands: tx, addr }, join)
 }
@@ -158,6 +170,7 @@ struct PeerTask {
     next_conn: ConnId,
     established_at: Option<Instant>,
     stats: Stats,
+    counters: Arc<PeerCounters>,
     received: HashSet<IpNetwork>,
 }
 
@@ -165,14 +178,37 @@ struct PeerTask {
 struct Stats {
     messages_received: u64,
     messages_sent: u64,
-    updates_received: u64,
-    updates_sent: u64,
     treat_as_withdraw: u64,
     collisions: u64,
 }
 
+/// The counters metrics show per peer. They belong to the peer's address, not to one task:
+/// a configuration change replaces the task (and is itself announced with a Cease), and the
+/// counts must go on rather than fall back to zero and lose that Cease.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    updates_received: AtomicU64,
+    updates_sent: AtomicU64,
+    notifications: Mutex<Notifications>,
+}
+
+impl PeerCounters {
+    fn notification(&self, sent: bool, n: &crate::wire::Notification) {
+        let mut all = self.notifications.lock().expect("counter lock");
+        let map = if sent { &mut all.sent } else { &mut all.received };
+        *map.entry((n.code, n.subcode)).or_default() += 1;
+    }
+}
+
+/// NOTIFICATIONs by (code, subcode), in each direction, over the peer's lifetime.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notifications {
+    pub sent: std::collections::BTreeMap<(u8, u8), u64>,
+    pub received: std::collections::BTreeMap<(u8, u8), u64>,
+}
+
 impl PeerTask {
-    fn new(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> PeerTask {
+    fn new(config: PeerConfig, events: mpsc::Sender<PeerEvent>, counters: Arc<PeerCounters>) -> PeerTask {
         let (ctx, crx) = mpsc::channel(64);
         PeerTask {
             fsm: PeerFsm::new(config.fsm.clone()),
@@ -188,6 +224,7 @@ impl PeerTask {
             next_conn: 1,
             established_at: None,
             stats: Stats::default(),
+            counters,
             received: HashSet::new(),
         }
     }
@@ -262,11 +299,12 @@ impl PeerTask {
             negotiated: established.map(|(_, n)| n.clone()),
             messages_received: self.stats.messages_received,
             messages_sent: self.stats.messages_sent,
-            updates_received: self.stats.updates_received,
-            updates_sent: self.stats.updates_sent,
+            updates_received: self.counters.updates_received.load(Ordering::Relaxed),
+            updates_sent: self.counters.updates_sent.load(Ordering::Relaxed),
             prefixes_received: self.received.len(),
             treat_as_withdraw: self.stats.treat_as_withdraw,
             collisions: self.stats.collisions,
+            notifications: self.counters.notifications.lock().expect("counter lock").clone(),
         }
     }
 
@@ -289,7 +327,12 @@ impl PeerTask {
                     };
                     self.stats.messages_received += 1;
                     let input = match decode_frame(&frame, &c.codec) {
-                        Ok(d) => Input::Received { conn, message: d.message, attr_errors: d.attr_errors },
+                        Ok(d) => {
+                            if let Message::Notification(n) = &d.message {
+                                self.counters.notification(false, n);
+                            }
+                            Input::Received { conn, message: d.message, attr_errors: d.attr_errors }
+                        }
                         Err(error) => Input::ReceiveError { conn, error },
                     };
                     self.input(input).await;
@@ -329,10 +372,13 @@ impl PeerTask {
                     return;
                 };
                 if let Message::Update(_) = message {
-                    self.stats.updates_sent += 1;
+                    self.counters.updates_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 if is_collision(&message) {
                     self.stats.collisions += 1;
+                }
+                if let Message::Notification(n) = &message {
+                    self.counters.notification(true, n);
                 }
                 match message.encode(&c.codec, &mut c.out) {
                     Ok(()) => self.stats.messages_sent += 1,
@@ -378,7 +424,7 @@ impl PeerTask {
     }
 
     async fn update_received(&mut self, update: Update, attr_errors: Vec<AttrError>) {
-        self.stats.updates_received += 1;
+        self.counters.updates_received.fetch_add(1, Ordering::Relaxed);
         let action = attr_errors.iter().map(|e| e.action).max();
         for e in &attr_errors {
             tracing::warn!(peer = %self.peer(), type_code = e.type_code, action = ?e.action, reason = e.reason, "malformed attribute (RFC 7606)");

@@ -175,6 +175,9 @@ pub struct PeerStatus {
     pub prefixes_advertised: usize,
     /// Enhanced route refresh cycles (BoRR..EoRR) the peer completed.
     pub refresh_cycles: u64,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+    pub notifications: crate::session::Notifications,
 }
 
 /// A best-path change: `None` means the prefix is gone.

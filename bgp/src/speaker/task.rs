@@ -11,7 +11,7 @@ use super::{Command, MaxPrefixAction, NeighborConfig, PeerStatus, RouteChange, S
 use crate::fsm::StopMode;
 use crate::rib::decision::DecisionConfig;
 use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
-use crate::session::{spawn_peer, Listener, PeerCommand, PeerEvent, PeerHandle};
+use crate::session::{Listener, PeerCommand, PeerEvent, PeerHandle};
 use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, RefreshSubtype, RouteRefresh, Update};
 
 /// Prefixes exported per step; bounds the transient memory of a full-table flood.
@@ -73,6 +73,8 @@ pub(super) struct SpeakerTask {
     listener: Listener,
     rib: Rib,
     peers: HashMap<IpAddr, Peer>,
+    /// Per-address message counters; they outlive the peer tasks a reconfiguration replaces.
+    counters: HashMap<IpAddr, std::sync::Arc<crate::session::PeerCounters>>,
     next_id: PeerId,
     events_tx: mpsc::Sender<PeerEvent>,
     events: mpsc::Receiver<PeerEvent>,
@@ -113,6 +115,7 @@ impl SpeakerTask {
             listener,
             rib,
             peers: HashMap::new(),
+            counters: HashMap::new(),
             next_id: 1,
             events_tx,
             events,
@@ -185,6 +188,7 @@ impl SpeakerTask {
             }
             Command::RemovePeer(addr, reply) => {
                 let existed = self.remove_peer(addr, ErrorCode::PeerDeconfigured).await;
+                self.counters.remove(&addr);
                 let _gone = reply.send(existed);
                 // The peer we were waiting for may be the one removed.
                 self.check_selection().await;
@@ -269,6 +273,9 @@ impl SpeakerTask {
                             prefixes_accepted: accepted,
                             prefixes_advertised: advertised,
                             refresh_cycles,
+                            updates_received: s.updates_received,
+                            updates_sent: s.updates_sent,
+                            notifications: s.notifications,
                         });
                     }
                     out.sort_by_key(|p| p.config.address);
@@ -312,7 +319,8 @@ impl SpeakerTask {
         }
         let config = n.peer_config(&self.config);
         let transport = config.transport.clone();
-        let (handle, join) = spawn_peer(config, self.events_tx.clone());
+        let counters = self.counters.entry(n.address).or_default().clone();
+        let (handle, join) = crate::session::spawn_counted_peer(config, self.events_tx.clone(), counters);
         self.listener.add_peer(transport, handle.sender());
         let id = self.next_id;
         self.next_id += 1;
