@@ -15,6 +15,8 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0", "1.1.0"];
 pub const DEFAULT_SOCKET: &str = "/var/run/gingham/cni.sock";
 
 /// CNI spec error codes (SPEC.md, "Error").
+pub mod install;
+
 pub mod code {
     pub const INCOMPATIBLE_VERSION: u32 = 1;
     pub const UNSUPPORTED_FIELD: u32 = 2;

@@ -14,6 +14,10 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let version = std::env::var("CNI_COMMAND").ok();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if version.is_none() && args.first().map(String::as_str) == Some("install") {
+        return install(&args[1..]);
+    }
     if version.as_deref() == Some("VERSION") {
         println!("{}", serde_json::json!({"cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS}));
         return ExitCode::SUCCESS;
@@ -25,6 +29,27 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             println!("{}", serde_json::to_string(&e).expect("an error object serialises"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The install-cni step (see `gingham_cni::install`); only without CNI_COMMAND, so a runtime's
+/// call can never be taken for it.
+fn install(args: &[String]) -> ExitCode {
+    let result = gingham_cni::install::parse_args(args).and_then(|a| {
+        let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+        gingham_cni::install::install(&a, &me)
+    });
+    match result {
+        Ok(written) => {
+            for path in written {
+                println!("installed {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gingham-cni install: {e}");
             ExitCode::FAILURE
         }
     }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -54,6 +54,12 @@ pub struct LabOptions {
     pub extra_hosts: usize,
     /// Dual stack: nodes get their IPv6 fabric address and an IPv6 pool exists.
     pub ipv6: bool,
+    /// Run each agent from this container image with podman, as the DaemonSet does (the node's
+    /// network namespace as host network, privileged, /run/netns and the lab directory
+    /// mounted), instead of the workspace binary.
+    pub image: Option<String>,
+    /// The CNI plugin executable pods are added with (default: the workspace's gingham-cni).
+    pub cni_bin: Option<PathBuf>,
 }
 
 impl LabOptions {
@@ -68,6 +74,8 @@ impl LabOptions {
             labels: Vec::new(),
             extra_hosts: 0,
             ipv6: false,
+            image: None,
+            cni_bin: None,
         }
     }
 }
@@ -119,7 +127,10 @@ impl Drop for Cluster {
 impl Cluster {
     pub fn new(options: LabOptions) -> Result<Cluster> {
         let agent_bin = workspace_binary("gingham-agent")?;
-        let cni_bin = workspace_binary("gingham-cni")?;
+        let cni_bin = match &options.cni_bin {
+            Some(path) => path.clone(),
+            None => workspace_binary("gingham-cni")?,
+        };
         let dir = TempDir::new("gingham-lab")?;
         let db = dir.join("gingham.db");
         seed(&db, &options)?;
@@ -136,37 +147,60 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Starts (or restarts) node `i`'s agent.
-    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+    /// The agent's command line after the program name.
+    fn agent_args(&self, i: usize) -> Vec<String> {
         let host = &self.fabric.hosts[i];
         let node = &self.nodes[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
-        let mut cmd = host.ns.command(self.agent_bin.to_str().context("agent path")?);
-        cmd.args(["--node-name", &node.name, "--ip", &format!("{}/{}", host.v4, self.fabric.prefix_len)])
-            .arg("--datastore")
-            .arg(format!("sqlite:{}", self.db.display()))
-            .arg("--cni-socket")
-            .arg(&node.socket)
-            .args(["--status-addr", &format!("127.0.0.1:{STATUS_PORT}"), "--hold-time", &self.options.hold_time.to_string()])
-            .args(["--metrics-addr", &format!("{}:{METRICS_PORT}", host.v4)]);
+        let mut args: Vec<String> = vec![
+            "--node-name".into(),
+            node.name.clone(),
+            "--ip".into(),
+            format!("{}/{}", host.v4, self.fabric.prefix_len),
+            "--datastore".into(),
+            format!("sqlite:{}", self.db.display()),
+            "--cni-socket".into(),
+            node.socket.display().to_string(),
+            "--status-addr".into(),
+            format!("127.0.0.1:{STATUS_PORT}"),
+            "--hold-time".into(),
+            self.options.hold_time.to_string(),
+            "--metrics-addr".into(),
+            format!("{}:{METRICS_PORT}", host.v4),
+        ];
         if self.options.ipv6 {
             // Detected, as on a real node: the fabric address is the only global IPv6 one.
-            cmd.args(["--ip6", "autodetect"]);
+            args.extend(["--ip6".into(), "autodetect".into()]);
         }
         if let Some(t) = self.options.restart_time {
-            cmd.args(["--restart-time", &t.to_string()]);
+            args.extend(["--restart-time".into(), t.to_string()]);
         }
         if let Some(labels) = self.options.labels.get(i) {
-            cmd.args(["--node-labels", labels]);
+            args.extend(["--node-labels".into(), labels.clone()]);
         }
         if self.options.reflectors.contains(&i) {
-            cmd.args(["--route-reflector-cluster-id", "224.0.0.1"]);
+            args.extend(["--route-reflector-cluster-id".into(), "224.0.0.1".into()]);
         }
-        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("start gingham-agent")?;
-        let daemon = Daemon::new(&node.name, child.id() as i32, Some(node.log.clone()));
-        // The Child handle is not needed: the Daemon stops and reaps by PID.
-        std::mem::forget(child);
-        self.nodes[i].agent = Some(daemon);
+        args
+    }
+
+    /// Starts (or restarts) node `i`'s agent.
+    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+        let args = self.agent_args(i);
+        let node = &self.nodes[i];
+        let pid = match &self.options.image {
+            None => {
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
+                let mut cmd = self.fabric.hosts[i].ns.command(self.agent_bin.to_str().context("agent path")?);
+                let child =
+                    cmd.args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("start gingham-agent")?;
+                let pid = child.id() as i32;
+                // The Child handle is not needed: the Daemon stops and reaps by PID.
+                std::mem::forget(child);
+                pid
+            }
+            Some(image) => run_in_container(image, &self.fabric.hosts[i].ns, &self.dir.path, &node.name, &node.log, &args)?,
+        };
+        self.nodes[i].agent = Some(Daemon::new(&node.name, pid, Some(node.log.clone())));
         let socket = self.nodes[i].socket.clone();
         wait_for(&format!("{}'s CNI socket", self.nodes[i].name), Duration::from_secs(20), || socket.exists().then_some(()))
             .with_context(|| self.nodes[i].agent.as_ref().map(|a| a.log_tail()).unwrap_or_default())?;
@@ -409,6 +443,38 @@ pub fn run_plugin(
 
 /// A GET request from inside a namespace (the agent's status endpoint is on the node's
 /// loopback; nothing is routed from the root namespace, by design).
+/// Runs the agent from `image` as the DaemonSet does: the node's network namespace is the
+/// container's host network, privileged (netlink, sysctls, nft), pods' namespaces under
+/// /run/netns and the lab directory (datastore, CNI socket) mounted. Returns the agent's PID
+/// as the host sees it, so the lab stops and kills it like a process it started; `--rm` makes
+/// podman remove the container when the agent exits.
+fn run_in_container(image: &str, ns: &Netns, dir: &std::path::Path, node: &str, log: &std::path::Path, args: &[String]) -> Result<i32> {
+    let name = format!("gingham-{node}-{}", unique_suffix());
+    let dir = dir.display().to_string();
+    let out = Command::new("podman")
+        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs", "run", "-d", "--rm", "--name", &name, "--privileged"])
+        .args(["--network", &format!("ns:{}", ns.path().display())])
+        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"])
+        .args(["-v", "/run/netns:/run/netns:rslave", "-v", &format!("{dir}:{dir}")])
+        .args(["--log-driver", "k8s-file", "--log-opt", &format!("path={}", log.display())])
+        .arg(image)
+        .args(args)
+        .output()
+        .context("podman run")?;
+    if !out.status.success() {
+        bail!("podman run {image}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let inspect = Command::new("podman").args(["inspect", "--format", "{{.State.Pid}}", &name]).output().context("podman inspect")?;
+    let pid: i32 = String::from_utf8_lossy(&inspect.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("{name}: no PID ({})", String::from_utf8_lossy(&inspect.stderr).trim()))?;
+    if pid <= 0 {
+        bail!("{name} exited at once:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+    Ok(pid)
+}
+
 pub fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
     let ns_path = ns.path();
     let path = path.to_string();

@@ -30,6 +30,10 @@ enum Command {
         /// Keep the lab running until Ctrl-C.
         #[arg(long)]
         keep: bool,
+        /// Run the agents from this image with podman, as the DaemonSet would (build it with
+        /// scripts/image.sh).
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Peer our speaker with BIRD, FRR and GoBGP (iBGP/eBGP, IPv4/IPv6, 2/4-octet ASNs).
     Interop {
@@ -101,7 +105,7 @@ fn main() -> Result<()> {
         gingham_integration::netns::cleanup_on_signals();
     }
     match command {
-        Command::Up { nodes, pods_per_node, keep } => run_up(nodes, pods_per_node, keep),
+        Command::Up { nodes, pods_per_node, keep, image } => run_up(nodes, pods_per_node, keep, image),
         Command::Interop { keep } => run_interop(keep),
         Command::BenchNode { only, pods, routes } => {
             use gingham_integration::bench_node;
@@ -161,10 +165,13 @@ fn main() -> Result<()> {
     }
 }
 
-fn run_up(nodes: usize, pods_per_node: usize, keep: bool) -> Result<()> {
+fn run_up(nodes: usize, pods_per_node: usize, keep: bool, image: Option<String>) -> Result<()> {
     use gingham_integration::lab::{Cluster, LabOptions};
-    println!("building {nodes} nodes on 198.18.0.0/24, pods from 198.19.0.0/16 ...");
-    let mut lab = Cluster::new(LabOptions::new(nodes))?;
+    let from = image.as_ref().map(|i| format!(" (agents from image {i})")).unwrap_or_default();
+    println!("building {nodes} nodes on 198.18.0.0/24, pods from 198.19.0.0/16{from} ...");
+    let mut options = LabOptions::new(nodes);
+    options.image = image;
+    let mut lab = Cluster::new(options)?;
     for n in 0..nodes {
         for p in 0..pods_per_node {
             lab.add_pod(n, &format!("pod-{}-{}", n + 1, p + 1))?;
