@@ -91,7 +91,7 @@ mod tests {
     }
 
     fn filter(yaml: &str) -> BGPFilterSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_yaml_ng::from_str(yaml).unwrap()
     }
 
     #[test]

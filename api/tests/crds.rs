@@ -39,7 +39,7 @@ fn checked_in_crds_match_the_types() {
 fn checked_in_crds_parse_as_crds() {
     for (file, _) in crd_files() {
         let text = std::fs::read_to_string(crd_dir().join(&file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(crd.spec.group, "gingham.io");
         let version = &crd.spec.versions[0];
         assert!(version.served && version.storage);

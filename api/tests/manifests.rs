@@ -15,7 +15,7 @@ use serde::Deserialize;
 fn documents() -> Vec<serde_json::Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/gingham.yaml");
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text).map(|d| serde_json::Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
+    serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde_json::Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
 }
 
 fn find<T: serde::de::DeserializeOwned>(kind: &str) -> T {

@@ -71,7 +71,7 @@ pub async fn show(store: &Store<AnyDatastore>, show_blocks: bool, ip: Option<IpA
     }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&json_pools)?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(&json_pools)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&json_pools)?),
         _ => {
             let last = if show_blocks { "BLOCKS / AFFINITY" } else { "BLOCKS" };
             let headers: Vec<String> = ["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE", last].map(String::from).to_vec();

@@ -13,7 +13,7 @@ pub fn to_yaml(docs: &[Value]) -> anyhow::Result<String> {
     let mut out = String::new();
     for doc in docs {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(doc)?);
+        out.push_str(&serde_yaml_ng::to_string(doc)?);
     }
     Ok(out)
 }

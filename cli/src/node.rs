@@ -85,7 +85,7 @@ pub fn status(addr: &str, format: Format) -> anyhow::Result<ExitCode> {
     let status: NodeStatus = serde_json::from_str(&body).context("the agent's /status is not a status document")?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(&status)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&status)?),
         _ => print!("{}", render_status(&status)),
     }
     Ok(ExitCode::SUCCESS)
@@ -102,7 +102,7 @@ pub async fn stored_status(
     };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report.spec)?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(&report.spec)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&report.spec)?),
         _ => {
             let age = report.age().map_or("unknown".to_string(), |a| format!("{} s ago", a.as_secs()));
             println!("Reported by the agent at {} ({age}); ages below count from then.", report.spec.reported_at);

@@ -115,9 +115,9 @@ pub fn render(kind: KindInfo, objects: &[Value], format: Format, single: bool) -
             table(&headers, &rows)
         }
         Format::Json if single => format!("{}\n", serde_json::to_string_pretty(&objects[0])?),
-        Format::Yaml if single => serde_yaml::to_string(&objects[0])?,
+        Format::Yaml if single => serde_yaml_ng::to_string(&objects[0])?,
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&list(objects))?),
-        Format::Yaml => serde_yaml::to_string(&list(objects))?,
+        Format::Yaml => serde_yaml_ng::to_string(&list(objects))?,
     })
 }
 

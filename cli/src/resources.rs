@@ -57,7 +57,7 @@ pub fn read_documents(path: &str) -> anyhow::Result<Vec<Value>> {
     let values: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
         vec![serde_json::from_str(&text).context("the file is not valid JSON")?]
     } else {
-        serde_yaml::Deserializer::from_str(&text)
+        serde_yaml_ng::Deserializer::from_str(&text)
             .enumerate()
             .map(|(i, d)| Value::deserialize(d).with_context(|| format!("document {}: not valid YAML", i + 1)))
             .collect::<anyhow::Result<_>>()?

@@ -153,7 +153,7 @@ fn apply_get_patch_delete_round_trip() {
     let err = env.fails(&["apply", "-f", &env.write("bad.yaml", &bad)], None);
     assert!(err.contains("spec.importV4[0].cidr") && err.contains("not an IPv4 CIDR"), "{err}");
     let yaml = env.ok(&["get", "pool", "pool-a", "-o", "yaml"]);
-    let parsed: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let parsed: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(parsed["spec"]["cidr"], "198.19.0.0/16");
     assert!(parsed["metadata"]["resourceVersion"].is_string());
     let json: serde_json::Value = serde_json::from_str(&env.ok(&["get", "ippools", "-o", "json"])).unwrap();

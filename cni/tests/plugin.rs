@@ -89,7 +89,7 @@ fn the_shipped_conflist_is_accepted() {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/gingham.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let configmap = text.split("\n---\n").find(|d| d.contains("kind: ConfigMap")).expect("a ConfigMap");
-    let doc: serde_yaml::Value = serde_yaml::from_str(configmap).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(configmap).unwrap();
     let conflist: serde_json::Value = serde_json::from_str(doc["data"]["10-gingham.conflist"].as_str().unwrap()).unwrap();
     let mut plugin = conflist["plugins"][0].clone();
     // A runtime copies the list's version and name into each plugin's configuration.

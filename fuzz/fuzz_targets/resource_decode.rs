@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    for doc in serde_yaml::Deserializer::from_str(text).take(16) {
+    for doc in serde_yaml_ng::Deserializer::from_str(text).take(16) {
         let Ok(value) = serde_json::Value::deserialize(doc) else { return };
         if gingham_api::resources::validate_value(&value).is_ok() {
             let stored: serde_json::Value = serde_json::from_str(&value.to_string()).expect("JSON text parses");

@@ -29,7 +29,7 @@ fn podman(args: &[&str]) -> std::process::Output {
 fn from_manifest() -> (String, Vec<String>) {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/gingham.yaml")).unwrap();
     let (mut conflist, mut command) = (None, None);
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
         if v["kind"] == "ConfigMap" {
             conflist = v["data"]["10-gingham.conflist"].as_str().map(String::from).or(conflist);

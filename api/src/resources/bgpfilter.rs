@@ -173,7 +173,7 @@ mod tests {
     use super::*;
 
     fn filter(yaml: &str) -> BGPFilter {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_yaml_ng::from_str(yaml).unwrap()
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub fn crd_files() -> Vec<(String, String)> {
         .into_iter()
         .map(|crd| {
             let file = format!("{}_{}.yaml", GROUP, crd.spec.names.plural);
-            let yaml = serde_yaml::to_string(&crd).expect("a CRD always serialises");
+            let yaml = serde_yaml_ng::to_string(&crd).expect("a CRD always serialises");
             (file, format!("# Generated from api/src/resources by `GINGHAM_UPDATE_CRDS=1 cargo test -p gingham-api --test crds`.\n{yaml}"))
         })
         .collect()
