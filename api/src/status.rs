@@ -25,14 +25,15 @@ pub struct GinghamNodeStatusSpec {
 impl GinghamNodeStatus {
     /// A report of `status` as of now.
     pub fn report(status: NodeStatus) -> GinghamNodeStatus {
-        let reported_at = k8s_openapi::chrono::Utc::now().to_rfc3339_opts(k8s_openapi::chrono::SecondsFormat::Secs, true);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let reported_at = now.round(k8s_openapi::jiff::Unit::Second).unwrap_or(now).to_string();
         GinghamNodeStatus::new(&status.node.clone(), GinghamNodeStatusSpec { reported_at, status })
     }
 
     /// How old the report is (`None` when `reportedAt` does not parse or lies in the future).
     pub fn age(&self) -> Option<std::time::Duration> {
-        let at = k8s_openapi::chrono::DateTime::parse_from_rfc3339(&self.spec.reported_at).ok()?;
-        (k8s_openapi::chrono::Utc::now() - at.with_timezone(&k8s_openapi::chrono::Utc)).to_std().ok()
+        let at: k8s_openapi::jiff::Timestamp = self.spec.reported_at.parse().ok()?;
+        std::time::Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(at)).ok()
     }
 }
 

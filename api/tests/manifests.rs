@@ -66,7 +66,7 @@ fn every_document_parses_into_its_type() {
 #[test]
 fn the_daemonset_runs_a_node_agent() {
     let ds: DaemonSet = find("DaemonSet");
-    let spec = ds.spec.unwrap();
+    let spec = ds.spec;
     let template_meta = spec.template.metadata.clone();
     assert_eq!(
         spec.update_strategy.unwrap().rolling_update.unwrap().max_unavailable.unwrap(),
@@ -108,7 +108,7 @@ fn the_daemonset_runs_a_node_agent() {
 #[test]
 fn the_controllers_run_as_one_active_replica_on_the_host_network() {
     let deployment: Deployment = find("Deployment");
-    let spec = deployment.spec.unwrap();
+    let spec = deployment.spec;
     assert!(spec.replicas.unwrap_or(1) >= 1);
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.host_network, Some(true), "works before the pod network does");

@@ -13,7 +13,6 @@ use gingham_api::datastore::{Datastore, Store};
 use gingham_api::resources::core::Lease;
 use k8s_openapi::api::coordination::v1::LeaseSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::chrono::Utc;
 use tokio::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -90,13 +89,15 @@ impl<D: Datastore> Elector<D> {
         let key = self.config.key();
         let current: Option<Lease> = self.store.get(&key).await?;
         let step = decide(current.as_ref(), &self.config.identity, self.config.duration, &mut self.observed, Instant::now());
-        let now = MicroTime(Utc::now());
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         let mine = |transitions: Option<i32>, acquired: Option<MicroTime>| LeaseSpec {
             holder_identity: Some(self.config.identity.clone()),
             lease_duration_seconds: Some(self.config.duration.as_secs().max(1) as i32),
             acquire_time: acquired.or(Some(now.clone())),
             renew_time: Some(now.clone()),
             lease_transitions: transitions,
+            // Coordinated leader election (alpha in Kubernetes 1.31+) is not used.
+            ..Default::default()
         };
         let written = match (step, current) {
             (Step::Create, _) => {
@@ -211,7 +212,7 @@ mod tests {
             spec: Some(LeaseSpec {
                 holder_identity: holder.map(String::from),
                 lease_duration_seconds: Some(15),
-                renew_time: Some(MicroTime(k8s_openapi::chrono::DateTime::from_timestamp(renewed_secs, 0).unwrap())),
+                renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::from_second(renewed_secs).unwrap())),
                 ..Default::default()
             }),
             ..Default::default()
