@@ -34,10 +34,30 @@ if ! command -v promtool >/dev/null 2>&1; then
   rm -rf "$tmp"
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "installing Debian's Rust toolchain (Gingham needs rustc 1.80 or newer)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc >/dev/null
+# Rust: the workspace's rust-version (Cargo.toml) or newer. Debian 12's own rustc (1.63) is far
+# too old, so it is never installed; rustup's stable toolchain is, when nothing new enough is here.
+need_rust="$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml")"
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+rust_ok() {
+  local have
+  have="$(rustc --version 2>/dev/null | awk '{print $2}')"
+  [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$need_rust" "$have" | sort -V | head -1)" = "$need_rust" ]
+}
+if ! rust_ok; then
+  echo "rustc $need_rust or newer is needed (found: $(rustc --version 2>/dev/null || echo none)); installing rustup's stable toolchain"
+  if ! command -v rustup >/dev/null 2>&1; then
+    tmp="$(mktemp -d)"
+    if command -v curl >/dev/null 2>&1 || apt-get install -y -qq curl ca-certificates >/dev/null; then
+      curl -sSf -o "$tmp/rustup-init" https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init \
+        && chmod +x "$tmp/rustup-init" && "$tmp/rustup-init" -y --profile minimal --default-toolchain none >/dev/null || true
+    fi
+    rm -rf "$tmp"
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v rustup >/dev/null 2>&1 && rustup toolchain install stable --profile minimal -c rustfmt -c clippy >/dev/null && rustup default stable >/dev/null || true
+  if ! rust_ok; then
+    echo "Gingham needs rustc $need_rust or newer and could not install it. Install rustup" >&2
+    echo "(https://rustup.rs), then run: rustup toolchain install stable; rustup default stable" >&2
+    exit 1
+  fi
 fi

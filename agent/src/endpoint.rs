@@ -103,7 +103,7 @@ pub async fn create(
     // Permanent neighbour entries: the host never has to ARP (or solicit) for the pod.
     let mac: Vec<u8> = pod_mac.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
     for address in addresses {
-        handle.neighbours().add(host_index, *address).link_local_address(&mac).state(NeighbourState::Permanent).replace().execute().await?;
+        handle.neighbours().add(host_index, *address).link_layer_address(&mac).state(NeighbourState::Permanent).replace().execute().await?;
     }
     Ok(Endpoint { host_ifname: host_ifname.to_string(), host_index, pod_mac })
 }
@@ -114,7 +114,7 @@ async fn configure_gateway(pod: &Handle, index: u32, address: IpAddr) -> anyhow:
     // Permanent neighbour entries for the gateway: the pod never has to ARP or solicit, so it
     // works even where the node has no route to 169.254.1.1 (proxy ARP needs one).
     let gateway = if address.is_ipv4() { IpAddr::V4(GATEWAY_V4) } else { IpAddr::V6(GATEWAY_V6) };
-    pod.neighbours().add(index, gateway).link_local_address(&HOST_MAC).state(NeighbourState::Permanent).replace().execute().await?;
+    pod.neighbours().add(index, gateway).link_layer_address(&HOST_MAC).state(NeighbourState::Permanent).replace().execute().await?;
     if address.is_ipv6() {
         let default = RouteMessageBuilder::<Ipv6Addr>::new().gateway(GATEWAY_V6).output_interface(index).build();
         pod.route().add(default).execute().await?;

@@ -13,7 +13,10 @@ pub type Grant = (String, String, String);
 pub fn documents() -> Vec<serde_json::Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/gingham.yaml");
     let text = std::fs::read_to_string(path).expect("manifests/gingham.yaml");
-    serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde_json::Value::deserialize(d).expect("YAML")).filter(|v| !v.is_null()).collect()
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
 }
 
 /// Everything a `ClusterRole` or `Role` of that name grants.
