@@ -28,7 +28,7 @@ struct Cli {
     init: bool,
     /// The kubeconfig file for the kubernetes datastore (default: $KUBECONFIG, ~/.kube/config;
     /// in a pod its service account).
-    #[arg(long, global = true, env = "KUBECONFIG")]
+    #[arg(long, global = true)]
     kubeconfig: Option<std::path::PathBuf>,
     /// The kubeconfig context for the kubernetes datastore (default: its current context).
     #[arg(long, global = true)]

@@ -270,6 +270,8 @@ fn kubeconfig_and_context_choose_the_cluster_and_the_credentials() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("recorded") || err.contains("403"), "{err}");
     // The flags mean nothing to sqlite and are refused there rather than ignored.
-    let err = fails(&dir.0.join("x.db"), &["--init", "--context", "lab", "get", "ippools"]);
-    assert!(err.contains("only apply to the kubernetes datastore"), "{err}");
+    for flag in [["--context", "lab"], ["--kubeconfig", path.as_str()]] {
+        let err = fails(&dir.0.join("x.db"), &["--init", flag[0], flag[1], "get", "ippools"]);
+        assert!(err.contains("only apply to the kubernetes datastore"), "{err}");
+    }
 }
