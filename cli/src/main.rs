@@ -228,10 +228,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    // KUBECONFIG in the environment is how every Kubernetes tool finds its cluster; it only
-    // picks the file, it does not make a sqlite datastore an error.
-    let kubeconfig =
-        gingham_api::datastore::KubeconfigChoice { path: cli.kubeconfig.filter(|_| cli.datastore == "kubernetes"), context: cli.context };
+    // Without --kubeconfig the kube client reads $KUBECONFIG itself, as every Kubernetes tool
+    // does; the flags with sqlite are refused by `open_with`, not ignored.
+    let kubeconfig = gingham_api::datastore::KubeconfigChoice { path: cli.kubeconfig, context: cli.context };
     let store = gingham_api::datastore::open_with(&cli.datastore, &kubeconfig).await?;
     match cli.command {
         Cmd::Get { kind, name } => resources::get(&store, &kind, name.as_deref(), format).await,
