@@ -179,6 +179,9 @@ impl Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         let route_failures = Family::<crate::fib::ReasonLabel, Counter>::default();
+        for reason in crate::fib::resolve::Refusal::LABELS {
+            drop(route_failures.get_or_create(&crate::fib::ReasonLabel { reason: reason.to_string() }));
+        }
         registry.register("route_failures", "Routes that could not be installed, by reason", route_failures.clone());
         let routes_not_installed = Gauge::<u64, AtomicU64>::default();
         registry.register("routes_not_installed", "Wanted kernel routes that are not installed now", routes_not_installed.clone());

@@ -4,11 +4,10 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use gingham_api::datastore::{AnyDatastore, Datastore, Store};
-use gingham_api::resources::validate_value;
+use gingham_api::datastore::{AnyDatastore, Store};
 use serde_json::Value;
 
-use crate::resources::kind_of;
+use crate::resources::{kind_of, update_object};
 
 pub enum Change {
     Set { key: String, value: String, overwrite: bool },
@@ -50,24 +49,9 @@ impl Change {
 
 pub async fn label(store: &Store<AnyDatastore>, kind: &str, name: &str, change: Change) -> anyhow::Result<ExitCode> {
     let kind = kind_of(kind)?;
-    for _ in 0..crate::resources::RETRIES {
-        let Some(obj) = store.backend().get(kind, name).await? else { bail!("{} {name:?} not found", kind.kind) };
-        let mut value = obj.value.clone();
-        if !change.apply(&mut value).with_context(|| format!("{} {name:?}", kind.kind))? {
-            println!("{} {name:?} unchanged", kind.kind);
-            return Ok(ExitCode::SUCCESS);
-        }
-        validate_value(&value).map_err(|e| anyhow::anyhow!("{} {name:?}: {}: {}", kind.kind, e.field, e.reason))?;
-        match store.backend().update(kind, name, value, &obj.revision).await {
-            Ok(_) => {
-                println!("{} {name:?} labeled", kind.kind);
-                return Ok(ExitCode::SUCCESS);
-            }
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    bail!("{} {name:?}: still conflicting after {} attempts", kind.kind, crate::resources::RETRIES)
+    let wrote = update_object(store, kind, name, |value| change.apply(value)).await?;
+    println!("{} {name:?} {}", kind.kind, if wrote { "labeled" } else { "unchanged" });
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

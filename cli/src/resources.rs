@@ -224,19 +224,36 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 pub async fn patch(store: &Store<AnyDatastore>, kind: &str, name: &str, patch: &str) -> anyhow::Result<ExitCode> {
     let kind = kind_of(kind)?;
     let patch: Value = serde_json::from_str(patch).context("the patch is not JSON")?;
+    update_object(store, kind, name, |value| {
+        merge_patch(value, &patch);
+        if key_of(kind, value).as_deref() != Some(name) {
+            bail!("a patch cannot rename {} {name:?}", kind.kind);
+        }
+        Ok(true)
+    })
+    .await?;
+    println!("{} {name:?} patched", kind.kind);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads an object, lets `change` edit its JSON (`Ok(false)`: nothing to do), validates the
+/// result and writes it as a compare-and-swap on the revision read, from the top again when
+/// another writer came first. Returns whether it wrote.
+pub async fn update_object(
+    store: &Store<AnyDatastore>,
+    kind: KindInfo,
+    name: &str,
+    mut change: impl FnMut(&mut Value) -> anyhow::Result<bool>,
+) -> anyhow::Result<bool> {
     for _ in 0..RETRIES {
         let Some(obj) = store.backend().get(kind, name).await? else { bail!("{} {name:?} not found", kind.kind) };
         let mut value = obj.value.clone();
-        merge_patch(&mut value, &patch);
-        if key_of(kind, &value).as_deref() != Some(name) {
-            bail!("a patch cannot rename {} {name:?}", kind.kind);
+        if !change(&mut value).with_context(|| format!("{} {name:?}", kind.kind))? {
+            return Ok(false);
         }
         validate_value(&value).map_err(|e| anyhow::anyhow!("{} {name:?} would be invalid: {}: {}", kind.kind, e.field, e.reason))?;
         match store.backend().update(kind, name, value, &obj.revision).await {
-            Ok(_) => {
-                println!("{} {name:?} patched", kind.kind);
-                return Ok(ExitCode::SUCCESS);
-            }
+            Ok(_) => return Ok(true),
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e.into()),
         }

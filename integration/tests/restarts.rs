@@ -126,31 +126,30 @@ fn mesh_with_pods(nodes: usize) -> Cluster {
     lab
 }
 
-#[test]
-fn two_nodes_killed_together_lose_nothing_and_a_new_pod_is_reachable_at_once() {
-    let mut lab = mesh_with_pods(3);
+/// While pods ping each other, `restart` restarts agents; then a pod made on node `new_on`
+/// must be reachable from node `from`'s pod without waiting for any restart deadline.
+fn assert_lossless_restart(lab: &mut Cluster, ping_secs: u32, (new_on, from): (usize, usize), restart: impl FnOnce(&mut Cluster)) {
     let mut took = 0.0;
-    no_loss_during(&mut lab, PING_SECS, |lab| {
-        restart(lab, &[0, 1], Stop::Kill, Duration::from_secs(1));
+    no_loss_during(lab, ping_secs, |lab| {
+        restart(lab);
         lab.wait_established(Duration::from_secs(30)).unwrap();
         // A new pod (a new /32 block) on a restarted node, while the others still ping.
-        took = new_pod_reachable_after(lab, 0, "after-restart", 2);
+        took = new_pod_reachable_after(lab, new_on, "after-restart", from);
     });
     eprintln!("pod on a restarted node reachable {took:.2} s after its ADD");
     assert!(took < 5.0, "a new pod waited {took:.1} s for a restarted node to send its routes");
 }
 
 #[test]
+fn two_nodes_killed_together_lose_nothing_and_a_new_pod_is_reachable_at_once() {
+    let mut lab = mesh_with_pods(3);
+    assert_lossless_restart(&mut lab, PING_SECS, (0, 2), |lab| restart(lab, &[0, 1], Stop::Kill, Duration::from_secs(1)));
+}
+
+#[test]
 fn all_nodes_stopped_together_and_restarted_ten_seconds_later_lose_nothing() {
     let mut lab = mesh_with_pods(3);
-    let mut took = 0.0;
-    no_loss_during(&mut lab, PING_SECS + 10, |lab| {
-        restart(lab, &[0, 1, 2], Stop::Term, Duration::from_secs(10));
-        lab.wait_established(Duration::from_secs(30)).unwrap();
-        took = new_pod_reachable_after(lab, 1, "after-restart", 0);
-    });
-    eprintln!("pod on a restarted node reachable {took:.2} s after its ADD");
-    assert!(took < 5.0, "a new pod waited {took:.1} s");
+    assert_lossless_restart(&mut lab, PING_SECS + 10, (1, 0), |lab| restart(lab, &[0, 1, 2], Stop::Term, Duration::from_secs(10)));
 }
 
 #[test]
@@ -167,40 +166,21 @@ fn a_client_and_its_route_reflector_restart_together_and_lose_nothing() {
     wait_for("reflected routes", Duration::from_secs(20), || lab.ping(&lab.pods[1], addr).then_some(())).unwrap();
     let addr = lab.pods[1].address;
     wait_for("reflected routes", Duration::from_secs(20), || lab.ping(&lab.pods[2], addr).then_some(())).unwrap();
-    let mut took = 0.0;
-    no_loss_during(&mut lab, PING_SECS, |lab| {
-        restart(lab, &[0, 1], Stop::Kill, Duration::from_secs(1));
-        lab.wait_established(Duration::from_secs(30)).unwrap();
-        // A pod on the restarted client reaches the other client through the restarted reflector.
-        took = new_pod_reachable_after(lab, 1, "after-restart", 2);
-    });
-    eprintln!("pod on a restarted client reachable {took:.2} s after its ADD");
-    assert!(took < 5.0, "a new pod waited {took:.1} s");
+    // A pod on the restarted client reaches the other client through the restarted reflector.
+    assert_lossless_restart(&mut lab, PING_SECS, (1, 2), |lab| restart(lab, &[0, 1], Stop::Kill, Duration::from_secs(1)));
 }
 
 #[test]
 fn three_of_four_nodes_killed_one_second_apart_lose_nothing() {
     let mut lab = mesh_with_pods(4);
-    let mut took = 0.0;
-    no_loss_during(&mut lab, PING_SECS, |lab| {
-        restart_staggered(lab, &[0, 1, 2], Stop::Kill, Duration::from_secs(1), Duration::from_secs(1));
-        lab.wait_established(Duration::from_secs(30)).unwrap();
-        took = new_pod_reachable_after(lab, 2, "after-restart", 3);
-    });
-    eprintln!("pod on a restarted node reachable {took:.2} s after its ADD");
-    assert!(took < 5.0, "a new pod waited {took:.1} s");
+    let second = Duration::from_secs(1);
+    assert_lossless_restart(&mut lab, PING_SECS, (2, 3), |lab| restart_staggered(lab, &[0, 1, 2], Stop::Kill, second, second));
 }
 
 #[test]
 fn two_nodes_terminated_ten_seconds_apart_lose_nothing() {
     let mut lab = mesh_with_pods(3);
-    let mut took = 0.0;
-    no_loss_during(&mut lab, PING_SECS + 10, |lab| {
-        // Node 1 goes down while node 0 is still resynchronising after its own restart.
-        restart_staggered(lab, &[0, 1], Stop::Term, Duration::from_secs(10), Duration::from_secs(10));
-        lab.wait_established(Duration::from_secs(30)).unwrap();
-        took = new_pod_reachable_after(lab, 0, "after-restart", 2);
-    });
-    eprintln!("pod on a restarted node reachable {took:.2} s after its ADD");
-    assert!(took < 5.0, "a new pod waited {took:.1} s");
+    let ten = Duration::from_secs(10);
+    // Node 1 goes down while node 0 is still resynchronising after its own restart.
+    assert_lossless_restart(&mut lab, PING_SECS + 10, (0, 2), |lab| restart_staggered(lab, &[0, 1], Stop::Term, ten, ten));
 }

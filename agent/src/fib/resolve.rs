@@ -39,6 +39,10 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Refusal {
+    /// Every [`Refusal::label`]: the metric's series exist at 0 from the start, so a rate or an
+    /// alert works before the first refusal.
+    pub const LABELS: [&'static str; 5] = ["next-hop-local", "unreachable", "no-next-hop", "occupied", "kernel"];
+
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -82,6 +86,19 @@ fn covering<'a>(addr: IpAddr, kernel: &'a KernelTable, metrics: &RouteMetrics) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_label_is_listed() {
+        let ip: IpAddr = "198.18.0.1".parse().unwrap();
+        let all = [
+            Refusal::NextHopIsLocal { next_hop: ip },
+            Refusal::Unreachable { next_hop: ip },
+            Refusal::NoNextHop,
+            Refusal::Occupied { protocol: 4 },
+            Refusal::Kernel { error: String::new() },
+        ];
+        assert_eq!(all.map(|r| r.label()), Refusal::LABELS);
+    }
     use crate::fib::plan::KernelRoute;
 
     const METRICS: RouteMetrics = RouteMetrics { learned: 2048 };
