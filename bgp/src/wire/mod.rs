@@ -10,6 +10,7 @@ mod attribute;
 mod capability;
 mod codec;
 mod error;
+mod error_code;
 mod family;
 mod message;
 mod nlri;

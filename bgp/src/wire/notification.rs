@@ -47,7 +47,7 @@ impl Notification {
 
     /// The named error, when the pair is one we know.
     pub fn error_code(&self) -> Option<ErrorCode> {
-        ALL_CODES.iter().copied().find(|c| c.code_subcode() == (self.code, self.subcode))
+        ErrorCode::from_pair(self.code, self.subcode)
     }
 
     pub(crate) fn decode(mut body: Bytes) -> Result<Notification, DecodeError> {
@@ -79,46 +79,20 @@ impl std::fmt::Display for Notification {
     }
 }
 
-const ALL_CODES: &[ErrorCode] = {
-    use ErrorCode::*;
-    &[
-        ConnectionNotSynchronized,
-        BadMessageLength,
-        BadMessageType,
-        OpenUnspecific,
-        UnsupportedVersionNumber,
-        BadPeerAs,
-        BadBgpIdentifier,
-        UnsupportedOptionalParameter,
-        UnacceptableHoldTime,
-        UnsupportedCapability,
-        MalformedAttributeList,
-        UnrecognizedWellKnownAttribute,
-        MissingWellKnownAttribute,
-        AttributeFlagsError,
-        AttributeLengthError,
-        InvalidOriginAttribute,
-        InvalidNextHopAttribute,
-        OptionalAttributeError,
-        InvalidNetworkField,
-        MalformedAsPath,
-        HoldTimerExpired,
-        FsmUnexpectedInOpenSent,
-        FsmUnexpectedInOpenConfirm,
-        FsmUnexpectedInEstablished,
-        MaximumPrefixesReached,
-        AdministrativeShutdown,
-        PeerDeconfigured,
-        AdministrativeReset,
-        ConnectionRejected,
-        OtherConfigurationChange,
-        ConnectionCollisionResolution,
-        OutOfResources,
-        HardReset,
-        InvalidRouteRefreshLength,
-        SendHoldTimerExpired,
-    ]
-};
+impl ErrorCode {
+    /// A NOTIFICATION carrying this code and `data`.
+    pub fn notification(self, data: impl Into<Bytes>) -> Notification {
+        let (code, subcode) = self.code_subcode();
+        Notification { code, subcode, data: data.into() }
+    }
+}
+
+impl DecodeError {
+    /// The NOTIFICATION to send before closing.
+    pub fn notification(&self) -> Notification {
+        self.code.notification(self.data.clone())
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -138,8 +112,10 @@ mod tests {
 
     #[test]
     fn every_named_code_maps_back() {
-        for code in ALL_CODES {
+        for code in ErrorCode::ALL {
             assert_eq!(code.notification(Bytes::new()).error_code(), Some(*code));
         }
+        assert_eq!(ErrorCode::ALL.len(), 35);
+        assert_eq!(Notification { code: 6, subcode: 10, data: Bytes::new() }.error_code(), None);
     }
 }
