@@ -49,7 +49,9 @@ pub struct PeerRow {
 pub struct Snapshot {
     pub peers: Vec<PeerRow>,
     /// Kernel route installs, removals and drift repairs since the agent started.
-    pub fib_operations: [(&'static str, u64); 3],
+    pub fib_installed: u64,
+    pub fib_removed: u64,
+    pub fib_repaired: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -124,10 +126,8 @@ impl Collector for SnapshotCollector {
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;
-        for (operation, n) in snapshot.fib_operations {
-            if !operation.is_empty() {
-                ConstCounter::new(n).encode(family.encode_family(&[("operation", operation)])?)?;
-            }
+        for (operation, n) in [("install", snapshot.fib_installed), ("remove", snapshot.fib_removed), ("repair", snapshot.fib_repaired)] {
+            ConstCounter::new(n).encode(family.encode_family(&[("operation", operation)])?)?;
         }
         Ok(())
     }

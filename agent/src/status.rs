@@ -25,6 +25,12 @@ fn kind_name(kind: PeerKind) -> String {
     serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
+/// How a running session came to be, as `/status` and the metrics name it; a session the
+/// controller does not know (yet) counts as a global peer.
+fn peer_kind(controller: &ControllerStatus, addr: &std::net::IpAddr) -> PeerKind {
+    controller.peers.get(addr).map_or(PeerKind::Global, |p| p.kind)
+}
+
 /// What the endpoint reads from; every part is a handle to a task that owns its state.
 pub struct StatusSource {
     pub node: String,
@@ -43,12 +49,11 @@ impl StatusSource {
         let mut peers: Vec<PeerStatus> = statuses
             .iter()
             .map(|s| {
-                let (kind, problems) =
-                    controller.peers.get(&s.config.address).map_or((PeerKind::Global, Vec::new()), |p| (p.kind, p.problems.clone()));
+                let problems = controller.peers.get(&s.config.address).map(|p| p.problems.clone()).unwrap_or_default();
                 PeerStatus {
                     address: s.config.address.to_string(),
                     as_number: s.config.peer_as,
-                    kind: kind_name(kind),
+                    kind: kind_name(peer_kind(&controller, &s.config.address)),
                     state: format!("{:?}", s.state),
                     since_seconds: s.uptime.map(|u| u.as_secs()),
                     info: s.last_error.clone().unwrap_or_default(),
@@ -102,12 +107,12 @@ impl StatusSource {
         self.metrics.prefixes_received.set(statuses.iter().map(|s| s.prefixes_received as i64).sum());
         self.metrics.prefixes_advertised.set(statuses.iter().map(|s| s.prefixes_advertised as i64).sum());
         let fib = self.fib.stats().await;
-        let controller = self.controller.borrow().clone();
+        let controller = self.controller.borrow();
         let rows = statuses
             .iter()
             .map(|s| crate::metrics::PeerRow {
                 peer: s.config.address.to_string(),
-                kind: controller.peers.get(&s.config.address).map_or_else(|| "global".into(), |p| kind_name(p.kind)),
+                kind: kind_name(peer_kind(&controller, &s.config.address)),
                 state: format!("{:?}", s.state),
                 uptime_seconds: s.uptime.map_or(0, |u| u.as_secs()),
                 prefixes_received: s.prefixes_received as u64,
@@ -118,10 +123,11 @@ impl StatusSource {
                 notifications: s.notifications.clone(),
             })
             .collect();
+        drop(controller);
         {
             let mut snapshot = self.metrics.snapshot.0.lock().expect("metrics lock");
             snapshot.peers = rows;
-            snapshot.fib_operations = [("install", fib.programmed), ("remove", fib.removed), ("repair", fib.repaired)];
+            (snapshot.fib_installed, snapshot.fib_removed, snapshot.fib_repaired) = (fib.programmed, fib.removed, fib.repaired);
         }
         self.metrics.routes_programmed.set(fib.wanted);
         self.metrics.routes_not_installed.set(fib.not_installed);

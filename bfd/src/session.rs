@@ -86,7 +86,6 @@ pub enum Output {
 pub struct Session {
     config: SessionConfig,
     state: State,
-    remote_state: State,
     remote_disc: u32,
     diag: Diagnostic,
     /// bfd.RemoteMinRxInterval; 1 µs until the peer says otherwise (6.8.1).
@@ -110,7 +109,6 @@ impl Session {
         let mut s = Session {
             config,
             state: State::Down,
-            remote_state: State::Down,
             remote_disc: 0,
             diag: Diagnostic::None,
             remote_min_rx: Duration::from_micros(1),
@@ -190,7 +188,6 @@ impl Session {
             return;
         }
         self.remote_disc = p.my_disc;
-        self.remote_state = p.state;
         self.remote_min_rx = Duration::from_micros(p.required_min_rx.into());
         self.remote_desired_min_tx = Duration::from_micros(p.desired_min_tx.into());
         self.remote_detect_mult = p.detect_mult;

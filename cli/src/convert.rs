@@ -45,9 +45,6 @@ const REASONS: &[(&str, &str, &str)] = &[
     ("GinghamNode", "status", "written by the agent (GinghamNodeStatus)"),
 ];
 
-/// Metadata a datastore assigns; a converted object starts without it.
-const ASSIGNED_METADATA: &[&str] = &["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink"];
-
 #[derive(Debug, Default)]
 pub struct Converted {
     pub objects: Vec<Value>,
@@ -164,18 +161,12 @@ pub fn convert(docs: &[Value]) -> Converted {
         let mut obj = doc.clone();
         obj["apiVersion"] = Value::String(API_VERSION.into());
         obj["kind"] = Value::String(kind.into());
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            for field in ASSIGNED_METADATA {
-                meta.remove(*field);
-            }
-            // Annotations kubectl and Calico keep for themselves describe the old object.
-            if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-                a.retain(|k, _| !k.starts_with("kubectl.kubernetes.io/") && !k.starts_with("projectcalico.org/"));
-                if a.is_empty() {
-                    meta.remove("annotations");
-                }
-            }
+        // Annotations kubectl and Calico keep for themselves describe the old object.
+        if let Some(a) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+            a.retain(|k, _| !k.starts_with("kubectl.kubernetes.io/") && !k.starts_with("projectcalico.org/"));
         }
+        // A converted object starts without what its old datastore assigned.
+        let mut obj = gingham_api::datastore::migrate::strip_assigned(obj);
         let who = describe(kind, &obj);
         let mut notes = Vec::new();
         let adapted = adapt(kind, &mut obj, &mut |field, why| notes.push(format!("{who}: {field}: {why}")));

@@ -20,16 +20,6 @@ pub fn kind_of(name: &str) -> anyhow::Result<KindInfo> {
     })
 }
 
-/// The datastore key of a document: its name, `namespace/name` for a namespaced kind (the form
-/// `get`, `delete` and `patch` take on the command line too).
-fn key_of(kind: KindInfo, doc: &Value) -> Option<String> {
-    let name = doc.pointer("/metadata/name").and_then(|n| n.as_str())?;
-    match kind.is_namespaced() {
-        true => Some(format!("{}/{name}", doc.pointer("/metadata/namespace").and_then(|n| n.as_str())?)),
-        false => Some(name.to_string()),
-    }
-}
-
 pub async fn get(store: &Store<AnyDatastore>, kind: &str, name: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
     let kind = kind_of(kind)?;
     let objects: Vec<Value> = match name {
@@ -92,7 +82,7 @@ fn validate_all(docs: &[Value]) -> Result<Vec<(KindInfo, String, Value)>, Vec<St
             Err(e) => errors.push(format!("document {} ({}): {}: {}", i + 1, describe(doc), e.field, e.reason)),
             Ok(()) => {
                 let kind = find_kind(doc["kind"].as_str().unwrap_or_default()).expect("validated kind");
-                let name = key_of(kind, doc).unwrap_or_default();
+                let name = kind.key_of(doc).unwrap_or_default();
                 let mut doc = doc.clone();
                 if let Some(meta) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
                     meta.remove("resourceVersion");
@@ -192,7 +182,7 @@ pub async fn delete(store: &Store<AnyDatastore>, kind: Option<&str>, name: Optio
         (None, None, Some(file)) => {
             for doc in read_documents(file)? {
                 let kind = kind_of(doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default())?;
-                let name = key_of(kind, &doc).with_context(|| format!("{}: no metadata.name (or namespace)", describe(&doc)))?;
+                let name = kind.key_of(&doc).with_context(|| format!("{}: no metadata.name (or namespace)", describe(&doc)))?;
                 delete_one(store, kind, &name).await?;
             }
         }
@@ -226,7 +216,7 @@ pub async fn patch(store: &Store<AnyDatastore>, kind: &str, name: &str, patch: &
     let patch: Value = serde_json::from_str(patch).context("the patch is not JSON")?;
     update_object(store, kind, name, |value| {
         merge_patch(value, &patch);
-        if key_of(kind, value).as_deref() != Some(name) {
+        if kind.key_of(value).as_deref() != Some(name) {
             bail!("a patch cannot rename {} {name:?}", kind.kind);
         }
         Ok(true)

@@ -10,7 +10,7 @@ use super::{Datastore, Result};
 use crate::resources::{all_kinds, core, find_kind, validate_value, KindInfo, GINGHAM_NODE_STATUS};
 
 /// Fields every backend assigns itself; an import must not carry them over.
-const ASSIGNED: &[&str] = &["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink"];
+pub const ASSIGNED: &[&str] = &["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink"];
 
 /// The kinds an export holds, in an order an import can create them in.
 pub fn kinds(with_secrets: bool) -> Vec<KindInfo> {
@@ -18,7 +18,8 @@ pub fn kinds(with_secrets: bool) -> Vec<KindInfo> {
     all_kinds().iter().filter(|k| k.kind != GINGHAM_NODE_STATUS.kind).chain(secrets).copied().collect()
 }
 
-fn strip(mut value: Value) -> Value {
+/// `value` without the metadata a datastore assigns (and without empty annotations).
+pub fn strip_assigned(mut value: Value) -> Value {
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         for field in ASSIGNED {
             meta.remove(*field);
@@ -36,7 +37,7 @@ pub async fn export<D: Datastore>(store: &D, kinds: &[KindInfo]) -> Result<Vec<V
     for &kind in kinds {
         let mut items = store.list(kind).await?.items;
         items.sort_by(|a, b| a.name.cmp(&b.name));
-        docs.extend(items.into_iter().map(|o| strip(o.value)));
+        docs.extend(items.into_iter().map(|o| strip_assigned(o.value)));
     }
     Ok(docs)
 }
@@ -68,14 +69,11 @@ pub async fn import<D: Datastore>(store: &D, docs: &[Value], kinds: &[KindInfo])
             problems.push(format!("{what}: kind {} is not part of a migration", kind.kind));
             continue;
         }
-        let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let key = match doc.pointer("/metadata/namespace").and_then(Value::as_str) {
-            Some(ns) if kind.is_namespaced() => format!("{ns}/{name}"),
-            _ => name.to_string(),
-        };
+        // Validated: the name (and namespace) are there.
+        let key = kind.key_of(doc).unwrap_or_default();
         match store.get(kind, &key).await {
             Ok(Some(_)) => problems.push(format!("{what}: already in the target datastore")),
-            Ok(None) => plan.push((kind, key, strip(doc.clone()))),
+            Ok(None) => plan.push((kind, key, strip_assigned(doc.clone()))),
             Err(e) => problems.push(format!("{what}: {e}")),
         }
     }

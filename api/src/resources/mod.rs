@@ -102,6 +102,16 @@ impl KindInfo {
     }
 
     /// Splits a datastore key into (namespace, name); the namespace is `None` for cluster kinds.
+    /// The datastore key of an object of this kind given as JSON (what [`Kind::key`] is for a
+    /// typed one): its name, `namespace/name` when namespaced; `None` without them.
+    pub fn key_of(&self, value: &serde_json::Value) -> Option<String> {
+        let name = value.pointer("/metadata/name").and_then(|n| n.as_str())?;
+        match self.scope {
+            Scope::Cluster => Some(name.to_string()),
+            Scope::Namespaced(_) => Some(format!("{}/{name}", value.pointer("/metadata/namespace").and_then(|n| n.as_str())?)),
+        }
+    }
+
     pub fn split_key<'a>(&self, key: &'a str) -> (Option<&'a str>, &'a str) {
         match self.scope {
             Scope::Cluster => (None, key),
