@@ -9,7 +9,7 @@ set -x
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # wire and fsm must never need a socket or a clock.
-cargo build -p gingham-bgp --no-default-features
+cargo build -p gingham-bgp -p gingham-bfd --no-default-features
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The lab tests run the real gingham-agent and gingham-cni binaries.
 cargo build --workspace --bins

@@ -3,8 +3,10 @@
 //! single task for every session of a node, UDP 3784 with TTL 255 per RFC 5881) feeds packets
 //! and expired timers in and carries out what comes out.
 //!
-//! Not built yet: that driver, BGP's use of it, configuration and interop (issue 16).
+//! [`driver`] (feature `runtime`, on by default) is that driver.
 
+#[cfg(feature = "runtime")]
+pub mod driver;
 pub mod packet;
 pub mod session;
 

@@ -213,6 +213,12 @@ impl Session {
         if p.poll {
             // Answered at once, outside the periodic schedule (6.8.7), without P of our own.
             out.push(Output::Send(self.packet(false, true)));
+            // The peer may have lowered its RequiredMinRx (FRR does on going Up, from 1 s) and
+            // shortens its detection time as soon as our F arrives: the next periodic packet
+            // must follow the F within the new interval, not at the old, slower schedule.
+            if !self.remote_min_rx.is_zero() {
+                out.push(Output::StartTimer { timer: Timer::Transmit, after: self.next_interval() });
+            }
         }
     }
 

@@ -204,6 +204,42 @@ fn an_interval_change_runs_a_poll_sequence_without_a_flap() {
     assert!(gaps.iter().all(|g| *g >= 375_000), "sending at the new rate: {gaps:?}");
 }
 
+/// FRR's bfdd asks for packets every second until Up, then lowers its RequiredMinRx with a
+/// poll and shortens its detection time once our F arrives. Our next packet must follow the F
+/// within the new interval; at the old schedule FRR declared the session down (seen in the
+/// interop test before this was fixed).
+#[test]
+fn a_peer_lowering_its_required_rx_by_poll_gets_the_next_packet_within_the_new_interval() {
+    let (mut s, _) = Session::new(config(1, 300, 300, 3, 5));
+    let from_peer = |state, poll, rx_ms: u32| ControlPacket {
+        diag: Diagnostic::None,
+        state,
+        poll,
+        fin: false,
+        cpi: false,
+        demand: false,
+        detect_mult: 3,
+        my_disc: 77,
+        your_disc: if state == State::Down { 0 } else { 1 },
+        desired_min_tx: 1_000_000,
+        required_min_rx: rx_ms * 1000,
+        required_min_echo_rx: 0,
+    };
+    let out = s.handle(Input::Received(from_peer(State::Init, false, 1000)));
+    assert_eq!(s.state(), State::Up);
+    let scheduled = |out: &[Output]| {
+        out.iter().rev().find_map(|o| match o {
+            Output::StartTimer { timer: Timer::Transmit, after } => Some(*after),
+            _ => None,
+        })
+    };
+    assert!(scheduled(&out).unwrap() > Duration::from_millis(700), "the peer asked for one packet a second");
+    let out = s.handle(Input::Received(from_peer(State::Up, true, 300)));
+    assert!(out.iter().any(|o| matches!(o, Output::Send(p) if p.fin)), "the poll is answered");
+    let next = scheduled(&out).expect("the transmit timer is rescheduled");
+    assert!(next <= Duration::from_millis(300), "next packet within the new 300 ms, not {next:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

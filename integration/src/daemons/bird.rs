@@ -59,4 +59,11 @@ impl Bird {
     pub fn route_all(&self, prefix: &str) -> String {
         self.cmd(&format!("show route for {prefix} all")).unwrap_or_default()
     }
+
+    /// The State column of `show bfd sessions` for this neighbour ("Up", "Down", "Init").
+    pub fn bfd_state(&self, addr: &str) -> Option<String> {
+        let out = self.cmd("show bfd sessions").ok()?;
+        let line = out.lines().find(|l| l.split_whitespace().next() == Some(addr))?;
+        line.split_whitespace().nth(2).map(str::to_owned)
+    }
 }
