@@ -214,7 +214,7 @@ impl Driver {
     }
 
     fn set(&mut self, want: BTreeMap<IpAddr, Peering>) -> io::Result<()> {
-        let gone: Vec<IpAddr> = self.by_peer.keys().filter(|p| want.get(p).is_none()).copied().collect();
+        let gone: Vec<IpAddr> = self.by_peer.keys().filter(|p| !want.contains_key(p)).copied().collect();
         for peer in gone {
             self.remove(peer);
         }
@@ -255,10 +255,10 @@ impl Driver {
         }
         let sender =
             peering.local.unwrap_or(if peer.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) });
-        if !self.senders.contains_key(&sender) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.senders.entry(sender) {
             let s = Sender::bind(sender)?;
             tracing::debug!(local = %sender, port = s.local_port(), "BFD source socket");
-            self.senders.insert(sender, s);
+            slot.insert(s);
         }
         let local_disc = self.fresh_disc();
         let (session, outputs) = Session::new(SessionConfig {
