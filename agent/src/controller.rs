@@ -55,6 +55,7 @@ pub struct Controller {
     pub cache: ClusterCache,
     pub held: watch::Receiver<Arc<HeldMap>>,
     pub speaker: SpeakerHandle,
+    pub bfd: gingham_bfd::driver::BfdHandle,
     pub fib: FibHandle,
     pub metrics: Arc<Metrics>,
     pub log_level: Option<crate::LogLevelSetter>,
@@ -64,6 +65,7 @@ pub struct Controller {
 #[derive(Default)]
 struct Applied {
     peers: BTreeMap<IpAddr, DesiredPeer>,
+    bfd: BTreeMap<IpAddr, gingham_bfd::driver::Peering>,
     exports: BTreeMap<IpNetwork, Vec<CommunityValue>>,
     blocks: BTreeSet<IpNetwork>,
     statics: BTreeMap<IpNetwork, IpAddr>,
@@ -179,6 +181,13 @@ impl Controller {
             tracing::info!(cluster_id = ?want.cluster_id, "route reflector role");
             self.speaker.set_cluster_id(want.cluster_id).await?;
             applied.cluster_id = Some(want.cluster_id);
+        }
+        // BFD first: a session that waits for it then starts as soon as it can.
+        let bfd: BTreeMap<IpAddr, gingham_bfd::driver::Peering> =
+            want.peers.iter().filter(|(_, p)| p.blocked.is_none()).filter_map(|(a, p)| Some((*a, p.bfd?))).collect();
+        if applied.bfd != bfd {
+            self.bfd.set(bfd.clone()).await?;
+            applied.bfd = bfd;
         }
         let running = |p: Option<&DesiredPeer>| p.filter(|p| p.blocked.is_none()).cloned();
         for (addr, old) in &applied.peers {

@@ -2,6 +2,7 @@
 //! benchmarks drive [`fib`] directly.
 
 pub mod autodetect;
+pub mod bfd_link;
 pub mod cluster;
 pub mod cni_server;
 pub mod cni_service;
@@ -94,6 +95,9 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     speaker_config.cluster_id = me.route_reflector_cluster_id();
     speaker_config.sync_deadline = Duration::from_secs(config.restart_time.into());
     let (speaker, mut changes) = speaker::spawn(speaker_config).context("BGP speaker")?;
+    // BFD's sockets open only when the first session is configured.
+    let (bfd, bfd_changes) = gingham_bfd::driver::spawn(gingham_bfd::driver::DriverConfig::default());
+    tokio::spawn(bfd_link::forward(bfd_changes, speaker.clone()));
     let cache_options = gingham_api::cache::CacheOptions { resync: Duration::from_secs(config.cache_resync), ..Default::default() };
     let cache = cluster::ClusterCache::start(&store, cache_options);
     let ipam = ipam_writer::IpamWriter::start(store.clone(), &config.node_name).await.context("reading this node's allocations")?;
@@ -110,6 +114,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         cache: cache.clone(),
         held: ipam.held_changes(),
         speaker: speaker.clone(),
+        bfd: bfd.clone(),
         fib: fib.clone(),
         metrics: metrics.clone(),
         log_level,
@@ -161,6 +166,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         address,
         started: std::time::Instant::now(),
         speaker: speaker.clone(),
+        bfd,
         fib: fib.clone(),
         controller,
         metrics,

@@ -43,11 +43,22 @@ pub struct PeerRow {
     pub notifications: gingham_bgp::session::Notifications,
 }
 
+/// One BFD session as the last scrape saw it.
+#[derive(Clone, Debug, Default)]
+pub struct BfdRow {
+    pub peer: String,
+    pub state: String,
+    pub downs: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+}
+
 /// What is read from the owner tasks at each scrape and written out as constant metrics:
 /// per-peer series come and go with the peers, and the counters are the owners' own.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub peers: Vec<PeerRow>,
+    pub bfd: Vec<BfdRow>,
     /// Kernel route installs, removals and drift repairs since the agent started.
     pub fib_installed: u64,
     pub fib_removed: u64,
@@ -61,6 +72,7 @@ pub struct SnapshotCollector(pub Arc<Mutex<Snapshot>>);
 type PeerMetric = (&'static str, &'static str, fn(&PeerRow) -> u64);
 
 const STATES: [&str; 6] = ["Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"];
+const BFD_STATES: [&str; 4] = ["AdminDown", "Down", "Init", "Up"];
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -117,6 +129,43 @@ impl Collector for SnapshotCollector {
                         l.extend([("direction", direction.to_string()), ("code", code.to_string()), ("subcode", subcode.to_string())]);
                         ConstCounter::new(*n).encode(family.encode_family(&l)?)?;
                     }
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "bfd_session_state",
+                "BFD session state per peer: 1 for the current state",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            for r in &snapshot.bfd {
+                for state in BFD_STATES {
+                    ConstGauge::new(i64::from(r.state == state)).encode(family.encode_family(&[("peer", r.peer.clone()), ("state", state.to_string())])?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "bfd_session_downs",
+                "BFD sessions going from Up to Down (path failures and administrative downs)",
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for r in &snapshot.bfd {
+                ConstCounter::new(r.downs).encode(family.encode_family(&[("peer", r.peer.clone())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "bfd_control_packets",
+                "BFD control packets by direction (received: accepted by the session)",
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for r in &snapshot.bfd {
+                for (direction, n) in [("received", r.packets_in), ("sent", r.packets_out)] {
+                    ConstCounter::new(n).encode(family.encode_family(&[("peer", r.peer.clone()), ("direction", direction.to_string())])?)?;
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use gingham_api::resources::{BGPConfigurationSpec, BGPFilter, BGPPeer, GinghamNode, MaxPrefixAction, NextHopMode, SourceAddress};
+use gingham_api::resources::{BGPConfigurationSpec, BGPFilter, BGPPeer, BfdSpec, GinghamNode, MaxPrefixAction, NextHopMode, SourceAddress};
 use gingham_api::selector::Selector;
 use gingham_bgp::session::TtlMode;
 use gingham_bgp::speaker::{self, NeighborConfig};
@@ -39,6 +39,16 @@ pub struct DesiredPeer {
     /// Why the session must not start at all (its password's Secret or key is missing): the
     /// peer stays down rather than come up unauthenticated.
     pub blocked: Option<String>,
+    /// A BFD session beside it (`BGPPeer.spec.bfd`, `nodeToNodeMeshBFD` for node-to-node ones).
+    pub bfd: Option<gingham_bfd::driver::Peering>,
+}
+
+/// The BFD session for a BGP session with `n`, and whether BGP waits for it.
+fn with_bfd(n: &mut NeighborConfig, spec: Option<&BfdSpec>) -> Option<gingham_bfd::driver::Peering> {
+    let spec = spec?;
+    let (min_rx, min_tx, multiplier) = spec.effective();
+    n.wait_for_bfd = spec.wait_for_up;
+    Some(gingham_bfd::driver::Peering { local: n.local_address, min_tx, min_rx, multiplier })
 }
 
 pub struct View<'a> {
@@ -95,7 +105,8 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             // connection attempt never aborts the other side's graceful restart.
             n.passive = my_addr < addr;
             n.export = Some(policy::export(&[], false));
-            out.insert(addr, DesiredPeer { kind, config: n, reachable_by: None, problems: Vec::new(), blocked: None });
+            let bfd = with_bfd(&mut n, view.config.node_to_node_mesh_bfd.as_ref());
+            out.insert(addr, DesiredPeer { kind, config: n, reachable_by: None, problems: Vec::new(), blocked: None, bfd });
         }
     }
 
@@ -188,7 +199,8 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             }
             // An explicit BGPPeer wins over the mesh entry for the same address.
             let reachable_by = reachable_by.filter(|_| spec.peer_ip.is_some());
-            out.insert(addr, DesiredPeer { kind, config: n, reachable_by, problems: problems.clone(), blocked: blocked.clone() });
+            let bfd = with_bfd(&mut n, spec.bfd.as_ref());
+            out.insert(addr, DesiredPeer { kind, config: n, reachable_by, problems: problems.clone(), blocked: blocked.clone(), bfd });
         }
     }
     out
@@ -271,6 +283,37 @@ mod tests {
         assert_eq!((t.kind, t.config.peer_as, t.config.ttl), (PeerKind::Node, 65001, TtlMode::Gtsm { hops: 1 }));
         let b = compute(1, &nodes, &[tor], &BGPConfigurationSpec::default());
         assert!(!b.contains_key(&ip("198.18.0.1")), "rack r2 is not selected");
+    }
+
+    #[test]
+    fn bfd_comes_from_the_mesh_setting_and_from_each_bgp_peer() {
+        use gingham_api::resources::BGPPeerSpec;
+        let nodes = [node("a", "198.18.0.11", None, &[]), node("b", "198.18.0.12", None, &[])];
+        let config = BGPConfigurationSpec {
+            node_to_node_mesh_bfd: Some(BfdSpec { min_rx_ms: Some(100), multiplier: Some(5), ..Default::default() }),
+            ..Default::default()
+        };
+        let tor = BGPPeer::new(
+            "tor",
+            BGPPeerSpec {
+                peer_ip: Some("198.18.0.1".into()),
+                as_number: Some(65001),
+                bfd: Some(BfdSpec { wait_for_up: true, ..Default::default() }),
+                ..Default::default()
+            },
+        );
+        let plain = BGPPeer::new("plain", BGPPeerSpec { peer_ip: Some("198.18.0.2".into()), as_number: Some(65001), ..Default::default() });
+        let got = compute(0, &nodes, &[tor, plain], &config);
+        let mesh = &got[&ip("198.18.0.12")];
+        let b = mesh.bfd.expect("the mesh session has BFD");
+        assert_eq!((b.min_rx, b.min_tx, b.multiplier), (Duration::from_millis(100), Duration::from_millis(300), 5));
+        assert_eq!(b.local, Some(ip("198.18.0.11")), "from the node's BGP address, as the session");
+        assert!(!mesh.config.wait_for_bfd);
+        let t = &got[&ip("198.18.0.1")];
+        assert_eq!(t.bfd.map(|b| (b.min_rx, b.multiplier)), Some((Duration::from_millis(300), 3)), "defaults 300 ms x 3");
+        assert!(t.config.wait_for_bfd);
+        assert!(got[&ip("198.18.0.2")].bfd.is_none());
+        assert!(compute(0, &nodes, &[], &BGPConfigurationSpec::default()).values().all(|p| p.bfd.is_none()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use std::time::{Duration, Instant};
 
-use gingham_api::status::{NodeStatus, PeerStatus};
+use gingham_api::status::{NodeStatus, PeerBfdStatus, PeerStatus};
 use gingham_bgp::fsm::State;
 use gingham_bgp::speaker::SpeakerHandle;
 use ipnetwork::IpNetwork;
@@ -37,6 +37,7 @@ pub struct StatusSource {
     pub address: IpNetwork,
     pub started: Instant,
     pub speaker: SpeakerHandle,
+    pub bfd: gingham_bfd::driver::BfdHandle,
     pub fib: FibHandle,
     pub controller: watch::Receiver<ControllerStatus>,
     pub metrics: Arc<Metrics>,
@@ -45,6 +46,7 @@ pub struct StatusSource {
 impl StatusSource {
     pub async fn status(&self) -> NodeStatus {
         let statuses = self.speaker.peers().await.unwrap_or_default();
+        let bfd = self.bfd_sessions().await;
         let controller = self.controller.borrow().clone();
         let mut peers: Vec<PeerStatus> = statuses
             .iter()
@@ -61,6 +63,14 @@ impl StatusSource {
                     prefixes_accepted: s.prefixes_accepted as u64,
                     prefixes_advertised: s.prefixes_advertised as u64,
                     problems,
+                    bfd: bfd.get(&s.config.address).map(|b| PeerBfdStatus {
+                        state: format!("{:?}", b.state),
+                        diagnostic: b.diagnostic.to_string(),
+                        since_seconds: b.since.as_secs(),
+                        detection_time_ms: b.detection_time.map(|d| d.as_millis() as u64),
+                        downs: b.downs,
+                        holding_bgp: s.waiting_for_bfd,
+                    }),
                 }
             })
             .collect();
@@ -92,6 +102,10 @@ impl StatusSource {
         }
     }
 
+    async fn bfd_sessions(&self) -> std::collections::HashMap<std::net::IpAddr, gingham_bfd::driver::SessionStatus> {
+        self.bfd.sessions().await.unwrap_or_default().into_iter().map(|s| (s.peer, s)).collect()
+    }
+
     pub async fn ready(&self) -> bool {
         let statuses = self.speaker.peers().await.unwrap_or_default();
         ready(self.started, &statuses, &self.controller.borrow())
@@ -107,6 +121,20 @@ impl StatusSource {
         self.metrics.prefixes_received.set(statuses.iter().map(|s| s.prefixes_received as i64).sum());
         self.metrics.prefixes_advertised.set(statuses.iter().map(|s| s.prefixes_advertised as i64).sum());
         let fib = self.fib.stats().await;
+        let bfd = self
+            .bfd
+            .sessions()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| crate::metrics::BfdRow {
+                peer: b.peer.to_string(),
+                state: format!("{:?}", b.state),
+                downs: b.downs,
+                packets_in: b.packets_in,
+                packets_out: b.packets_out,
+            })
+            .collect();
         let controller = self.controller.borrow();
         let rows = statuses
             .iter()
@@ -127,6 +155,7 @@ impl StatusSource {
         {
             let mut snapshot = self.metrics.snapshot.0.lock().expect("metrics lock");
             snapshot.peers = rows;
+            snapshot.bfd = bfd;
             (snapshot.fib_installed, snapshot.fib_removed, snapshot.fib_repaired) = (fib.programmed, fib.removed, fib.repaired);
         }
         self.metrics.routes_programmed.set(fib.wanted);

@@ -47,6 +47,9 @@ impl NodeStatus {
             p.prefixes_received = 0;
             p.prefixes_accepted = 0;
             p.prefixes_advertised = 0;
+            if let Some(b) = &mut p.bfd {
+                b.since_seconds = 0;
+            }
         }
         s.routes = RouteStatus { problems: s.routes.problems.clone(), not_installed: s.routes.not_installed, ..Default::default() };
         s
@@ -100,6 +103,25 @@ pub struct PeerStatus {
     /// Configuration the session runs without, and why.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// The BFD session beside it, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<PeerBfdStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerBfdStatus {
+    /// `Up`, `Down`, `Init` or `AdminDown`.
+    pub state: String,
+    /// Why it last changed state (RFC 5880 4.1 diagnostic), e.g. `control detection time expired`.
+    pub diagnostic: String,
+    pub since_seconds: u64,
+    /// The detection time in force, once the peer has been heard.
+    pub detection_time_ms: Option<u64>,
+    /// Up to Down transitions since the session was configured.
+    pub downs: u64,
+    /// The BGP session waits for BFD (`waitForUp`) and BFD is not Up.
+    pub holding_bgp: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

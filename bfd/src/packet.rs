@@ -60,6 +60,25 @@ pub enum Diagnostic {
     Other(u8),
 }
 
+/// RFC 5880 4.1's names, as FRR and BIRD print them.
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Diagnostic::None => "no diagnostic",
+            Diagnostic::ControlDetectionTimeExpired => "control detection time expired",
+            Diagnostic::EchoFunctionFailed => "echo function failed",
+            Diagnostic::NeighborSignaledSessionDown => "neighbor signaled session down",
+            Diagnostic::ForwardingPlaneReset => "forwarding plane reset",
+            Diagnostic::PathDown => "path down",
+            Diagnostic::ConcatenatedPathDown => "concatenated path down",
+            Diagnostic::AdministrativelyDown => "administratively down",
+            Diagnostic::ReverseConcatenatedPathDown => "reverse concatenated path down",
+            Diagnostic::Other(c) => return write!(f, "diagnostic {c}"),
+        };
+        f.write_str(name)
+    }
+}
+
 impl Diagnostic {
     pub fn code(self) -> u8 {
         match self {

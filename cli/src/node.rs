@@ -45,7 +45,7 @@ pub fn render_status(status: &NodeStatus) -> String {
             out.push_str(&format!("No {family} peers found.\n"));
             continue;
         }
-        let headers: Vec<String> = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"].map(String::from).to_vec();
+        let headers: Vec<String> = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "BFD", "INFO"].map(String::from).to_vec();
         let rows: Vec<Vec<String>> = peers
             .iter()
             .map(|p| {
@@ -62,7 +62,15 @@ pub fn render_status(status: &NodeStatus) -> String {
                     info.push_str("; ");
                     info.push_str(problem);
                 }
-                vec![p.address.clone(), p.kind.clone(), p.state.clone(), since, info]
+                let bfd = match &p.bfd {
+                    None => "-".to_string(),
+                    Some(b) if b.state == "Up" => b.state.clone(),
+                    Some(b) => format!("{} ({})", b.state, b.diagnostic),
+                };
+                if p.bfd.as_ref().is_some_and(|b| b.holding_bgp) {
+                    info.push_str("; waiting for BFD Up");
+                }
+                vec![p.address.clone(), p.kind.clone(), p.state.clone(), since, bfd, info]
             })
             .collect();
         out.push_str(&table(&headers, &rows));

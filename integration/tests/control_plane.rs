@@ -90,6 +90,7 @@ async fn scenario() -> String {
             cache,
             held: ipam.held_changes(),
             speaker,
+            bfd: gingham_bfd::driver::spawn(Default::default()).0,
             fib,
             metrics: Arc::new(gingham_agent::metrics::Metrics::new()),
             log_level: None,

@@ -113,6 +113,7 @@ async fn agent(store: &Store<AnyDatastore>) -> (watch::Receiver<ControllerStatus
         cache,
         held: ipam.held_changes(),
         speaker: speaker.clone(),
+        bfd: gingham_bfd::driver::spawn(Default::default()).0,
         fib,
         metrics: Arc::new(gingham_agent::metrics::Metrics::new()),
         log_level: None,

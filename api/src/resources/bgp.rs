@@ -45,6 +45,54 @@ pub struct BGPConfigurationSpec {
     /// Interfaces (globs such as `kube-ipvs*`) never picked by address autodetection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_interfaces: Vec<String>,
+    /// Gingham extension: BFD on every node-to-node session (the mesh and route-reflector
+    /// sessions); absent means none.
+    #[serde(default, rename = "nodeToNodeMeshBFD", skip_serializing_if = "Option::is_none")]
+    pub node_to_node_mesh_bfd: Option<BfdSpec>,
+}
+
+/// BFD (RFC 5880 asynchronous mode, RFC 5881 single hop) beside a BGP session: a path failure
+/// closes the session within `multiplier` x the slower of our `minRxMs` and the peer's
+/// transmit interval (900 ms with the defaults) instead of the hold time. Gingham extension.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdSpec {
+    /// The fastest rate at which we accept packets, in milliseconds (10-60000, default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rx_ms: Option<u32>,
+    /// The rate at which we would like to send, in milliseconds (10-60000, default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tx_ms: Option<u32>,
+    /// Packets missed before the path is declared down (1-255, default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<u8>,
+    /// Start the BGP session only once BFD is Up, and stop it whenever BFD is down (default
+    /// false: BGP runs regardless and BFD only tears an Established session down).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_up: bool,
+}
+
+impl BfdSpec {
+    pub const DEFAULT_INTERVAL_MS: u32 = 300;
+    pub const DEFAULT_MULTIPLIER: u8 = 3;
+
+    /// (minRx, minTx, multiplier) with the defaults filled in.
+    pub fn effective(&self) -> (std::time::Duration, std::time::Duration, u8) {
+        let ms = |v: Option<u32>| std::time::Duration::from_millis(v.unwrap_or(Self::DEFAULT_INTERVAL_MS).into());
+        (ms(self.min_rx_ms), ms(self.min_tx_ms), self.multiplier.unwrap_or(Self::DEFAULT_MULTIPLIER))
+    }
+
+    fn validate(&self, field: &str) -> Check {
+        for (name, v) in [("minRxMs", self.min_rx_ms), ("minTxMs", self.min_tx_ms)] {
+            if v.is_some_and(|ms| !(10..=60_000).contains(&ms)) {
+                return Err(ValidationError::new(format!("{field}.{name}"), "must be 10-60000 milliseconds"));
+            }
+        }
+        if self.multiplier == Some(0) {
+            return Err(ValidationError::new(format!("{field}.multiplier"), "must be 1-255"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -183,6 +231,9 @@ impl Kind for BGPConfiguration {
                 return Err(ValidationError::new(format!("spec.ignoredInterfaces[{i}]"), "an interface name or glob such as kube-ipvs*"));
             }
         }
+        if let Some(bfd) = &spec.node_to_node_mesh_bfd {
+            bfd.validate("spec.nodeToNodeMeshBFD")?;
+        }
         for (field, list) in
             [("spec.serviceClusterIPs", &spec.service_cluster_ips), ("spec.serviceExternalIPs", &spec.service_external_ips)]
         {
@@ -257,6 +308,9 @@ pub struct BGPPeerSpec {
     /// Gingham extension: a limit on the prefixes the peer may send, per address family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prefixes: Option<MaxPrefixes>,
+    /// Gingham extension: BFD with the peer (single hop: the peer is on a connected network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSpec>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -411,6 +465,13 @@ impl Kind for BGPPeer {
                 return Err(ValidationError::new("spec.maxPrefixes.restartSeconds", "only with action Teardown"));
             }
         }
+        if let Some(bfd) = &spec.bfd {
+            bfd.validate("spec.bfd")?;
+            if spec.ttl_security.is_some_and(|hops| hops > 1) {
+                // RFC 5881 is single hop; multihop BFD (RFC 5883) is not built.
+                return Err(ValidationError::new("spec.bfd", "BFD is single hop: not with ttlSecurity above 1 (a multihop peer)"));
+            }
+        }
         Ok(())
     }
 }
@@ -462,6 +523,10 @@ mod tests {
                 BGPPeerSpec { password: Some(PeerPassword { literal: Some("x".repeat(81)), ..Default::default() }), ..base.clone() },
                 "spec.password.literal",
             ),
+            (BGPPeerSpec { bfd: Some(BfdSpec { min_rx_ms: Some(5), ..Default::default() }), ..base.clone() }, "spec.bfd.minRxMs"),
+            (BGPPeerSpec { bfd: Some(BfdSpec { min_tx_ms: Some(60_001), ..Default::default() }), ..base.clone() }, "spec.bfd.minTxMs"),
+            (BGPPeerSpec { bfd: Some(BfdSpec { multiplier: Some(0), ..Default::default() }), ..base.clone() }, "spec.bfd.multiplier"),
+            (BGPPeerSpec { bfd: Some(BfdSpec::default()), ttl_security: Some(2), ..base.clone() }, "spec.bfd"),
         ];
         for (spec, field) in cases {
             let e = peer(spec.clone()).validate().unwrap_err();

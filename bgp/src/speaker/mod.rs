@@ -90,6 +90,9 @@ pub struct NeighborConfig {
     pub export: Option<Arc<Policy>>,
     /// Routes learned from this peer are external to policies ([`crate::rib::policy::RouteSource`]).
     pub external: bool,
+    /// Run the session only while BFD says the path works: not started before the first BFD
+    /// Up, stopped on BFD Down ([`SpeakerHandle::bfd_changed`]).
+    pub wait_for_bfd: bool,
 }
 
 /// A limit on the prefixes a peer may send in each address family (counted after the import
@@ -133,6 +136,7 @@ impl NeighborConfig {
             import: None,
             export: None,
             external: false,
+            wait_for_bfd: false,
         }
     }
 
@@ -178,6 +182,18 @@ pub struct PeerStatus {
     pub updates_received: u64,
     pub updates_sent: u64,
     pub notifications: crate::session::Notifications,
+    /// Not started, or stopped, until BFD reports the path Up (`wait_for_bfd`).
+    pub waiting_for_bfd: bool,
+}
+
+/// What BFD says about the path to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BfdSignal {
+    Up,
+    /// The path failed (not an administrative down). `remote_cpi`: the peer's BFD does not
+    /// share fate with its control plane (RFC 5882 4.3), so this is a forwarding failure even
+    /// while the peer's BGP is restarting.
+    Down { remote_cpi: bool },
 }
 
 /// A best-path change: `None` means the prefix is gone.
@@ -205,6 +221,7 @@ pub(crate) enum Command {
     Routes(Family, oneshot::Sender<Vec<(IpNetwork, BestRoute)>>),
     Refresh(IpAddr, oneshot::Sender<bool>),
     SetClusterId(Option<Ipv4Addr>, oneshot::Sender<()>),
+    Bfd(IpAddr, BfdSignal, oneshot::Sender<()>),
 }
 
 /// The agent's grip on the speaker. Dropping every handle stops it: sessions close without
@@ -264,6 +281,15 @@ impl SpeakerHandle {
     /// the peers first to restart them only once.
     pub async fn set_cluster_id(&self, cluster_id: Option<Ipv4Addr>) -> Result<(), SpeakerError> {
         self.ask(|reply| Command::SetClusterId(cluster_id, reply)).await
+    }
+
+    /// BFD's verdict on the path to `peer`. Down closes an Established session at once with
+    /// Cease / BFD Down (RFC 9384) and withdraws its routes, without graceful restart: the
+    /// forwarding path is gone. A session the peer already closed itself (its BGP restarting,
+    /// routes kept as stale) is left alone unless the peer's BFD is control-plane independent
+    /// (RFC 5882 4.3.2); a Gingham agent's is not, so an agent restart stays lossless.
+    pub async fn bfd_changed(&self, peer: IpAddr, signal: BfdSignal) -> Result<(), SpeakerError> {
+        self.ask(|reply| Command::Bfd(peer, signal, reply)).await
     }
 
     pub async fn withdraw(&self, prefix: IpNetwork) -> Result<bool, SpeakerError> {

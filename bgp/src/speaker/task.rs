@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Command, MaxPrefixAction, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
+use super::{BfdSignal, Command, MaxPrefixAction, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
 use crate::fsm::StopMode;
 use crate::rib::decision::DecisionConfig;
 use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
@@ -47,6 +47,8 @@ struct Peer {
     refreshing: Option<(Family, PrefixSet)>,
     /// Completed BoRR..EoRR cycles from this peer.
     refresh_cycles: u64,
+    /// Not started (or stopped) until BFD says Up (`wait_for_bfd`).
+    held_for_bfd: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +77,9 @@ pub(super) struct SpeakerTask {
     peers: HashMap<IpAddr, Peer>,
     /// Per-address message counters; they outlive the peer tasks a reconfiguration replaces.
     counters: HashMap<IpAddr, std::sync::Arc<crate::session::PeerCounters>>,
+    /// BFD's last word per address (absent: never Up). Kept apart from the peers, which a
+    /// reconfiguration replaces while the BFD session runs on.
+    bfd_up: HashMap<IpAddr, bool>,
     next_id: PeerId,
     events_tx: mpsc::Sender<PeerEvent>,
     events: mpsc::Receiver<PeerEvent>,
@@ -116,6 +121,7 @@ impl SpeakerTask {
             rib,
             peers: HashMap::new(),
             counters: HashMap::new(),
+            bfd_up: HashMap::new(),
             next_id: 1,
             events_tx,
             events,
@@ -229,6 +235,10 @@ impl SpeakerTask {
                 }
                 let _gone = reply.send(changed);
             }
+            Command::Bfd(addr, signal, reply) => {
+                self.bfd(addr, signal).await;
+                let _gone = reply.send(());
+            }
             Command::Routes(family, reply) => {
                 let _gone = reply.send(self.rib.routes(family));
             }
@@ -243,7 +253,7 @@ impl SpeakerTask {
             }
             Command::Peers(reply) => {
                 // Peer tasks answer on their own time; gather off the owner task.
-                let peers: Vec<(NeighborConfig, PeerHandle, usize, usize, usize, u64)> = self
+                let peers: Vec<(NeighborConfig, PeerHandle, usize, usize, usize, u64, bool)> = self
                     .peers
                     .values()
                     .map(|p| {
@@ -254,12 +264,13 @@ impl SpeakerTask {
                             self.rib.accepted(p.id),
                             self.rib.advertised(p.id),
                             p.refresh_cycles,
+                            p.held_for_bfd,
                         )
                     })
                     .collect();
                 tokio::spawn(async move {
                     let mut out = Vec::new();
-                    for (config, handle, received, accepted, advertised, refresh_cycles) in peers {
+                    for (config, handle, received, accepted, advertised, refresh_cycles, waiting_for_bfd) in peers {
                         let Some(s) = handle.snapshot().await else {
                             continue;
                         };
@@ -276,6 +287,7 @@ impl SpeakerTask {
                             updates_received: s.updates_received,
                             updates_sent: s.updates_sent,
                             notifications: s.notifications,
+                            waiting_for_bfd,
                         });
                     }
                     out.sort_by_key(|p| p.config.address);
@@ -324,7 +336,10 @@ impl SpeakerTask {
         self.listener.add_peer(transport, handle.sender());
         let id = self.next_id;
         self.next_id += 1;
-        if !handle.send(PeerCommand::Start).await {
+        let held_for_bfd = n.wait_for_bfd && self.bfd_up.get(&n.address) != Some(&true);
+        if held_for_bfd {
+            tracing::info!(peer = %n.address, "waiting for BFD Up before starting the session");
+        } else if !handle.send(PeerCommand::Start).await {
             tracing::error!(peer = %n.address, "peer task exited at start");
         }
         self.peers.insert(
@@ -344,8 +359,48 @@ impl SpeakerTask {
                 enhanced_refresh: false,
                 refreshing: None,
                 refresh_cycles: 0,
+                held_for_bfd,
             },
         );
+    }
+
+    /// BFD's verdict on a path ([`super::SpeakerHandle::bfd_changed`] says what it does).
+    async fn bfd(&mut self, addr: IpAddr, signal: BfdSignal) {
+        self.bfd_up.insert(addr, signal == BfdSignal::Up);
+        let Some(p) = self.peers.get_mut(&addr) else { return };
+        match signal {
+            BfdSignal::Up => {
+                if p.held_for_bfd {
+                    p.held_for_bfd = false;
+                    tracing::info!(peer = %addr, "BFD Up: starting the session");
+                    p.handle.send(PeerCommand::Start).await;
+                }
+            }
+            BfdSignal::Down { remote_cpi } => {
+                let (handle, was_up) = (p.handle.clone(), p.up);
+                if was_up {
+                    tracing::warn!(peer = %addr, "BFD down: closing the session and withdrawing its routes");
+                    // A manual stop: the Down event that follows withdraws the routes, no stale phase.
+                    handle.send(PeerCommand::Stop(StopMode::Cease { code: ErrorCode::BfdDown, communication: None })).await;
+                } else if remote_cpi {
+                    if let Some((old, _)) = p.stale.take() {
+                        tracing::warn!(peer = %addr, "BFD down while the peer restarts, and its forwarding is control-plane independent: flushing its stale routes");
+                        self.dirty.extend(self.rib.peer_down(old));
+                    }
+                }
+                let Some(p) = self.peers.get_mut(&addr) else { return };
+                if p.config.wait_for_bfd {
+                    if !p.held_for_bfd && !was_up {
+                        // No more connection attempts until BFD is Up again.
+                        handle.send(PeerCommand::Stop(StopMode::Silent)).await;
+                    }
+                    p.held_for_bfd = true;
+                } else if was_up {
+                    // Reconnects when it can, as after any other failure.
+                    handle.send(PeerCommand::Start).await;
+                }
+            }
+        }
     }
 
     /// Moves the listening sockets; every peer (and its MD5 key) is registered with the new ones

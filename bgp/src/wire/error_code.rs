@@ -63,7 +63,7 @@ error_codes! {
     FsmUnexpectedInOpenSent = (5, 1),
     FsmUnexpectedInOpenConfirm = (5, 2),
     FsmUnexpectedInEstablished = (5, 3),
-    // 6: Cease (RFC 4486, RFC 8538)
+    // 6: Cease (RFC 4486, RFC 8538, RFC 9384)
     MaximumPrefixesReached = (6, 1),
     AdministrativeShutdown = (6, 2),
     PeerDeconfigured = (6, 3),
@@ -73,6 +73,7 @@ error_codes! {
     ConnectionCollisionResolution = (6, 7),
     OutOfResources = (6, 8),
     HardReset = (6, 9),
+    BfdDown = (6, 10),
     // 7: ROUTE-REFRESH Message Error (RFC 7313)
     InvalidRouteRefreshLength = (7, 1),
     // 8: Send Hold Timer Expired (RFC 9687)

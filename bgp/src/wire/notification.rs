@@ -115,7 +115,8 @@ mod tests {
         for code in ErrorCode::ALL {
             assert_eq!(code.notification(Bytes::new()).error_code(), Some(*code));
         }
-        assert_eq!(ErrorCode::ALL.len(), 35);
-        assert_eq!(Notification { code: 6, subcode: 10, data: Bytes::new() }.error_code(), None);
+        assert_eq!(ErrorCode::ALL.len(), 36);
+        assert_eq!(Notification { code: 6, subcode: 10, data: Bytes::new() }.error_code(), Some(ErrorCode::BfdDown));
+        assert_eq!(Notification { code: 6, subcode: 11, data: Bytes::new() }.error_code(), None);
     }
 }
