@@ -203,3 +203,156 @@ protocol bfd {{
     }
     assert!(ours.session(frr4).is_none());
 }
+
+/// The agents with BFD on every session: the node mesh (`nodeToNodeMeshBFD`) and a BIRD
+/// top-of-rack (`bfd on`) that the nodes peer with through a BGPPeer with `waitForUp`. Hold
+/// times are 90 s, so anything faster is BFD's doing.
+///
+/// ```text
+///   node-1 198.18.0.11 ─┐
+///   node-2 198.18.0.12 ─┼── fabric ── ToR, BIRD AS 65010, 198.18.0.14
+///   node-3 198.18.0.13 ─┘
+/// ```
+mod lab {
+    use super::*;
+    use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec, BfdSpec};
+    use gingham_integration::lab::{pinger_counts, start_pinger, Cluster, LabOptions};
+    use serde_json::Value;
+
+    const TOR: &str = r#"
+router id 198.18.0.14;
+protocol device {}
+protocol bfd {
+  interface "eth0" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };
+}
+template bgp node {
+  local 198.18.0.14 as 65010; hold time 90; bfd on;
+  ipv4 { import all; export none; };
+}
+protocol bgp n1 from node { neighbor 198.18.0.11 as 64512; }
+protocol bgp n2 from node { neighbor 198.18.0.12 as 64512; }
+protocol bgp n3 from node { neighbor 198.18.0.13 as 64512; }
+"#;
+
+    fn logs(lab: &Cluster) -> String {
+        lab.nodes.iter().filter_map(|n| n.agent.as_ref().map(|a| a.log_tail())).collect::<Vec<_>>().join("\n---\n")
+    }
+
+    fn peer(lab: &Cluster, i: usize, addr: &str) -> Option<Value> {
+        lab.status(i).ok()?["peers"].as_array()?.iter().find(|p| p["address"] == addr).cloned()
+    }
+
+    fn bfd_state(lab: &Cluster, i: usize, addr: &str) -> Option<String> {
+        peer(lab, i, addr)?["bfd"]["state"].as_str().map(str::to_owned)
+    }
+
+    fn block_of(addr: std::net::Ipv4Addr) -> String {
+        format!("{}/26", ipnetwork::Ipv4Network::new(addr, 26).unwrap().network())
+    }
+
+    #[test]
+    fn a_cut_node_link_is_withdrawn_everywhere_by_bfd_and_an_agent_restart_still_loses_nothing() {
+        let mut options = LabOptions::new(3);
+        options.extra_hosts = 1;
+        options.hold_time = 90;
+        let mut lab = Cluster::new(options).unwrap();
+        let bfd = BfdSpec::default();
+        lab.modify::<BGPConfiguration>("default", |c| c.spec.node_to_node_mesh_bfd = Some(bfd.clone())).unwrap();
+        let tor_peer = BGPPeerSpec {
+            peer_ip: Some("198.18.0.14".into()),
+            as_number: Some(65010),
+            bfd: Some(BfdSpec { wait_for_up: true, ..Default::default() }),
+            ..Default::default()
+        };
+        let store = lab.store().unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(store.create(&BGPPeer::new("tor", tor_peer)))
+            .unwrap();
+        let check = |lab: &Cluster, what: &str, t: Duration, ok: &dyn Fn() -> bool| {
+            if let Err(e) = wait_for(what, t, || ok().then_some(())) {
+                panic!("{e}\n{}", logs(lab));
+            }
+        };
+
+        // waitForUp: no ToR yet, so no BFD, so the ToR sessions are not even attempted.
+        for i in 0..3 {
+            check(&lab, "the ToR session held for BFD", T, &|| {
+                peer(&lab, i, "198.18.0.14").is_some_and(|p| p["state"] == "Idle" && p["bfd"]["holdingBgp"] == true)
+            });
+        }
+        let tor = Bird::start(&lab.fabric.hosts[3].ns, TOR).unwrap();
+        let pods: Vec<std::net::Ipv4Addr> = (0..3).map(|i| lab.add_pod(i, &format!("p{i}")).unwrap().address).collect();
+        lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", tor.daemon.log_tail()));
+        for (i, node) in ["198.18.0.11", "198.18.0.12", "198.18.0.13"].iter().enumerate() {
+            check(&lab, "BIRD's BFD session with the node Up", T, &|| tor.bfd_state(node).as_deref() == Some("Up"));
+            for other in ["198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.14"] {
+                if other != *node {
+                    check(&lab, &format!("node {i}: BFD with {other} Up"), T, &|| bfd_state(&lab, i, other).as_deref() == Some("Up"));
+                }
+            }
+        }
+        let block3 = block_of(pods[2]);
+        check(&lab, "the ToR learned node-3's block", T, &|| tor.routes_from("n3").contains(&block3));
+        check(&lab, "node-1 reaches node-3's pod", T, &|| lab.ping(&lab.pods[0], pods[2]));
+        let metrics = lab.http_get(0, "/metrics").unwrap();
+        assert!(metrics.contains("bfd_session_state{peer=\"198.18.0.13\",state=\"Up\"} 1"), "{metrics}");
+
+        // Node-3's port on the fabric goes down. Hold timers (90 s) would take minutes; BFD
+        // takes about 3 x 300 ms on the ToR and on every other node.
+        let cut = Instant::now();
+        lab.fabric.bridge.ip(&["link", "set", "p3", "down"]).unwrap();
+        let mut seen = [None; 3];
+        wait_for("node-3's block withdrawn by the ToR and node-1 and node-2", Duration::from_secs(30), || {
+            if seen[0].is_none() && !tor.routes_from("n3").contains(&block3) {
+                seen[0] = Some(cut.elapsed());
+            }
+            for i in 0..2 {
+                let routes = lab.fabric.hosts[i].ns.exec("ip", &["route", "show", "exact", &block3]).unwrap_or_default();
+                if seen[i + 1].is_none() && !routes.contains("via 198.18.0.13") {
+                    seen[i + 1] = Some(cut.elapsed());
+                }
+            }
+            seen.iter().all(Option::is_some).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}: {seen:?}\n{}", logs(&lab)));
+        println!("link cut -> node-3's block gone: ToR {:?}, node-1 {:?}, node-2 {:?}", seen[0].unwrap(), seen[1].unwrap(), seen[2].unwrap());
+        for i in 0..2 {
+            let p = peer(&lab, i, "198.18.0.13").unwrap();
+            assert_eq!(p["bfd"]["state"], "Down", "{p}");
+            assert_eq!(p["bfd"]["diagnostic"], "control detection time expired", "{p}");
+            assert!(p["info"].as_str().unwrap().contains("BfdDown"), "closed because of BFD: {p}");
+        }
+        assert!(tor.protocol_info("n3").is_some_and(|i| !i.starts_with("Established")));
+
+        // The link comes back: BFD, BGP, the block and the pod are all back.
+        lab.fabric.bridge.ip(&["link", "set", "p3", "up"]).unwrap();
+        lab.wait_established(Duration::from_secs(60)).unwrap();
+        check(&lab, "the ToR learned node-3's block again", T, &|| tor.routes_from("n3").contains(&block3));
+        check(&lab, "node-1 reaches node-3's pod again", T, &|| lab.ping(&lab.pods[0], pods[2]));
+
+        // An agent killed and restarted 3 s later: its BFD sessions go down on every peer
+        // (detection 0.9 s), but its BGP sessions closed first (the kernel closes the sockets)
+        // and the peers keep its routes for the restart (RFC 5882 4.3.2; our C bit is 0).
+        let mut pings = Vec::new();
+        for (from, to) in [(0, 1), (1, 0), (2, 1)] {
+            pings.push((from, to, start_pinger(&lab.pods[from], pods[to], "0.05", 12).unwrap()));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        lab.nodes[1].agent.as_mut().unwrap().kill();
+        check(&lab, "node-1 sees node-2's BFD go down", Duration::from_secs(10), &|| {
+            bfd_state(&lab, 0, "198.18.0.12").as_deref() == Some("Down")
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        lab.start_agent(1).unwrap();
+        for (from, to, ping) in pings {
+            let (sent, received) = pinger_counts(ping).unwrap();
+            assert!(sent > 100, "pod {from} -> pod {to}: only {sent} sent");
+            assert_eq!(sent, received, "pod {from} -> pod {to}: pings lost across an agent restart with BFD\n{}", logs(&lab));
+        }
+        lab.wait_established(Duration::from_secs(60)).unwrap();
+        check(&lab, "BFD with the restarted node Up again", T, &|| bfd_state(&lab, 0, "198.18.0.12").as_deref() == Some("Up"));
+    }
+}
