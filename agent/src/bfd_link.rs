@@ -31,14 +31,7 @@ mod tests {
     use gingham_bfd::Diagnostic;
 
     fn change(from: State, to: State, peer_admin_down: bool) -> Change {
-        Change {
-            peer: "198.18.0.1".parse().unwrap(),
-            from,
-            to,
-            diagnostic: Diagnostic::None,
-            peer_admin_down,
-            remote_cpi: true,
-        }
+        Change { peer: "198.18.0.1".parse().unwrap(), from, to, diagnostic: Diagnostic::None, peer_admin_down, remote_cpi: true }
     }
 
     #[test]

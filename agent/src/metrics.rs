@@ -141,7 +141,8 @@ impl Collector for SnapshotCollector {
             )?;
             for r in &snapshot.bfd {
                 for state in BFD_STATES {
-                    ConstGauge::new(i64::from(r.state == state)).encode(family.encode_family(&[("peer", r.peer.clone()), ("state", state.to_string())])?)?;
+                    ConstGauge::new(i64::from(r.state == state))
+                        .encode(family.encode_family(&[("peer", r.peer.clone()), ("state", state.to_string())])?)?;
                 }
             }
         }
@@ -165,7 +166,8 @@ impl Collector for SnapshotCollector {
             )?;
             for r in &snapshot.bfd {
                 for (direction, n) in [("received", r.packets_in), ("sent", r.packets_out)] {
-                    ConstCounter::new(n).encode(family.encode_family(&[("peer", r.peer.clone()), ("direction", direction.to_string())])?)?;
+                    ConstCounter::new(n)
+                        .encode(family.encode_family(&[("peer", r.peer.clone()), ("direction", direction.to_string())])?)?;
                 }
             }
         }

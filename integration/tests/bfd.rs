@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use gingham_bfd::driver::{self, BfdHandle, Change, DriverConfig, Peering, SessionStatus};
 use gingham_bfd::{ControlPacket, Diagnostic, State};
-use gingham_integration::daemons::{Bfdd, Bird};
+use gingham_integration::daemons::{Bfdd, Bird, Frr};
 use gingham_integration::netns::{wait_for, Fabric, Netns};
 use gingham_integration::sessions::NsRuntime;
 
@@ -191,7 +191,24 @@ protocol bfd {{
         check(&format!("{peer} Up again"), &|| ours.state(peer) == Some(State::Up));
     }
 
-    // 5. Deconfigured: the peer is told AdminDown, which RFC 5882 3.2 says is no failure.
+    // 5. The other direction: our port goes down, and bfdd and BIRD declare us down.
+    fabric.bridge.ip(&["link", "set", "p1", "down"]).unwrap();
+    for addr in [us4, us6] {
+        check(&format!("bfdd declares {addr} down by detection time"), &|| {
+            bfdd.peer(&addr.to_string()).is_some_and(|p| {
+                p.get("status").and_then(|v| v.as_str()) == Some("down")
+                    && p.get("diagnostic").and_then(|v| v.as_str()) == Some("control detection time expired")
+            })
+        });
+        check(&format!("BIRD declares {addr} down"), &|| bird.bfd_state(&addr.to_string()).as_deref() == Some("Down"));
+    }
+    fabric.bridge.ip(&["link", "set", "p1", "up"]).unwrap();
+    for peer in [bird4, bird6, frr4, frr6] {
+        check(&format!("{peer} Up again"), &|| ours.state(peer) == Some(State::Up));
+    }
+    check("bfdd sees us up again", &|| bfdd.status(&us4.to_string()).as_deref() == Some("up"));
+
+    // 6. Deconfigured: the peer is told AdminDown, which RFC 5882 3.2 says is no failure.
     ours.set(&[(bird4, peering(us4, 300)), (bird6, peering(us6, 300))]);
     for addr in [us4, us6] {
         check(&format!("bfdd sees {addr} administratively down"), &|| {
@@ -318,7 +335,12 @@ protocol bgp n3 from node { neighbor 198.18.0.13 as 64512; }
             seen.iter().all(Option::is_some).then_some(())
         })
         .unwrap_or_else(|e| panic!("{e}: {seen:?}\n{}", logs(&lab)));
-        println!("link cut -> node-3's block gone: ToR {:?}, node-1 {:?}, node-2 {:?}", seen[0].unwrap(), seen[1].unwrap(), seen[2].unwrap());
+        println!(
+            "link cut -> node-3's block gone: ToR {:?}, node-1 {:?}, node-2 {:?}",
+            seen[0].unwrap(),
+            seen[1].unwrap(),
+            seen[2].unwrap()
+        );
         for i in 0..2 {
             let p = peer(&lab, i, "198.18.0.13").unwrap();
             assert_eq!(p["bfd"]["state"], "Down", "{p}");
@@ -354,5 +376,108 @@ protocol bgp n3 from node { neighbor 198.18.0.13 as 64512; }
         }
         lab.wait_established(Duration::from_secs(60)).unwrap();
         check(&lab, "BFD with the restarted node Up again", T, &|| bfd_state(&lab, 0, "198.18.0.12").as_deref() == Some("Up"));
+    }
+
+    const FRR_TOR: &str = r#"
+router bgp 65010
+ bgp router-id 198.18.0.13
+ no bgp ebgp-requires-policy
+ no bgp default ipv4-unicast
+ neighbor 198.18.0.11 remote-as 64512
+ neighbor 198.18.0.11 bfd
+ neighbor 198.18.0.12 remote-as 64512
+ neighbor 198.18.0.12 bfd
+ neighbor 2001:db8:18::b remote-as 64512
+ neighbor 2001:db8:18::b bfd
+ neighbor 2001:db8:18::c remote-as 64512
+ neighbor 2001:db8:18::c bfd
+ address-family ipv4 unicast
+  neighbor 198.18.0.11 activate
+  neighbor 198.18.0.12 activate
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor 2001:db8:18::b activate
+  neighbor 2001:db8:18::c activate
+ exit-address-family
+"#;
+
+    /// FRR's bgpd with `neighbor X bfd` (through zebra to bfdd), IPv4 and IPv6 sessions: both
+    /// ends agree BFD is Up, and when a node stops hearing BFD while TCP still works, the
+    /// sessions on both ends are closed because of BFD (ours with Cease / BFD Down, RFC 9384)
+    /// and come back once BFD does.
+    #[test]
+    fn frr_tears_bgp_down_with_bfd_on_both_families_and_so_do_we() {
+        let mut options = LabOptions::new(2);
+        options.extra_hosts = 1;
+        options.hold_time = 90;
+        options.ipv6 = true;
+        let mut lab = Cluster::new(options).unwrap();
+        let frr = Frr::start_with_bfd(&lab.fabric.hosts[2].ns, FRR_TOR).unwrap();
+        let store = lab.store().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for (name, ip) in [("tor4", "198.18.0.13"), ("tor6", "2001:db8:18::d")] {
+            let spec =
+                BGPPeerSpec { peer_ip: Some(ip.into()), as_number: Some(65010), bfd: Some(BfdSpec::default()), ..Default::default() };
+            rt.block_on(store.create(&BGPPeer::new(name, spec))).unwrap();
+        }
+        lab.add_pod(0, "p0").unwrap();
+        lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", frr.logs()));
+        let frr_bfd = |addr: &str| -> Option<String> {
+            let v = frr.json(&format!("show bgp neighbors {addr} json")).ok()?;
+            v.get(addr)?.get("peerBfdInfo")?.get("status")?.as_str().map(str::to_owned)
+        };
+        let check = |lab: &Cluster, what: &str, ok: &dyn Fn() -> bool| {
+            if let Err(e) = wait_for(what, T, || ok().then_some(())) {
+                panic!("{e}\n{}\n{}", logs(lab), frr.logs());
+            }
+        };
+        let nodes = [["198.18.0.11", "2001:db8:18::b"], ["198.18.0.12", "2001:db8:18::c"]];
+        for (i, addrs) in nodes.iter().enumerate() {
+            for (addr, tor) in addrs.iter().zip(["198.18.0.13", "2001:db8:18::d"]) {
+                check(&lab, &format!("FRR: BFD with {addr} Up"), &|| frr_bfd(addr).as_deref() == Some("Up"));
+                check(&lab, &format!("node {i}: BFD with {tor} Up"), &|| bfd_state(&lab, i, tor).as_deref() == Some("Up"));
+            }
+        }
+        let dropped_before: Vec<u64> = nodes[1]
+            .iter()
+            .map(|a| frr.json(&format!("show bgp neighbors {a} json")).ok().and_then(|v| v[a]["connectionsDropped"].as_u64()).unwrap_or(0))
+            .collect();
+
+        // node-2 stops hearing BFD (its input drops UDP 3784); its TCP sessions still work.
+        let ns = &lab.fabric.hosts[1].ns;
+        ns.exec("nft", &["add", "table", "inet", "bfdtest"]).unwrap();
+        ns.exec("nft", &["add", "chain", "inet", "bfdtest", "input", "{ type filter hook input priority 0 ; }"]).unwrap();
+        ns.exec("nft", &["add", "rule", "inet", "bfdtest", "input", "udp", "dport", "3784", "drop"]).unwrap();
+        for (addr, before) in nodes[1].iter().zip(&dropped_before) {
+            let summary = |n: &serde_json::Value| {
+                format!(
+                    "dropped {} reset {} notification {} bfd {}",
+                    n["connectionsDropped"], n["lastResetDueTo"], n["lastNotificationReason"], n["peerBfdInfo"]
+                )
+            };
+            let closed = wait_for(&format!("FRR closed the session with {addr} because of BFD"), T, || {
+                let v = frr.json(&format!("show bgp neighbors {addr} json")).ok()?;
+                let n = &v[*addr];
+                // TCP works and the hold time is 90 s: only BFD (FRR's own, or our Cease) closes it.
+                let closed = n["connectionsDropped"].as_u64().unwrap_or(0) > *before && n["peerBfdInfo"]["status"] == "Down";
+                closed.then_some(())
+            });
+            if let Err(e) = closed {
+                let now = frr.json(&format!("show bgp neighbors {addr} json")).unwrap();
+                panic!("{e}: {}\n{}\n{}", summary(&now[*addr]), logs(&lab), frr.logs());
+            }
+            let n = frr.json(&format!("show bgp neighbors {addr} json")).unwrap();
+            println!("FRR on {addr}: {} / {}", n[*addr]["lastResetDueTo"], n[*addr]["lastNotificationReason"]);
+        }
+        for tor in ["198.18.0.13", "2001:db8:18::d"] {
+            check(&lab, &format!("node-2 closed {tor} because of BFD"), &|| {
+                peer(&lab, 1, tor).is_some_and(|p| p["info"].as_str().is_some_and(|i| i.contains("BfdDown")))
+            });
+        }
+        ns.exec("nft", &["delete", "table", "inet", "bfdtest"]).unwrap();
+        lab.wait_established(Duration::from_secs(60)).unwrap();
+        for addr in nodes[1] {
+            check(&lab, &format!("FRR: BFD with {addr} Up again"), &|| frr_bfd(addr).as_deref() == Some("Up"));
+        }
     }
 }

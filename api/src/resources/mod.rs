@@ -16,8 +16,8 @@ pub use strict::unknown_fields;
 pub mod validate;
 
 pub use bgp::{
-    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, BfdSpec, BindMode, Community, CommunityValue, MaxPrefixAction, MaxPrefixes,
-    NextHopMode, PeerPassword, PrefixAdvertisement, SecretKeyRef, ServiceCidr, SourceAddress,
+    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, BfdSpec, BindMode, Community, CommunityValue, MaxPrefixAction,
+    MaxPrefixes, NextHopMode, PeerPassword, PrefixAdvertisement, SecretKeyRef, ServiceCidr, SourceAddress,
 };
 pub use bgpfilter::{BGPFilter, BGPFilterRule, BGPFilterSpec, FilterAction, FilterSource, MatchOperator, PrefixCondition, PrefixLength};
 pub use ipam::{

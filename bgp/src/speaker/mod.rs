@@ -193,7 +193,9 @@ pub enum BfdSignal {
     /// The path failed (not an administrative down). `remote_cpi`: the peer's BFD does not
     /// share fate with its control plane (RFC 5882 4.3), so this is a forwarding failure even
     /// while the peer's BGP is restarting.
-    Down { remote_cpi: bool },
+    Down {
+        remote_cpi: bool,
+    },
 }
 
 /// A best-path change: `None` means the prefix is gone.

@@ -10,6 +10,8 @@ use crate::netns::{read_pid_file, run, Daemon, Netns, TempDir};
 
 pub struct Frr {
     pub daemon: Daemon,
+    /// zebra and bfdd when bgpd uses BFD (its BFD sessions go through zebra to bfdd).
+    helpers: Vec<Daemon>,
     dir: TempDir,
 }
 
@@ -32,7 +34,47 @@ impl Frr {
             .arg(&dir.path)
             .args(["-Z", "-d"]))?;
         let pid = read_pid_file(&pid_file, Duration::from_secs(10))?;
-        Ok(Frr { daemon: Daemon::new("bgpd", pid, Some(log)), dir })
+        Ok(Frr { daemon: Daemon::new("bgpd", pid, Some(log)), helpers: Vec::new(), dir })
+    }
+
+    /// bgpd with zebra and bfdd beside it, so `neighbor X bfd` works. zebra installs what
+    /// bgpd selects into the namespace's kernel.
+    pub fn start_with_bfd(ns: &Netns, config: &str) -> Result<Frr> {
+        let dir = TempDir::new("gfrr")?;
+        let zserv = dir.join("zserv.api");
+        for (name, conf) in [("zebra", ""), ("bfdd", "bfd\n!\n"), ("bgpd", config)] {
+            let log = dir.join(&format!("{name}.log"));
+            std::fs::write(dir.join(&format!("{name}.conf")), format!("log file {} debugging\n{conf}", log.display()))?;
+        }
+        run(Command::new("chown").args(["-R", "frr:frr"]).arg(&dir.path))?;
+        let mut started = Vec::new();
+        for name in ["zebra", "bfdd", "bgpd"] {
+            let pid_file = dir.join(&format!("{name}.pid"));
+            run(ns
+                .command(&format!("/usr/lib/frr/{name}"))
+                .arg("-f")
+                .arg(dir.join(&format!("{name}.conf")))
+                .arg("-i")
+                .arg(&pid_file)
+                .arg("-z")
+                .arg(&zserv)
+                .arg("--vty_socket")
+                .arg(&dir.path)
+                .arg("-d"))?;
+            let pid = read_pid_file(&pid_file, Duration::from_secs(10))?;
+            started.push(Daemon::new(name, pid, Some(dir.join(&format!("{name}.log")))));
+            if name == "zebra" {
+                // The others connect to zebra's socket at start.
+                crate::netns::wait_for("zebra's socket", Duration::from_secs(10), || zserv.exists().then_some(()))?;
+            }
+        }
+        let daemon = started.pop().expect("bgpd");
+        Ok(Frr { daemon, helpers: started, dir })
+    }
+
+    /// The end of bgpd's log, and of zebra's and bfdd's when they run.
+    pub fn logs(&self) -> String {
+        std::iter::once(&self.daemon).chain(&self.helpers).map(Daemon::log_tail).collect::<Vec<_>>().join("\n---\n")
     }
 
     pub fn vtysh(&self, command: &str) -> Result<String> {
