@@ -2,6 +2,7 @@
 //! and the interop topology behind `gingham-lab interop`.
 
 pub mod bench;
+pub mod bench_failover;
 pub mod bench_node;
 pub mod daemons;
 pub mod golden;

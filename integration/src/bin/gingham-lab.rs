@@ -73,6 +73,13 @@ enum Command {
         #[arg(long, default_value = "gingham,bird,frr,gobgp")]
         only: String,
     },
+    /// Failover: a node's fabric link cut, time until the ToR and the other nodes withdraw its
+    /// block, with BFD and with the hold timer alone.
+    BenchFailover {
+        /// The BGP hold time on every session (Calico's default is 90 s).
+        #[arg(long, default_value_t = 90)]
+        hold_time: u16,
+    },
     /// Soak: pod churn and peer flaps on 3 nodes for a long time; prints agent RSS, fds,
     /// threads and tasks over time, lost pings and `ipam check`.
     Soak {
@@ -145,6 +152,7 @@ fn main() -> Result<()> {
             print!("{}", bench::table(&results, prefixes));
             Ok(())
         }
+        Command::BenchFailover { hold_time } => gingham_integration::bench_failover::failover(hold_time),
         Command::Soak { minutes, churn_every, churn_pods, flap_every } => {
             let options = gingham_integration::soak::SoakOptions {
                 duration: Duration::from_secs(minutes * 60),
