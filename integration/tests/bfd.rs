@@ -221,6 +221,53 @@ protocol bfd {{
     assert!(ours.session(frr4).is_none());
 }
 
+/// RFC 5882 4.3.2 at the speaker: a peer whose BGP went away without a NOTIFICATION (killed:
+/// the kernel closed its socket) keeps its routes as stale; BFD Down then ends that only when
+/// the peer's BFD is control-plane independent (its C bit set): then forwarding failed too.
+#[test]
+fn bfd_down_flushes_a_restarting_peers_stale_routes_only_with_the_c_bit() {
+    use gingham_bgp::speaker::{self, BfdSignal, NeighborConfig, SpeakerConfig};
+    use gingham_bgp::wire::Family;
+    let fabric = Fabric::new(2).expect("fabric");
+    let config = r#"
+router id 198.18.0.12;
+protocol device {}
+protocol static originated { ipv4; route 198.19.7.0/24 unreachable; }
+protocol bgp gingham { local 198.18.0.12 as 65000; neighbor 198.18.0.11 as 65000; graceful restart on;
+  ipv4 { import all; export all; }; }
+"#;
+    let mut bird = Bird::start(&fabric.hosts[1].ns, config).expect("BIRD");
+    let rt = NsRuntime::new(&fabric.hosts[0].ns).unwrap();
+    let handle = rt.block_on(async move {
+        let mut config = SpeakerConfig::new("198.18.0.11".parse().unwrap(), 65000);
+        config.listen = vec!["0.0.0.0:179".parse().unwrap()];
+        let (handle, mut changes) = speaker::spawn(config).expect("speaker");
+        tokio::spawn(async move { while changes.recv().await.is_some() {} });
+        let mut n = NeighborConfig::new("198.18.0.12".parse().unwrap(), 65000);
+        n.connect_retry = Duration::from_secs(1);
+        handle.add_peer(n).await.unwrap();
+        handle
+    });
+    let has_route = || {
+        let h = handle.clone();
+        rt.block_on(async move { h.routes(Family::IPV4_UNICAST).await.unwrap() }).iter().any(|(p, _)| p.to_string() == "198.19.7.0/24")
+    };
+    let bfd = |signal| {
+        let h = handle.clone();
+        rt.block_on(async move { h.bfd_changed("198.18.0.12".parse().unwrap(), signal).await.unwrap() });
+    };
+    wait_for("BIRD's route", T, || has_route().then_some(())).unwrap_or_else(|e| panic!("{e}\n{}", bird.daemon.log_tail()));
+    bfd(BfdSignal::Up);
+    bird.daemon.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(has_route(), "kept as stale while BIRD restarts");
+    bfd(BfdSignal::Down { remote_cpi: false });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(has_route(), "C bit clear: the BFD failure may be the restart itself; stale routes stay");
+    bfd(BfdSignal::Down { remote_cpi: true });
+    wait_for("stale routes flushed", Duration::from_secs(5), || (!has_route()).then_some(())).unwrap();
+}
+
 /// The agents with BFD on every session: the node mesh (`nodeToNodeMeshBFD`) and a BIRD
 /// top-of-rack (`bfd on`) that the nodes peer with through a BGPPeer with `waitForUp`. Hold
 /// times are 90 s, so anything faster is BFD's doing.
