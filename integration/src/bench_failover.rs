@@ -86,12 +86,12 @@ pub fn failover(hold: u16) -> Result<()> {
     println!("Failover: node-3's fabric port down; time until its block is withdrawn (hold time {hold} s)");
     let with = one(hold, true)?;
     let without = one(hold, false)?;
-    println!("| detection           | ToR (BIRD) | node-1 | node-2 | all    |");
-    println!("|---------------------|-----------:|-------:|-------:|-------:|");
+    println!("| detection           | ToR (BIRD) |   node-1 |   node-2 |      all |");
+    println!("|---------------------|-----------:|---------:|---------:|---------:|");
     for (name, t) in [("BFD 300 ms x 3", with), ("hold timer only", without)] {
         let all = t.iter().max().copied().unwrap_or_default();
         println!(
-            "| {name:<19} | {:>9.2} s | {:>4.2} s | {:>4.2} s | {:>4.2} s |",
+            "| {name:<19} | {:>8.2} s | {:>6.2} s | {:>6.2} s | {:>6.2} s |",
             t[0].as_secs_f64(),
             t[1].as_secs_f64(),
             t[2].as_secs_f64(),
