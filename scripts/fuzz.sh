@@ -2,7 +2,8 @@
 # The fuzz campaign: runs every cargo-fuzz target (or the ones named) for SECONDS each
 # (default 60) and prints, per target, the executions, coverage and corpus size libFuzzer
 # reports at the end. Seeds (real inputs: golden BGP vectors from BIRD, FRR and GoBGP, the
-# manifests' resources, runtime-style CNI requests, the selector tests' selectors) are checked
+# manifests' resources, runtime-style CNI requests, the selector tests' selectors, BFD packets
+# as FRR and BIRD send them) are checked
 # in under fuzz/seeds/; what a campaign finds grows fuzz/corpus/ (not checked in). A crash
 # stops the campaign with the input in fuzz/artifacts/TARGET/; turn it into a named
 # regression test next to the code it broke.
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(message_decode cni_request resource_decode selector_parse)
+[ ${#targets[@]} -gt 0 ] || targets=(message_decode cni_request resource_decode selector_parse bfd_session)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 printf '%-16s %14s %10s %10s %8s %8s\n' target executions exec/s coverage features corpus
