@@ -186,8 +186,12 @@ impl Controller {
         let bfd: BTreeMap<IpAddr, gingham_bfd::driver::Peering> =
             want.peers.iter().filter(|(_, p)| p.blocked.is_none()).filter_map(|(a, p)| Some((*a, p.bfd?))).collect();
         if applied.bfd != bfd {
-            self.bfd.set(bfd.clone()).await?;
-            applied.bfd = bfd;
+            match self.bfd.set(bfd.clone()).await {
+                Ok(()) => applied.bfd = bfd,
+                // A socket BFD could not open (no IPv6 on the node, say) leaves those sessions
+                // out, not the node's routing: logged, and tried again at the next pass.
+                Err(e) => tracing::warn!(error = %e, "BFD sessions not all started"),
+            }
         }
         let running = |p: Option<&DesiredPeer>| p.filter(|p| p.blocked.is_none()).cloned();
         for (addr, old) in &applied.peers {

@@ -140,3 +140,39 @@ pub async fn checksystem(
     let facts = crate::checksystem::gather(cni_dir, nets, nat);
     Ok(crate::checksystem::report(&crate::checksystem::judge(&facts)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gingham_api::status::PeerBfdStatus;
+
+    #[test]
+    fn the_bfd_column_shows_state_and_why_and_a_held_session_says_so() {
+        let peer = |address: &str, state: &str, bfd: Option<PeerBfdStatus>| PeerStatus {
+            address: address.into(),
+            kind: "mesh".into(),
+            state: state.into(),
+            bfd,
+            ..Default::default()
+        };
+        let bfd = |state: &str, diagnostic: &str, holding_bgp: bool| {
+            Some(PeerBfdStatus { state: state.into(), diagnostic: diagnostic.into(), holding_bgp, ..Default::default() })
+        };
+        let status = NodeStatus {
+            node: "node-1".into(),
+            peers: vec![
+                peer("198.18.0.12", "Established", bfd("Up", "no diagnostic", false)),
+                peer("198.18.0.13", "Idle", bfd("Down", "control detection time expired", true)),
+                peer("198.18.0.14", "Established", None),
+            ],
+            ..Default::default()
+        };
+        let text = render_status(&status);
+        let line = |addr: &str| text.lines().find(|l| l.starts_with(addr)).unwrap_or_else(|| panic!("{addr} in\n{text}")).to_string();
+        assert!(text.contains("BFD"), "{text}");
+        assert!(line("198.18.0.12").contains(" Up "), "{text}");
+        let down = line("198.18.0.13");
+        assert!(down.contains("Down (control detection time expired)") && down.contains("waiting for BFD Up"), "{text}");
+        assert!(line("198.18.0.14").split_whitespace().any(|w| w == "-"), "no BFD configured: {text}");
+    }
+}

@@ -56,6 +56,8 @@ fn promtool() -> &'static str {
 #[test]
 fn per_peer_metrics_pass_promtool_and_back_every_dashboard_query() {
     let mut lab = Cluster::new(LabOptions::new(2)).unwrap();
+    // BFD on the mesh, so its series are linted and backed too.
+    lab.modify::<gingham_api::resources::BGPConfiguration>("default", |c| c.spec.node_to_node_mesh_bfd = Some(Default::default())).unwrap();
     lab.add_pod(0, "a").unwrap();
     lab.add_pod(1, "b").unwrap();
     lab.wait_established(Duration::from_secs(60)).unwrap();
@@ -69,7 +71,8 @@ fn per_peer_metrics_pass_promtool_and_back_every_dashboard_query() {
         last = m.clone();
         let back = sample(&m, &established) == Some(1.0)
             && sample(&m, &format!("gingham_bgp_peer_prefixes_received{{peer=\"{peer}\"")).is_some_and(|v| v >= 1.0)
-            && m.contains("gingham_bgp_peer_notifications_total{");
+            && m.contains("gingham_bgp_peer_notifications_total{")
+            && sample(&m, &format!("gingham_bfd_session_state{{peer=\"{peer}\",state=\"Up\"}}")) == Some(1.0);
         back.then_some(m)
     })
     .unwrap_or_else(|e| panic!("{e}; node-1's metrics:\n{last}"));
@@ -92,6 +95,11 @@ fn per_peer_metrics_pass_promtool_and_back_every_dashboard_query() {
         .collect();
     assert!(!ceases.is_empty(), "no Cease counted on either side:\n{metrics}\n{other}");
     assert!(ceases.iter().all(|l| l.contains("direction=\"sent\"") || l.contains("direction=\"received\"")));
+    let bfd_states = metrics.lines().filter(|l| l.starts_with(&format!("gingham_bfd_session_state{{peer=\"{peer}\""))).count();
+    assert_eq!(bfd_states, 4, "one series per BFD state: {metrics}");
+    let received = format!("gingham_bfd_control_packets_total{{peer=\"{peer}\",direction=\"received\"}}");
+    assert!(sample(&metrics, &received).is_some_and(|v| v >= 1.0), "{metrics}");
+    assert!(sample(&metrics, &format!("gingham_bfd_session_downs_total{{peer=\"{peer}\"}}")).is_some(), "{metrics}");
     assert!(sample(&metrics, "gingham_fib_route_operations_total{operation=\"install\"}").is_some_and(|v| v >= 1.0), "{metrics}");
     assert!(sample(&metrics, "gingham_cni_request_seconds_count{command=\"ADD\",result=\"ok\"}") == Some(1.0), "{metrics}");
     assert_eq!(sample(&metrics, "gingham_ipam_addresses_in_use "), Some(1.0), "{metrics}");
