@@ -187,6 +187,7 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
             n.allow_own_as = spec.num_allowed_local_as_numbers.unwrap_or(0);
             n.max_prefixes = max_prefixes;
             n.rr_client = spec.route_reflector_client;
+            n.extended_next_hop = spec.extended_next_hop && addr.is_ipv6();
             // A BGPPeer that names another node is part of the cluster; any other is a router.
             n.external = !view.nodes.iter().any(|node| node.bgp_addresses().contains(&addr));
             n.export = Some(policy::export(&filters, n.external));

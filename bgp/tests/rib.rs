@@ -34,6 +34,7 @@ fn peer(n: u8, asn: u32, client: bool) -> RibPeer {
         import: None,
         export: None,
         external: false,
+        extended_next_hop: false,
     }
 }
 
@@ -282,4 +283,59 @@ fn export_policy_keeps_an_external_peers_routes_from_the_others() {
     let updates = r.set_policies(2, None, no_transit(None));
     let withdrawn: Vec<String> = updates.iter().flat_map(|u| u.withdrawn.iter().map(|n| n.to_string()).collect::<Vec<_>>()).collect();
     assert_eq!(withdrawn, ["203.0.113.0/24"]);
+}
+
+/// RFC 8950: over an IPv6 session that negotiated the extended next hop, our IPv4 routes go in
+/// MP_REACH_NLRI with our IPv6 address as next hop, and an IPv4 route learned with an IPv6 next
+/// hop is installed with it; a session without the capability gets neither.
+#[test]
+fn ipv4_over_ipv6_next_hops_only_where_negotiated() {
+    let v6_peer = |n: u8, ext: bool| RibPeer {
+        address: format!("2001:db8:18::{n}").parse().unwrap(),
+        local_address: "2001:db8:18::fe".parse().unwrap(),
+        extended_next_hop: ext,
+        ..peer(n, 65000 + u32::from(n), false)
+    };
+    let mut r = rib(None);
+    r.peer_up(1, v6_peer(1, true));
+    r.peer_up(2, v6_peer(2, false));
+    r.originate(p("198.19.100.0/24"), PathAttributes { origin: Some(Origin::Igp), as_path: Some(AsPath::default()), ..Default::default() });
+    let sent = |r: &mut Rib, to: PeerId| {
+        r.export(to, &[p("198.19.100.0/24")])
+            .into_iter()
+            .find_map(|u| u.attributes.mp_reach.filter(|m| m.nlri.contains(&p("198.19.100.0/24"))))
+    };
+    let mp = sent(&mut r, 1).expect("sent over the extended next hop session");
+    assert_eq!(mp.family, Family::IPV4_UNICAST);
+    assert_eq!(mp.next_hop, NextHop::V6 { global: "2001:db8:18::fe".parse().unwrap(), link_local: None });
+    assert!(
+        r.export(2, &[p("198.19.100.0/24")]).iter().all(|u| u.nlri.is_empty() && u.attributes.mp_reach.is_none()),
+        "no IPv4 next hop to give"
+    );
+
+    // FRR's way: global and link-local next hop, IPv4 NLRI.
+    let from_frr = Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence([65001])),
+            mp_reach: Some(MpReach {
+                family: Family::IPV4_UNICAST,
+                next_hop: NextHop::V6 { global: "2001:db8:18::1".parse().unwrap(), link_local: Some("fe80::1".parse().unwrap()) },
+                nlri: vec![p("198.19.3.0/24")],
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    r.apply_update(1, &from_frr);
+    let best = r.best(&p("198.19.3.0/24")).expect("accepted");
+    assert_eq!(best.next_hops, vec!["2001:db8:18::1".parse::<IpAddr>().unwrap()]);
+    // Passed on (eBGP, so with us as next hop) to the other extended session only.
+    r.peer_up(3, v6_peer(3, true));
+    assert!(r.export(3, &[p("198.19.3.0/24")]).iter().any(|u| u
+        .attributes
+        .mp_reach
+        .as_ref()
+        .is_some_and(|m| m.nlri.contains(&p("198.19.3.0/24")))));
+    assert!(r.export(2, &[p("198.19.3.0/24")]).iter().all(|u| u.attributes.mp_reach.is_none() && u.nlri.is_empty()));
 }

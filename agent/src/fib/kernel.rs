@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType, RouteVia};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 
@@ -80,15 +80,11 @@ pub fn parse(route: &RouteMessage) -> Option<KernelRoute> {
             RouteAttribute::Destination(d) => dst = ip_of(d).unwrap_or(unspecified),
             RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::Gateway(g) => hops.extend(ip_of(g).map(|via| Hop { via, dev: None })),
+            RouteAttribute::Gateway(_) | RouteAttribute::Via(_) => hops.extend(gateway_of(a).map(|via| Hop { via, dev: None })),
             RouteAttribute::MultiPath(paths) => {
                 for p in paths {
-                    for ha in &p.attributes {
-                        if let RouteAttribute::Gateway(g) = ha {
-                            let dev = (p.interface_index != 0).then_some(p.interface_index);
-                            hops.extend(ip_of(g).map(|via| Hop { via, dev }));
-                        }
-                    }
+                    let dev = (p.interface_index != 0).then_some(p.interface_index);
+                    hops.extend(p.attributes.iter().filter_map(gateway_of).map(|via| Hop { via, dev }));
                 }
             }
             _ => {}
@@ -111,6 +107,17 @@ pub fn parse(route: &RouteMessage) -> Option<KernelRoute> {
         oif,
         hops,
     })
+}
+
+/// A gateway: RTA_GATEWAY, or RTA_VIA for an IPv4 route through an IPv6 next hop (RFC 8950,
+/// `ip route ... via inet6 ADDR`).
+fn gateway_of(a: &RouteAttribute) -> Option<IpAddr> {
+    match a {
+        RouteAttribute::Gateway(g) => ip_of(g),
+        RouteAttribute::Via(RouteVia::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        RouteAttribute::Via(RouteVia::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        _ => None,
+    }
 }
 
 fn base(key: &RouteKey) -> anyhow::Result<RouteMessageBuilder<IpAddr>> {

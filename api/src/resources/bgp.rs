@@ -311,6 +311,11 @@ pub struct BGPPeerSpec {
     /// Gingham extension: BFD with the peer (single hop: the peer is on a connected network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdSpec>,
+    /// Gingham extension: carry IPv4 routes over this IPv6 session with IPv6 next hops
+    /// (RFC 8950, FRR's `capability extended-nexthop`), both ways, when the peer agrees. Only for
+    /// IPv6 sessions (with `peerSelector`, the IPv6 sessions it makes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extended_next_hop: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -465,6 +470,9 @@ impl Kind for BGPPeer {
                 return Err(ValidationError::new("spec.maxPrefixes.restartSeconds", "only with action Teardown"));
             }
         }
+        if spec.extended_next_hop && spec.peer_socket().is_some_and(|s| s.is_ok_and(|a| a.is_ipv4())) {
+            return Err(ValidationError::new("spec.extendedNextHop", "only on an IPv6 session: peerIP is an IPv4 address"));
+        }
         if let Some(bfd) = &spec.bfd {
             bfd.validate("spec.bfd")?;
             if spec.ttl_security.is_some_and(|hops| hops > 1) {
@@ -527,6 +535,7 @@ mod tests {
             (BGPPeerSpec { bfd: Some(BfdSpec { min_tx_ms: Some(60_001), ..Default::default() }), ..base.clone() }, "spec.bfd.minTxMs"),
             (BGPPeerSpec { bfd: Some(BfdSpec { multiplier: Some(0), ..Default::default() }), ..base.clone() }, "spec.bfd.multiplier"),
             (BGPPeerSpec { bfd: Some(BfdSpec::default()), ttl_security: Some(2), ..base.clone() }, "spec.bfd"),
+            (BGPPeerSpec { extended_next_hop: true, ..base.clone() }, "spec.extendedNextHop"),
         ];
         for (spec, field) in cases {
             let e = peer(spec.clone()).validate().unwrap_err();

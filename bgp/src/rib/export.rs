@@ -9,6 +9,8 @@
 //! | iBGP client    | prepend, NH self | reflect (RR only)       | reflect (RR only)      |
 //!
 //! `next_hop_self` on the target makes every NH "self" (Calico's `nextHopMode: Self`).
+//! Over an IPv6 session that negotiated RFC 8950, "self" for an IPv4 route is our IPv6
+//! address; an IPv4 route with an IPv6 next hop never goes to a peer that did not agree to it.
 //! Reflecting sets ORIGINATOR_ID (when absent) and prepends our cluster id to CLUSTER_LIST.
 //! Towards eBGP, LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST are stripped, and a MED learned
 //! from another AS is not passed on.
@@ -37,21 +39,22 @@ impl ExportDecision {
     }
 }
 
-fn set_next_hop_self(attrs: &mut PathAttributes, family: Family, local: IpAddr) -> bool {
-    match (family, local) {
+fn set_next_hop_self(attrs: &mut PathAttributes, family: Family, local: IpAddr, extended_next_hop: bool) -> bool {
+    let global = match (family, local) {
         (Family::IPV4_UNICAST, IpAddr::V4(a)) => {
             attrs.next_hop = Some(a);
             attrs.mp_reach = None;
-            true
+            return true;
         }
-        (Family::IPV6_UNICAST, IpAddr::V6(a)) => {
-            attrs.next_hop = None;
-            attrs.mp_reach = Some(MpReach { family, next_hop: NextHop::V6 { global: a, link_local: None }, nlri: Vec::new() });
-            true
-        }
+        (Family::IPV6_UNICAST, IpAddr::V6(a)) => a,
+        // RFC 8950: IPv4 in MP_REACH_NLRI with our IPv6 address, where the peer agreed to it.
+        (Family::IPV4_UNICAST, IpAddr::V6(a)) if extended_next_hop => a,
         // No address of that family on this session to offer as next hop.
-        _ => false,
-    }
+        _ => return false,
+    };
+    attrs.next_hop = None;
+    attrs.mp_reach = Some(MpReach { family, next_hop: NextHop::V6 { global, link_local: None }, nlri: Vec::new() });
+    true
 }
 
 /// Decides whether and how the best path (from `source_id`) goes to `target`.
@@ -99,13 +102,15 @@ pub fn transform(
             out.med = None;
         }
         let keep = target.keep_original_next_hop && super::next_hop(attrs).is_some();
-        if !keep && !set_next_hop_self(&mut out, family, target.local_address) {
+        if !keep && !set_next_hop_self(&mut out, family, target.local_address, target.extended_next_hop) {
             return ExportDecision::Suppress("no local address of the route's family for next-hop-self");
         }
     } else {
         out.as_path.get_or_insert_with(AsPath::default);
         out.local_pref = Some(attrs.local_pref.unwrap_or(100));
-        if (source_id == LOCAL || target.next_hop_self) && !set_next_hop_self(&mut out, family, target.local_address) {
+        if (source_id == LOCAL || target.next_hop_self)
+            && !set_next_hop_self(&mut out, family, target.local_address, target.extended_next_hop)
+        {
             return ExportDecision::Suppress("no local address of the route's family for next-hop-self");
         }
         if reflecting {
@@ -115,6 +120,11 @@ pub fn transform(
             let cluster = config.cluster_id.unwrap_or(config.router_id);
             out.cluster_list.insert(0, cluster);
         }
+    }
+    // An IPv4 route whose next hop is IPv6 only goes where RFC 8950 was agreed.
+    let v6_next_hop = family == Family::IPV4_UNICAST && matches!(&out.mp_reach, Some(MpReach { next_hop: NextHop::V6 { .. }, .. }));
+    if v6_next_hop && !target.extended_next_hop {
+        return ExportDecision::Suppress("IPv6 next hop for IPv4 without the extended next hop capability");
     }
     ExportDecision::Send(out)
 }

@@ -54,6 +54,8 @@ pub struct RibPeer {
     pub export: Option<Arc<Policy>>,
     /// Routes learned from this peer are [`RouteSource::External`] to policies.
     pub external: bool,
+    /// Both sides negotiated RFC 8950: IPv4 routes may go with an IPv6 next hop.
+    pub extended_next_hop: bool,
 }
 
 impl RibPeer {

@@ -93,6 +93,9 @@ pub struct NeighborConfig {
     /// Run the session only while BFD says the path works: not started before the first BFD
     /// Up, stopped on BFD Down ([`SpeakerHandle::bfd_changed`]).
     pub wait_for_bfd: bool,
+    /// Offer RFC 8950 on this session: IPv4 unicast with IPv6 next hops, both ways. On an
+    /// IPv6 session this also adds IPv4 unicast to the families.
+    pub extended_next_hop: bool,
 }
 
 /// A limit on the prefixes a peer may send in each address family (counted after the import
@@ -137,6 +140,7 @@ impl NeighborConfig {
             export: None,
             external: false,
             wait_for_bfd: false,
+            extended_next_hop: false,
         }
     }
 
@@ -147,12 +151,18 @@ impl NeighborConfig {
         fsm.connect_retry = self.connect_retry;
         fsm.passive = self.passive;
         fsm.families = self.families.clone();
+        if self.extended_next_hop {
+            fsm.extended_next_hop = true;
+            if !fsm.families.contains(&Family::IPV4_UNICAST) {
+                fsm.families.insert(0, Family::IPV4_UNICAST);
+            }
+        }
         fsm.hostname = speaker.hostname.clone();
         fsm.graceful_restart = self.graceful_restart.map(|restart_time| GracefulRestart {
             restart_state: speaker.restarting,
             notification: false,
             restart_time: restart_time.min(4095),
-            families: self.families.iter().map(|f| GrFamily { family: *f, forwarding_preserved: speaker.restarting }).collect(),
+            families: fsm.families.iter().map(|f| GrFamily { family: *f, forwarding_preserved: speaker.restarting }).collect(),
         });
         let mut t = Transport::new(SocketAddr::new(self.address, self.port));
         t.local_addr = self.local_address;

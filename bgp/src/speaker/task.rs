@@ -482,6 +482,7 @@ impl SpeakerTask {
                     import: cfg.import.clone(),
                     export: cfg.export.clone(),
                     external: cfg.external,
+                    extended_next_hop: negotiated.extended_next_hop_v4,
                 };
                 self.rib.peer_up(id, rib_peer);
                 if let Some(p) = self.peer_by_addr(peer) {
