@@ -91,7 +91,9 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
         .collect();
     blocks.extend(held.values().filter(|h| !h.borrowed).map(|h| h.block));
     let borrowed = held.keys().filter(|a| !blocks.iter().any(|b| b.contains(**a))).map(|a| IpNetwork::from(*a));
-    let exports = blocks.iter().copied().chain(borrowed).map(|p| (p, config.communities_for(&p))).collect();
+    // Service ranges go out from every node, as Calico does; no kernel route: kube-proxy
+    // handles what arrives.
+    let exports = blocks.iter().copied().chain(borrowed).chain(config.service_cidrs()).map(|p| (p, config.communities_for(&p))).collect();
     let statics = want.iter().filter_map(|(addr, p)| p.reachable_by.map(|gw| (IpNetwork::from(*addr), gw))).collect();
     Ok(Desired {
         peers: want,
@@ -224,6 +226,30 @@ mod tests {
         assert_eq!(d.peers.values().next().unwrap().config.hold_time, 9);
         assert!(d.nat_script.contains("masquerade"));
         assert_eq!(d.listen, ["0.0.0.0:179".parse().unwrap()]);
+    }
+
+    #[test]
+    fn service_ranges_are_advertised_by_every_node_without_a_kernel_route() {
+        use gingham_api::resources::ServiceCidr;
+        let mut c = cluster();
+        let cidrs = |list: &[&str]| Some(list.iter().map(|c| ServiceCidr { cidr: c.to_string() }).collect());
+        let cfg = BGPConfigurationSpec {
+            service_cluster_ips: cidrs(&["198.18.96.0/20", "2001:db8:96::/112"]),
+            service_external_ips: cidrs(&["198.18.112.0/24"]),
+            service_load_balancer_ips: cidrs(&["198.18.113.0/24"]),
+            prefix_advertisements: vec![PrefixAdvertisement { cidr: "198.18.96.0/20".into(), communities: vec!["64512:300".into()] }],
+            ..Default::default()
+        };
+        c.configs = snapshot(vec![("default", gingham_api::resources::BGPConfiguration::new("default", cfg))]);
+        let d = compute(&id(), &c, &HeldMap::new()).unwrap();
+        for cidr in ["198.18.96.0/20", "2001:db8:96::/112", "198.18.112.0/24", "198.18.113.0/24"] {
+            assert!(d.exports.contains_key(&net(cidr)), "{cidr} advertised: {:?}", d.exports);
+        }
+        assert_eq!(d.exports[&net("198.18.96.0/20")], [CommunityValue::Standard((64512 << 16) | 300)]);
+        assert!(
+            d.blocks.iter().all(|b| !b.to_string().starts_with("198.18.") && b.is_ipv4()),
+            "no blackhole: kube-proxy takes service traffic"
+        );
     }
 
     #[test]

@@ -28,11 +28,16 @@ pub struct BGPConfigurationSpec {
     /// Calico's name: `Debug`, `Info`, `Warning`, `Error`, `Fatal`; default `Info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_severity_screen: Option<String>,
-    /// Service ranges to advertise (reserved for a later release; validated now).
+    /// Service ClusterIP ranges every node advertises (routers spread the traffic with ECMP;
+    /// kube-proxy on the node takes it from there).
     #[serde(default, rename = "serviceClusterIPs", skip_serializing_if = "Option::is_none")]
     pub service_cluster_ips: Option<Vec<ServiceCidr>>,
+    /// Service external IP ranges every node advertises.
     #[serde(default, rename = "serviceExternalIPs", skip_serializing_if = "Option::is_none")]
     pub service_external_ips: Option<Vec<ServiceCidr>>,
+    /// Service LoadBalancer IP ranges every node advertises.
+    #[serde(default, rename = "serviceLoadBalancerIPs", skip_serializing_if = "Option::is_none")]
+    pub service_load_balancer_ips: Option<Vec<ServiceCidr>>,
     /// Named communities for `prefixAdvertisements`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<Community>,
@@ -187,6 +192,18 @@ impl BGPConfigurationSpec {
     pub fn effective_listen_port(&self) -> u16 {
         self.listen_port.unwrap_or(179)
     }
+
+    /// Every CIDR of `serviceClusterIPs`, `serviceExternalIPs` and `serviceLoadBalancerIPs`
+    /// (each node advertises them all). Call after validation.
+    pub fn service_cidrs(&self) -> Vec<ipnetwork::IpNetwork> {
+        [&self.service_cluster_ips, &self.service_external_ips, &self.service_load_balancer_ips]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|s| s.cidr.parse::<ipnetwork::IpNetwork>().ok())
+            .map(|n| ipnetwork::IpNetwork::new(n.network(), n.prefix()).unwrap_or(n))
+            .collect()
+    }
 }
 
 impl Kind for BGPConfiguration {
@@ -234,9 +251,11 @@ impl Kind for BGPConfiguration {
         if let Some(bfd) = &spec.node_to_node_mesh_bfd {
             bfd.validate("spec.nodeToNodeMeshBFD")?;
         }
-        for (field, list) in
-            [("spec.serviceClusterIPs", &spec.service_cluster_ips), ("spec.serviceExternalIPs", &spec.service_external_ips)]
-        {
+        for (field, list) in [
+            ("spec.serviceClusterIPs", &spec.service_cluster_ips),
+            ("spec.serviceExternalIPs", &spec.service_external_ips),
+            ("spec.serviceLoadBalancerIPs", &spec.service_load_balancer_ips),
+        ] {
             for (i, svc) in list.iter().flatten().enumerate() {
                 validate::cidr(&format!("{field}[{i}].cidr"), &svc.cidr)?;
             }

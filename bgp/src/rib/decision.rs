@@ -11,6 +11,10 @@ use crate::wire::{Origin, PathAttributes};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
     LocalPref,
+    /// Our own origination beats the same prefix learned from a peer (as Cisco's weight and
+    /// BIRD's preference do): every node originates the service ranges, and each must
+    /// advertise its own rather than pass on another node's.
+    LocallyOriginated,
     AsPathLength,
     Origin,
     Med,
@@ -33,8 +37,10 @@ impl Step {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidate<'a> {
     pub attrs: &'a PathAttributes,
-    /// Learned over eBGP (locally originated paths count as neither; they win on path length).
+    /// Learned over eBGP (locally originated paths count as neither).
     pub ebgp: bool,
+    /// Originated by this speaker.
+    pub local: bool,
     /// The BGP identifier of the peer that sent it (ours for local paths).
     pub router_id: Ipv4Addr,
     pub neighbor: IpAddr,
@@ -61,6 +67,10 @@ pub fn compare(a: &Candidate<'_>, b: &Candidate<'_>, cfg: &DecisionConfig) -> (O
     let lp = y.local_pref.unwrap_or(100).cmp(&x.local_pref.unwrap_or(100));
     if lp != Ordering::Equal {
         return (lp, Step::LocalPref);
+    }
+    let own = b.local.cmp(&a.local);
+    if own != Ordering::Equal {
+        return (own, Step::LocallyOriginated);
     }
     let len = |p: &PathAttributes| p.as_path.as_ref().map_or(0, |p| p.length());
     let l = len(x).cmp(&len(y));
@@ -110,7 +120,7 @@ mod tests {
     }
 
     fn cand<'a>(attrs: &'a PathAttributes, id: &str, nbr: &str, ebgp: bool) -> Candidate<'a> {
-        Candidate { attrs, ebgp, router_id: id.parse().unwrap(), neighbor: nbr.parse().unwrap() }
+        Candidate { attrs, ebgp, local: false, router_id: id.parse().unwrap(), neighbor: nbr.parse().unwrap() }
     }
 
     fn decide(a: &PathAttributes, b: &PathAttributes) -> (Ordering, Step) {
@@ -123,6 +133,11 @@ mod tests {
         let mut hi_lp = base.clone();
         hi_lp.local_pref = Some(200);
         assert_eq!(decide(&base, &hi_lp), (Ordering::Greater, Step::LocalPref));
+        let mine = Candidate { local: true, ..cand(&base, "9.9.9.9", "0.0.0.0", false) };
+        let cfg = DecisionConfig::default();
+        assert_eq!(compare(&mine, &cand(&base, "1.1.1.1", "198.18.0.1", false), &cfg), (Ordering::Less, Step::LocallyOriginated));
+        assert_eq!(compare(&cand(&base, "1.1.1.1", "198.18.0.1", true), &mine, &cfg), (Ordering::Greater, Step::LocallyOriginated));
+        assert!(!Step::LocallyOriginated.allows_multipath(), "our own and a learned copy never share the load");
 
         let mut long = base.clone();
         long.as_path = Some(AsPath::sequence([65001, 65002]));

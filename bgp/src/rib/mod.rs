@@ -337,10 +337,14 @@ impl Rib {
 
     fn candidate<'a>(&'a self, path: &'a Path) -> Candidate<'a> {
         match self.peers.get(&path.peer) {
-            Some(p) => Candidate { attrs: &path.attrs, ebgp: p.ebgp(), router_id: p.router_id, neighbor: p.address },
-            None => {
-                Candidate { attrs: &path.attrs, ebgp: false, router_id: self.config.router_id, neighbor: IpAddr::V4(Ipv4Addr::UNSPECIFIED) }
-            }
+            Some(p) => Candidate { attrs: &path.attrs, ebgp: p.ebgp(), local: false, router_id: p.router_id, neighbor: p.address },
+            None => Candidate {
+                attrs: &path.attrs,
+                ebgp: false,
+                local: path.peer == LOCAL,
+                router_id: self.config.router_id,
+                neighbor: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
         }
     }
 
