@@ -27,7 +27,6 @@ const REASONS: &[(&str, &str, &str)] = &[
     ("IPPool", "spec.disableBGPExport", "Gingham always advertises a pool's blocks; keep them from peers with a BGPFilter export rule"),
     ("IPPool", "spec.assignmentMode", "Gingham assigns from every enabled pool automatically (Calico's Automatic)"),
     ("IPPool", "spec.ipip", "the old IPIP settings: Gingham never encapsulates"),
-    ("BGPConfiguration", "spec.serviceLoadBalancerIPs", "Service address advertisement is not built yet"),
     ("BGPConfiguration", "spec.nodeMeshPassword", "the node mesh has no password in Gingham"),
     ("BGPConfiguration", "spec.nodeMeshMaxRestartTime", "the mesh's restart time is the agent's --restart-time flag"),
     ("BGPConfiguration", "spec.localWorkloadPeeringIPV4", "peering with workloads is not supported"),

@@ -193,7 +193,6 @@ fn calico_resources_convert_with_every_dropped_field_reported() {
         "IPPool \"my.ippool-1\": spec.ipipMode: \"CrossSubnet\" dropped: Gingham never encapsulates",
         "IPPool \"lb-pool\": spec.allowedUses: \"LoadBalancer\" dropped",
         "IPPool \"lb-pool\": not converted: spec.allowedUses",
-        "BGPConfiguration \"default\": spec.serviceLoadBalancerIPs: dropped",
         "BGPConfiguration \"default\": spec.nodeMeshMaxRestartTime: dropped (\"120s\"): the mesh's restart time is the agent's --restart-time flag",
         "BGPPeer \"some.name\": spec.reversePeering: dropped",
         "BGPFilter \"my-filter\": spec.exportV4[1]: rule dropped: interface matches are not supported",
@@ -212,6 +211,9 @@ fn calico_resources_convert_with_every_dropped_field_reported() {
     ok(&db, &["--init", "apply", "-f", &converted]);
     let pool: serde_json::Value = serde_json::from_str(&ok(&db, &["get", "ippool", "my.ippool-1", "-o", "json"])).unwrap();
     assert_eq!((pool["spec"]["cidr"].as_str(), pool["spec"]["natOutgoing"].as_bool()), (Some("10.1.0.0/16"), Some(true)));
+    let config: serde_json::Value = serde_json::from_str(&ok(&db, &["get", "bgpconfiguration", "default", "-o", "json"])).unwrap();
+    assert_eq!(config["spec"]["serviceLoadBalancerIPs"][0]["cidr"], "10.11.0.0/16", "service ranges are kept: {config}");
+    assert!(!stderr.contains("serviceLoadBalancerIPs"), "{stderr}");
     let peer: serde_json::Value = serde_json::from_str(&ok(&db, &["get", "bgppeer", "some.name", "-o", "json"])).unwrap();
     assert_eq!(peer["spec"]["password"]["secretKeyRef"]["key"], "rr-password");
     assert_eq!(peer["spec"]["filters"][0], "my-filter");
