@@ -40,9 +40,8 @@ fn one(hold: u16, bfd: bool) -> Result<[Duration; 3]> {
     let mut lab = Cluster::new(options)?;
     let spec = bfd.then(BfdSpec::default);
     lab.modify::<BGPConfiguration>("default", |c| c.spec.node_to_node_mesh_bfd = spec.clone())?;
-    let store = lab.store()?;
     let tor_peer = BGPPeerSpec { peer_ip: Some("198.18.0.14".into()), as_number: Some(65010), bfd: spec.clone(), ..Default::default() };
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(store.create(&BGPPeer::new("tor", tor_peer)))?;
+    lab.create(&BGPPeer::new("tor", tor_peer))?;
     let tor = Bird::start(&lab.fabric.hosts[3].ns, &tor_config(hold, bfd))?;
     let pod = lab.add_pod(2, "behind-the-cut")?.address;
     lab.wait_established(Duration::from_secs(60))?;

@@ -355,6 +355,13 @@ impl Cluster {
             .collect())
     }
 
+    /// Stores a new object in the lab's datastore.
+    pub fn create<K: gingham_api::resources::Kind>(&self, obj: &K) -> Result<()> {
+        let store = self.store()?;
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(store.create(obj))?;
+        Ok(())
+    }
+
     /// Reads the named object, changes it and writes it back, retrying on conflicts.
     pub fn modify<K: gingham_api::resources::Kind>(&self, name: &str, change: impl Fn(&mut K)) -> Result<()> {
         let store = self.store()?;

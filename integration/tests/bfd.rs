@@ -328,13 +328,7 @@ protocol bgp n3 from node { neighbor 198.18.0.13 as 64512; }
             bfd: Some(BfdSpec { wait_for_up: true, ..Default::default() }),
             ..Default::default()
         };
-        let store = lab.store().unwrap();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(store.create(&BGPPeer::new("tor", tor_peer)))
-            .unwrap();
+        lab.create(&BGPPeer::new("tor", tor_peer)).unwrap();
         let check = |lab: &Cluster, what: &str, t: Duration, ok: &dyn Fn() -> bool| {
             if let Err(e) = wait_for(what, t, || ok().then_some(())) {
                 panic!("{e}\n{}", logs(lab));
@@ -460,12 +454,10 @@ router bgp 65010
         options.ipv6 = true;
         let mut lab = Cluster::new(options).unwrap();
         let frr = Frr::start_with_bfd(&lab.fabric.hosts[2].ns, FRR_TOR).unwrap();
-        let store = lab.store().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         for (name, ip) in [("tor4", "198.18.0.13"), ("tor6", "2001:db8:18::d")] {
             let spec =
                 BGPPeerSpec { peer_ip: Some(ip.into()), as_number: Some(65010), bfd: Some(BfdSpec::default()), ..Default::default() };
-            rt.block_on(store.create(&BGPPeer::new(name, spec))).unwrap();
+            lab.create(&BGPPeer::new(name, spec)).unwrap();
         }
         lab.add_pod(0, "p0").unwrap();
         lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", frr.logs()));

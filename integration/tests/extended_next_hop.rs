@@ -49,13 +49,7 @@ fn ipv4_routes_with_ipv6_next_hops_reach_the_kernel_on_both_ends_and_carry_packe
         extended_next_hop: true,
         ..Default::default()
     };
-    let store = lab.store().unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(store.create(&BGPPeer::new("frr6", spec)))
-        .unwrap();
+    lab.create(&BGPPeer::new("frr6", spec)).unwrap();
     let pod = lab.add_pod(0, "a").unwrap().address;
     let logs = |lab: &Cluster| format!("{}\n{}", lab.nodes[0].agent.as_ref().map(|a| a.log_tail()).unwrap_or_default(), frr.logs());
     lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", frr.logs()));

@@ -47,9 +47,8 @@ fn service_ranges_reach_the_tor_as_ecmp_routes_via_every_node_and_leave_with_the
     options.extra_hosts = 1;
     let lab = Cluster::new(options).unwrap();
     let tor = Frr::start(&lab.fabric.hosts[2].ns, TOR).unwrap();
-    let store = lab.store().unwrap();
     let spec = BGPPeerSpec { peer_ip: Some("198.18.0.13".into()), as_number: Some(65010), ..Default::default() };
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(store.create(&BGPPeer::new("tor", spec))).unwrap();
+    lab.create(&BGPPeer::new("tor", spec)).unwrap();
     let cidrs = |list: &[&str]| Some(list.iter().map(|c| ServiceCidr { cidr: c.to_string() }).collect::<Vec<_>>());
     lab.modify::<BGPConfiguration>("default", |c| {
         c.spec.service_cluster_ips = cidrs(&["198.18.96.0/20"]);
