@@ -291,6 +291,8 @@ protocol bfd {
 }
 template bgp node {
   local 198.18.0.14 as 65010; hold time 90; bfd on;
+  # BIRD waits 60 s after an error before it accepts the session again by default.
+  error wait time 1, 5;
   ipv4 { import all; export none; };
 }
 protocol bgp n1 from node { neighbor 198.18.0.11 as 64512; }
