@@ -139,15 +139,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     let fib_in = fib.clone();
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
-            let set = batch
-                .into_iter()
-                .filter_map(|c| match c.best {
-                    Some(best) if !best.next_hops.is_empty() => Some((c.prefix, Some(Target::Gateways(best.next_hops)))),
-                    Some(_) => None,
-                    None => Some((c.prefix, None)),
-                })
-                .collect::<Vec<_>>();
-            fib_in.set_class(Class::Learned, set).await;
+            fib_in.set_class(Class::Learned, learned_routes(batch)).await;
         }
     });
     let fib_sync = fib.clone();
@@ -191,6 +183,19 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     Ok(())
 }
 
+/// The kernel routes best-path changes ask for. A prefix whose best path became our own (a
+/// service range this node originates after learning it from another node first) has no
+/// learned route any more: it is removed, not left behind.
+fn learned_routes(batch: Vec<gingham_bgp::speaker::RouteChange>) -> Vec<(IpNetwork, Option<Target>)> {
+    batch
+        .into_iter()
+        .map(|c| match c.best {
+            Some(best) if !best.next_hops.is_empty() => (c.prefix, Some(Target::Gateways(best.next_hops))),
+            _ => (c.prefix, None),
+        })
+        .collect()
+}
+
 /// Creates the default pool from the agent's settings when the cluster has none.
 async fn ensure_default_pool(
     store: &gingham_api::datastore::Store<gingham_api::datastore::AnyDatastore>,
@@ -211,4 +216,25 @@ async fn ensure_default_pool(
         Err(e) => return Err(anyhow::anyhow!("default IPPool from GINGHAM_POOL_CIDR: {e}")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gingham_bgp::rib::{BestRoute, LOCAL};
+    use gingham_bgp::speaker::RouteChange;
+
+    #[test]
+    fn a_best_path_that_became_our_own_removes_the_learned_route() {
+        let prefix: IpNetwork = "198.18.96.0/20".parse().unwrap();
+        let via = "198.18.0.12".parse().unwrap();
+        let learned = BestRoute { next_hops: vec![via], attrs: Default::default(), peer: 7 };
+        let own = BestRoute { next_hops: Vec::new(), attrs: Default::default(), peer: LOCAL };
+        let got = learned_routes(vec![
+            RouteChange { prefix, best: Some(learned) },
+            RouteChange { prefix, best: Some(own) },
+            RouteChange { prefix, best: None },
+        ]);
+        assert_eq!(got, vec![(prefix, Some(Target::Gateways(vec![via]))), (prefix, None), (prefix, None)]);
+    }
 }
