@@ -12,7 +12,9 @@ use crate::daemons::Bird;
 use crate::lab::{Cluster, LabOptions};
 use crate::netns::wait_for;
 
-fn tor_config(hold: u16, bfd: bool) -> String {
+/// The BIRD ToR (198.18.0.14, AS 65010) of a three-node lab, with `bfd on` towards the nodes
+/// when asked; also the ToR of `integration/tests/bfd.rs`.
+pub fn tor_config(hold: u16, bfd: bool) -> String {
     let bfd_on = if bfd { "bfd on;" } else { "" };
     format!(
         r#"
@@ -23,6 +25,8 @@ protocol bfd {{
 }}
 template bgp node {{
   local 198.18.0.14 as 65010; hold time {hold}; {bfd_on}
+  # BIRD waits 60 s after an error before it accepts the session again by default.
+  error wait time 1, 5;
   ipv4 {{ import all; export none; }};
 }}
 protocol bgp n1 from node {{ neighbor 198.18.0.11 as 64512; }}
@@ -50,17 +54,23 @@ fn one(hold: u16, bfd: bool) -> Result<[Duration; 3]> {
     if bfd {
         wait_for("BFD Up", Duration::from_secs(30), || (tor.bfd_state("198.18.0.13").as_deref() == Some("Up")).then_some(()))?;
     }
+    // Without BFD a node keeps the routes of a peer whose hold timer expired as stale for the
+    // graceful-restart time (120 s by default) on top of the hold time.
+    cut_node3_and_wait(&lab, &tor, &block, Duration::from_secs(u64::from(hold) + 300))
+}
+
+/// Sets node-3's port on the fabric bridge down and waits until node-3's `block` is gone from
+/// the ToR (protocol `n3`) and from node-1's and node-2's kernels: the times since the cut.
+pub fn cut_node3_and_wait(lab: &Cluster, tor: &Bird, block: &str, timeout: Duration) -> Result<[Duration; 3]> {
     let cut = Instant::now();
     lab.fabric.bridge.ip(&["link", "set", "p3", "down"])?;
     let mut seen: [Option<Duration>; 3] = [None; 3];
-    // Without BFD a node keeps the routes of a peer whose hold timer expired as stale for the
-    // graceful-restart time (120 s by default) on top of the hold time.
-    wait_for("node-3's block withdrawn everywhere", Duration::from_secs(u64::from(hold) + 300), || {
-        if seen[0].is_none() && !tor.routes_from("n3").contains(&block) {
+    wait_for("node-3's block withdrawn everywhere", timeout, || {
+        if seen[0].is_none() && !tor.routes_from("n3").iter().any(|r| r == block) {
             seen[0] = Some(cut.elapsed());
         }
         for (i, slot) in seen.iter_mut().enumerate().skip(1) {
-            let routes = lab.fabric.hosts[i - 1].ns.exec("ip", &["route", "show", "exact", &block]).unwrap_or_default();
+            let routes = lab.fabric.hosts[i - 1].ns.exec("ip", &["route", "show", "exact", block]).unwrap_or_default();
             if slot.is_none() && !routes.contains("via 198.18.0.13") {
                 *slot = Some(cut.elapsed());
             }
@@ -70,7 +80,7 @@ fn one(hold: u16, bfd: bool) -> Result<[Duration; 3]> {
     })
     .with_context(|| {
         let routes: Vec<String> =
-            (0..2).map(|i| lab.fabric.hosts[i].ns.exec("ip", &["route", "show", "exact", &block]).unwrap_or_default()).collect();
+            (0..2).map(|i| lab.fabric.hosts[i].ns.exec("ip", &["route", "show", "exact", block]).unwrap_or_default()).collect();
         format!(
             "withdrawn so far (ToR, node-1, node-2): {seen:?}; ToR has {:?}; nodes: {routes:?}\nnode-1: {}\nToR: {}",
             tor.routes_from("n3"),

@@ -280,25 +280,9 @@ protocol bgp gingham { local 198.18.0.12 as 65000; neighbor 198.18.0.11 as 65000
 mod lab {
     use super::*;
     use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec, BfdSpec};
+    use gingham_integration::bench_failover::{cut_node3_and_wait, tor_config};
     use gingham_integration::lab::{pinger_counts, start_pinger, Cluster, LabOptions};
     use serde_json::Value;
-
-    const TOR: &str = r#"
-router id 198.18.0.14;
-protocol device {}
-protocol bfd {
-  interface "eth0" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };
-}
-template bgp node {
-  local 198.18.0.14 as 65010; hold time 90; bfd on;
-  # BIRD waits 60 s after an error before it accepts the session again by default.
-  error wait time 1, 5;
-  ipv4 { import all; export none; };
-}
-protocol bgp n1 from node { neighbor 198.18.0.11 as 64512; }
-protocol bgp n2 from node { neighbor 198.18.0.12 as 64512; }
-protocol bgp n3 from node { neighbor 198.18.0.13 as 64512; }
-"#;
 
     fn logs(lab: &Cluster) -> String {
         lab.nodes.iter().filter_map(|n| n.agent.as_ref().map(|a| a.log_tail())).collect::<Vec<_>>().join("\n---\n")
@@ -343,7 +327,7 @@ protocol bgp n3 from node { neighbor 198.18.0.13 as 64512; }
                 peer(&lab, i, "198.18.0.14").is_some_and(|p| p["state"] == "Idle" && p["bfd"]["holdingBgp"] == true)
             });
         }
-        let tor = Bird::start(&lab.fabric.hosts[3].ns, TOR).unwrap();
+        let tor = Bird::start(&lab.fabric.hosts[3].ns, &tor_config(90, true)).unwrap();
         let pods: Vec<std::net::Ipv4Addr> = (0..3).map(|i| lab.add_pod(i, &format!("p{i}")).unwrap().address).collect();
         lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", tor.daemon.log_tail()));
         for (i, node) in ["198.18.0.11", "198.18.0.12", "198.18.0.13"].iter().enumerate() {
@@ -362,28 +346,8 @@ protocol bgp n3 from node { neighbor 198.18.0.13 as 64512; }
 
         // Node-3's port on the fabric goes down. Hold timers (90 s) would take minutes; BFD
         // takes about 3 x 300 ms on the ToR and on every other node.
-        let cut = Instant::now();
-        lab.fabric.bridge.ip(&["link", "set", "p3", "down"]).unwrap();
-        let mut seen = [None; 3];
-        wait_for("node-3's block withdrawn by the ToR and node-1 and node-2", Duration::from_secs(30), || {
-            if seen[0].is_none() && !tor.routes_from("n3").contains(&block3) {
-                seen[0] = Some(cut.elapsed());
-            }
-            for i in 0..2 {
-                let routes = lab.fabric.hosts[i].ns.exec("ip", &["route", "show", "exact", &block3]).unwrap_or_default();
-                if seen[i + 1].is_none() && !routes.contains("via 198.18.0.13") {
-                    seen[i + 1] = Some(cut.elapsed());
-                }
-            }
-            seen.iter().all(Option::is_some).then_some(())
-        })
-        .unwrap_or_else(|e| panic!("{e}: {seen:?}\n{}", logs(&lab)));
-        println!(
-            "link cut -> node-3's block gone: ToR {:?}, node-1 {:?}, node-2 {:?}",
-            seen[0].unwrap(),
-            seen[1].unwrap(),
-            seen[2].unwrap()
-        );
+        let seen = cut_node3_and_wait(&lab, &tor, &block3, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+        println!("link cut -> node-3's block gone: ToR {:?}, node-1 {:?}, node-2 {:?}", seen[0], seen[1], seen[2]);
         for i in 0..2 {
             let p = peer(&lab, i, "198.18.0.13").unwrap();
             assert_eq!(p["bfd"]["state"], "Down", "{p}");
