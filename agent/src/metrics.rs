@@ -74,25 +74,37 @@ type PeerMetric = (&'static str, &'static str, fn(&PeerRow) -> u64);
 const STATES: [&str; 6] = ["Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"];
 const BFD_STATES: [&str; 4] = ["AdminDown", "Down", "Init", "Up"];
 
+/// A gauge family with one series per possible state for each row: 1 for the row's current
+/// state, 0 for the others (so a query for a state finds every session, at 0 or 1).
+fn encode_states<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    states: &[&str],
+    rows: impl Iterator<Item = (Vec<(&'static str, String)>, &'a str)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+    for (labels, current) in rows {
+        for state in states {
+            let mut l = labels.clone();
+            l.push(("state", state.to_string()));
+            ConstGauge::new(i64::from(current == *state)).encode(family.encode_family(&l)?)?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.0.lock().expect("metrics lock");
         let labels = |r: &PeerRow| vec![("peer", r.peer.clone()), ("peer_type", r.kind.clone())];
-        {
-            let mut family = encoder.encode_descriptor(
-                "bgp_peer_state",
-                "BGP session state per peer: 1 for the current state",
-                None,
-                ConstGauge::new(0i64).metric_type(),
-            )?;
-            for r in &snapshot.peers {
-                for state in STATES {
-                    let mut l = labels(r);
-                    l.push(("state", state.to_string()));
-                    ConstGauge::new(i64::from(r.state == state)).encode(family.encode_family(&l)?)?;
-                }
-            }
-        }
+        encode_states(
+            &mut encoder,
+            "bgp_peer_state",
+            "BGP session state per peer: 1 for the current state",
+            &STATES,
+            snapshot.peers.iter().map(|r| (labels(r), r.state.as_str())),
+        )?;
         let gauges: [PeerMetric; 4] = [
             ("bgp_peer_uptime_seconds", "Seconds the session has been Established (0 when it is not)", |r| r.uptime_seconds),
             ("bgp_peer_prefixes_received", "Prefixes the peer announces to us now", |r| r.prefixes_received),
@@ -132,20 +144,13 @@ impl Collector for SnapshotCollector {
                 }
             }
         }
-        {
-            let mut family = encoder.encode_descriptor(
-                "bfd_session_state",
-                "BFD session state per peer: 1 for the current state",
-                None,
-                ConstGauge::new(0i64).metric_type(),
-            )?;
-            for r in &snapshot.bfd {
-                for state in BFD_STATES {
-                    ConstGauge::new(i64::from(r.state == state))
-                        .encode(family.encode_family(&[("peer", r.peer.clone()), ("state", state.to_string())])?)?;
-                }
-            }
-        }
+        encode_states(
+            &mut encoder,
+            "bfd_session_state",
+            "BFD session state per peer: 1 for the current state",
+            &BFD_STATES,
+            snapshot.bfd.iter().map(|r| (vec![("peer", r.peer.clone())], r.state.as_str())),
+        )?;
         {
             let mut family = encoder.encode_descriptor(
                 "bfd_session_downs",
