@@ -213,7 +213,9 @@ fn max_prefix_tears_down_a_gobgp_peer_sending_one_too_many() {
     .unwrap();
     let err = down.last_error.unwrap_or_default();
     assert!(err.contains("MaximumPrefixesReached"), "{err}");
-    assert_eq!(down.prefixes_accepted, 0, "the peer's routes are gone");
+    // The peer task reports the state before the speaker has taken its Down event: wait for the
+    // withdrawal rather than read it in the same instant.
+    wait_for("the peer's routes withdrawn", t, || (status().prefixes_accepted == 0).then_some(())).unwrap();
     // GoBGP saw the NOTIFICATION.
     let nb = gobgp.json(&["neighbor", "198.18.0.11"]).unwrap();
     assert!(nb.pointer("/state/messages/received/notification").and_then(|v| v.as_u64()).unwrap_or(0) >= 1, "{nb}");

@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::fsm::{FsmConfig, Negotiated, State};
+pub use crate::procedures::max_prefix::{MaxPrefixAction, MaxPrefixes};
 use crate::rib::policy::Policy;
 use crate::rib::BestRoute;
 use crate::session::{PeerConfig, Transport, TtlMode};
@@ -96,23 +97,6 @@ pub struct NeighborConfig {
     /// Offer RFC 8950 on this session: IPv4 unicast with IPv6 next hops, both ways. On an
     /// IPv6 session this also adds IPv4 unicast to the families.
     pub extended_next_hop: bool,
-}
-
-/// A limit on the prefixes a peer may send in each address family (counted after the import
-/// checks).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MaxPrefixes {
-    pub limit: usize,
-    pub action: MaxPrefixAction,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaxPrefixAction {
-    /// Log once per crossing and keep the session.
-    WarnOnly,
-    /// Close with Cease / Maximum Number of Prefixes Reached (RFC 4486); with a restart
-    /// interval, start again after it, otherwise stay down until reconfigured.
-    TearDown { restart: Option<Duration> },
 }
 
 impl NeighborConfig {

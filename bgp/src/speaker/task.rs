@@ -6,9 +6,15 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::{BfdSignal, Command, MaxPrefixAction, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
+use super::{BfdSignal, Command, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
 use crate::fsm::StopMode;
+use crate::procedures::convergence::{Convergence, ConvergenceAction, InitialTable, PeerView};
+use crate::procedures::graceful::{GrAction, GrState, GracefulHelper};
+use crate::procedures::max_prefix::{LimitAction, PrefixLimit};
+use crate::procedures::refresh::{self, InboundRefresh, Reply};
+use crate::procedures::TimerOp;
 use crate::rib::decision::DecisionConfig;
 use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
 use crate::session::{Listener, PeerCommand, PeerEvent, PeerHandle};
@@ -18,9 +24,6 @@ use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, RefreshSubt
 const EXPORT_CHUNK: usize = 4096;
 /// Route changes per FIB stream message.
 const FIB_BATCH: usize = 256;
-/// How long a re-established peer's stale routes may wait for its End-of-RIB (FRR's
-/// `stalepath-time` default): the restart time no longer applies once the peer is back.
-const STALE_PATH_TIME: Duration = Duration::from_secs(360);
 
 struct Peer {
     id: PeerId,
@@ -28,46 +31,38 @@ struct Peer {
     handle: PeerHandle,
     join: JoinHandle<()>,
     up: bool,
-    /// The max-prefix warning was logged for the current crossing.
-    warned: bool,
-    /// What the current (or last) session negotiated about graceful restart.
-    gr: Option<GrState>,
-    /// The id of the previous session, whose paths are kept as stale while the peer restarts
-    /// (RFC 4724 4.2), and the families whose End-of-RIB is still awaited.
-    stale: Option<(PeerId, Vec<Family>)>,
-    /// Bumped whenever the stale routes get a new deadline, so an older timer is ignored.
-    stale_generation: u64,
-    /// Families whose first End-of-RIB is still awaited; `Some(empty)` once all arrived.
-    initial_eor: Option<Vec<Family>>,
+    /// Our graceful restart helper role for this peer: its stale paths while it restarts.
+    graceful: GracefulHelper,
+    /// The peer's first table, for "synced" and our own restart.
+    initial: InitialTable,
+    limit: PrefixLimit,
     /// The peer can be asked to send its routes again (RFC 2918).
     route_refresh: bool,
     /// Both sides negotiated enhanced route refresh (RFC 7313).
     enhanced_refresh: bool,
-    /// Between the peer's BoRR and EoRR: its prefixes of that family not re-announced yet.
-    refreshing: Option<(Family, PrefixSet)>,
-    /// Completed BoRR..EoRR cycles from this peer.
-    refresh_cycles: u64,
+    inbound_refresh: InboundRefresh,
     /// Not started (or stopped) until BFD says Up (`wait_for_bfd`).
     held_for_bfd: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct GrState {
-    /// The peer's restart time: how long its routes may stay stale.
-    restart_time: Duration,
-    notification: bool,
-    /// The peer set the Restart State bit: it restarted too and defers its own table until it
-    /// has ours, so waiting for its End-of-RIB would deadlock (RFC 4724 4.1).
-    restarting: bool,
-}
-
-/// Timers the owner task set for itself.
-#[derive(Debug)]
-enum Timer {
-    /// The peer did not come back (or finish its table) within its restart time.
-    StaleExpired { peer: IpAddr, retired: PeerId, generation: u64 },
+/// The procedures' timers, one per kind and peer; a new request replaces the running one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TimerKind {
     /// Stop waiting for End-of-RIB from peers that have not sent it.
     SyncDeadline,
+    /// The peer's stale routes go (restart time, or stale-path time once it is back).
+    StaleRoutes(IpAddr),
+    /// Start the session the prefix limit closed.
+    PrefixLimitRestart(IpAddr),
+}
+
+impl TimerKind {
+    fn peer(self) -> Option<IpAddr> {
+        match self {
+            TimerKind::SyncDeadline => None,
+            TimerKind::StaleRoutes(addr) | TimerKind::PrefixLimitRestart(addr) => Some(addr),
+        }
+    }
 }
 
 pub(super) struct SpeakerTask {
@@ -86,15 +81,11 @@ pub(super) struct SpeakerTask {
     fib: mpsc::Sender<Vec<RouteChange>>,
     /// Prefixes whose best path changed and that the peers have not been told about yet.
     dirty: PrefixSet,
-    timers_tx: mpsc::UnboundedSender<Timer>,
-    timers: mpsc::UnboundedReceiver<Timer>,
+    timers: HashMap<TimerKind, Instant>,
     /// Every peer delivered its table after our start (or the deadline passed): routes of ours
     /// in the kernel that did not come back may go.
     synced: watch::Sender<bool>,
-    /// After our own restart, route selection is final (RFC 4724 4.1): End-of-RIB from every
-    /// peer except those restarting too and those without graceful restart. Until then only
-    /// our own prefixes go out, without End-of-RIB.
-    selection_final: bool,
+    convergence: Convergence,
 }
 
 impl SpeakerTask {
@@ -113,8 +104,7 @@ impl SpeakerTask {
         // Bounded: a speaker that falls behind slows the peers' readers, and TCP slows the
         // senders, instead of queueing without limit.
         let (events_tx, events) = mpsc::channel(4096);
-        // Unbounded: at most one pending timer per peer.
-        let (timers_tx, timers) = mpsc::unbounded_channel();
+        let convergence = Convergence::new(config.restarting, config.sync_deadline);
         SpeakerTask {
             config,
             listener,
@@ -127,23 +117,18 @@ impl SpeakerTask {
             events,
             fib,
             dirty: PrefixSet::default(),
-            timers_tx,
-            timers,
+            timers: HashMap::new(),
             synced,
-            selection_final: false,
+            convergence,
         }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let tx = self.timers_tx.clone();
-        let deadline = self.config.sync_deadline;
-        tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
-            // Gone means the speaker stopped first.
-            let _stopped = tx.send(Timer::SyncDeadline);
-        });
+        let start = self.convergence.start();
+        self.apply_convergence(start).await;
         loop {
             let fib = self.fib.clone();
+            let next_timer = self.timers.values().min().copied();
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
@@ -163,7 +148,7 @@ impl SpeakerTask {
                 }
                 // The RIB queues changed prefixes (once each) and the route is read as a batch
                 // leaves, so a slow reader gets the latest state per prefix and nothing is lost.
-                                                Some(timer) = self.timers.recv() => self.timer(timer).await,
+                () = sleep_until(next_timer) => self.fire_timers().await,
                 Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
                     let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
                     permit.send(batch);
@@ -197,8 +182,7 @@ impl SpeakerTask {
                 self.counters.remove(&addr);
                 let _gone = reply.send(existed);
                 // The peer we were waiting for may be the one removed.
-                self.check_selection().await;
-                self.check_synced().await;
+                self.converge().await;
             }
             Command::Listen(addrs, reply) => {
                 let _gone = reply.send(self.rebind(&addrs));
@@ -263,7 +247,7 @@ impl SpeakerTask {
                             self.rib.received(p.id),
                             self.rib.accepted(p.id),
                             self.rib.advertised(p.id),
-                            p.refresh_cycles,
+                            p.inbound_refresh.cycles(),
                             p.held_for_bfd,
                         )
                     })
@@ -342,23 +326,21 @@ impl SpeakerTask {
         } else if !handle.send(PeerCommand::Start).await {
             tracing::error!(peer = %n.address, "peer task exited at start");
         }
+        let (address, max_prefixes) = (n.address, n.max_prefixes);
         self.peers.insert(
-            n.address,
+            address,
             Peer {
                 id,
                 config: n,
                 handle,
                 join,
                 up: false,
-                warned: false,
-                gr: None,
-                stale: None,
-                stale_generation: 0,
-                initial_eor: None,
+                graceful: GracefulHelper::default(),
+                initial: InitialTable::default(),
+                limit: PrefixLimit::new(max_prefixes),
                 route_refresh: false,
                 enhanced_refresh: false,
-                refreshing: None,
-                refresh_cycles: 0,
+                inbound_refresh: InboundRefresh::default(),
                 held_for_bfd,
             },
         );
@@ -383,10 +365,11 @@ impl SpeakerTask {
                     // A manual stop: the Down event that follows withdraws the routes, no stale phase.
                     handle.send(PeerCommand::Stop(StopMode::Cease { code: ErrorCode::BfdDown, communication: None })).await;
                 } else if remote_cpi {
-                    if let Some((old, _)) = p.stale.take() {
+                    let flush = p.graceful.flush();
+                    if !flush.is_empty() {
                         tracing::warn!(peer = %addr, "BFD down while the peer restarts, and its forwarding is control-plane independent: flushing its stale routes");
-                        self.dirty.extend(self.rib.peer_down(old));
                     }
+                    self.apply_graceful(addr, flush);
                 }
                 let Some(p) = self.peers.get_mut(&addr) else { return };
                 if p.config.wait_for_bfd {
@@ -423,7 +406,8 @@ impl SpeakerTask {
             return false;
         };
         self.listener.remove_peer(addr);
-        if let Some((old, _)) = p.stale {
+        self.timers.retain(|kind, _| kind.peer() != Some(addr));
+        if let Some(old) = p.graceful.stale() {
             self.dirty.extend(self.rib.peer_down(old));
         }
         p.handle.send(PeerCommand::Stop(StopMode::Cease { code: why, communication: None })).await;
@@ -431,19 +415,15 @@ impl SpeakerTask {
         true
     }
 
-    fn peer_by_addr(&mut self, addr: SocketAddr) -> Option<&mut Peer> {
-        self.peers.get_mut(&addr.ip())
-    }
-
     async fn event(&mut self, ev: PeerEvent) {
         match ev {
             PeerEvent::Established { peer, local, negotiated } => {
-                let timers_tx = self.timers_tx.clone();
-                let Some(p) = self.peer_by_addr(peer) else {
+                let addr = peer.ip();
+                let Some(p) = self.peers.get_mut(&addr) else {
                     return;
                 };
                 p.up = true;
-                p.gr = negotiated.graceful_restart().then(|| {
+                let gr = negotiated.graceful_restart().then(|| {
                     let peer_gr = negotiated.peer_graceful_restart.as_ref();
                     GrState {
                         restart_time: Duration::from_secs(u64::from(peer_gr.map_or(0, |g| g.restart_time))),
@@ -451,24 +431,16 @@ impl SpeakerTask {
                         restarting: peer_gr.is_some_and(|g| g.restart_state),
                     }
                 });
-                // Back with stale routes of its last session: they now wait for its End-of-RIB
-                // (fresh routes replace them one by one), no longer for the restart time.
-                if let Some((retired, _)) = p.stale {
-                    p.stale_generation += 1;
-                    let generation = p.stale_generation;
-                    let (tx, addr) = (timers_tx, peer.ip());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(STALE_PATH_TIME).await;
-                        let _stopped = tx.send(Timer::StaleExpired { peer: addr, retired, generation });
-                    });
-                }
+                let graceful = p.graceful.established(gr);
+                p.initial.established(&negotiated.families);
                 p.route_refresh = negotiated.route_refresh;
                 p.enhanced_refresh = negotiated.enhanced_route_refresh;
-                p.refreshing = None;
+                p.inbound_refresh.reset();
                 let (id, cfg, handle) = (p.id, p.config.clone(), p.handle.clone());
+                self.apply_graceful(addr, graceful);
                 let local_address = cfg.local_address.or(local.map(|l| l.ip())).unwrap_or(IpAddr::V4(self.config.router_id));
                 let rib_peer = RibPeer {
-                    address: peer.ip(),
+                    address: addr,
                     local_address,
                     router_id: negotiated.peer_id,
                     local_as: cfg.local_as.unwrap_or(self.config.local_as),
@@ -485,13 +457,10 @@ impl SpeakerTask {
                     extended_next_hop: negotiated.extended_next_hop_v4,
                 };
                 self.rib.peer_up(id, rib_peer);
-                if let Some(p) = self.peer_by_addr(peer) {
-                    p.initial_eor.get_or_insert_with(|| negotiated.families.clone());
-                }
                 // After our own restart the table goes out only once selection is final
                 // (RFC 4724 4.1); our own prefixes are final already and go at once, so a pod
                 // made meanwhile is reachable.
-                if !self.deferring() {
+                if !self.convergence.deferring() {
                     send_table(&mut self.rib, id, &negotiated.families, &handle).await;
                 } else {
                     let own = self.rib.local_prefixes();
@@ -499,128 +468,102 @@ impl SpeakerTask {
                     if !updates.is_empty() {
                         handle.send(PeerCommand::Send(updates)).await;
                     }
-                    self.check_selection().await;
                 }
+                self.converge().await;
             }
             PeerEvent::Down { peer, reason } => {
-                let Some(p) = self.peer_by_addr(peer) else {
+                let addr = peer.ip();
+                let Some(p) = self.peers.get_mut(&addr) else {
                     return;
                 };
-                let id = p.id;
                 p.up = false;
-                // RFC 4724 4.2: a peer that negotiated graceful restart and went down without
-                // a NOTIFICATION (or with one under the N bit) keeps its routes, marked stale,
-                // for its restart time. The next session gets a new id; the old id's paths
-                // are the stale ones.
-                let helper = p.gr.filter(|gr| reason.allows_graceful_restart(gr.notification));
-                let previous = p.stale.take();
-                if let Some((old, _)) = previous {
-                    self.dirty.extend(self.rib.peer_down(old));
+                let id = p.id;
+                let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
+                let actions = p.graceful.down(id, families, &reason);
+                if p.graceful.stale() == Some(id) {
+                    tracing::info!(%peer, ?reason, "peer restarting: keeping its routes as stale");
+                } else {
+                    tracing::debug!(%peer, ?reason, "withdrawing the peer's routes");
                 }
-                match helper {
-                    Some(gr) => {
-                        let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
-                        let new_id = self.next_id;
-                        self.next_id += 1;
-                        let Some(p) = self.peer_by_addr(peer) else {
-                            return;
-                        };
-                        p.id = new_id;
-                        p.stale = Some((id, families));
-                        p.stale_generation += 1;
-                        let generation = p.stale_generation;
-                        self.rib.peer_retire(id);
-                        tracing::info!(%peer, ?reason, restart_time = ?gr.restart_time, "peer restarting: keeping its routes as stale");
-                        let tx = self.timers_tx.clone();
-                        let addr = peer.ip();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(gr.restart_time).await;
-                            // The owner task may have stopped; nothing to expire then.
-                            let _stopped = tx.send(Timer::StaleExpired { peer: addr, retired: id, generation });
-                        });
-                    }
-                    None => {
-                        tracing::debug!(%peer, ?reason, "withdrawing the peer's routes");
-                        self.dirty.extend(self.rib.peer_down(id));
-                    }
-                }
+                self.apply_graceful(addr, actions);
             }
             PeerEvent::Update { peer, update, .. } => {
-                let Some(p) = self.peer_by_addr(peer) else {
+                let addr = peer.ip();
+                let Some(p) = self.peers.get_mut(&addr) else {
                     return;
                 };
                 let id = p.id;
-                if let (Some(waiting), Some(family)) = (p.initial_eor.as_mut(), update.end_of_rib_family()) {
-                    waiting.retain(|f| *f != family);
-                }
-                if let Some((_, pending)) = p.refreshing.as_mut() {
-                    for prefix in update.announced().chain(update.withdrawn_prefixes()) {
-                        pending.remove(&prefix);
-                    }
-                }
-                let stale = p.stale.clone();
+                let end_of_rib = update.end_of_rib_family();
+                p.inbound_refresh.seen(update.announced().chain(update.withdrawn_prefixes()));
+                let stale = p.graceful.stale();
                 let result = self.rib.apply_update(id, &update);
                 self.dirty.extend(result.changed);
-                if let Some((old, mut waiting)) = stale {
-                    // Fresh routes replace their stale copies at once; End-of-RIB for every
-                    // family flushes the stale routes that did not come back.
+                if let Some(old) = stale {
+                    // Fresh routes replace their stale copies at once.
                     for prefix in update.announced() {
                         if self.rib.withdraw_path(prefix, old) {
                             self.dirty.insert(prefix);
                         }
                     }
-                    if let Some(family) = update.end_of_rib_family() {
-                        waiting.retain(|f| *f != family);
-                    }
-                    let done = waiting.is_empty();
-                    if let Some(p) = self.peer_by_addr(peer) {
-                        p.stale = if done { None } else { Some((old, waiting)) };
-                    }
-                    if done {
-                        tracing::info!(%peer, "peer finished its restart; flushing what did not come back");
-                        self.dirty.extend(self.rib.peer_down(old));
-                    }
                 }
-                self.check_max_prefixes(peer, &update).await;
-                if update.end_of_rib_family().is_some() {
-                    self.check_synced().await;
-                    self.check_selection().await;
+                self.check_prefix_limit(addr, &update).await;
+                if let Some(family) = end_of_rib {
+                    let Some(p) = self.peers.get_mut(&addr) else { return };
+                    p.initial.end_of_rib(family);
+                    let graceful = p.graceful.end_of_rib(family);
+                    if !graceful.is_empty() {
+                        tracing::info!(%peer, "peer finished its restart; flushing what did not come back");
+                    }
+                    self.apply_graceful(addr, graceful);
+                    self.converge().await;
                 }
             }
             PeerEvent::RouteRefresh { peer, request } => self.route_refresh(peer, request).await,
         }
     }
 
-    /// RFC 2918 / RFC 7313: answer a request with the table (between BoRR and EoRR when both
-    /// sides speak enhanced route refresh); a peer's BoRR..EoRR replaces its routes of that
-    /// family, and what it did not resend by EoRR is withdrawn.
+    /// Carries out what the graceful restart helper of the peer at `addr` asked for.
+    fn apply_graceful(&mut self, addr: IpAddr, actions: Vec<GrAction>) {
+        for action in actions {
+            match action {
+                GrAction::Retain(id) => {
+                    self.rib.peer_retire(id);
+                    let next = self.next_id;
+                    self.next_id += 1;
+                    if let Some(p) = self.peers.get_mut(&addr) {
+                        p.id = next;
+                    }
+                }
+                GrAction::Flush(id) => self.dirty.extend(self.rib.peer_down(id)),
+                GrAction::Timer(op) => self.set_timer(TimerKind::StaleRoutes(addr), op),
+            }
+        }
+    }
+
+    /// RFC 2918 / RFC 7313 ([`refresh`] says what each step does).
     async fn route_refresh(&mut self, peer: SocketAddr, request: RouteRefresh) {
         let Some(p) = self.peers.get_mut(&peer.ip()) else { return };
-        let (id, handle, enhanced) = (p.id, p.handle.clone(), p.enhanced_refresh);
+        let (id, handle) = (p.id, p.handle.clone());
         let family = request.family;
         match request.subtype {
             RefreshSubtype::Request => {
-                self.rib.reset_adj_out(id);
-                let updates = self.rib.export_all(id);
-                let marker = |subtype| PeerCommand::RouteRefresh(RouteRefresh { family, subtype });
-                if enhanced {
-                    handle.send(marker(RefreshSubtype::Begin)).await;
-                }
-                handle.send(PeerCommand::Send(updates)).await;
-                if enhanced {
-                    handle.send(marker(RefreshSubtype::End)).await;
+                for step in refresh::answer(p.enhanced_refresh) {
+                    match step {
+                        Reply::Marker(subtype) => {
+                            handle.send(PeerCommand::RouteRefresh(RouteRefresh { family, subtype })).await;
+                        }
+                        Reply::Table => {
+                            self.rib.reset_adj_out(id);
+                            handle.send(PeerCommand::Send(self.rib.export_all(id))).await;
+                        }
+                    }
                 }
             }
-            RefreshSubtype::Begin => {
-                let mut pending = PrefixSet::default();
-                pending.extend(self.rib.prefixes_from(id, family));
-                p.refreshing = Some((family, pending));
-            }
+            RefreshSubtype::Begin => p.inbound_refresh.begin(family, self.rib.prefixes_from(id, family)),
             RefreshSubtype::End => {
-                let Some((f, pending)) = p.refreshing.take().filter(|(f, _)| *f == family) else { return };
-                p.refresh_cycles += 1;
-                tracing::debug!(%peer, family = %f, stale = pending.len(), "enhanced route refresh done");
-                for prefix in pending.iter() {
+                let Some(stale) = p.inbound_refresh.end(family) else { return };
+                tracing::debug!(%peer, %family, stale = stale.len(), "enhanced route refresh done");
+                for prefix in stale.iter() {
                     if self.rib.withdraw_path(prefix, id) {
                         self.dirty.insert(prefix);
                     }
@@ -631,112 +574,97 @@ impl SpeakerTask {
         }
     }
 
-    /// We restarted and our selection is not final yet: only our own prefixes go out.
-    fn deferring(&self) -> bool {
-        self.config.restarting && !self.selection_final
+    /// Re-evaluates "synced" and, after our restart, whether selection is final.
+    async fn converge(&mut self) {
+        let views: Vec<PeerView> = self
+            .peers
+            .values()
+            .map(|p| PeerView {
+                up: p.up,
+                gr_restarting: p.graceful.negotiated().map(|gr| gr.restarting),
+                initial_table_complete: p.initial.complete(),
+            })
+            .collect();
+        let actions = self.convergence.evaluate(&views);
+        self.apply_convergence(actions).await;
     }
 
-    /// RFC 4724 4.1: selection is final once every peer is back and has sent End-of-RIB,
-    /// except peers that restarted too (they wait for ours) and peers without graceful restart
-    /// (they promise none).
-    async fn check_selection(&mut self) {
-        if !self.deferring() {
-            return;
-        }
-        let waited_for = |p: &Peer| match (p.up, p.gr) {
-            (false, _) => true,
-            (true, None) => false,
-            (true, Some(gr)) => !gr.restarting && !p.initial_eor.as_ref().is_some_and(Vec::is_empty),
-        };
-        if !self.peers.values().any(waited_for) {
-            tracing::info!("route selection final (RFC 4724 4.1): sending our full tables");
-            self.end_deferral().await;
-        }
-    }
-
-    /// Every Established peer gets its table and End-of-RIB.
-    async fn end_deferral(&mut self) {
-        if !self.deferring() {
-            return;
-        }
-        self.selection_final = true;
-        let up: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
-        for (id, handle) in up {
-            let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
-            send_table(&mut self.rib, id, &families, &handle).await;
-        }
-    }
-
-    /// Synced once every configured peer delivered its first full table.
-    async fn check_synced(&mut self) {
-        if *self.synced.borrow() || self.peers.is_empty() {
-            return;
-        }
-        if self.peers.values().all(|p| p.initial_eor.as_ref().is_some_and(Vec::is_empty)) {
-            tracing::info!("every peer sent End-of-RIB: synced");
-            self.set_synced().await;
-        }
-    }
-
-    async fn set_synced(&mut self) {
-        self.synced.send_replace(true);
-        // Everything came back (or the deadline passed): selection is final too.
-        self.end_deferral().await;
-    }
-
-    async fn timer(&mut self, timer: Timer) {
-        match timer {
-            Timer::SyncDeadline => {
-                if !*self.synced.borrow() {
-                    tracing::info!("sync deadline passed: synced without every peer's End-of-RIB");
-                    self.set_synced().await;
+    async fn apply_convergence(&mut self, actions: Vec<ConvergenceAction>) {
+        for action in actions {
+            match action {
+                ConvergenceAction::Synced => {
+                    tracing::info!("synced: every peer sent End-of-RIB, or the deadline passed");
+                    self.synced.send_replace(true);
                 }
-            }
-            Timer::StaleExpired { peer, retired, generation } => {
-                let Some(p) = self.peers.get_mut(&peer) else { return };
-                if p.stale_generation == generation && p.stale.as_ref().is_some_and(|(old, _)| *old == retired) {
-                    p.stale = None;
-                    tracing::info!(%peer, "restart time over: flushing stale routes");
-                    self.dirty.extend(self.rib.peer_down(retired));
+                ConvergenceAction::SelectionFinal => {
+                    tracing::info!("route selection final (RFC 4724 4.1): sending our full tables");
+                    let up: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
+                    for (id, handle) in up {
+                        let families = self.rib.peer(id).map(|r| r.families.clone()).unwrap_or_default();
+                        send_table(&mut self.rib, id, &families, &handle).await;
+                    }
                 }
+                ConvergenceAction::Timer(op) => self.set_timer(TimerKind::SyncDeadline, op),
             }
         }
     }
 
-    /// RFC 4486 / common router practice: warn, or tear the session down and maybe restart.
-    async fn check_max_prefixes(&mut self, peer: SocketAddr, update: &Update) {
-        let Some(p) = self.peers.get_mut(&peer.ip()) else { return };
-        let Some(max) = p.config.max_prefixes else { return };
+    fn set_timer(&mut self, kind: TimerKind, op: TimerOp) {
+        match op {
+            TimerOp::Start(after) => {
+                self.timers.insert(kind, Instant::now() + after);
+            }
+            TimerOp::Stop => {
+                self.timers.remove(&kind);
+            }
+        }
+    }
+
+    async fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TimerKind> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(kind, _)| *kind).collect();
+        for kind in due {
+            self.timers.remove(&kind);
+            match kind {
+                TimerKind::SyncDeadline => {
+                    let actions = self.convergence.timer_expired();
+                    if !actions.is_empty() {
+                        tracing::info!("sync deadline passed: synced without every peer's End-of-RIB");
+                    }
+                    self.apply_convergence(actions).await;
+                }
+                TimerKind::StaleRoutes(addr) => {
+                    let Some(p) = self.peers.get_mut(&addr) else { continue };
+                    let actions = p.graceful.timer_expired();
+                    if !actions.is_empty() {
+                        tracing::info!(peer = %addr, "restart time over: flushing stale routes");
+                    }
+                    self.apply_graceful(addr, actions);
+                }
+                TimerKind::PrefixLimitRestart(addr) => {
+                    // Removed meanwhile, or BFD holds it: nothing to restart.
+                    if let Some(p) = self.peers.get(&addr).filter(|p| !p.held_for_bfd) {
+                        p.handle.send(PeerCommand::Start).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check_prefix_limit(&mut self, addr: IpAddr, update: &Update) {
+        let Some(p) = self.peers.get_mut(&addr) else { return };
         let family = update.attributes.mp_reach.as_ref().map_or(Family::IPV4_UNICAST, |m| m.family);
         let count = self.rib.accepted_family(p.id, family == Family::IPV4_UNICAST);
-        if count <= max.limit {
-            p.warned = false;
-            return;
-        }
-        match max.action {
-            MaxPrefixAction::WarnOnly => {
-                if !p.warned {
-                    tracing::warn!(%peer, count, limit = max.limit, "peer exceeds its prefix limit");
-                    p.warned = true;
+        let actions = p.limit.check(family, count);
+        let handle = p.handle.clone();
+        for action in actions {
+            match action {
+                LimitAction::Warn { count, limit } => tracing::warn!(peer = %addr, count, limit, "peer exceeds its prefix limit"),
+                LimitAction::TearDown(n) => {
+                    tracing::warn!(peer = %addr, count, "peer exceeds its prefix limit; closing the session");
+                    handle.send(PeerCommand::Stop(StopMode::Notify(n))).await;
                 }
-            }
-            MaxPrefixAction::TearDown { restart } => {
-                tracing::warn!(%peer, count, limit = max.limit, "peer exceeds its prefix limit; closing the session");
-                // RFC 4486 section 4: AFI, SAFI and the configured upper bound.
-                let mut data = Vec::with_capacity(7);
-                data.extend_from_slice(&family.afi.to_be_bytes());
-                data.push(family.safi);
-                data.extend_from_slice(&u32::try_from(max.limit).unwrap_or(u32::MAX).to_be_bytes());
-                let n = ErrorCode::MaximumPrefixesReached.notification(data);
-                let handle = p.handle.clone();
-                handle.send(PeerCommand::Stop(StopMode::Notify(n))).await;
-                if let Some(after) = restart {
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        // The peer may have been removed meanwhile; then there is nothing to restart.
-                        handle.send(PeerCommand::Start).await;
-                    });
-                }
+                LimitAction::Timer(op) => self.set_timer(TimerKind::PrefixLimitRestart(addr), op),
             }
         }
     }
@@ -749,7 +677,7 @@ impl SpeakerTask {
         }
         // While deferring, peers hear only about our own prefixes; the whole table goes out
         // once selection is final.
-        let deferring = self.deferring();
+        let deferring = self.convergence.deferring();
         let targets: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
         while !self.dirty.is_empty() {
             let mut chunk = self.dirty.take(EXPORT_CHUNK);
@@ -775,4 +703,12 @@ async fn send_table(rib: &mut Rib, id: PeerId, families: &[Family], handle: &Pee
     let mut updates = rib.export_all(id);
     updates.extend(families.iter().map(|f| Update::end_of_rib(*f)));
     handle.send(PeerCommand::Send(updates)).await;
+}
+
+/// Waits for the earliest timer; never, without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
