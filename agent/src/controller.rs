@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gingham_api::resources::CommunityValue;
+use gingham_bgp::rib::Gateway;
 use gingham_bgp::speaker::SpeakerHandle;
 use ipnetwork::IpNetwork;
 use tokio::sync::watch;
@@ -56,6 +57,8 @@ pub struct Controller {
     pub held: watch::Receiver<Arc<HeldMap>>,
     pub speaker: SpeakerHandle,
     pub bfd: gingham_bfd::driver::BfdHandle,
+    /// Router Advertisements on the links of link-local peers.
+    pub adverts: crate::router_adverts::RouterAdverts,
     pub fib: FibHandle,
     pub metrics: Arc<Metrics>,
     pub log_level: Option<crate::LogLevelSetter>,
@@ -66,6 +69,7 @@ pub struct Controller {
 struct Applied {
     peers: BTreeMap<IpAddr, DesiredPeer>,
     bfd: BTreeMap<IpAddr, gingham_bfd::driver::Peering>,
+    advert_links: BTreeSet<String>,
     exports: BTreeMap<IpNetwork, Vec<CommunityValue>>,
     blocks: BTreeSet<IpNetwork>,
     statics: BTreeMap<IpNetwork, IpAddr>,
@@ -193,6 +197,13 @@ impl Controller {
                 Err(e) => tracing::warn!(error = %e, "BFD sessions not all started"),
             }
         }
+        // Before the sessions: an unnumbered router accepts us once it has seen an RA.
+        let links: BTreeSet<String> =
+            want.peers.values().filter(|p| p.blocked.is_none()).filter_map(|p| p.config.interface.clone()).collect();
+        if applied.advert_links != links {
+            self.adverts.set(links.clone()).await;
+            applied.advert_links = links;
+        }
         let running = |p: Option<&DesiredPeer>| p.filter(|p| p.blocked.is_none()).cloned();
         for (addr, old) in &applied.peers {
             if old.blocked.is_none() && running(want.peers.get(addr)).is_none() {
@@ -232,7 +243,10 @@ impl Controller {
         let mut statics: Vec<(IpNetwork, Option<Target>)> =
             applied.statics.keys().filter(|k| !want.statics.contains_key(k)).map(|k| (*k, None)).collect();
         statics.extend(
-            want.statics.iter().filter(|(k, gw)| applied.statics.get(k) != Some(gw)).map(|(k, gw)| (*k, Some(Target::Gateways(vec![*gw])))),
+            want.statics
+                .iter()
+                .filter(|(k, gw)| applied.statics.get(k) != Some(gw))
+                .map(|(k, gw)| (*k, Some(Target::Gateways(vec![Gateway::new(*gw)])))),
         );
         self.fib.set_class(Class::Static, statics).await;
         applied.statics = want.statics;

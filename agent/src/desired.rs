@@ -94,6 +94,7 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
     // Service ranges go out from every node, as Calico does; no kernel route: kube-proxy
     // handles what arrives.
     let exports = blocks.iter().copied().chain(borrowed).chain(config.service_cidrs()).map(|p| (p, config.communities_for(&p))).collect();
+    let link_local_peers = want.values().any(|p| p.config.interface.is_some());
     let statics = want.iter().filter_map(|(addr, p)| p.reachable_by.map(|gw| (IpNetwork::from(*addr), gw))).collect();
     Ok(Desired {
         peers: want,
@@ -102,7 +103,11 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
         statics,
         // The GinghamNode's addresses are the truth (a patch moves the sockets); the detected
         // ones until it has them.
-        listen: listen_addresses(&config, me.bgp_network(false).unwrap_or(id.address), me.bgp_network(true).or(id.address6)),
+        listen: with_link_local_listener(
+            listen_addresses(&config, me.bgp_network(false).unwrap_or(id.address), me.bgp_network(true).or(id.address6)),
+            &config,
+            link_local_peers,
+        ),
         cluster_id: me.route_reflector_cluster_id(),
         nat_script: crate::nat::script(&cluster.pools.values().map(|p| p.spec.clone()).collect::<Vec<_>>()),
         log_filter: log_filter(config.log_severity_screen.as_deref()),
@@ -117,6 +122,16 @@ pub fn listen_addresses(config: &BGPConfigurationSpec, address: IpNetwork, addre
         _ => (Ipv4Addr::UNSPECIFIED.into(), address6.map(|_| Ipv6Addr::UNSPECIFIED.into())),
     };
     std::iter::once(v4).chain(v6).map(|ip| SocketAddr::new(ip, port)).collect()
+}
+
+/// A link-local peer connects to the link's address, not the node's: with the wildcard bind
+/// mode an IPv6 wildcard listener is added for it on a node without an IPv6 address. (With
+/// `bindMode: NodeIP` only our own connections carry link-local sessions.)
+fn with_link_local_listener(mut listen: Vec<SocketAddr>, config: &BGPConfigurationSpec, link_local_peers: bool) -> Vec<SocketAddr> {
+    if link_local_peers && config.bind_mode != Some(BindMode::NodeIP) && !listen.iter().any(SocketAddr::is_ipv6) {
+        listen.push(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), config.effective_listen_port()));
+    }
+    listen
 }
 
 /// Calico's severities as tracing filters (tracing has no Fatal: Error is the closest).

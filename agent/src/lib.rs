@@ -18,6 +18,7 @@ pub mod netlink;
 pub mod node;
 pub mod peers;
 pub mod policy;
+pub mod router_adverts;
 pub mod status;
 
 use std::sync::Arc;
@@ -115,6 +116,7 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         held: ipam.held_changes(),
         speaker: speaker.clone(),
         bfd: bfd.clone(),
+        adverts: router_adverts::RouterAdverts::spawn(),
         fib: fib.clone(),
         metrics: metrics.clone(),
         log_level,
@@ -221,20 +223,20 @@ async fn ensure_default_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gingham_bgp::rib::{BestRoute, LOCAL};
+    use gingham_bgp::rib::{BestRoute, Gateway, LOCAL};
     use gingham_bgp::speaker::RouteChange;
 
     #[test]
     fn a_best_path_that_became_our_own_removes_the_learned_route() {
         let prefix: IpNetwork = "198.18.96.0/20".parse().unwrap();
         let via = "198.18.0.12".parse().unwrap();
-        let learned = BestRoute { next_hops: vec![via], attrs: Default::default(), peer: 7 };
+        let learned = BestRoute { next_hops: vec![Gateway::new(via)], attrs: Default::default(), peer: 7 };
         let own = BestRoute { next_hops: Vec::new(), attrs: Default::default(), peer: LOCAL };
         let got = learned_routes(vec![
             RouteChange { prefix, best: Some(learned) },
             RouteChange { prefix, best: Some(own) },
             RouteChange { prefix, best: None },
         ]);
-        assert_eq!(got, vec![(prefix, Some(Target::Gateways(vec![via]))), (prefix, None), (prefix, None)]);
+        assert_eq!(got, vec![(prefix, Some(Target::Gateways(vec![Gateway::new(via)]))), (prefix, None), (prefix, None)]);
     }
 }

@@ -172,12 +172,20 @@ pub fn desired(view: &View<'_>) -> BTreeMap<IpAddr, DesiredPeer> {
                 }
             }
         }
+        let interface = spec.peer_interface();
         for (addr, port, asn) in targets {
-            let Some(local) = address_of(me, addr.is_ipv6()) else { continue };
             let mut n = NeighborConfig::new(addr, asn);
             n.port = port;
-            if spec.source_address != Some(SourceAddress::None) {
-                n.local_address = Some(local);
+            match &interface {
+                // An unnumbered link: the session runs between the link's own link-local
+                // addresses, whatever addresses the node has.
+                Some(link) => n.interface = Some(link.clone()),
+                None => {
+                    let Some(local) = address_of(me, addr.is_ipv6()) else { continue };
+                    if spec.source_address != Some(SourceAddress::None) {
+                        n.local_address = Some(local);
+                    }
+                }
             }
             n.md5_key = password.clone();
             n.keep_original_next_hop = spec.keep_original_next_hop || spec.next_hop_mode == Some(NextHopMode::Keep);

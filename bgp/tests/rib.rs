@@ -35,6 +35,7 @@ fn peer(n: u8, asn: u32, client: bool) -> RibPeer {
         export: None,
         external: false,
         extended_next_hop: false,
+        link: None,
     }
 }
 
@@ -131,7 +132,7 @@ fn equal_paths_form_an_ecmp_set_and_a_withdrawal_shrinks_it() {
     assert_eq!(best.next_hops.len(), 2);
     let withdraw = Update { withdrawn: vec!["198.19.5.0/24".parse().unwrap()], ..Default::default() };
     assert_eq!(r.apply_update(1, &withdraw).changed.len(), 1);
-    assert_eq!(r.best(&p("198.19.5.0/24")).unwrap().next_hops, vec!["198.18.0.2".parse::<IpAddr>().unwrap()]);
+    assert_eq!(r.best(&p("198.19.5.0/24")).unwrap().next_hops, vec![Gateway::new("198.18.0.2".parse().unwrap())]);
     // A longer path is not part of the set.
     r.apply_update(1, &announce("198.19.5.0/24", &[65001], "198.18.0.1"));
     assert_eq!(r.best(&p("198.19.5.0/24")).unwrap().next_hops.len(), 1);
@@ -329,7 +330,7 @@ fn ipv4_over_ipv6_next_hops_only_where_negotiated() {
     };
     r.apply_update(1, &from_frr);
     let best = r.best(&p("198.19.3.0/24")).expect("accepted");
-    assert_eq!(best.next_hops, vec!["2001:db8:18::1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(best.next_hops, vec![Gateway::new("2001:db8:18::1".parse().unwrap())]);
     // Passed on (eBGP, so with us as next hop) to the other extended session only.
     r.peer_up(3, v6_peer(3, true));
     assert!(r.export(3, &[p("198.19.3.0/24")]).iter().any(|u| u
@@ -338,4 +339,59 @@ fn ipv4_over_ipv6_next_hops_only_where_negotiated() {
         .as_ref()
         .is_some_and(|m| m.nlri.contains(&p("198.19.3.0/24")))));
     assert!(r.export(2, &[p("198.19.3.0/24")]).iter().all(|u| u.attributes.mp_reach.is_none() && u.nlri.is_empty()));
+}
+
+/// Unnumbered links (RFC 2545 3, RFC 8950): over a link-local session the peer's link-local next
+/// hop is installed on that session's link, whatever sits in the "global" field; a link-local
+/// next hop is never passed to another peer, who gets ours instead, and the link-local half of
+/// a pair never leaves.
+#[test]
+fn link_local_next_hops_are_scoped_to_their_link_and_never_passed_on() {
+    let ll_peer = RibPeer {
+        address: "fe80::2".parse().unwrap(),
+        local_address: "fe80::1".parse().unwrap(),
+        extended_next_hop: true,
+        link: Some(7),
+        ..peer(1, 65010, false)
+    };
+    let mut r = rib(None);
+    r.peer_up(1, ll_peer);
+    let from = |next_hop: NextHop, prefix: &str| Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence([65010])),
+            mp_reach: Some(MpReach { family: Family::IPV4_UNICAST, next_hop, nlri: vec![p(prefix)] }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ll: std::net::Ipv6Addr = "fe80::2".parse().unwrap();
+    let on_link = Gateway { addr: IpAddr::V6(ll), ifindex: Some(7) };
+    // FRR unnumbered: 16 octets holding the link-local address.
+    r.apply_update(1, &from(NextHop::V6 { global: ll, link_local: None }, "198.18.40.0/24"));
+    // A global address the link does not reach, with the link-local one beside it.
+    r.apply_update(1, &from(NextHop::V6 { global: "2001:db8:99::2".parse().unwrap(), link_local: Some(ll) }, "198.18.41.0/24"));
+    for prefix in ["198.18.40.0/24", "198.18.41.0/24"] {
+        assert_eq!(r.best(&p(prefix)).expect("accepted").next_hops, vec![on_link], "{prefix}");
+    }
+
+    // Passed to an iBGP peer without next-hop-self: the link-local next hop is replaced by ours,
+    // the pair loses its link-local half.
+    let ibgp = RibPeer {
+        address: "2001:db8:18::5".parse().unwrap(),
+        local_address: "2001:db8:18::fe".parse().unwrap(),
+        extended_next_hop: true,
+        ..peer(5, 65000, false)
+    };
+    r.peer_up(2, ibgp);
+    let sent: Vec<NextHop> = r
+        .export(2, &[p("198.18.40.0/24"), p("198.18.41.0/24")])
+        .into_iter()
+        .filter_map(|u| u.attributes.mp_reach.filter(|m| !m.nlri.is_empty()).map(|m| m.next_hop))
+        .collect();
+    assert!(sent.contains(&NextHop::V6 { global: "2001:db8:18::fe".parse().unwrap(), link_local: None }), "{sent:?}");
+    assert!(sent.contains(&NextHop::V6 { global: "2001:db8:99::2".parse().unwrap(), link_local: None }), "{sent:?}");
+
+    // Without a link (a global session), a next hop that is only link-local is unusable.
+    assert_eq!(gateway(&from(NextHop::V6 { global: ll, link_local: None }, "198.18.42.0/24").attributes, None), None);
 }

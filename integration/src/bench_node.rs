@@ -156,7 +156,7 @@ pub fn fib_install(n: usize) -> Result<String> {
                     prefix: ipnetwork::IpNetwork::new((*p).into(), 32).expect("/32"),
                     class: gingham_agent::fib::Class::Learned,
                 },
-                Some(gingham_agent::fib::Target::Gateways(vec!["198.18.1.2".parse().expect("literal")])),
+                Some(gingham_agent::fib::Target::Gateways(vec![gingham_bgp::rib::Gateway::new("198.18.1.2".parse().expect("literal"))])),
             )
         })
         .collect();

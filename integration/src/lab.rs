@@ -362,6 +362,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// Deletes the named object from the lab's datastore; false when there was none.
+    pub fn delete<K: gingham_api::resources::Kind>(&self, name: &str) -> Result<bool> {
+        let store = self.store()?;
+        Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(store.delete_latest::<K>(name))?)
+    }
+
     /// Reads the named object, changes it and writes it back, retrying on conflicts.
     pub fn modify<K: gingham_api::resources::Kind>(&self, name: &str, change: impl Fn(&mut K)) -> Result<()> {
         let store = self.store()?;

@@ -91,6 +91,7 @@ async fn scenario() -> String {
             held: ipam.held_changes(),
             speaker,
             bfd: gingham_bfd::driver::spawn(Default::default()).0,
+            adverts: gingham_agent::router_adverts::RouterAdverts::spawn(),
             fib,
             metrics: Arc::new(gingham_agent::metrics::Metrics::new()),
             log_level: None,

@@ -114,6 +114,7 @@ async fn agent(store: &Store<AnyDatastore>) -> (watch::Receiver<ControllerStatus
         held: ipam.held_changes(),
         speaker: speaker.clone(),
         bfd: gingham_bfd::driver::spawn(Default::default()).0,
+        adverts: gingham_agent::router_adverts::RouterAdverts::spawn(),
         fib,
         metrics: Arc::new(gingham_agent::metrics::Metrics::new()),
         log_level: None,

@@ -71,7 +71,7 @@ fn gingham_reflects_between_bird_and_frr_clients() {
                 fib_tx.send_modify(|m| {
                     for RouteChange { prefix, best } in batch {
                         match best {
-                            Some(b) => m.insert(prefix, b.next_hops.iter().map(|h| h.to_string()).collect()),
+                            Some(b) => m.insert(prefix, b.next_hops.iter().map(|h| h.addr.to_string()).collect()),
                             None => m.remove(&prefix),
                         };
                     }

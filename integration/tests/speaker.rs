@@ -20,7 +20,6 @@
 //!
 //! Test 2: max-prefix tear-down against GoBGP sending one prefix too many.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use gingham_bgp::fsm::State;
@@ -125,7 +124,7 @@ fn rr_client_of_bird_ebgp_with_frr_ipv6_and_ecmp() {
             .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     assert_eq!(r4.1.attrs.originator_id, Some("198.18.0.14".parse().unwrap()));
     assert_eq!(r4.1.attrs.cluster_list, vec!["10.255.0.2".parse::<std::net::Ipv4Addr>().unwrap()]);
-    assert_eq!(r4.1.next_hops, vec!["198.18.0.14".parse::<IpAddr>().unwrap()]);
+    assert_eq!(r4.1.next_hops, vec![gingham_bgp::rib::Gateway::new("198.18.0.14".parse().unwrap())]);
     wait_for("our route at GoBGP via BIRD", t, || (!gobgp.paths("ipv4", "198.19.1.0/24").is_empty()).then_some(()))
         .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
 
@@ -148,7 +147,7 @@ fn rr_client_of_bird_ebgp_with_frr_ipv6_and_ecmp() {
         routes(Family::IPV4_UNICAST).into_iter().find(|(p, b)| p.to_string() == "198.19.9.0/24" && b.next_hops.len() == 2).map(|(_, b)| b)
     })
     .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", routes(Family::IPV4_UNICAST), logs()));
-    let mut hops: Vec<String> = ecmp.next_hops.iter().map(|h| h.to_string()).collect();
+    let mut hops: Vec<String> = ecmp.next_hops.iter().map(|h| h.addr.to_string()).collect();
     hops.sort();
     assert_eq!(hops, vec!["198.18.0.12", "198.18.0.13"]);
 

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use gingham_bgp::rib::Gateway;
 use ipnetwork::IpNetwork;
 
 use super::resolve::{resolve, Refusal};
@@ -44,7 +45,7 @@ pub enum Class {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// Via these next hops (ECMP when several), resolved through the kernel's routes.
-    Gateways(Vec<IpAddr>),
+    Gateways(Vec<Gateway>),
     /// Dropped: the aggregate of a block whose live addresses have host routes.
     Blackhole,
     /// Straight out of a local interface (a pod's host-side veth), by index.
@@ -273,7 +274,7 @@ pub fn plan(wanted: &BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &
 /// Resolves every BGP next hop; the route goes via those that resolve, and is refused only
 /// when none does.
 fn resolve_all(
-    next_hops: &[IpAddr],
+    next_hops: &[Gateway],
     kernel: &KernelTable,
     metrics: &RouteMetrics,
     cache: &mut HashMap<IpAddr, Result<Vec<Hop>, Refusal>>,
@@ -281,7 +282,12 @@ fn resolve_all(
     let mut hops: Vec<Hop> = Vec::new();
     let mut first_error = None;
     for nh in next_hops {
-        match cache.entry(*nh).or_insert_with(|| resolve(*nh, kernel, metrics)) {
+        let found = match nh.ifindex {
+            // A link-local next hop is on the link of the session it came over.
+            Some(dev) => &Ok(vec![Hop { via: nh.addr, dev: Some(dev) }]),
+            None => cache.entry(nh.addr).or_insert_with(|| resolve(nh.addr, kernel, metrics)),
+        };
+        match found {
             Ok(found) => {
                 for h in found.iter() {
                     if !hops.iter().any(|x| x.via == h.via) {
@@ -339,7 +345,7 @@ mod tests {
     }
 
     fn learned(prefix: &str, next_hops: &[&str]) -> (WantKey, Target) {
-        (WantKey { prefix: net(prefix), class: Class::Learned }, Target::Gateways(next_hops.iter().map(|n| ip(n)).collect()))
+        (WantKey { prefix: net(prefix), class: Class::Learned }, Target::Gateways(next_hops.iter().map(|n| Gateway::new(ip(n))).collect()))
     }
 
     fn everything(wanted: &BTreeMap<WantKey, Target>, t: &KernelTable) -> Plan {
@@ -418,7 +424,7 @@ mod tests {
         let wanted: BTreeMap<_, _> = [
             (WantKey { prefix: p32, class: Class::Endpoint }, Target::Device(7)),
             (WantKey { prefix: p32, class: Class::Blackhole }, Target::Blackhole),
-            (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(vec![ip("198.18.0.12")])),
+            (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(vec![Gateway::new(ip("198.18.0.12"))])),
         ]
         .into();
         let p = everything(&wanted, &t);

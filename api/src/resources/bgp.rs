@@ -275,7 +275,8 @@ pub struct BGPPeerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<String>,
     /// The peer's address, optionally with a port: `198.18.0.1`, `198.18.0.1:1179`,
-    /// `[2001:db8::1]:179`. Exclusive with `peerSelector`.
+    /// `[2001:db8::1]:179`. An IPv6 link-local address names its interface (unnumbered
+    /// links): `fe80::2%eth1`, `[fe80::2%eth1]:179`. Exclusive with `peerSelector`.
     #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
     pub peer_ip: Option<String>,
     /// Peer with the nodes this selects instead of a fixed address.
@@ -390,16 +391,42 @@ pub struct SecretKeyRef {
 impl BGPPeerSpec {
     /// The peer's socket address (port 179 unless given); `None` for a `peerSelector` peer.
     pub fn peer_socket(&self) -> Option<Result<SocketAddr, ValidationError>> {
-        self.peer_ip.as_deref().map(parse_peer_ip)
+        self.peer_ip.as_deref().map(|text| parse_peer_ip(text).map(|(addr, _)| addr))
+    }
+
+    /// The interface of a link-local `peerIP` (`fe80::2%eth1`).
+    pub fn peer_interface(&self) -> Option<String> {
+        self.peer_ip.as_deref().and_then(|text| parse_peer_ip(text).ok()).and_then(|(_, interface)| interface)
     }
 }
 
-fn parse_peer_ip(text: &str) -> Result<SocketAddr, ValidationError> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 179));
+/// `ADDR`, `ADDR:PORT`, `[V6ADDR]:PORT`, where a link-local V6ADDR carries `%INTERFACE`.
+fn parse_peer_ip(text: &str) -> Result<(SocketAddr, Option<String>), ValidationError> {
+    let bad = || ValidationError::new("spec.peerIP", format!("{text:?} is not an address, ADDR:PORT or [V6ADDR]:PORT"));
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
+            (host, port.parse::<u16>().map_err(|_| bad())?)
+        }
+        None => match text.parse::<SocketAddr>() {
+            Ok(addr) => return Ok((addr, None)),
+            Err(_) => (text, 179),
+        },
+    };
+    let (addr, interface) = match host.split_once('%') {
+        Some((addr, interface)) => (addr, Some(interface)),
+        None => (host, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+    let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+    match (link_local, interface) {
+        (true, None) => Err(ValidationError::new("spec.peerIP", "a link-local address needs its interface: fe80::2%eth1")),
+        (false, Some(_)) => Err(ValidationError::new("spec.peerIP", "only an IPv6 link-local address takes %INTERFACE")),
+        (_, Some(name)) if !validate::is_interface_name(name) => {
+            Err(ValidationError::new("spec.peerIP", format!("{name:?} is not an interface name (1-15 characters, no '/', ':' or spaces)")))
+        }
+        (_, interface) => Ok((SocketAddr::new(ip, port), interface.map(str::to_owned))),
     }
-    text.parse::<SocketAddr>()
-        .map_err(|_| ValidationError::new("spec.peerIP", format!("{text:?} is not an address, ADDR:PORT or [V6ADDR]:PORT")))
 }
 
 impl Kind for BGPPeer {
@@ -418,7 +445,19 @@ impl Kind for BGPPeer {
             (Some(_), Some(_)) => return Err(ValidationError::new("spec.peerSelector", "set either peerIP or peerSelector, not both")),
             (None, None) => return Err(ValidationError::new("spec.peerIP", "one of peerIP or peerSelector is required")),
             (Some(ip), None) => {
-                let addr = parse_peer_ip(ip)?;
+                let (addr, interface) = parse_peer_ip(ip)?;
+                if interface.is_some() {
+                    // Not built for link-local sessions; refused rather than half applied.
+                    if spec.password.is_some() {
+                        return Err(ValidationError::new("spec.password", "TCP MD5 on a link-local session is not supported"));
+                    }
+                    if spec.bfd.is_some() {
+                        return Err(ValidationError::new("spec.bfd", "BFD on a link-local session is not supported"));
+                    }
+                    if spec.reachable_by.is_some() {
+                        return Err(ValidationError::new("spec.reachableBy", "a link-local peer is on its link: no gateway"));
+                    }
+                }
                 if addr.port() == 0 {
                     return Err(ValidationError::new("spec.peerIP", "port 0 cannot be connected to"));
                 }
@@ -517,6 +556,38 @@ mod tests {
         assert_eq!(p.peer_socket().unwrap().unwrap(), "198.18.0.1:1179".parse().unwrap());
         let p = BGPPeerSpec { peer_ip: Some("2001:db8::1".into()), ..Default::default() };
         assert_eq!(p.peer_socket().unwrap().unwrap().port(), 179);
+    }
+
+    #[test]
+    fn a_link_local_peer_names_its_interface() {
+        let p = BGPPeerSpec { peer_ip: Some("fe80::2%eth1".into()), as_number: Some(65010), ..Default::default() };
+        assert_eq!(p.peer_socket().unwrap().unwrap(), "[fe80::2]:179".parse().unwrap());
+        assert_eq!(p.peer_interface().as_deref(), Some("eth1"));
+        assert!(peer(p.clone()).validate().is_ok());
+        let p = BGPPeerSpec { peer_ip: Some("[fe80::2%swp1]:1179".into()), ..p };
+        assert_eq!(p.peer_socket().unwrap().unwrap().port(), 1179);
+        assert_eq!(p.peer_interface().as_deref(), Some("swp1"));
+        assert_eq!(BGPPeerSpec { peer_ip: Some("2001:db8::1".into()), ..Default::default() }.peer_interface(), None);
+
+        let base = BGPPeerSpec { peer_ip: Some("fe80::2%eth1".into()), as_number: Some(65010), ..Default::default() };
+        let refused = |spec: BGPPeerSpec| peer(spec).validate().unwrap_err();
+        for (text, why) in [
+            ("fe80::2", "needs its interface"),
+            ("2001:db8::1%eth1", "only an IPv6 link-local"),
+            ("198.18.0.1%eth1", "only an IPv6 link-local"),
+            ("fe80::2%", "not an interface name"),
+            ("fe80::2%a-name-far-too-long", "not an interface name"),
+            ("fe80::2%eth/1", "not an interface name"),
+            ("[fe80::2%eth1]", "not an address"),
+        ] {
+            let e = refused(BGPPeerSpec { peer_ip: Some(text.into()), ..base.clone() });
+            assert_eq!(e.field, "spec.peerIP", "{text}");
+            assert!(e.to_string().contains(why), "{text}: {e}");
+        }
+        let password = Some(PeerPassword { literal: Some("k".into()), ..Default::default() });
+        assert_eq!(refused(BGPPeerSpec { password, ..base.clone() }).field, "spec.password");
+        assert_eq!(refused(BGPPeerSpec { bfd: Some(BfdSpec::default()), ..base.clone() }).field, "spec.bfd");
+        assert_eq!(refused(BGPPeerSpec { reachable_by: Some("fe80::1".into()), ..base.clone() }).field, "spec.reachableBy");
     }
 
     #[test]

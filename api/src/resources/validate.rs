@@ -139,6 +139,16 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(total).ok()
 }
 
+/// A Linux interface name (`dev_valid_name`): 1-15 octets, not `.` or `..`, no `/`, `:`,
+/// `%` or whitespace.
+pub fn is_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c == '%' || c.is_whitespace())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,6 +73,7 @@ pub fn transform(
     if source_id == target_id {
         return ExportDecision::Suppress("learned from this peer");
     }
+    let link_local_only = matches!(super::next_hop(attrs), Some(IpAddr::V6(a)) if a.is_unicast_link_local());
     let from_ibgp = source.is_some_and(|s| !s.ebgp());
     let from_ebgp = source.is_some_and(RibPeer::ebgp);
     let reflecting = from_ibgp && !target.ebgp();
@@ -101,14 +102,14 @@ pub fn transform(
         if from_ebgp {
             out.med = None;
         }
-        let keep = target.keep_original_next_hop && super::next_hop(attrs).is_some();
+        let keep = target.keep_original_next_hop && super::next_hop(attrs).is_some() && !link_local_only;
         if !keep && !set_next_hop_self(&mut out, family, target.local_address, target.extended_next_hop) {
             return ExportDecision::Suppress("no local address of the route's family for next-hop-self");
         }
     } else {
         out.as_path.get_or_insert_with(AsPath::default);
         out.local_pref = Some(attrs.local_pref.unwrap_or(100));
-        if (source_id == LOCAL || target.next_hop_self)
+        if (source_id == LOCAL || target.next_hop_self || link_local_only)
             && !set_next_hop_self(&mut out, family, target.local_address, target.extended_next_hop)
         {
             return ExportDecision::Suppress("no local address of the route's family for next-hop-self");
@@ -120,6 +121,11 @@ pub fn transform(
             let cluster = config.cluster_id.unwrap_or(config.router_id);
             out.cluster_list.insert(0, cluster);
         }
+    }
+    // A link-local next hop means nothing off its link (RFC 2545 3): one that is only
+    // link-local was replaced by ours above, and the link-local half of a pair is dropped.
+    if let Some(MpReach { next_hop: NextHop::V6 { link_local, .. }, .. }) = out.mp_reach.as_mut() {
+        *link_local = None;
     }
     // An IPv4 route whose next hop is IPv6 only goes where RFC 8950 was agreed.
     let v6_next_hop = family == Family::IPV4_UNICAST && matches!(&out.mp_reach, Some(MpReach { next_hop: NextHop::V6 { .. }, .. }));

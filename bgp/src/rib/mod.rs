@@ -56,6 +56,9 @@ pub struct RibPeer {
     pub external: bool,
     /// Both sides negotiated RFC 8950: IPv4 routes may go with an IPv6 next hop.
     pub extended_next_hop: bool,
+    /// The interface index of a session over IPv6 link-local addresses: link-local next hops
+    /// the peer sends are on this link.
+    pub link: Option<u32>,
 }
 
 impl RibPeer {
@@ -83,11 +86,25 @@ pub struct RibConfig {
     pub decision: DecisionConfig,
 }
 
+/// A next hop as the FIB installs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Gateway {
+    pub addr: IpAddr,
+    /// The interface of a link-local next hop (the link of the session it came over).
+    pub ifindex: Option<u32>,
+}
+
+impl Gateway {
+    pub fn new(addr: IpAddr) -> Gateway {
+        Gateway { addr, ifindex: None }
+    }
+}
+
 /// The best path for a prefix as the FIB needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BestRoute {
     /// Next hops of the ECMP set, best path's first; empty for locally originated routes.
-    pub next_hops: Vec<IpAddr>,
+    pub next_hops: Vec<Gateway>,
     pub attrs: Arc<PathAttributes>,
     /// Where the best path came from (LOCAL for our own).
     pub peer: PeerId,
@@ -420,12 +437,12 @@ impl Rib {
     /// The best route for `prefix`, with its ECMP next hops.
     pub fn best(&self, prefix: &IpNetwork) -> Option<BestRoute> {
         let best = self.table.best(prefix)?;
-        let mut next_hops: Vec<IpAddr> = Vec::new();
+        let mut next_hops: Vec<Gateway> = Vec::new();
         if best.peer != LOCAL {
             let paths: Vec<Path> = self.table.paths(prefix);
             let n = self.ecmp_len(&paths);
             for p in &paths[..n] {
-                if let Some(nh) = next_hop(&p.attrs) {
+                if let Some(nh) = gateway(&p.attrs, self.peers.get(&p.peer).and_then(|r| r.link)) {
                     if !next_hops.contains(&nh) {
                         next_hops.push(nh);
                     }
@@ -574,13 +591,32 @@ impl Rib {
     }
 }
 
-/// The next hop a path's attributes carry (IPv4 NEXT_HOP or the MP_REACH global address).
+/// The next hop a path's attributes carry (IPv4 NEXT_HOP or the MP_REACH global address;
+/// the link-local one when the "global" field holds none).
 pub fn next_hop(attrs: &PathAttributes) -> Option<IpAddr> {
     if let Some(mp) = &attrs.mp_reach {
         return Some(match mp.next_hop {
             NextHop::V4(a) => IpAddr::V4(a),
+            NextHop::V6 { global, link_local } if global.is_unspecified() || global.is_unicast_link_local() => {
+                IpAddr::V6(link_local.unwrap_or(global))
+            }
             NextHop::V6 { global, .. } => IpAddr::V6(global),
         });
     }
     attrs.next_hop.map(IpAddr::V4)
+}
+
+/// Where to send a path's traffic. Over a link-local session the link-local next hop is
+/// preferred (it is on the link by construction, RFC 2545 3); without a link to scope it, a
+/// link-local next hop is unusable.
+pub fn gateway(attrs: &PathAttributes, link: Option<u32>) -> Option<Gateway> {
+    if let Some(MpReach { next_hop: NextHop::V6 { global, link_local }, .. }) = &attrs.mp_reach {
+        let ll = if global.is_unicast_link_local() { Some(*global) } else { *link_local };
+        return match (ll, link) {
+            (Some(ll), Some(ifindex)) => Some(Gateway { addr: IpAddr::V6(ll), ifindex: Some(ifindex) }),
+            _ if global.is_unspecified() || global.is_unicast_link_local() => None,
+            _ => Some(Gateway::new(IpAddr::V6(*global))),
+        };
+    }
+    next_hop(attrs).map(Gateway::new)
 }

@@ -8,4 +8,4 @@ pub mod socket;
 
 pub use listener::{Listener, UnknownConnection};
 pub use peer::{spawn_counted_peer, spawn_peer, Notifications, PeerCommand, PeerConfig, PeerCounters, PeerEvent, PeerHandle, PeerSnapshot};
-pub use socket::{Transport, TtlMode};
+pub use socket::{interface_index, Transport, TtlMode};

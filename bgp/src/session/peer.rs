@@ -409,7 +409,11 @@ impl PeerTask {
                 }
                 self.established_at = Some(Instant::now());
                 tracing::info!(peer = %self.peer(), peer_as = negotiated.peer_as, hold = negotiated.hold_time, "session established");
-                let local = local.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
+                // A link-local address keeps its scope: the link is part of the address.
+                let local = local.map(|a| match a {
+                    SocketAddr::V6(v6) if v6.ip().is_unicast_link_local() => a,
+                    _ => SocketAddr::new(a.ip().to_canonical(), a.port()),
+                });
                 self.emit(PeerEvent::Established { peer: self.peer(), local, negotiated }).await;
             }
             Output::Down { reason } => {

@@ -139,25 +139,47 @@ pub struct Transport {
     pub md5_key: Option<String>,
     pub ttl: TtlMode,
     pub connect_timeout: Duration,
+    /// The link of an IPv6 link-local peer (its scope): connections go out on it, and only
+    /// connections that came in on it are accepted.
+    pub interface: Option<String>,
 }
 
 impl Transport {
     pub fn new(peer: SocketAddr) -> Transport {
-        Transport { peer, local_addr: None, md5_key: None, ttl: TtlMode::Send(255), connect_timeout: Duration::from_secs(5) }
+        Transport {
+            peer,
+            local_addr: None,
+            md5_key: None,
+            ttl: TtlMode::Send(255),
+            connect_timeout: Duration::from_secs(5),
+            interface: None,
+        }
+    }
+
+    /// The interface index of [`Transport::interface`], looked up now: the link may come and
+    /// go while the peer is configured.
+    pub fn scope_id(&self) -> io::Result<Option<u32>> {
+        let Some(name) = &self.interface else { return Ok(None) };
+        interface_index(name).map(Some)
     }
 
     /// Opens the outgoing connection with every option set before the SYN leaves.
     pub async fn connect(&self) -> io::Result<TcpStream> {
         let v6 = self.peer.is_ipv6();
         let sock = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+        let scope = self.scope_id()?;
+        let scoped = |addr: IpAddr, port: u16| match (addr, scope) {
+            (IpAddr::V6(a), Some(scope)) if a.is_unicast_link_local() => SocketAddr::V6(std::net::SocketAddrV6::new(a, port, 0, scope)),
+            _ => SocketAddr::new(addr, port),
+        };
         if let Some(local) = self.local_addr {
-            sock.bind(SocketAddr::new(local, 0))?;
+            sock.bind(scoped(local, 0))?;
         }
         if let Some(key) = &self.md5_key {
             set_md5(&sock, self.peer.ip(), Some(key))?;
         }
         self.ttl.apply(&sock, v6)?;
-        let stream = tokio::time::timeout(self.connect_timeout, sock.connect(self.peer))
+        let stream = tokio::time::timeout(self.connect_timeout, sock.connect(scoped(self.peer.ip(), self.peer.port())))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
@@ -201,6 +223,16 @@ fn saved_syn_ttl(stream: &TcpStream) -> io::Result<Option<u8>> {
         6 if len > 7 => Some(buf[7]),
         _ => None,
     })
+}
+
+/// The index of the interface named `name`.
+pub fn interface_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with a NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}"))),
+        index => Ok(index),
+    }
 }
 
 /// A listening socket for BGP. IPv6 sockets are IPv6-only so IPv4 peers (and their MD5

@@ -97,6 +97,9 @@ pub struct NeighborConfig {
     /// Offer RFC 8950 on this session: IPv4 unicast with IPv6 next hops, both ways. On an
     /// IPv6 session this also adds IPv4 unicast to the families.
     pub extended_next_hop: bool,
+    /// The link of a link-local `address` (an interface name): required for one, refused
+    /// for any other address.
+    pub interface: Option<String>,
 }
 
 impl NeighborConfig {
@@ -125,6 +128,7 @@ impl NeighborConfig {
             external: false,
             wait_for_bfd: false,
             extended_next_hop: false,
+            interface: None,
         }
     }
 
@@ -152,6 +156,7 @@ impl NeighborConfig {
         t.local_addr = self.local_address;
         t.md5_key = self.md5_key.clone();
         t.ttl = self.ttl;
+        t.interface = self.interface.clone();
         let mut config = PeerConfig::new(fsm, t);
         config.track_prefixes = false;
         config

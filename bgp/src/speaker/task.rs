@@ -185,7 +185,7 @@ impl SpeakerTask {
                 self.converge().await;
             }
             Command::Listen(addrs, reply) => {
-                let _gone = reply.send(self.rebind(&addrs));
+                let _gone = reply.send(self.rebind(&addrs).await);
             }
             Command::SetClusterId(cluster_id, reply) => {
                 if self.rib.config().cluster_id != cluster_id {
@@ -387,17 +387,13 @@ impl SpeakerTask {
     }
 
     /// Moves the listening sockets; every peer (and its MD5 key) is registered with the new ones
-    /// before the old ones close.
-    fn rebind(&mut self, addrs: &[SocketAddr]) -> std::io::Result<()> {
+    /// before they accept.
+    async fn rebind(&mut self, addrs: &[SocketAddr]) -> std::io::Result<()> {
         if self.listener.local_addrs() == addrs {
             return Ok(());
         }
-        let listener = crate::session::Listener::bind(addrs, Vec::new(), None)?;
-        for p in self.peers.values() {
-            listener.add_peer(p.config.peer_config(&self.config).transport, p.handle.sender());
-        }
+        self.listener.listen(addrs.to_vec()).await?;
         tracing::info!(?addrs, "listening");
-        self.listener = listener;
         Ok(())
     }
 
@@ -455,6 +451,10 @@ impl SpeakerTask {
                     export: cfg.export.clone(),
                     external: cfg.external,
                     extended_next_hop: negotiated.extended_next_hop_v4,
+                    link: match local {
+                        Some(SocketAddr::V6(l)) if l.ip().is_unicast_link_local() => Some(l.scope_id()),
+                        _ => None,
+                    },
                 };
                 self.rib.peer_up(id, rib_peer);
                 // After our own restart the table goes out only once selection is final
