@@ -300,6 +300,16 @@ mod lab {
         format!("{}/26", ipnetwork::Ipv4Network::new(addr, 26).unwrap().network())
     }
 
+    /// node-3 is dual-homed (fabric and a direct uplink to the BIRD ToR, each with its BFD'd
+    /// session); with the fabric port down, a client behind the ToR reaches node-3's pod over the
+    /// uplink again, the hold time being 90 s (the bench counts the pings lost on the way).
+    #[test]
+    fn a_dual_homed_nodes_pod_is_reached_over_its_second_path_when_the_first_is_cut() {
+        let r = gingham_integration::bench_failover::second_path(90, true).unwrap();
+        println!("{r:?}");
+        assert!(r.sent > r.lost, "{r:?}");
+    }
+
     #[test]
     fn a_cut_node_link_is_withdrawn_everywhere_by_bfd_and_an_agent_restart_still_loses_nothing() {
         let mut options = LabOptions::new(3);

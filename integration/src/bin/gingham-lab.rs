@@ -74,7 +74,8 @@ enum Command {
         only: String,
     },
     /// Failover: a node's fabric link cut, time until the ToR and the other nodes withdraw its
-    /// block, with BFD and with the hold timer alone.
+    /// block, then pings lost to a pod on a dual-homed node when its first path is cut; each
+    /// with BFD and with the hold timer alone.
     BenchFailover {
         /// The BGP hold time on every session (Calico's default is 90 s).
         #[arg(long, default_value_t = 90)]
