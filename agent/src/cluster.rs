@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gingham_api::cache::{CacheOptions, Reflector, Snapshot};
 use gingham_api::datastore::{Datastore, Store};
-use gingham_api::resources::core::Secret;
+use gingham_api::resources::core::{EndpointSlice, Secret, Service};
 use gingham_api::resources::{BGPConfiguration, BGPFilter, BGPPeer, BlockAffinity, GinghamNode, IPPool};
 
 #[derive(Clone)]
@@ -19,6 +19,9 @@ pub struct ClusterCache {
     pub affinities: Reflector<BlockAffinity>,
     /// BGPPeer passwords; on kubernetes only the agent's namespace is listed and watched.
     pub secrets: Reflector<Secret>,
+    /// Which Service addresses this node advertises on its own (`externalTrafficPolicy: Local`).
+    pub services: Reflector<Service>,
+    pub endpoint_slices: Reflector<EndpointSlice>,
 }
 
 /// Every kind at one moment (each kind consistent in itself).
@@ -29,8 +32,10 @@ pub struct ClusterSnapshot {
     pub filters: Arc<Snapshot<BGPFilter>>,
     pub pools: Arc<Snapshot<IPPool>>,
     pub affinities: Arc<Snapshot<BlockAffinity>>,
-    /// Keyed `namespace/name`.
+    /// Keyed `namespace/name`, as are the next two.
     pub secrets: Arc<Snapshot<Secret>>,
+    pub services: Arc<Snapshot<Service>>,
+    pub endpoint_slices: Arc<Snapshot<EndpointSlice>>,
 }
 
 impl ClusterCache {
@@ -43,6 +48,8 @@ impl ClusterCache {
             pools: Reflector::start(store.clone(), options),
             affinities: Reflector::start(store.clone(), options),
             secrets: Reflector::start(store.clone(), options),
+            services: Reflector::start(store.clone(), options),
+            endpoint_slices: Reflector::start(store.clone(), options),
         }
     }
 
@@ -55,6 +62,8 @@ impl ClusterCache {
         self.pools.synced().await;
         self.affinities.synced().await;
         self.secrets.synced().await;
+        self.services.synced().await;
+        self.endpoint_slices.synced().await;
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -66,6 +75,8 @@ impl ClusterCache {
             pools: self.pools.snapshot(),
             affinities: self.affinities.snapshot(),
             secrets: self.secrets.snapshot(),
+            services: self.services.snapshot(),
+            endpoint_slices: self.endpoint_slices.snapshot(),
         }
     }
 
@@ -79,6 +90,8 @@ impl ClusterCache {
             pools: self.pools.changed(),
             affinities: self.affinities.changed(),
             secrets: self.secrets.changed(),
+            services: self.services.changed(),
+            endpoint_slices: self.endpoint_slices.changed(),
         }
     }
 }
@@ -91,6 +104,8 @@ pub struct Changes {
     pools: tokio::sync::watch::Receiver<Arc<Snapshot<IPPool>>>,
     affinities: tokio::sync::watch::Receiver<Arc<Snapshot<BlockAffinity>>>,
     secrets: tokio::sync::watch::Receiver<Arc<Snapshot<Secret>>>,
+    services: tokio::sync::watch::Receiver<Arc<Snapshot<Service>>>,
+    endpoint_slices: tokio::sync::watch::Receiver<Arc<Snapshot<EndpointSlice>>>,
 }
 
 impl Changes {
@@ -105,6 +120,8 @@ impl Changes {
             r = self.pools.changed() => r.is_ok(),
             r = self.affinities.changed() => r.is_ok(),
             r = self.secrets.changed() => r.is_ok(),
+            r = self.services.changed() => r.is_ok(),
+            r = self.endpoint_slices.changed() => r.is_ok(),
         };
         // Everything up to now is taken into account by the reader's next snapshot.
         self.nodes.mark_unchanged();
@@ -114,6 +131,8 @@ impl Changes {
         self.pools.mark_unchanged();
         self.affinities.mark_unchanged();
         self.secrets.mark_unchanged();
+        self.services.mark_unchanged();
+        self.endpoint_slices.mark_unchanged();
         ok
     }
 }

@@ -93,7 +93,20 @@ pub fn compute(id: &Identity, cluster: &ClusterSnapshot, held: &HeldMap) -> Resu
     let borrowed = held.keys().filter(|a| !blocks.iter().any(|b| b.contains(**a))).map(|a| IpNetwork::from(*a));
     // Service ranges go out from every node, as Calico does; no kernel route: kube-proxy
     // handles what arrives.
-    let exports = blocks.iter().copied().chain(borrowed).chain(config.service_cidrs()).map(|p| (p, config.communities_for(&p))).collect();
+    let services = crate::service_routes::local_routes(
+        &config,
+        cluster.services.objects.values().map(|s| &**s),
+        cluster.endpoint_slices.objects.values().map(|s| &**s),
+        &id.node,
+    );
+    let exports = blocks
+        .iter()
+        .copied()
+        .chain(borrowed)
+        .chain(config.service_cidrs())
+        .chain(services)
+        .map(|p| (p, config.communities_for(&p)))
+        .collect();
     let link_local_peers = want.values().any(|p| p.config.interface.is_some());
     let statics = want.iter().filter_map(|(addr, p)| p.reachable_by.map(|gw| (IpNetwork::from(*addr), gw))).collect();
     Ok(Desired {
@@ -169,6 +182,8 @@ mod tests {
             pools: empty(),
             affinities: empty(),
             secrets: empty(),
+            services: empty(),
+            endpoint_slices: empty(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod node;
 pub mod peers;
 pub mod policy;
 pub mod router_adverts;
+pub mod service_routes;
 pub mod status;
 
 use std::sync::Arc;

@@ -17,6 +17,18 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, bool)> {
     cols.extend(match kind {
         // Never the values in a table: only YAML and JSON show a Secret's data.
         "Secret" => vec![("NAMESPACE", "/metadata/namespace", false), ("TYPE", "/type", false)],
+        "Service" => vec![
+            ("NAMESPACE", "/metadata/namespace", false),
+            ("TYPE", "/spec/type", false),
+            ("CLUSTERIP", "/spec/clusterIP", false),
+            ("EXTERNALTRAFFICPOLICY", "/spec/externalTrafficPolicy", false),
+            ("INTERNALTRAFFICPOLICY", "/spec/internalTrafficPolicy", true),
+        ],
+        "EndpointSlice" => vec![
+            ("NAMESPACE", "/metadata/namespace", false),
+            ("SERVICE", "/metadata/labels/kubernetes.io~1service-name", false),
+            ("ADDRESSTYPE", "/addressType", false),
+        ],
         "IPPool" => vec![
             ("CIDR", "/spec/cidr", false),
             ("BLOCKSIZE", "/spec/blockSize", false),

@@ -28,7 +28,7 @@ use gingham_integration::netns::Netns;
 use gingham_ipam::AssignArgs;
 
 const NODES: usize = 20;
-const KINDS: usize = 7;
+const KINDS: usize = 9;
 const REST: Duration = Duration::from_secs(30);
 const PODS: usize = 100;
 

@@ -27,6 +27,7 @@ use gingham_api::datastore::kubernetes::KubeStore;
 use gingham_api::datastore::{AnyDatastore, Store};
 use gingham_api::resources::{
     BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, GinghamNode, IPAMHandle, IPPool, IPPoolSpec, PeerPassword, SecretKeyRef,
+    ServiceCidr,
 };
 use gingham_bgp::speaker::{self, SpeakerConfig, SpeakerHandle};
 use gingham_controllers::leader::{Elector, LeaseConfig};
@@ -222,6 +223,33 @@ async fn scenario() {
     server.remove("secrets", &format!("{NS}/bgp"));
     eventually("the peer stops without its Secret", || peers().get(&TOR.parse().unwrap())?.blocked.clone()).await;
     assert!(md5().await.is_none(), "no session runs without its key");
+
+    // Services and EndpointSlices through the agent's watches: a Local Service's external IP is
+    // n1's to advertise while n1 has a ready endpoint of it, and only inside the configured range.
+    let mut config: BGPConfiguration = store.get("default").await.unwrap().unwrap();
+    config.spec.service_external_ips = Some(vec![ServiceCidr { cidr: "198.18.112.0/24".into() }]);
+    store.update(&config).await.unwrap();
+    server.put(
+        "services",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+               "spec": {"type": "LoadBalancer", "externalIPs": ["198.18.112.10", "203.0.113.10"], "externalTrafficPolicy": "Local"}}),
+    );
+    let slice = |node: &str, ready: bool| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "web-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4", "endpoints": [{"addresses": ["198.19.0.9"], "nodeName": node, "conditions": {"ready": ready}}]})
+    };
+    let host: ipnetwork::IpNetwork = "198.18.112.10/32".parse().unwrap();
+    let exported = || status.borrow().exports.contains(&host);
+    server.put("endpointslices", slice("n1", true));
+    eventually("n1 exports the Local Service's external IP", || exported().then_some(())).await;
+    assert!(!status.borrow().exports.contains(&"203.0.113.10/32".parse().unwrap()), "outside the range");
+    server.put("endpointslices", slice("n1", false));
+    eventually("withdrawn when the endpoint is not ready", || (!exported()).then_some(())).await;
+    server.put("endpointslices", slice("n1", true));
+    eventually("back when it is ready again", || exported().then_some(())).await;
+    server.put("endpointslices", slice("n2", true));
+    eventually("withdrawn when the endpoint moves to n2", || (!exported()).then_some(())).await;
 
     // Pods: a deleted Pod's addresses go after the grace; a live one's stay.
     let ipam = Ipam::new(store.clone());

@@ -97,7 +97,7 @@ fn an_unnumbered_link_to_frr_carries_the_session_the_routes_and_the_packets() {
     // periodic pass (every 5 s) finds no drift to repair.
     std::thread::sleep(Duration::from_secs(6));
     let routes = &lab.status(0).unwrap()["routes"];
-    assert_eq!((routes["repaired"].as_u64(), routes["notInstalled"].as_u64()), (Some(0), Some(0)), "{routes}");
+    assert_eq!((routes["repaired"].as_u64(), routes["notInstalled"].as_u64()), (Some(0), Some(0)), "{routes}\n{}", logs(&lab));
 
     // The session goes with the BGPPeer, and its routes with it.
     lab.delete::<BGPPeer>("tor-unnumbered").unwrap();

@@ -1,5 +1,7 @@
 //! Service address ranges (`serviceClusterIPs`, `serviceExternalIPs`, `serviceLoadBalancerIPs`)
-//! advertised by every node, so a ToR spreads the traffic over them with ECMP. Needs root.
+//! advertised by every node, so a ToR spreads the traffic over them with ECMP; and the host
+//! routes of `externalTrafficPolicy: Local` Services, from the nodes with a ready endpoint only.
+//! Needs root.
 //!
 //! ```text
 //!   node-1 198.18.0.11 ─┐
@@ -78,4 +80,119 @@ fn service_ranges_reach_the_tor_as_ecmp_routes_via_every_node_and_leave_with_the
     lab.modify::<BGPConfiguration>("default", |c| c.spec.service_cluster_ips = None).unwrap();
     wait_for("198.18.96.0/20 withdrawn", Duration::from_secs(30), || tor.route("ipv4", "198.18.96.0/20").is_none().then_some(())).unwrap();
     assert_eq!(ecmp_next_hops(&tor, "198.18.112.0/24"), both);
+}
+
+/// The ToR of the Local test: with zebra, so what it selects is in its kernel and a packet it
+/// sends follows it.
+const TOR_WITH_ZEBRA: &str = r#"
+router bgp 65010
+ bgp router-id 198.18.0.13
+ no bgp ebgp-requires-policy
+ neighbor 198.18.0.11 remote-as 64512
+ neighbor 198.18.0.11 timers connect 2
+ neighbor 198.18.0.12 remote-as 64512
+ neighbor 198.18.0.12 timers connect 2
+ address-family ipv4 unicast
+  maximum-paths 8
+ exit-address-family
+"#;
+
+const SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  type: LoadBalancer
+  clusterIP: 198.18.96.10
+  clusterIPs: [198.18.96.10]
+  externalIPs: [198.18.112.10, 203.0.113.10]
+  externalTrafficPolicy: Local
+  ports: [{port: 80, protocol: TCP}]
+status:
+  loadBalancer:
+    ingress: [{ip: 198.18.113.5}]
+"#;
+
+/// The EndpointSlice of `web` with one endpoint on `node`.
+fn slice(node: &str, ready: bool) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-abc\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nendpoints:\n  - addresses: [198.19.0.5]\n    nodeName: {node}\n    conditions: {{ready: {ready}}}\n"
+    )
+}
+
+#[test]
+fn a_local_service_is_routed_to_the_node_with_its_ready_endpoint_and_follows_it() {
+    let mut options = LabOptions::new(2);
+    options.extra_hosts = 1;
+    let lab = Cluster::new(options).unwrap();
+    let tor_ns = &lab.fabric.hosts[2].ns;
+    let tor = Frr::start_with_bfd(tor_ns, TOR_WITH_ZEBRA).unwrap();
+    let spec = BGPPeerSpec { peer_ip: Some("198.18.0.13".into()), as_number: Some(65010), ..Default::default() };
+    lab.create(&BGPPeer::new("tor", spec)).unwrap();
+    let cidrs = |list: &[&str]| Some(list.iter().map(|c| ServiceCidr { cidr: c.to_string() }).collect::<Vec<_>>());
+    lab.modify::<BGPConfiguration>("default", |c| {
+        c.spec.service_cluster_ips = cidrs(&["198.18.96.0/20"]);
+        c.spec.service_external_ips = cidrs(&["198.18.112.0/24"]);
+        c.spec.service_load_balancer_ips = cidrs(&["198.18.113.0/24"]);
+    })
+    .unwrap();
+    lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", tor.logs()));
+    let ctl = gingham_integration::lab::workspace_binary("ginghamctl").unwrap();
+    let apply = |yaml: &str| {
+        let file = lab.dir.path.join("object.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let datastore = format!("sqlite:{}", lab.db.display());
+        let out = std::process::Command::new(&ctl).args(["--datastore", &datastore, "apply", "-f"]).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let t = Duration::from_secs(30);
+    let hosts = ["198.18.96.10/32", "198.18.112.10/32", "198.18.113.5/32"];
+    let only_via = |node: &str| {
+        let want = vec![node.to_string()];
+        wait_for(&format!("{hosts:?} via {node} only"), t, || hosts.iter().all(|h| ecmp_next_hops(&tor, h) == want).then_some(()))
+            .unwrap_or_else(|e| {
+                panic!("{e}: {:?}\n{}", hosts.map(|h| ecmp_next_hops(&tor, h)), lab.nodes[0].agent.as_ref().unwrap().log_tail())
+            })
+    };
+
+    apply(SERVICE);
+    apply(&slice("node-1", true));
+    only_via("198.18.0.11");
+    // Outside every configured range: never advertised.
+    assert!(tor.route("ipv4", "203.0.113.10/32").is_none());
+    // The ranges stay ECMP via both nodes; the host routes only add the preferred node.
+    assert_eq!(ecmp_next_hops(&tor, "198.18.112.0/24"), vec!["198.18.0.11".to_string(), "198.18.0.12".to_string()]);
+
+    // The endpoint moves to node-2: so does the route.
+    let moved = std::time::Instant::now();
+    apply(&slice("node-2", true));
+    only_via("198.18.0.12");
+    eprintln!("host routes moved to node-2 at the ToR {:.2} s after the EndpointSlice changed", moved.elapsed().as_secs_f64());
+
+    // Packets the ToR sends to the external IP arrive at node-2, not node-1 (counted before
+    // routing in each node's namespace).
+    let count = |i: usize| -> u64 {
+        let out = lab.fabric.hosts[i].ns.exec("nft", &["list", "chain", "ip", "svccount", "pre"]).unwrap();
+        out.split_whitespace().skip_while(|w| *w != "packets").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    for i in 0..2 {
+        let ns = &lab.fabric.hosts[i].ns;
+        ns.exec("nft", &["add", "table", "ip", "svccount"]).unwrap();
+        ns.exec("nft", &["add chain ip svccount pre { type filter hook prerouting priority -300 ; }"]).unwrap();
+        ns.exec("nft", &["add rule ip svccount pre ip daddr 198.18.112.10 counter"]).unwrap();
+    }
+    let _no_reply_expected = tor_ns.exec("ping", &["-c", "3", "-i", "0.2", "-W", "1", "198.18.112.10"]);
+    let (at1, at2) = (count(0), count(1));
+    for i in 0..2 {
+        let _ = lab.fabric.hosts[i].ns.exec("nft", &["delete", "table", "ip", "svccount"]);
+    }
+    assert_eq!((at1, at2), (0, 3), "packets to 198.18.112.10 counted at node-1 and node-2");
+
+    // Not ready any more: withdrawn, the ranges stay.
+    let unready = std::time::Instant::now();
+    apply(&slice("node-2", false));
+    wait_for("host routes withdrawn", t, || hosts.iter().all(|h| tor.route("ipv4", h).is_none()).then_some(())).unwrap();
+    eprintln!("host routes withdrawn at the ToR {:.2} s after the endpoint became not ready", unready.elapsed().as_secs_f64());
+    assert_eq!(ecmp_next_hops(&tor, "198.18.112.0/24").len(), 2);
 }

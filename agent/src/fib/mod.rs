@@ -206,6 +206,7 @@ impl Fib {
     async fn handle_batch(&mut self, batch: Vec<FibCommand>) -> bool {
         let mut touched: BTreeSet<WantKey> = BTreeSet::new();
         let mut kernel_changed = false;
+        let mut synced = false;
         for command in batch {
             match command {
                 FibCommand::Set(changes) => {
@@ -217,10 +218,9 @@ impl Fib {
                         touched.insert(key);
                     }
                 }
-                FibCommand::Synced => {
-                    self.adopting = false;
-                    self.resync().await;
-                }
+                // After this batch's own changes: routes that arrived with the End-of-RIB are
+                // installed as changes, not found missing (and counted as repairs) by the resync.
+                FibCommand::Synced => synced = true,
                 FibCommand::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
@@ -235,6 +235,10 @@ impl Fib {
             let done = self.execute(plan, &evaluated).await;
             self.stats.programmed += done.installed;
             self.stats.removed += done.removed;
+        }
+        if synced {
+            self.adopting = false;
+            self.resync().await;
         }
         kernel_changed
     }

@@ -2,7 +2,8 @@
 //! plain documents, into another (sqlite <-> kubernetes). What a datastore assigns on write
 //! (resourceVersion, uid, timestamps, managed fields) is left out, so an export of an import is
 //! the export itself. Node status reports are not carried (each agent writes a new one within
-//! seconds); Secrets only when asked, since an export is often shared.
+//! seconds); Secrets only when asked, since an export is often shared; Services and
+//! EndpointSlices never (they are the cluster's, which sqlite mode only stands in for).
 
 use serde_json::Value;
 
@@ -14,7 +15,8 @@ pub const ASSIGNED: &[&str] = &["resourceVersion", "uid", "creationTimestamp", "
 
 /// The kinds an export holds, in an order an import can create them in.
 pub fn kinds(with_secrets: bool) -> Vec<KindInfo> {
-    let secrets = core::stored_kinds().iter().filter(|_| with_secrets);
+    // Services and EndpointSlices belong to the cluster, not to Gingham: never carried.
+    let secrets = core::stored_kinds().iter().filter(|k| with_secrets && k.kind == core::SECRET.kind);
     all_kinds().iter().filter(|k| k.kind != GINGHAM_NODE_STATUS.kind).chain(secrets).copied().collect()
 }
 

@@ -220,6 +220,8 @@ pub fn validate_value(value: &serde_json::Value) -> Result<(), ValidationError> 
     strict::refuse_unknown_fields(kind, value)?;
     match kind {
         "Secret" => check::<core::Secret>(value),
+        "Service" => check::<core::Service>(value),
+        "EndpointSlice" => check::<core::EndpointSlice>(value),
         "IPPool" => check::<IPPool>(value),
         "BGPConfiguration" => check::<BGPConfiguration>(value),
         "BGPPeer" => check::<BGPPeer>(value),

@@ -403,8 +403,8 @@ impl View {
 }
 
 fn known_kinds() -> impl Iterator<Item = gingham_api::resources::KindInfo> {
-    use gingham_api::resources::core::{LEASE, NODE, POD_METADATA, SECRET};
-    gingham_api::resources::all_kinds().iter().copied().chain([SECRET, NODE, POD_METADATA, LEASE])
+    use gingham_api::resources::core::{ENDPOINT_SLICE, LEASE, NODE, POD_METADATA, SECRET, SERVICE};
+    gingham_api::resources::all_kinds().iter().copied().chain([SECRET, SERVICE, ENDPOINT_SLICE, NODE, POD_METADATA, LEASE])
 }
 
 fn object_key(obj: &Value) -> String {
