@@ -41,16 +41,24 @@ protocol bgp n3 from node {{ neighbor 198.18.0.13 as 64512; }}
     )
 }
 
-/// Seconds until the ToR, node-1 and node-2 no longer route node-3's block.
-fn one(hold: u16, bfd: bool) -> Result<[Duration; 3]> {
+/// Three nodes with the hold time `hold` everywhere, a fourth host for the ToR (198.18.0.14,
+/// AS 65010) configured as every node's peer, and BFD (300 ms x 3) on the mesh and towards the
+/// ToR when `bfd`; the ToR itself is the caller's to start. Returns the lab and the BFD setting.
+fn lab_with_tor(hold: u16, bfd: bool) -> Result<(Cluster, Option<BfdSpec>)> {
     let mut options = LabOptions::new(3);
     options.extra_hosts = 1;
     options.hold_time = hold;
-    let mut lab = Cluster::new(options)?;
+    let lab = Cluster::new(options)?;
     let spec = bfd.then(BfdSpec::default);
     lab.modify::<BGPConfiguration>("default", |c| c.spec.node_to_node_mesh_bfd = spec.clone())?;
     let tor_peer = BGPPeerSpec { peer_ip: Some("198.18.0.14".into()), as_number: Some(65010), bfd: spec.clone(), ..Default::default() };
     lab.create(&BGPPeer::new("tor", tor_peer))?;
+    Ok((lab, spec))
+}
+
+/// Seconds until the ToR, node-1 and node-2 no longer route node-3's block.
+fn one(hold: u16, bfd: bool) -> Result<[Duration; 3]> {
+    let (mut lab, _) = lab_with_tor(hold, bfd)?;
     let tor = Bird::start(&lab.fabric.hosts[3].ns, &tor_config(hold, bfd))?;
     let pod = lab.add_pod(2, "behind-the-cut")?.address;
     lab.wait_established(Duration::from_secs(60))?;
@@ -165,14 +173,7 @@ pub struct SecondPath {
 
 /// Builds the second-path lab, cuts node-3's fabric port under a 100/s ping and counts.
 pub fn second_path(hold: u16, bfd: bool) -> Result<SecondPath> {
-    let mut options = LabOptions::new(3);
-    options.extra_hosts = 1;
-    options.hold_time = hold;
-    let mut lab = Cluster::new(options)?;
-    let spec = bfd.then(BfdSpec::default);
-    lab.modify::<BGPConfiguration>("default", |c| c.spec.node_to_node_mesh_bfd = spec.clone())?;
-    let tor_peer = BGPPeerSpec { peer_ip: Some("198.18.0.14".into()), as_number: Some(65010), bfd: spec.clone(), ..Default::default() };
-    lab.create(&BGPPeer::new("tor", tor_peer))?;
+    let (mut lab, spec) = lab_with_tor(hold, bfd)?;
     // The uplink: its own session, sourced from the uplink's address so that it is the next hop.
     let uplink = BGPPeerSpec {
         node: Some("node-3".into()),

@@ -82,21 +82,6 @@ fn service_ranges_reach_the_tor_as_ecmp_routes_via_every_node_and_leave_with_the
     assert_eq!(ecmp_next_hops(&tor, "198.18.112.0/24"), both);
 }
 
-/// The ToR of the Local test: with zebra, so what it selects is in its kernel and a packet it
-/// sends follows it.
-const TOR_WITH_ZEBRA: &str = r#"
-router bgp 65010
- bgp router-id 198.18.0.13
- no bgp ebgp-requires-policy
- neighbor 198.18.0.11 remote-as 64512
- neighbor 198.18.0.11 timers connect 2
- neighbor 198.18.0.12 remote-as 64512
- neighbor 198.18.0.12 timers connect 2
- address-family ipv4 unicast
-  maximum-paths 8
- exit-address-family
-"#;
-
 const SERVICE: &str = r#"apiVersion: v1
 kind: Service
 metadata:
@@ -127,7 +112,9 @@ fn a_local_service_is_routed_to_the_node_with_its_ready_endpoint_and_follows_it(
     options.extra_hosts = 1;
     let lab = Cluster::new(options).unwrap();
     let tor_ns = &lab.fabric.hosts[2].ns;
-    let tor = Frr::start_with_bfd(tor_ns, TOR_WITH_ZEBRA).unwrap();
+    // With zebra this time: what the ToR selects is in its kernel, and a packet it sends
+    // follows it.
+    let tor = Frr::start_with_bfd(tor_ns, TOR).unwrap();
     let spec = BGPPeerSpec { peer_ip: Some("198.18.0.13".into()), as_number: Some(65010), ..Default::default() };
     lab.create(&BGPPeer::new("tor", spec)).unwrap();
     let cidrs = |list: &[&str]| Some(list.iter().map(|c| ServiceCidr { cidr: c.to_string() }).collect::<Vec<_>>());
