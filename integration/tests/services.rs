@@ -43,12 +43,13 @@ fn ecmp_next_hops(frr: &Frr, prefix: &str) -> Vec<String> {
     hops
 }
 
-#[test]
-fn service_ranges_reach_the_tor_as_ecmp_routes_via_every_node_and_leave_with_the_configuration() {
+/// Two nodes peering with the FRR ToR (started by `start`), the three service ranges configured
+/// (cluster 198.18.96.0/20, external 198.18.112.0/24, LoadBalancer 198.18.113.0/24), sessions up.
+fn lab_with_ranges(start: fn(&gingham_integration::netns::Netns, &str) -> anyhow::Result<Frr>) -> (Cluster, Frr) {
     let mut options = LabOptions::new(2);
     options.extra_hosts = 1;
     let lab = Cluster::new(options).unwrap();
-    let tor = Frr::start(&lab.fabric.hosts[2].ns, TOR).unwrap();
+    let tor = start(&lab.fabric.hosts[2].ns, TOR).unwrap();
     let spec = BGPPeerSpec { peer_ip: Some("198.18.0.13".into()), as_number: Some(65010), ..Default::default() };
     lab.create(&BGPPeer::new("tor", spec)).unwrap();
     let cidrs = |list: &[&str]| Some(list.iter().map(|c| ServiceCidr { cidr: c.to_string() }).collect::<Vec<_>>());
@@ -58,7 +59,13 @@ fn service_ranges_reach_the_tor_as_ecmp_routes_via_every_node_and_leave_with_the
         c.spec.service_load_balancer_ips = cidrs(&["198.18.113.0/24"]);
     })
     .unwrap();
-    lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", tor.daemon.log_tail()));
+    lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", tor.logs()));
+    (lab, tor)
+}
+
+#[test]
+fn service_ranges_reach_the_tor_as_ecmp_routes_via_every_node_and_leave_with_the_configuration() {
+    let (lab, tor) = lab_with_ranges(Frr::start);
     let both = vec!["198.18.0.11".to_string(), "198.18.0.12".to_string()];
     for prefix in ["198.18.96.0/20", "198.18.112.0/24", "198.18.113.0/24"] {
         wait_for(&format!("{prefix} via both nodes at the ToR"), Duration::from_secs(30), || {
@@ -108,23 +115,10 @@ fn slice(node: &str, ready: bool) -> String {
 
 #[test]
 fn a_local_service_is_routed_to_the_node_with_its_ready_endpoint_and_follows_it() {
-    let mut options = LabOptions::new(2);
-    options.extra_hosts = 1;
-    let lab = Cluster::new(options).unwrap();
-    let tor_ns = &lab.fabric.hosts[2].ns;
     // With zebra this time: what the ToR selects is in its kernel, and a packet it sends
     // follows it.
-    let tor = Frr::start_with_bfd(tor_ns, TOR).unwrap();
-    let spec = BGPPeerSpec { peer_ip: Some("198.18.0.13".into()), as_number: Some(65010), ..Default::default() };
-    lab.create(&BGPPeer::new("tor", spec)).unwrap();
-    let cidrs = |list: &[&str]| Some(list.iter().map(|c| ServiceCidr { cidr: c.to_string() }).collect::<Vec<_>>());
-    lab.modify::<BGPConfiguration>("default", |c| {
-        c.spec.service_cluster_ips = cidrs(&["198.18.96.0/20"]);
-        c.spec.service_external_ips = cidrs(&["198.18.112.0/24"]);
-        c.spec.service_load_balancer_ips = cidrs(&["198.18.113.0/24"]);
-    })
-    .unwrap();
-    lab.wait_established(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", tor.logs()));
+    let (lab, tor) = lab_with_ranges(Frr::start_with_bfd);
+    let tor_ns = &lab.fabric.hosts[2].ns;
     let ctl = gingham_integration::lab::workspace_binary("ginghamctl").unwrap();
     let apply = |yaml: &str| {
         let file = lab.dir.path.join("object.yaml");
