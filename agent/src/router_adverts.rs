@@ -70,7 +70,7 @@ async fn run(mut rx: mpsc::Receiver<BTreeSet<String>>) {
                     links.entry(name).or_insert(Link { due: Instant::now(), initial_left: INITIAL_COUNT });
                 }
             }
-            () = sleep_until(next) => {
+            () = gingham_bgp::session::sleep_until(next) => {
                 let now = Instant::now();
                 for (name, link) in links.iter_mut().filter(|(_, l)| l.due <= now) {
                     if let Err(e) = send(&mut socket, name) {
@@ -81,13 +81,6 @@ async fn run(mut rx: mpsc::Receiver<BTreeSet<String>>) {
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -7,5 +7,7 @@ mod peer;
 pub mod socket;
 
 pub use listener::{Listener, UnknownConnection};
-pub use peer::{spawn_counted_peer, spawn_peer, Notifications, PeerCommand, PeerConfig, PeerCounters, PeerEvent, PeerHandle, PeerSnapshot};
+pub use peer::{
+    sleep_until, spawn_counted_peer, spawn_peer, Notifications, PeerCommand, PeerConfig, PeerCounters, PeerEvent, PeerHandle, PeerSnapshot,
+};
 pub use socket::{interface_index, Transport, TtlMode};

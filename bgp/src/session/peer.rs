@@ -496,7 +496,9 @@ fn is_collision(m: &Message) -> bool {
     matches!(m, Message::Notification(n) if n.error_code() == Some(crate::wire::ErrorCode::ConnectionCollisionResolution))
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Waits for the earliest of a driver's timers; forever, without one. (Every owner task that
+/// keeps its deadlines in a map selects on this.)
+pub async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

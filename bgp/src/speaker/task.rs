@@ -17,7 +17,7 @@ use crate::procedures::refresh::{self, InboundRefresh, Reply};
 use crate::procedures::TimerOp;
 use crate::rib::decision::DecisionConfig;
 use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
-use crate::session::{Listener, PeerCommand, PeerEvent, PeerHandle};
+use crate::session::{sleep_until, Listener, PeerCommand, PeerEvent, PeerHandle};
 use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, RefreshSubtype, RouteRefresh, Update};
 
 /// Prefixes exported per step; bounds the transient memory of a full-table flood.
@@ -703,12 +703,4 @@ async fn send_table(rib: &mut Rib, id: PeerId, families: &[Family], handle: &Pee
     let mut updates = rib.export_all(id);
     updates.extend(families.iter().map(|f| Update::end_of_rib(*f)));
     handle.send(PeerCommand::Send(updates)).await;
-}
-
-/// Waits for the earliest timer; never, without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
