@@ -97,8 +97,9 @@ pub struct NeighborConfig {
     /// Offer RFC 8950 on this session: IPv4 unicast with IPv6 next hops, both ways. On an
     /// IPv6 session this also adds IPv4 unicast to the families.
     pub extended_next_hop: bool,
-    /// The link of a link-local `address` (an interface name): required for one, refused
-    /// for any other address.
+    /// The link of a link-local `address` (an interface name), its scope: connections go out
+    /// on it and are accepted only from it. The agent sets it for link-local peers only (the
+    /// BGPPeer validation refuses `%IF` on any other address).
     pub interface: Option<String>,
 }
 
