@@ -104,9 +104,9 @@ fn adapt(kind: &str, doc: &mut Value, note: &mut dyn FnMut(String, String)) -> R
             }
             if let Some(uses) = doc.pointer_mut("/spec/allowedUses").and_then(Value::as_array_mut) {
                 let before = uses.clone();
-                uses.retain(|u| matches!(u.as_str(), Some("Workload" | "Tunnel")));
+                uses.retain(|u| matches!(u.as_str(), Some("Workload" | "Tunnel" | "LoadBalancer")));
                 for gone in before.iter().filter(|u| !uses.contains(u)) {
-                    note("spec.allowedUses".into(), format!("{gone} dropped: Gingham pools serve Workload and Tunnel only"));
+                    note("spec.allowedUses".into(), format!("{gone} dropped: Gingham pools serve Workload, Tunnel and LoadBalancer only"));
                 }
                 if uses.is_empty() {
                     return Err("spec.allowedUses: nothing Gingham can use is left".into());

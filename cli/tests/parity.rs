@@ -187,12 +187,11 @@ fn calico_resources_convert_with_every_dropped_field_reported() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/calico/example.yaml");
     let out = run(&db, &["convert", "-f", example], "");
     let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
-    // The LoadBalancer-only pool has nothing Gingham can use: not converted, exit 1.
+    // A LoadBalancer pool that masquerades means nothing Gingham can do: not converted, exit 1.
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for note in [
         "IPPool \"my.ippool-1\": spec.ipipMode: \"CrossSubnet\" dropped: Gingham never encapsulates",
-        "IPPool \"lb-pool\": spec.allowedUses: \"LoadBalancer\" dropped",
-        "IPPool \"lb-pool\": not converted: spec.allowedUses",
+        "IPPool \"lb-nat\": not converted: spec.natOutgoing: masquerades traffic from pods' addresses",
         "BGPConfiguration \"default\": spec.nodeMeshMaxRestartTime: dropped (\"120s\"): the mesh's restart time is the agent's --restart-time flag",
         "BGPPeer \"some.name\": spec.reversePeering: dropped",
         "BGPFilter \"my-filter\": spec.exportV4[1]: rule dropped: interface matches are not supported",
@@ -200,7 +199,7 @@ fn calico_resources_convert_with_every_dropped_field_reported() {
         "GinghamNode \"node-hostname\": spec.addresses: dropped",
         "GinghamNode \"node-hostname\": status: dropped",
         "FelixConfiguration \"default\": skipped: Gingham has no counterpart",
-        "converted 7 resources; 1 could not be converted; 1 skipped",
+        "converted 8 resources; 1 could not be converted; 1 skipped",
     ] {
         assert!(stderr.contains(note), "missing note {note:?} in:\n{stderr}");
     }
@@ -211,6 +210,8 @@ fn calico_resources_convert_with_every_dropped_field_reported() {
     ok(&db, &["--init", "apply", "-f", &converted]);
     let pool: serde_json::Value = serde_json::from_str(&ok(&db, &["get", "ippool", "my.ippool-1", "-o", "json"])).unwrap();
     assert_eq!((pool["spec"]["cidr"].as_str(), pool["spec"]["natOutgoing"].as_bool()), (Some("10.1.0.0/16"), Some(true)));
+    let lb: serde_json::Value = serde_json::from_str(&ok(&db, &["get", "ippool", "lb-pool", "-o", "json"])).unwrap();
+    assert_eq!(lb["spec"]["allowedUses"], serde_json::json!(["LoadBalancer"]), "{lb}");
     let config: serde_json::Value = serde_json::from_str(&ok(&db, &["get", "bgpconfiguration", "default", "-o", "json"])).unwrap();
     assert_eq!(config["spec"]["serviceLoadBalancerIPs"][0]["cidr"], "10.11.0.0/16", "service ranges are kept: {config}");
     assert!(!stderr.contains("serviceLoadBalancerIPs"), "{stderr}");

@@ -1,5 +1,6 @@
 //! `gingham-controllers`: one active replica per cluster (a Deployment; a Lease picks the
-//! leader) that releases what deleted Nodes and Pods held and mirrors Node labels.
+//! leader) that releases what deleted Nodes and Pods held, mirrors Node labels and runs
+//! LoadBalancer IPAM.
 
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use gingham_controllers::{Options, Totals};
 #[command(
     name = "gingham-controllers",
     version,
-    about = "Gingham's cluster-wide controllers: node and pod garbage collection, Node label sync"
+    about = "Gingham's cluster-wide controllers: node and pod garbage collection, Node label sync, LoadBalancer IPAM"
 )]
 struct Config {
-    /// Only `kubernetes`: the controllers follow Kubernetes Nodes and Pods.
+    /// `kubernetes`, or `sqlite:PATH` for LoadBalancer IPAM alone (there are no Kubernetes Nodes
+    /// and Pods to collect garbage after there).
     #[arg(long, env = "GINGHAM_DATASTORE", default_value = "kubernetes")]
     datastore: String,
     /// Where the Lease lives (the Deployment sets it from the downward API).
@@ -53,12 +55,17 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
+    let kubernetes = config.datastore == "kubernetes";
     anyhow::ensure!(
-        config.datastore == "kubernetes",
-        "--datastore {}: gingham-controllers follows Kubernetes Nodes and Pods and needs the kubernetes datastore; \
-         in sqlite mode `ginghamctl delete node` retires a node and the agents reclaim their pods' addresses",
+        kubernetes || config.datastore.starts_with("sqlite:"),
+        "--datastore {}: gingham-controllers runs on `kubernetes` or `sqlite:PATH`",
         config.datastore
     );
+    if !kubernetes {
+        tracing::info!(
+            "sqlite datastore: LoadBalancer IPAM only; `ginghamctl delete node` retires a node and the agents reclaim their pods' addresses"
+        );
+    }
     anyhow::ensure!(config.renew_deadline < config.lease_duration, "--renew-deadline must be shorter than --lease-duration");
     let identity = match config.identity.clone() {
         Some(id) => id,
@@ -78,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         let options = Options {
             pod_grace: Duration::from_secs(config.pod_gc_grace),
             cache: gingham_api::cache::CacheOptions { resync: Duration::from_secs(config.cache_resync), ..Default::default() },
+            collect_garbage: kubernetes,
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let shutdown = async move {

@@ -26,8 +26,8 @@ use gingham_api::cache::CacheOptions;
 use gingham_api::datastore::kubernetes::KubeStore;
 use gingham_api::datastore::{AnyDatastore, Store};
 use gingham_api::resources::{
-    BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, GinghamNode, IPAMHandle, IPPool, IPPoolSpec, PeerPassword, SecretKeyRef,
-    ServiceCidr,
+    AllowedUse, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, GinghamNode, IPAMHandle, IPPool, IPPoolSpec, PeerPassword,
+    SecretKeyRef, ServiceCidr,
 };
 use gingham_bgp::speaker::{self, SpeakerConfig, SpeakerHandle};
 use gingham_controllers::leader::{Elector, LeaseConfig};
@@ -138,7 +138,7 @@ fn replica(store: &Store<AnyDatastore>, identity: &str) -> (watch::Receiver<Tota
     let (totals_tx, totals) = watch::channel(Totals::default());
     let totals_tx = Arc::new(totals_tx);
     let store2 = store.clone();
-    let options = Options { pod_grace: GRACE, cache: CacheOptions::default() };
+    let options = Options { pod_grace: GRACE, cache: CacheOptions::default(), collect_garbage: true };
     let elector = Elector::new(store.clone(), lease);
     let task = tokio::spawn(elector.run(
         move || {
@@ -250,6 +250,51 @@ async fn scenario() {
     eventually("back when it is ready again", || exported().then_some(())).await;
     server.put("endpointslices", slice("n2", true));
     eventually("withdrawn when the endpoint moves to n2", || (!exported()).then_some(())).await;
+
+    // LoadBalancer IPAM: the controllers give web an address from the LoadBalancer pool through
+    // the Service's status subresource; n1 advertises it while it has web's endpoint.
+    let lb = IPPoolSpec { cidr: "198.18.113.0/24".into(), allowed_uses: Some(vec![AllowedUse::LoadBalancer]), ..Default::default() };
+    store.create(&IPPool::new("lb", lb.clone())).await.unwrap();
+    store.create(&IPPool::new("lb6", IPPoolSpec { cidr: "2001:db8:113::/112".into(), ..lb })).await.unwrap();
+    let mut config: BGPConfiguration = store.get("default").await.unwrap().unwrap();
+    config.spec.service_load_balancer_ips = Some(vec![ServiceCidr { cidr: "198.18.113.0/24".into() }]);
+    store.update(&config).await.unwrap();
+    let ingress = |key: &str| server.object("services", key)?.pointer("/status/loadBalancer/ingress/0/ip")?.as_str().map(str::to_owned);
+    let lb_ip = eventually("web gets a LoadBalancer address", || ingress("shop/web")).await;
+    assert!(lb_ip.starts_with("198.18.113."), "{lb_ip}");
+    let lb_host: ipnetwork::IpNetwork = format!("{lb_ip}/32").parse().unwrap();
+    let lb_exported = || status.borrow().exports.contains(&lb_host);
+    server.put("endpointslices", slice("n1", true));
+    eventually("n1 exports web's LoadBalancer address", || lb_exported().then_some(())).await;
+    // A dual-stack Service asking for that address (and an IPv6 one) is told who holds it, and
+    // gets only the IPv6 address.
+    let both = json!([lb_ip, "2001:db8:113::5"]).to_string();
+    server.put(
+        "services",
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "copy", "namespace": "shop", "annotations": {"gingham.io/loadBalancerIPs": both}},
+               "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv4", "IPv6"]}}),
+    );
+    let condition = |key: &str| {
+        let svc = server.object("services", key)?;
+        svc.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "gingham.io/LoadBalancerAddresses").cloned()
+    };
+    let refused = eventually("copy is refused", || condition("shop/copy").filter(|c| c["status"] == "False")).await;
+    assert_eq!(refused["message"], format!("{lb_ip} is already held by Service shop/web"));
+    assert_eq!(ingress("shop/copy").as_deref(), Some("2001:db8:113::5"));
+    // web deleted: its address is released and withdrawn, and goes to copy, which asked for it.
+    server.remove("services", "shop/web");
+    eventually("n1 withdraws web's address", || (!lb_exported()).then_some(())).await;
+    eventually("copy gets the released address", || (ingress("shop/copy")? == lb_ip).then_some(())).await;
+    eventually("copy's condition clears", || condition("shop/copy").filter(|c| c["status"] == "True")).await;
+    server.remove("services", "shop/copy");
+    let mut t = totals_a.clone();
+    tokio::time::timeout(Duration::from_secs(20), t.wait_for(|t| t.load_balancer_released == 3))
+        .await
+        .expect("copy's addresses released with the Service")
+        .unwrap();
+    let (handles, _) = store.list::<IPAMHandle>().await.unwrap();
+    assert!(!handles.iter().any(|h| h.spec.handle_id.starts_with("lb.")), "no LoadBalancer handle left");
 
     // Pods: a deleted Pod's addresses go after the grace; a live one's stay.
     let ipam = Ipam::new(store.clone());

@@ -82,7 +82,7 @@ impl<D: Datastore> Ipam<D> {
     }
 
     /// The address of `family` the handle already holds, if any.
-    async fn existing(&self, args: &AssignArgs, family: Family) -> Result<Option<Assignment>> {
+    pub(crate) async fn existing(&self, args: &AssignArgs, family: Family) -> Result<Option<Assignment>> {
         let Some(handle) = self.store.get::<IPAMHandle>(&handle_name(&args.handle)).await? else { return Ok(None) };
         for cidr in handle.spec.block.keys().filter_map(|c| c.parse::<IpNetwork>().ok()).filter(|c| Family::of(c) == family) {
             let Some(b) = self.store.get::<IPAMBlock>(&block_name(&cidr.to_string())).await? else { continue };
@@ -99,7 +99,7 @@ impl<D: Datastore> Ipam<D> {
     /// One address from block `cidr`; `None` when it has none free (or is no longer affine to
     /// `affine_to`, when given). The handle is counted first, as in Calico: a crash between the
     /// two writes leaves a count too high (harmless) rather than an allocation nobody can find.
-    async fn assign_in_block(
+    pub(crate) async fn assign_in_block(
         &self,
         cidr: IpNetwork,
         args: &AssignArgs,

@@ -12,9 +12,17 @@ pub fn host_affinity(node: &str) -> String {
     format!("host:{node}")
 }
 
+/// The affinity of a LoadBalancer pool's blocks, as Calico writes it: they belong to no node.
+pub const LOAD_BALANCER_AFFINITY: &str = "virtual:load-balancer";
+
 /// The node a block is affine to, if any.
 pub fn affine_node(spec: &IPAMBlockSpec) -> Option<&str> {
     spec.affinity.as_deref()?.strip_prefix("host:")
+}
+
+/// Whether the block holds LoadBalancer addresses (Services', never pods').
+pub fn is_load_balancer(spec: &IPAMBlockSpec) -> bool {
+    spec.affinity.as_deref() == Some(LOAD_BALANCER_AFFINITY)
 }
 
 /// A fresh block: every address free, handed out lowest first.
@@ -91,6 +99,39 @@ pub fn assign(
     let cidr = cidr_of(spec);
     let pos = spec.unallocated.iter().position(|&o| !reserved(address_of(cidr, o)))?;
     let ordinal = spec.unallocated.remove(pos);
+    Some(record(spec, ordinal, handle, secondary))
+}
+
+/// Why [`assign_address`] could not give the address.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Unavailable {
+    /// Another handle holds it.
+    Held(AllocationAttribute),
+    /// Not in this block, or the block is being deleted.
+    NotHere,
+}
+
+/// Takes `addr` for `handle`; succeeds again, without a second allocation, when the handle
+/// already holds it.
+pub fn assign_address(
+    spec: &mut IPAMBlockSpec,
+    addr: IpAddr,
+    handle: &str,
+    secondary: &BTreeMap<String, String>,
+) -> Result<Allocated, Unavailable> {
+    let ordinal = ordinal_of(cidr_of(spec), addr).filter(|_| !spec.deleted).ok_or(Unavailable::NotHere)?;
+    if let Some(attr) = holder(spec, addr) {
+        return match attr.handle_id.as_deref() == Some(handle) {
+            true => Ok(Allocated { address: addr, sequence: sequence_of(spec, addr).unwrap_or_default() }),
+            false => Err(Unavailable::Held(attr.clone())),
+        };
+    }
+    spec.unallocated.retain(|&o| o != ordinal);
+    Ok(record(spec, ordinal, handle, secondary))
+}
+
+fn record(spec: &mut IPAMBlockSpec, ordinal: u32, handle: &str, secondary: &BTreeMap<String, String>) -> Allocated {
+    let cidr = cidr_of(spec);
     // Allocations with the same handle and attributes share one attribute entry, as in Calico.
     let attr = AllocationAttribute { handle_id: Some(handle.to_string()), secondary: secondary.clone() };
     let index = match spec.attributes.iter().position(|a| *a == attr) {
@@ -103,7 +144,7 @@ pub fn assign(
     spec.allocations[ordinal as usize] = Some(index as u32);
     spec.sequence_number += 1;
     spec.sequence_number_for_allocation.insert(ordinal.to_string(), spec.sequence_number);
-    Some(Allocated { address: address_of(cidr, ordinal), sequence: spec.sequence_number })
+    Allocated { address: address_of(cidr, ordinal), sequence: spec.sequence_number }
 }
 
 /// The handle holding `addr`, if it is allocated in this block.
@@ -247,6 +288,24 @@ mod tests {
         assert_eq!(release(&mut b, a.address, &ReleaseCheck { sequence: Some(a.sequence), ..Default::default() }), None);
         assert_eq!(release(&mut b, a.address, &ReleaseCheck { handle: Some("h2".into()), ..Default::default() }), None);
         assert_eq!(holder(&b, a.address).unwrap().handle_id.as_deref(), Some("h3"));
+    }
+
+    #[test]
+    fn a_named_address_is_taken_once() {
+        let mut b = block();
+        let addr: IpAddr = "198.19.0.2".parse().unwrap();
+        let first = assign_address(&mut b, addr, "svc-a", &BTreeMap::new()).unwrap();
+        assert_eq!(first.address, addr);
+        assert_eq!(assign_address(&mut b, addr, "svc-a", &BTreeMap::new()), Ok(first), "the holder asking again gets it again");
+        match assign_address(&mut b, addr, "svc-b", &BTreeMap::new()) {
+            Err(Unavailable::Held(attr)) => assert_eq!(attr.handle_id.as_deref(), Some("svc-a")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(in_use(&b), 1);
+        assert!(!b.unallocated.contains(&2), "the named address left the free list");
+        let others: Vec<IpAddr> = (0..3).map(|_| assign(&mut b, "h", &BTreeMap::new(), &no_reservations).unwrap().address).collect();
+        assert!(!others.contains(&addr));
+        assert_eq!(assign_address(&mut b, "198.19.0.9".parse().unwrap(), "svc-a", &BTreeMap::new()), Err(Unavailable::NotHere));
     }
 
     #[test]

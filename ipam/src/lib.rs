@@ -15,6 +15,7 @@ mod assign;
 pub mod block;
 mod cas;
 mod check;
+mod load_balancer;
 pub mod pools;
 mod release;
 
@@ -28,6 +29,7 @@ use thiserror::Error;
 
 pub use block::ReleaseCheck;
 pub use check::{CheckReport, Leak, LeakReason, RepairReport};
+pub use load_balancer::{LoadBalancerRequest, Wanted, ATTR_SERVICE};
 pub use pools::Family;
 pub use release::{NodeRelease, NodeRetirement};
 
@@ -47,11 +49,29 @@ pub enum IpamError {
     NoPool { node: String, family: Family },
     #[error("no free {family} address for node {node:?}: every block of its pools is full{}", if *.strict { " and strictAffinity forbids borrowing from other nodes' blocks" } else { "" })]
     Exhausted { node: String, family: Family, strict: bool },
+    #[error("{address} is already held by {holder}")]
+    AddressInUse { address: IpAddr, holder: String },
+    #[error("{address} is in no enabled LoadBalancer IPPool{}", in_pools(.pools))]
+    NotInLoadBalancerPool { address: IpAddr, pools: Option<Vec<String>> },
+    #[error("{address} is reserved by an IPReservation")]
+    Reserved { address: IpAddr },
+    #[error("no enabled {family} LoadBalancer IPPool{}: create one with allowedUses: [LoadBalancer]", in_pools(.pools))]
+    NoLoadBalancerPool { family: Family, pools: Option<Vec<String>> },
+    #[error("IPPool {pool:?} {reason}")]
+    BadPool { pool: String, reason: &'static str },
+    #[error("no free {family} address in the LoadBalancer IPPools{}: every block is full", in_pools(.pools))]
+    LoadBalancerExhausted { family: Family, pools: Option<Vec<String>> },
+    #[error("block {block} lies in a LoadBalancer IPPool but belongs to a node: do two pools overlap?")]
+    NotALoadBalancerBlock { block: IpNetwork },
     #[error("gave up {what} after {attempts} conflicting writes; the datastore is too busy, try again")]
     TooManyConflicts { what: String, attempts: usize },
 }
 
 pub type Result<T, E = IpamError> = std::result::Result<T, E>;
+
+fn in_pools(pools: &Option<Vec<String>>) -> String {
+    pools.as_ref().map(|p| format!(" among {p:?}")).unwrap_or_default()
+}
 
 /// What to assign.
 #[derive(Clone, Debug, Default)]
@@ -120,11 +140,16 @@ impl<D: Datastore> Ipam<D> {
     }
 
     async fn context(&self, node: &str) -> Result<Context> {
-        let (pools, _) = self.store.list::<IPPool>().await?;
         let labels = self.store.get::<GinghamNode>(node).await?.map(|n| n.labels()).unwrap_or_default();
         let config = self.store.get::<IPAMConfiguration>(DEFAULT_NAME).await?.map(|c| c.spec).unwrap_or_default();
+        Ok(Context { labels, config, ..self.pools_context().await? })
+    }
+
+    /// The pools and reservations, for assignments that no node's labels or limits apply to.
+    async fn pools_context(&self) -> Result<Context> {
+        let (pools, _) = self.store.list::<IPPool>().await?;
         let (reservations, _) = self.store.list::<IPReservation>().await?;
         let reserved = reservations.iter().flat_map(|r| r.spec.reserved_cidrs.iter()).filter_map(|c| c.parse().ok()).collect();
-        Ok(Context { pools, labels, config, reserved })
+        Ok(Context { pools, labels: BTreeMap::new(), config: IPAMConfigurationSpec::default(), reserved })
     }
 }

@@ -176,6 +176,13 @@ impl Datastore for KubeStore {
         to_raw(kind, replaced)
     }
 
+    async fn update_status(&self, kind: KindInfo, key: &str, value: serde_json::Value, revision: &Revision) -> Result<RawObject> {
+        let obj = from_value(kind, key, value, Some(revision))?;
+        let (api, name) = self.object_api(kind, key);
+        let replaced = api.replace_status(name, &PostParams::default(), &obj).await.map_err(|e| map_error(kind, key, e))?;
+        to_raw(kind, replaced)
+    }
+
     async fn delete(&self, kind: KindInfo, key: &str, revision: &Revision) -> Result<()> {
         if kind.metadata_only {
             return Err(DatastoreError::Backend(format!("{} {key:?}: Gingham never deletes this kind", kind.kind)));

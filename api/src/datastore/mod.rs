@@ -124,6 +124,18 @@ pub trait Datastore: Send + Sync + 'static {
         value: serde_json::Value,
         revision: &Revision,
     ) -> impl Future<Output = Result<RawObject>> + Send;
+    /// Writes the object's `status` for kinds whose status is a subresource on the API server
+    /// (Service): there a plain update leaves the status as it was. Backends that keep whole
+    /// objects write it like any update; the revision check makes that the same thing.
+    fn update_status(
+        &self,
+        kind: KindInfo,
+        name: &str,
+        value: serde_json::Value,
+        revision: &Revision,
+    ) -> impl Future<Output = Result<RawObject>> + Send {
+        self.update(kind, name, value, revision)
+    }
     fn delete(&self, kind: KindInfo, name: &str, revision: &Revision) -> impl Future<Output = Result<()>> + Send;
     /// Changes of `kind` after `from` (exclusive), in order.
     fn watch(&self, kind: KindInfo, from: &Revision) -> impl Future<Output = Result<WatchStream>> + Send;
@@ -197,6 +209,9 @@ impl Datastore for AnyDatastore {
     }
     async fn update(&self, kind: KindInfo, name: &str, value: serde_json::Value, revision: &Revision) -> Result<RawObject> {
         dispatch!(self, b => b.update(kind, name, value, revision).await)
+    }
+    async fn update_status(&self, kind: KindInfo, name: &str, value: serde_json::Value, revision: &Revision) -> Result<RawObject> {
+        dispatch!(self, b => b.update_status(kind, name, value, revision).await)
     }
     async fn delete(&self, kind: KindInfo, name: &str, revision: &Revision) -> Result<()> {
         dispatch!(self, b => b.delete(kind, name, revision).await)

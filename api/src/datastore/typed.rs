@@ -56,6 +56,18 @@ impl<D: Datastore> Store<D> {
         Ok(out)
     }
 
+    /// Writes `obj`'s status if the stored revision is still `obj`'s resourceVersion (see
+    /// [`Datastore::update_status`]).
+    pub async fn update_status<K: Kind>(&self, obj: &K) -> Result<K> {
+        let name = checked_name(obj)?;
+        let revision = revision_of(obj, &name)?;
+        let value = encode(obj, &name)?;
+        let stored = self.backend.update_status(K::INFO, &name, value, &revision).await?;
+        let mut out = obj.clone();
+        out.meta_mut().resource_version = Some(stored.revision.0);
+        Ok(out)
+    }
+
     /// Deletes `obj` if the stored revision is still `obj`'s resourceVersion.
     pub async fn delete<K: Kind>(&self, obj: &K) -> Result<()> {
         let name = obj.key();

@@ -23,7 +23,9 @@ pub struct IPPoolSpec {
     /// A disabled pool hands out nothing new; existing allocations stay.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-    /// What the pool's addresses are for; default `[Workload]`.
+    /// What the pool's addresses are for; default `[Workload]`. `[LoadBalancer]` makes it a pool
+    /// of Service addresses: gingham-controllers hands them to Services of type LoadBalancer and
+    /// pods never get one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_uses: Option<Vec<AllowedUse>>,
     /// Gingham extension: never borrow addresses from other nodes' blocks of this pool, whatever
@@ -39,7 +41,9 @@ pub struct IPPoolSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum AllowedUse {
     Workload,
+    /// Calico's tunnel-address use; Gingham has no tunnels, so such a pool only keeps pods out.
     Tunnel,
+    LoadBalancer,
 }
 
 impl IPPoolSpec {
@@ -92,8 +96,33 @@ impl Kind for IPPool {
         if spec.allowed_uses.as_ref().is_some_and(|u| u.is_empty()) {
             return Err(ValidationError::new("spec.allowedUses", "an empty list allows nothing; omit it for [Workload]"));
         }
+        if spec.allows(AllowedUse::LoadBalancer) {
+            load_balancer_pool(spec)?;
+        }
         Ok(())
     }
+}
+
+/// A LoadBalancer pool's addresses belong to Services, not to pods or nodes: the fields that
+/// only mean something for pods' addresses are refused rather than ignored.
+fn load_balancer_pool(spec: &IPPoolSpec) -> Check {
+    let field = "spec.allowedUses";
+    if spec.allowed_uses.as_ref().is_some_and(|u| u.len() > 1) {
+        return Err(ValidationError::new(
+            field,
+            "LoadBalancer cannot be combined with other uses: an address goes to a pod or to a Service",
+        ));
+    }
+    if spec.node_selector.as_deref().is_some_and(|s| s.trim() != "all()") {
+        return Err(ValidationError::new("spec.nodeSelector", "a LoadBalancer pool's blocks belong to no node; omit nodeSelector"));
+    }
+    if spec.nat_outgoing {
+        return Err(ValidationError::new("spec.natOutgoing", "masquerades traffic from pods' addresses; a LoadBalancer pool has none"));
+    }
+    if spec.strict_affinity.is_some() {
+        return Err(ValidationError::new("spec.strictAffinity", "is about borrowing between nodes' blocks; a LoadBalancer pool has none"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -122,6 +151,24 @@ mod tests {
         let e = pool("198.19.0.0/16", Some(19)).validate().unwrap_err();
         assert!(e.reason.contains("20..=32"), "{e}");
         assert!(pool("198.19.0.0/29", Some(30)).validate().is_ok());
+    }
+
+    #[test]
+    fn load_balancer_pools_refuse_what_only_pods_use() {
+        let lb = |edit: fn(&mut IPPoolSpec)| {
+            let mut p = pool("198.18.113.0/24", None);
+            p.spec.allowed_uses = Some(vec![AllowedUse::LoadBalancer]);
+            edit(&mut p.spec);
+            p.validate().map_err(|e| e.field)
+        };
+        assert_eq!(lb(|_| {}), Ok(()));
+        assert_eq!(lb(|s| s.node_selector = Some("all()".into())), Ok(()));
+        assert_eq!(lb(|s| s.allowed_uses = Some(vec![AllowedUse::LoadBalancer, AllowedUse::Workload])), Err("spec.allowedUses".into()));
+        assert_eq!(lb(|s| s.node_selector = Some("rack == 'a'".into())), Err("spec.nodeSelector".into()));
+        assert_eq!(lb(|s| s.nat_outgoing = true), Err("spec.natOutgoing".into()));
+        assert_eq!(lb(|s| s.strict_affinity = Some(true)), Err("spec.strictAffinity".into()));
+        let p = IPPoolSpec { allowed_uses: Some(vec![AllowedUse::LoadBalancer]), ..Default::default() };
+        assert!(!p.allows(AllowedUse::Workload), "pods never take a LoadBalancer pool's addresses");
     }
 
     #[test]

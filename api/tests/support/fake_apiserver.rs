@@ -4,7 +4,9 @@
 //! create/get/replace/delete/list/watch, with the
 //! resourceVersion rules the real one enforces (a PUT or a DELETE precondition naming a stale
 //! version gets 409 Conflict, a create of an existing name 409 AlreadyExists, a watch from a
-//! compacted version an ERROR event with 410 Gone). kube's real client talks to it through
+//! compacted version an ERROR event with 410 Gone), and the status subresource of the kinds that
+//! have one (a PUT of a Service keeps its stored status, a PUT of `services/NAME/status` changes
+//! only the status). kube's real client talks to it through
 //! `kube::Client::new(service)`, so everything above the TCP socket is exercised: URLs, query
 //! parameters, JSON bodies, status objects and the chunked watch stream.
 
@@ -150,6 +152,10 @@ impl FakeApiServer {
             ["apis", _, _, rest @ ..] => rest,
             _ => return status(404, "NotFound", &format!("no route for {}", parts.uri.path())),
         };
+        let (rest, subresource) = match rest {
+            [rest @ .., "status"] if rest.len() % 2 == 0 => (rest, true),
+            rest => (rest, false),
+        };
         let (namespace, plural, name) = match rest {
             ["namespaces", ns, plural] => (Some(ns.to_string()), plural.to_string(), None),
             ["namespaces", ns, plural, name] => (Some(ns.to_string()), plural.to_string(), Some(name.to_string())),
@@ -157,6 +163,9 @@ impl FakeApiServer {
             [plural, name] => (None, plural.to_string(), Some(name.to_string())),
             _ => return status(404, "NotFound", &format!("no route for {}", parts.uri.path())),
         };
+        if subresource && (!STATUS_SUBRESOURCE.contains(&plural.as_str()) || parts.method != Method::PUT) {
+            return status(404, "NotFound", &format!("no status subresource for {plural} here"));
+        }
         let Some(kind) = known_kinds().find(|k| k.plural == plural) else {
             return status(404, "NotFound", &format!("the server could not find the requested resource ({plural})"));
         };
@@ -176,15 +185,10 @@ impl FakeApiServer {
         };
         {
             let mut s = self.state.lock().unwrap();
-            s.requests.push((verb.to_string(), plural.clone()));
+            let resource = if subresource { format!("{plural}/status") } else { plural.clone() };
+            s.requests.push((verb.to_string(), resource.clone()));
             let group = kind.group().to_string();
-            s.calls.push(Call {
-                who: who.to_string(),
-                verb: verb.to_string(),
-                group,
-                resource: plural.clone(),
-                namespace: namespace.clone(),
-            });
+            s.calls.push(Call { who: who.to_string(), verb: verb.to_string(), group, resource, namespace: namespace.clone() });
         }
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         let parsed = match (parsed, &namespace) {
@@ -200,7 +204,7 @@ impl FakeApiServer {
             "list" => self.list(&plural, kind.kind, &view),
             "watch" => self.watch(&plural, query.get("resourceVersion").cloned().unwrap_or_default(), view),
             "create" => self.create(&plural, kind.kind, parsed),
-            "update" => self.replace(&plural, kind.kind, name.as_deref().unwrap(), parsed),
+            "update" => self.replace(&plural, kind.kind, name.as_deref().unwrap(), parsed, subresource),
             _ => self.delete(&plural, kind.kind, name.as_deref().unwrap(), parsed),
         }
     }
@@ -252,7 +256,7 @@ impl FakeApiServer {
         respond(201, &obj)
     }
 
-    fn replace(&self, plural: &str, kind: &str, name: &str, body: Option<Value>) -> Response<Body> {
+    fn replace(&self, plural: &str, kind: &str, name: &str, body: Option<Value>, status_only: bool) -> Response<Body> {
         let Some(mut obj) = body else { return status(400, "BadRequest", "body is not JSON") };
         if obj.get("kind").and_then(Value::as_str) != Some(kind) {
             return status(400, "BadRequest", "kind does not match the URL");
@@ -271,6 +275,15 @@ impl FakeApiServer {
                     "the object has been modified; please apply your changes to the latest version and try again",
                 );
             }
+        }
+        // As the API server with a status subresource: the main resource's PUT keeps the stored
+        // status, the status PUT keeps everything else.
+        if status_only {
+            let new_status = obj.get("status").cloned();
+            obj = current.clone();
+            set_status(&mut obj, new_status);
+        } else if STATUS_SUBRESOURCE.contains(&plural) {
+            set_status(&mut obj, current.get("status").cloned());
         }
         s.revision += 1;
         let rv = s.revision;
@@ -362,7 +375,7 @@ pub struct Call {
 pub type Grant = (String, String, String);
 
 /// The grants `calls` need: (ClusterRole rules, rules of a Role in `namespace`), each as
-/// (API group, resource, verb). A namespaced call elsewhere than `namespace` fails the test.
+/// (API group, resource, verb). A call in another namespace needs the ClusterRole.
 #[allow(dead_code)]
 pub fn needed_grants(calls: &[Call], namespace: &str) -> (BTreeSet<Grant>, BTreeSet<Grant>) {
     let mut cluster = BTreeSet::new();
@@ -370,11 +383,11 @@ pub fn needed_grants(calls: &[Call], namespace: &str) -> (BTreeSet<Grant>, BTree
     for c in calls {
         let grant = (c.group.clone(), c.resource.clone(), c.verb.clone());
         match &c.namespace {
-            Some(ns) => {
-                assert_eq!(ns, namespace, "a namespaced call outside {namespace}: {c:?}");
+            Some(ns) if ns == namespace => {
                 namespaced.insert(grant);
             }
-            None => {
+            // Cluster-wide, or in any namespace: only a ClusterRole grants that.
+            _ => {
                 cluster.insert(grant);
             }
         }
@@ -399,6 +412,18 @@ impl View {
             true => json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]}),
             false => obj.clone(),
         }
+    }
+}
+
+/// Kinds whose status only the status subresource writes.
+const STATUS_SUBRESOURCE: &[&str] = &["services"];
+
+fn set_status(obj: &mut Value, status: Option<Value>) {
+    if let Some(map) = obj.as_object_mut() {
+        match status {
+            Some(st) => map.insert("status".into(), st),
+            None => map.remove("status"),
+        };
     }
 }
 
