@@ -64,7 +64,7 @@ pub async fn show(store: &Store<AnyDatastore>, show_blocks: bool, ip: Option<IpA
                     size(cidr).to_string(),
                     format!("{used} ({:.0}%)", used as f64 * 100.0 / size(cidr) as f64),
                     format!("{} ({:.0}%)", size(cidr) - used, (size(cidr) - used) as f64 * 100.0 / size(cidr) as f64),
-                    block::affine_node(&b.spec).map(|n| format!("host:{n}")).unwrap_or_else(|| "-".into()),
+                    b.spec.affinity.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
         }

@@ -355,6 +355,32 @@ impl Cluster {
             .collect())
     }
 
+    /// The named object in the lab's datastore, if any.
+    pub fn get<K: gingham_api::resources::Kind>(&self, name: &str) -> Result<Option<K>> {
+        let store = self.store()?;
+        Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(store.get::<K>(name))?)
+    }
+
+    /// Starts gingham-controllers on the lab's datastore, as one replica would run: on sqlite it
+    /// does LoadBalancer IPAM (there are no Kubernetes Nodes and Pods to collect after). It runs
+    /// in the root namespace (it only opens the datastore file) and stops when the Daemon drops.
+    pub fn start_controllers(&self) -> Result<Daemon> {
+        let bin = workspace_binary("gingham-controllers")?;
+        let log_path = self.dir.join("controllers.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(bin)
+            .args(["--datastore", &format!("sqlite:{}", self.db.display()), "--identity", "lab"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start gingham-controllers")?;
+        let pid = child.id() as i32;
+        // The Daemon stops and reaps it by PID.
+        std::mem::forget(child);
+        Ok(Daemon::new("gingham-controllers", pid, Some(log_path)))
+    }
+
     /// Stores a new object in the lab's datastore.
     pub fn create<K: gingham_api::resources::Kind>(&self, obj: &K) -> Result<()> {
         let store = self.store()?;
