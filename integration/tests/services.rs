@@ -235,6 +235,13 @@ fn load_balancer_status(lab: &Cluster, key: &str) -> (Vec<String>, Option<String
     (ingress.into_iter().filter_map(|i| i.ip).collect(), condition.map(|c| format!("{}: {}", c.status, c.message)))
 }
 
+/// Every address allocated in the lab's IPAM, pods' and Services'.
+fn allocated_now(lab: &Cluster) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (blocks, _) = rt.block_on(lab.store().unwrap().list::<gingham_api::resources::IPAMBlock>()).unwrap();
+    blocks.iter().flat_map(|b| gingham_ipam::block::allocations(&b.spec)).map(|(a, _)| a.to_string()).collect()
+}
+
 #[test]
 fn load_balancer_services_get_addresses_from_their_pools_on_both_families_and_give_them_back() {
     let mut options = LabOptions::new(2);
@@ -317,13 +324,12 @@ fn load_balancer_services_get_addresses_from_their_pools_on_both_families_and_gi
     })
     .unwrap();
     assert_eq!((ingress, condition.as_deref()), (vec![v4.clone()], Some(format!("True: assigned {v4}").as_str())));
-    let allocated: Vec<String> = {
-        let (blocks, _) =
-            tokio::runtime::Runtime::new().unwrap().block_on(lab.store().unwrap().list::<gingham_api::resources::IPAMBlock>()).unwrap();
-        blocks.iter().flat_map(|b| gingham_ipam::block::allocations(&b.spec)).map(|(a, _)| a.to_string()).collect()
-    };
+    let allocated = allocated_now(&lab);
     assert!(!allocated.contains(&v6), "web's IPv6 address released: {allocated:?}");
     assert!(allocated.contains(&v4), "held by copy now");
+    // copy becomes a ClusterIP Service: its address is released too.
+    apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: copy\n  namespace: shop\nspec:\n  type: ClusterIP\n");
+    wait_for("copy's address released", t, || (!allocated_now(&lab).contains(&v4)).then_some(())).unwrap();
     // The ranges stay.
     assert_eq!(next_hops(&tor, "ipv6", "2001:db8:96::/112"), both6);
 }
