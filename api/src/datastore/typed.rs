@@ -46,23 +46,24 @@ impl<D: Datastore> Store<D> {
 
     /// Validates and writes `obj` if the stored revision is still `obj`'s resourceVersion.
     pub async fn update<K: Kind>(&self, obj: &K) -> Result<K> {
-        let name = checked_name(obj)?;
-        let revision = revision_of(obj, &name)?;
-        let value = encode(obj, &name)?;
-        let stored = self.backend.update(K::INFO, &name, value, &revision).await?;
-        // What was stored is what we sent, apart from the revision: no need to decode it back.
-        let mut out = obj.clone();
-        out.meta_mut().resource_version = Some(stored.revision.0);
-        Ok(out)
+        self.replace(obj, false).await
     }
 
     /// Writes `obj`'s status if the stored revision is still `obj`'s resourceVersion (see
     /// [`Datastore::update_status`]).
     pub async fn update_status<K: Kind>(&self, obj: &K) -> Result<K> {
+        self.replace(obj, true).await
+    }
+
+    async fn replace<K: Kind>(&self, obj: &K, status_only: bool) -> Result<K> {
         let name = checked_name(obj)?;
         let revision = revision_of(obj, &name)?;
         let value = encode(obj, &name)?;
-        let stored = self.backend.update_status(K::INFO, &name, value, &revision).await?;
+        let stored = match status_only {
+            true => self.backend.update_status(K::INFO, &name, value, &revision).await?,
+            false => self.backend.update(K::INFO, &name, value, &revision).await?,
+        };
+        // What was stored is what we sent, apart from the revision: no need to decode it back.
         let mut out = obj.clone();
         out.meta_mut().resource_version = Some(stored.revision.0);
         Ok(out)
