@@ -147,9 +147,8 @@ impl CniService {
         (req.arg("K8S_POD_NAMESPACE"), req.arg("K8S_POD_NAME"))
     }
 
-    /// Whether an enabled IPv6 pool exists (pods then get an IPv6 address too).
     fn has_ipv6_pool(&self) -> bool {
-        self.cache.pools.snapshot().values().any(|p| !p.spec.disabled && p.spec.network().is_some_and(|n| n.is_ipv6()))
+        pods_get_ipv6(self.cache.pools.snapshot().values())
     }
 
     async fn add(&self, req: &Request) -> Result<serde_json::Value, CniError> {
@@ -277,5 +276,28 @@ impl CniService {
             }
         }
         Ok(serde_json::json!({}))
+    }
+}
+
+/// Whether pods get an IPv6 address too: an enabled IPv6 pool for pods exists (a LoadBalancer
+/// pool's addresses are Services').
+fn pods_get_ipv6<'a>(pools: impl IntoIterator<Item = &'a gingham_api::resources::IPPool>) -> bool {
+    use gingham_api::resources::AllowedUse;
+    pools.into_iter().any(|p| !p.spec.disabled && p.spec.allows(AllowedUse::Workload) && p.spec.network().is_some_and(|n| n.is_ipv6()))
+}
+
+#[cfg(test)]
+mod tests {
+    use gingham_api::resources::{AllowedUse, IPPool, IPPoolSpec};
+
+    #[test]
+    fn an_ipv6_load_balancer_pool_does_not_make_pods_dual_stack() {
+        let pool = |cidr: &str, uses: Option<Vec<AllowedUse>>| {
+            IPPool::new("p", IPPoolSpec { cidr: cidr.into(), allowed_uses: uses, ..Default::default() })
+        };
+        let v4 = pool("198.19.0.0/16", None);
+        let lb6 = pool("2001:db8:113::/112", Some(vec![AllowedUse::LoadBalancer]));
+        assert!(!super::pods_get_ipv6([&v4, &lb6]));
+        assert!(super::pods_get_ipv6([&v4, &pool("2001:db8:19::/48", None)]));
     }
 }
