@@ -80,6 +80,27 @@ impl Pair {
         }
     }
 
+    /// Hands the messages in `bytes` to the other end of `conn`.
+    fn deliver(&mut self, side: Side, conn: ConnId, bytes: bytes::Bytes) {
+        let Some(i) = self.link_of(side, conn) else {
+            return;
+        };
+        if !self.links[i].open || self.mute == Some(side) {
+            return;
+        }
+        let to = side.other();
+        let codec = SessionCodec::new(true, false);
+        let peer_conn = self.links[i].ends[&to];
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        while let Some(frame) = wire::split_frame(&mut buf).expect("whole messages") {
+            let input = match wire::decode(&frame.bytes, &codec) {
+                Ok(d) => Input::Received { conn: peer_conn, message: d.message, attr_errors: d.attr_errors },
+                Err(error) => Input::ReceiveError { conn: peer_conn, error },
+            };
+            self.queue.push_back((to, input));
+        }
+    }
+
     fn apply(&mut self, side: Side, o: Output) {
         match o {
             Output::Connect => {
@@ -90,22 +111,10 @@ impl Pair {
                 self.queue.push_back((side.other(), Input::ConnectionUp { conn: theirs, direction: Direction::Incoming }));
             }
             Output::Send { conn, message } => {
-                let Some(i) = self.link_of(side, conn) else {
-                    return;
-                };
-                if !self.links[i].open || self.mute == Some(side) {
-                    return;
-                }
-                let to = side.other();
-                let codec = SessionCodec::new(true, false);
-                let bytes = message.to_bytes(&codec).expect("encodes");
-                let peer_conn = self.links[i].ends[&to];
-                let input = match wire::decode(&bytes, &codec) {
-                    Ok(d) => Input::Received { conn: peer_conn, message: d.message, attr_errors: d.attr_errors },
-                    Err(error) => Input::ReceiveError { conn: peer_conn, error },
-                };
-                self.queue.push_back((to, input));
+                let bytes = message.to_bytes(&SessionCodec::new(true, false)).expect("encodes");
+                self.deliver(side, conn, bytes);
             }
+            Output::SendEncoded { conn, bytes, .. } => self.deliver(side, conn, bytes),
             Output::Close { conn } => {
                 self.timers.retain(|(s, t), _| !(*s == side && t.conn == Some(conn)));
                 let Some(i) = self.link_of(side, conn) else {

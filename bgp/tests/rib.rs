@@ -58,7 +58,7 @@ fn p(s: &str) -> IpNetwork {
 
 /// What `to` would receive for `prefix`, if anything.
 fn exported(rib: &mut Rib, to: PeerId, prefix: &str) -> Option<PathAttributes> {
-    rib.export(to, &[p(prefix)]).into_iter().find(|u| u.nlri.iter().any(|n| IpNetwork::V4(*n) == p(prefix))).map(|u| u.attributes)
+    rib.export_to(to, &[p(prefix)]).into_iter().find(|u| u.nlri.iter().any(|n| IpNetwork::V4(*n) == p(prefix))).map(|u| u.attributes)
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn peer_down_withdraws_what_was_reflected() {
     assert_eq!(r.export_all(2).len(), 1);
     assert_eq!(r.advertised(2), 1);
     let changed = r.peer_down(1);
-    let updates = r.export(2, &changed);
+    let updates = sent_to(&mut r, &changed, 2);
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].withdrawn, vec!["198.19.1.0/24".parse().unwrap()]);
     assert_eq!(r.advertised(2), 0);
@@ -177,9 +177,14 @@ fn ipv6_routes_get_an_ipv6_next_hop_self_towards_ebgp() {
     assert_eq!(mp.next_hop, NextHop::V6 { global: "2001:db8:18::1".parse().unwrap(), link_local: None });
 }
 
+/// What `to` is sent when `changed` goes out to every update group.
+fn sent_to(rib: &mut Rib, changed: &[IpNetwork], to: PeerId) -> Vec<Update> {
+    rib.export(changed).iter().find_map(|g| g.for_peer(to)).map(<[Update]>::to_vec).unwrap_or_default()
+}
+
 #[test]
-fn withdrawals_reach_every_peer_beyond_the_inline_slots() {
-    // 40 clients: the first 32 keep their Adj-RIB-Out as bits in the table, the rest in sets.
+fn withdrawals_reach_every_member_of_a_large_group() {
+    // 40 clients: one update group, one bit of Adj-RIB-Out per prefix for all of them.
     let mut r = rib(Some("10.255.0.1"));
     for n in 1..=40u8 {
         r.peer_up(u32::from(n), peer(n, 65000, true));
@@ -191,8 +196,10 @@ fn withdrawals_reach_every_peer_beyond_the_inline_slots() {
     }
     let withdraw = Update { withdrawn: vec!["198.19.1.0/24".parse().unwrap()], ..Default::default() };
     let changed = r.apply_update(1, &withdraw).changed;
+    let out = r.export(&changed);
+    assert_eq!(out.len(), 1, "one group");
     for n in 2..=40 {
-        let u = r.export(n, &changed);
+        let u = out[0].for_peer(n).unwrap();
         assert_eq!(u.len(), 1, "peer {n} gets the withdrawal");
         assert_eq!(u[0].withdrawn, vec!["198.19.1.0/24".parse().unwrap()]);
         assert_eq!(r.advertised(n), 0);
@@ -302,7 +309,7 @@ fn ipv4_over_ipv6_next_hops_only_where_negotiated() {
     r.peer_up(2, v6_peer(2, false));
     r.originate(p("198.19.100.0/24"), PathAttributes { origin: Some(Origin::Igp), as_path: Some(AsPath::default()), ..Default::default() });
     let sent = |r: &mut Rib, to: PeerId| {
-        r.export(to, &[p("198.19.100.0/24")])
+        r.export_to(to, &[p("198.19.100.0/24")])
             .into_iter()
             .find_map(|u| u.attributes.mp_reach.filter(|m| m.nlri.contains(&p("198.19.100.0/24"))))
     };
@@ -310,7 +317,7 @@ fn ipv4_over_ipv6_next_hops_only_where_negotiated() {
     assert_eq!(mp.family, Family::IPV4_UNICAST);
     assert_eq!(mp.next_hop, NextHop::V6 { global: "2001:db8:18::fe".parse().unwrap(), link_local: None });
     assert!(
-        r.export(2, &[p("198.19.100.0/24")]).iter().all(|u| u.nlri.is_empty() && u.attributes.mp_reach.is_none()),
+        r.export_to(2, &[p("198.19.100.0/24")]).iter().all(|u| u.nlri.is_empty() && u.attributes.mp_reach.is_none()),
         "no IPv4 next hop to give"
     );
 
@@ -333,12 +340,12 @@ fn ipv4_over_ipv6_next_hops_only_where_negotiated() {
     assert_eq!(best.next_hops, vec![Gateway::new("2001:db8:18::1".parse().unwrap())]);
     // Passed on (eBGP, so with us as next hop) to the other extended session only.
     r.peer_up(3, v6_peer(3, true));
-    assert!(r.export(3, &[p("198.19.3.0/24")]).iter().any(|u| u
+    assert!(r.export_to(3, &[p("198.19.3.0/24")]).iter().any(|u| u
         .attributes
         .mp_reach
         .as_ref()
         .is_some_and(|m| m.nlri.contains(&p("198.19.3.0/24")))));
-    assert!(r.export(2, &[p("198.19.3.0/24")]).iter().all(|u| u.attributes.mp_reach.is_none() && u.nlri.is_empty()));
+    assert!(r.export_to(2, &[p("198.19.3.0/24")]).iter().all(|u| u.attributes.mp_reach.is_none() && u.nlri.is_empty()));
 }
 
 /// Unnumbered links (RFC 2545 3, RFC 8950): over a link-local session the peer's link-local next
@@ -385,7 +392,7 @@ fn link_local_next_hops_are_scoped_to_their_link_and_never_passed_on() {
     };
     r.peer_up(2, ibgp);
     let sent: Vec<NextHop> = r
-        .export(2, &[p("198.18.40.0/24"), p("198.18.41.0/24")])
+        .export_to(2, &[p("198.18.40.0/24"), p("198.18.41.0/24")])
         .into_iter()
         .filter_map(|u| u.attributes.mp_reach.filter(|m| !m.nlri.is_empty()).map(|m| m.next_hop))
         .collect();
@@ -394,4 +401,52 @@ fn link_local_next_hops_are_scoped_to_their_link_and_never_passed_on() {
 
     // Without a link (a global session), a next hop that is only link-local is unusable.
     assert_eq!(gateway(&from(NextHop::V6 { global: ll, link_local: None }, "198.18.42.0/24").attributes, None), None);
+}
+
+/// Update groups: peers with the same export rules get one set of UPDATEs; the member a route
+/// came from is not sent it back, and is sent a withdrawal once the best path moves to it.
+#[test]
+fn update_groups_share_updates_and_hold_back_a_members_own_routes() {
+    let mut r = rib(Some("10.255.0.1"));
+    for n in 1..=5u8 {
+        r.peer_up(u32::from(n), peer(n, 65000, true));
+    }
+    r.peer_up(9, peer(9, 65009, false));
+    r.apply_update(9, &announce("203.0.113.0/24", &[65009], "198.18.0.9"));
+    r.apply_update(3, &announce("198.19.3.0/24", &[], "198.18.0.3"));
+    let prefixes = [p("203.0.113.0/24"), p("198.19.3.0/24")];
+    let out = r.export(&prefixes);
+    assert_eq!(out.len(), 2, "the clients' group and the eBGP peer's");
+    let clients = out.iter().find(|g| g.members == [1, 2, 3, 4, 5]).expect("one group of clients");
+    let nlri = |u: &[Update]| -> Vec<String> {
+        let mut v: Vec<String> = u.iter().flat_map(|u| u.nlri.iter().map(|n| n.to_string()).collect::<Vec<_>>()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(nlri(&clients.common), ["198.19.3.0/24", "203.0.113.0/24"]);
+    assert_eq!(clients.individual.len(), 1, "only the source member is sent anything of its own");
+    assert_eq!(nlri(clients.for_peer(3).unwrap()), ["203.0.113.0/24"], "client 3 is not sent its own route back");
+    assert_eq!(nlri(out.iter().find_map(|g| g.for_peer(9)).unwrap()), ["198.19.3.0/24"]);
+    assert_eq!(r.advertised(1), 2);
+    assert_eq!(r.advertised(3), 1);
+
+    // Client 4 now has the better path to 198.19.3.0/24: it is withdrawn from 4 and announced
+    // again to the others, 3 included.
+    let mut better = announce("198.19.3.0/24", &[], "198.18.0.4");
+    better.attributes.local_pref = Some(200);
+    let changed = r.apply_update(4, &better).changed;
+    let out = r.export(&changed);
+    let clients = out.iter().find(|g| g.members.contains(&4)).unwrap();
+    let to_4 = clients.for_peer(4).unwrap();
+    assert!(nlri(to_4).is_empty());
+    assert_eq!(to_4.iter().flat_map(|u| u.withdrawn.iter()).map(|n| n.to_string()).collect::<Vec<_>>(), ["198.19.3.0/24"]);
+    assert_eq!(nlri(clients.for_peer(3).unwrap()), ["198.19.3.0/24"]);
+    assert_eq!(r.advertised(4), 1, "4 holds the eBGP route only");
+
+    // The last member leaving empties the group's Adj-RIB-Out.
+    for n in 1..=5 {
+        r.peer_retire(n);
+    }
+    r.peer_up(1, peer(1, 65000, true));
+    assert_eq!(r.advertised(1), 0, "a new group starts empty");
 }

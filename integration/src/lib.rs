@@ -1,9 +1,9 @@
 //! Test and lab infrastructure: namespaces, real BGP daemons, our speaker in a namespace,
 //! and the interop topology behind `gingham-lab interop`.
 
-pub mod bench;
 pub mod bench_failover;
 pub mod bench_node;
+pub mod bgperf;
 pub mod daemons;
 pub mod golden;
 pub mod interop;

@@ -32,6 +32,8 @@ mod negotiate;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 pub use damping::DampingConfig;
 pub use negotiate::{local_open, negotiate, Negotiated};
 
@@ -136,6 +138,12 @@ pub enum Input {
     },
     /// Send an UPDATE on the Established connection; dropped in any other state.
     SendUpdate(Update),
+    /// Send UPDATEs encoded already (shared by an update group's members, encoded with the
+    /// codec they negotiated); dropped in any other state.
+    SendEncoded {
+        bytes: Bytes,
+        updates: u32,
+    },
     SendRouteRefresh(RouteRefresh),
 }
 
@@ -178,6 +186,12 @@ pub enum Output {
     Send {
         conn: ConnId,
         message: Message,
+    },
+    /// `updates` UPDATEs encoded already, to go out as they are.
+    SendEncoded {
+        conn: ConnId,
+        bytes: Bytes,
+        updates: u32,
     },
     /// Close after flushing what was sent; also cancels the connection's timers.
     Close {
@@ -355,6 +369,12 @@ impl PeerFsm {
                 self.fail_conn(conn, n, DownReason::SendHoldTimerExpired, &mut out);
             }
             Input::SendUpdate(update) => self.send_established(Message::Update(update), &mut out),
+            Input::SendEncoded { bytes, updates } => {
+                if let Some((conn, _)) = self.established() {
+                    out.push(Output::SendEncoded { conn, bytes, updates });
+                    self.restart_keepalive(&mut out);
+                }
+            }
             Input::SendRouteRefresh(rr) => self.send_established(Message::RouteRefresh(rr), &mut out),
         }
         out
@@ -591,11 +611,16 @@ impl PeerFsm {
     }
 
     fn send_established(&self, message: Message, out: &mut Out) {
-        let Some((conn, n)) = self.established() else {
+        let Some((conn, _)) = self.established() else {
             return;
         };
         out.push(Output::Send { conn, message });
-        // RFC 4271 8.2.2: every UPDATE sent restarts the KeepaliveTimer.
+        self.restart_keepalive(out);
+    }
+
+    /// RFC 4271 8.2.2: every UPDATE sent restarts the KeepaliveTimer.
+    fn restart_keepalive(&self, out: &mut Out) {
+        let Some((conn, n)) = self.established() else { return };
         if n.keepalive_time != 0 {
             out.push(Output::StartTimer { timer: Timer::conn(TimerKind::Keepalive, conn), after: secs(n.keepalive_time) });
         }

@@ -7,12 +7,13 @@
 
 pub mod decision;
 pub mod export;
+mod groups;
 pub mod pack;
 pub mod policy;
 mod prefix_set;
 mod table;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -100,6 +101,31 @@ impl Gateway {
     }
 }
 
+/// Stands for "any member" of an update group in the export rules; no peer has this id.
+const GROUP_TARGET: PeerId = PeerId::MAX - 1;
+
+/// What one update group is sent for a set of changed prefixes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupExport {
+    pub members: Vec<PeerId>,
+    /// The session codec every member shares, for encoding `common` once.
+    pub codec: SessionCodec,
+    /// For every member not listed in `individual`.
+    pub common: Vec<Update>,
+    /// Members that are the source of some of the prefixes: they are not sent those back.
+    pub individual: Vec<(PeerId, Vec<Update>)>,
+}
+
+impl GroupExport {
+    /// What `peer` is sent, if it is a member.
+    pub fn for_peer(&self, peer: PeerId) -> Option<&[Update]> {
+        if !self.members.contains(&peer) {
+            return None;
+        }
+        Some(self.individual.iter().find(|(m, _)| *m == peer).map_or(&self.common[..], |(_, u)| &u[..]))
+    }
+}
+
 /// The best path for a prefix as the FIB needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BestRoute {
@@ -128,13 +154,10 @@ pub struct Rib {
     accepted: HashMap<PeerId, [usize; 2]>,
     /// Prefixes a peer announces that the import checks refused (usually none).
     rejected: HashMap<PeerId, PrefixSet>,
-    /// Adj-RIB-Out: which prefixes each peer holds from us. The attributes it holds follow
-    /// from the current best path, and every change of that is re-sent, so only membership
-    /// is kept (it decides between a withdrawal and nothing). The first 31 peers keep it as
-    /// bits in the table itself; later ones in a set of their own.
-    adj_out: HashMap<PeerId, PrefixSet>,
-    slots: [Option<PeerId>; table::SLOTS],
-    slot_of: HashMap<PeerId, u32>,
+    /// Adj-RIB-Out, per update group: which prefixes the group's members hold from us. The
+    /// attributes they hold follow from the current best path, and every change of that is
+    /// re-sent, so only membership is kept (it decides between a withdrawal and nothing).
+    groups: groups::Groups,
     interner: HashSet<Arc<PathAttributes>>,
 }
 
@@ -146,9 +169,7 @@ impl Rib {
             table: Table::default(),
             accepted: HashMap::new(),
             rejected: HashMap::new(),
-            adj_out: HashMap::new(),
-            slots: [None; table::SLOTS],
-            slot_of: HashMap::new(),
+            groups: groups::Groups::default(),
             interner: HashSet::new(),
         }
     }
@@ -200,35 +221,24 @@ impl Rib {
         self.accepted(peer) + self.rejected.get(&peer).map_or(0, PrefixSet::len)
     }
 
+    /// The prefixes `peer` holds from us (its group's, less those whose best path is its own).
     pub fn advertised(&self, peer: PeerId) -> usize {
-        match self.slot_of.get(&peer) {
-            Some(slot) => self.table.count_slot(*slot),
-            None => self.adj_out.get(&peer).map_or(0, PrefixSet::len),
-        }
+        let Some(g) = self.groups.group_of(peer) else { return 0 };
+        self.groups.held(g, &self.table).iter().filter(|p| self.table.best(p).is_none_or(|b| b.peer != peer)).count()
     }
 
-    /// A peer reached Established. Its Adj-RIB-Out starts empty; call [`Rib::export_all`].
+    /// A peer reached Established and joins the update group of its export key; call
+    /// [`Rib::export_all`] for its first table.
     pub fn peer_up(&mut self, id: PeerId, peer: RibPeer) {
+        let key = groups::ExportKey::of(&peer);
         self.peers.insert(id, peer);
-        match self.slots.iter().position(Option::is_none) {
-            Some(slot) => {
-                self.slots[slot] = Some(id);
-                self.slot_of.insert(id, slot as u32);
-            }
-            None => {
-                self.adj_out.insert(id, PrefixSet::default());
-            }
-        }
+        self.groups.join(id, key);
     }
 
     /// A peer's session ended but its paths stay (graceful restart): nothing more is exported
     /// to it, and [`Rib::peer_down`] removes the paths later.
     pub fn peer_retire(&mut self, id: PeerId) {
-        self.reset_adj_out(id);
-        self.adj_out.remove(&id);
-        if let Some(slot) = self.slot_of.remove(&id) {
-            self.slots[slot as usize] = None;
-        }
+        self.groups.leave(id, &mut self.table);
     }
 
     /// The prefixes of `family` for which `peer` has a path.
@@ -466,68 +476,108 @@ impl Rib {
         out
     }
 
-    /// Brings `peer`'s Adj-RIB-Out in line with the Loc-RIB for `prefixes` (whose best path
-    /// changed) and returns the UPDATEs that carry it, packed.
-    pub fn export(&mut self, peer: PeerId, prefixes: &[IpNetwork]) -> Vec<Update> {
-        let Some(target) = self.peers.get(&peer).cloned() else {
+    /// Brings every update group's Adj-RIB-Out in line with the Loc-RIB for `prefixes` (whose
+    /// best path changed) and returns what each group is sent: one set of UPDATEs for all of
+    /// its members, and one of their own for members that are the source of some prefixes.
+    pub fn export(&mut self, prefixes: &[IpNetwork]) -> Vec<GroupExport> {
+        self.groups.ids().into_iter().filter_map(|g| self.export_group(g, prefixes)).collect()
+    }
+
+    fn export_group(&mut self, g: groups::GroupId, prefixes: &[IpNetwork]) -> Option<GroupExport> {
+        let members = self.groups.members(g);
+        // Members share the key: any one of them stands for the group in the export rules,
+        // under an id no peer has, so no route is held back as "learned from this peer".
+        let leader = self.peers.get(members.first()?)?.clone();
+        let mut announce = Vec::new();
+        let mut withdraw = Vec::new();
+        // Per source member: its prefixes (held back from it) and the ones it may hold.
+        let mut sources: BTreeMap<PeerId, (PrefixSet, Vec<IpNetwork>)> = BTreeMap::new();
+        let mut cache = HashMap::new();
+        for prefix in prefixes {
+            let best = self.table.best(prefix);
+            let desired = best.as_ref().and_then(|b| self.desired(&leader, GROUP_TARGET, prefix, b, &mut cache));
+            let source = best.map(|b| b.peer).filter(|s| self.groups.is_member(g, *s));
+            let had = self.groups.set(g, &mut self.table, prefix, desired.is_some());
+            match desired {
+                Some(d) => {
+                    announce.push((*prefix, d));
+                    if let Some(s) = source {
+                        let entry = sources.entry(s).or_default();
+                        entry.0.insert(*prefix);
+                        if had {
+                            entry.1.push(*prefix);
+                        }
+                    }
+                }
+                None if had => withdraw.push(*prefix),
+                None => {}
+            }
+        }
+        let codec = leader.codec;
+        let individual = sources
+            .into_iter()
+            .map(|(member, (own, own_withdraw))| {
+                let a = announce.iter().filter(|(p, _)| !own.contains(p)).cloned().collect();
+                let w = withdraw.iter().copied().chain(own_withdraw).collect();
+                (member, pack::pack(a, w, &codec))
+            })
+            .collect();
+        Some(GroupExport { members, codec, common: pack::pack(announce, withdraw, &codec), individual })
+    }
+
+    /// What `target` (as `target_id`) is sent for `prefix` whose best path is `best`, if
+    /// anything. The outgoing attributes depend only on the best path's attribute set, its
+    /// source and the family; thousands of prefixes share one, so `cache` keeps each result.
+    fn desired(
+        &mut self,
+        target: &RibPeer,
+        target_id: PeerId,
+        prefix: &IpNetwork,
+        best: &Path,
+        cache: &mut HashMap<(*const PathAttributes, PeerId, bool), Option<Arc<PathAttributes>>>,
+    ) -> Option<Arc<PathAttributes>> {
+        match self.export_verdict(target, prefix, best) {
+            Verdict::Reject => None,
+            Verdict::Modified(attrs) => {
+                let best = Path { peer: best.peer, attrs: Arc::new(*attrs) };
+                self.transform(target, target_id, prefix, &best).map(|a| self.intern(a))
+            }
+            Verdict::Accept => {
+                let key = (Arc::as_ptr(&best.attrs), best.peer, prefix.is_ipv4());
+                if let Some(done) = cache.get(&key) {
+                    return done.clone();
+                }
+                let out = self.transform(target, target_id, prefix, best).map(|a| self.intern(a));
+                cache.insert(key, out.clone());
+                out
+            }
+        }
+    }
+
+    /// The announcements of `prefixes` for `peer` alone (its first table, a route refresh, our
+    /// own prefixes while deferring). Its group's Adj-RIB-Out gains what is sent and loses
+    /// nothing: the other members may still hold a prefix this peer is not sent.
+    pub fn export_to(&mut self, peer: PeerId, prefixes: &[IpNetwork]) -> Vec<Update> {
+        let (Some(target), Some(g)) = (self.peers.get(&peer).cloned(), self.groups.group_of(peer)) else {
             return Vec::new();
         };
         let mut announce = Vec::new();
-        let mut withdraw = Vec::new();
-        // The outgoing attributes depend only on the best path's attribute set, its source
-        // and the family; thousands of prefixes share one, so transform each once.
-        let mut transformed: HashMap<(*const PathAttributes, PeerId, bool), Option<Arc<PathAttributes>>> = HashMap::new();
+        let mut cache = HashMap::new();
         for prefix in prefixes {
-            let desired = match self.table.best(prefix) {
-                None => None,
-                Some(best) => match self.export_verdict(&target, prefix, &best) {
-                    Verdict::Reject => None,
-                    Verdict::Modified(attrs) => {
-                        let best = Path { peer: best.peer, attrs: Arc::new(*attrs) };
-                        self.transform(&target, peer, prefix, &best).map(|a| self.intern(a))
-                    }
-                    Verdict::Accept => {
-                        let key = (Arc::as_ptr(&best.attrs), best.peer, prefix.is_ipv4());
-                        match transformed.get(&key) {
-                            Some(done) => done.clone(),
-                            None => {
-                                let out = self.transform(&target, peer, prefix, &best).map(|a| self.intern(a));
-                                transformed.insert(key, out.clone());
-                                out
-                            }
-                        }
-                    }
-                },
-            };
-            match desired {
-                Some(d) => {
-                    self.mark_advertised(peer, prefix, true);
-                    announce.push((*prefix, d));
-                }
-                None => {
-                    if self.mark_advertised(peer, prefix, false) {
-                        withdraw.push(*prefix);
-                    }
-                }
+            let Some(best) = self.table.best(prefix) else { continue };
+            if let Some(d) = self.desired(&target, peer, prefix, &best, &mut cache) {
+                self.groups.set(g, &mut self.table, prefix, true);
+                announce.push((*prefix, d));
             }
         }
-        pack::pack(announce, withdraw, &target.codec)
+        pack::pack(announce, Vec::new(), &target.codec)
     }
 
-    /// The whole table for a peer that just came up (End-of-RIB is the caller's).
+    /// The whole table for a peer that just came up or asked for it again (End-of-RIB is the
+    /// caller's).
     pub fn export_all(&mut self, peer: PeerId) -> Vec<Update> {
         let prefixes: Vec<IpNetwork> = self.table.prefixes().collect();
-        self.export(peer, &prefixes)
-    }
-
-    /// Forgets what was advertised to `peer` so the next export resends it (route refresh).
-    pub fn reset_adj_out(&mut self, peer: PeerId) {
-        if let Some(slot) = self.slot_of.get(&peer) {
-            self.table.clear_slot(*slot);
-        }
-        if let Some(out) = self.adj_out.get_mut(&peer) {
-            out.clear();
-        }
+        self.export_to(peer, &prefixes)
     }
 
     /// The target's export policy on the best path (accept when it has none).
@@ -543,9 +593,25 @@ impl Rib {
     /// treat differently need the peer to send them again (route refresh).
     pub fn set_policies(&mut self, id: PeerId, import: Option<Arc<Policy>>, export: Option<Arc<Policy>>) -> Vec<Update> {
         let Some(p) = self.peers.get_mut(&id) else { return Vec::new() };
+        let before = groups::ExportKey::of(p);
         p.import = import;
         p.export = export;
-        self.export_all(id)
+        let key = groups::ExportKey::of(p);
+        if key == before {
+            return Vec::new();
+        }
+        // The peer moves to the group of its new key; what it held under the old one and is not
+        // sent under the new one is withdrawn.
+        let held = self.groups.group_of(id).map(|g| self.groups.held(g, &self.table)).unwrap_or_default();
+        self.groups.leave(id, &mut self.table);
+        self.groups.join(id, key);
+        let mut updates = self.export_all(id);
+        let mut now = PrefixSet::default();
+        now.extend(updates.iter().flat_map(|u| u.announced().collect::<Vec<_>>()));
+        let gone: Vec<IpNetwork> = held.into_iter().filter(|p| !now.contains(p)).collect();
+        let codec = self.peers.get(&id).map(|p| p.codec).unwrap_or_default();
+        updates.extend(pack::pack(Vec::new(), gone, &codec));
+        updates
     }
 
     /// What `best` looks like when it leaves for `target`, if it leaves at all.
@@ -567,19 +633,6 @@ impl Rib {
 
     pub fn fib_pending(&self) -> bool {
         self.table.fib_pending()
-    }
-
-    /// Records whether `peer` holds `prefix` from us; returns whether it did.
-    fn mark_advertised(&mut self, peer: PeerId, prefix: &IpNetwork, on: bool) -> bool {
-        if let Some(slot) = self.slot_of.get(&peer) {
-            return self.table.set_advertised(prefix, *slot, on);
-        }
-        let Some(out) = self.adj_out.get_mut(&peer) else { return false };
-        if on {
-            !out.insert(*prefix)
-        } else {
-            out.remove(prefix)
-        }
     }
 
     pub fn peer(&self, id: PeerId) -> Option<&RibPeer> {

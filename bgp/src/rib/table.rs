@@ -164,9 +164,11 @@ impl Table {
         self.v6.retain(|_, d| d.live() || d.advertised != 0);
     }
 
-    pub(super) fn count_slot(&self, slot: u32) -> usize {
+    /// Every prefix (tombstones included) whose slot bit is set.
+    pub(super) fn slot_prefixes(&self, slot: u32) -> Vec<IpNetwork> {
         let bit = 1u32 << slot;
-        self.v4.values().chain(self.v6.values()).filter(|d| d.advertised & bit != 0).count()
+        let v4 = self.v4.iter().filter(|(_, d)| d.advertised & bit != 0).map(|(k, _)| v4_from_key(*k));
+        v4.chain(self.v6.iter().filter(|(_, d)| d.advertised & bit != 0).map(|(p, _)| *p)).collect()
     }
 
     pub(super) fn len(&self) -> usize {

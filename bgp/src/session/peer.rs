@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ipnetwork::IpNetwork;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -47,6 +47,11 @@ pub enum PeerCommand {
     /// UPDATEs to send once Established; dropped otherwise (the table is resent on the next
     /// Established anyway).
     Send(Vec<Update>),
+    /// UPDATEs an update group's members share, encoded once with their codec.
+    SendEncoded {
+        bytes: Bytes,
+        updates: u32,
+    },
     RouteRefresh(RouteRefresh),
     Snapshot(oneshot::Sender<PeerSnapshot>),
 }
@@ -279,6 +284,7 @@ impl PeerTask {
                     self.input(Input::SendUpdate(u)).await;
                 }
             }
+            PeerCommand::SendEncoded { bytes, updates } => self.input(Input::SendEncoded { bytes, updates }).await,
             PeerCommand::RouteRefresh(rr) => self.input(Input::SendRouteRefresh(rr)).await,
             PeerCommand::Snapshot(reply) => {
                 // The requester may have given up waiting; that is its business.
@@ -386,6 +392,18 @@ impl PeerTask {
                         tracing::error!(peer = %self.config.transport.peer, error = %e, "message not sent")
                     }
                 }
+            }
+            Output::SendEncoded { conn, bytes, updates } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                self.counters.updates_sent.fetch_add(u64::from(updates), Ordering::Relaxed);
+                self.stats.messages_sent += u64::from(updates);
+                // What is queued goes first; the shared buffer then goes to the writer as it is.
+                if !c.out.is_empty() {
+                    c.handle.send(c.out.split().freeze());
+                }
+                c.handle.send(bytes);
             }
             Output::Close { conn } => {
                 if let Some(mut c) = self.conns.remove(&conn) {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -16,9 +17,9 @@ use crate::procedures::max_prefix::{LimitAction, PrefixLimit};
 use crate::procedures::refresh::{self, InboundRefresh, Reply};
 use crate::procedures::TimerOp;
 use crate::rib::decision::DecisionConfig;
-use crate::rib::{PeerId, PrefixSet, Rib, RibConfig, RibPeer};
+use crate::rib::{GroupExport, PeerId, PrefixSet, Rib, RibConfig, RibPeer};
 use crate::session::{sleep_until, Listener, PeerCommand, PeerEvent, PeerHandle};
-use crate::wire::{AsPath, ErrorCode, Family, Origin, PathAttributes, RefreshSubtype, RouteRefresh, Update};
+use crate::wire::{AsPath, ErrorCode, Family, Message, Origin, PathAttributes, RefreshSubtype, RouteRefresh, Update};
 
 /// Prefixes exported per step; bounds the transient memory of a full-table flood.
 const EXPORT_CHUNK: usize = 4096;
@@ -464,7 +465,7 @@ impl SpeakerTask {
                     send_table(&mut self.rib, id, &negotiated.families, &handle).await;
                 } else {
                     let own = self.rib.local_prefixes();
-                    let updates = self.rib.export(id, &own);
+                    let updates = self.rib.export_to(id, &own);
                     if !updates.is_empty() {
                         handle.send(PeerCommand::Send(updates)).await;
                     }
@@ -553,7 +554,6 @@ impl SpeakerTask {
                             handle.send(PeerCommand::RouteRefresh(RouteRefresh { family, subtype })).await;
                         }
                         Reply::Table => {
-                            self.rib.reset_adj_out(id);
                             handle.send(PeerCommand::Send(self.rib.export_all(id))).await;
                         }
                     }
@@ -678,7 +678,7 @@ impl SpeakerTask {
         // While deferring, peers hear only about our own prefixes; the whole table goes out
         // once selection is final.
         let deferring = self.convergence.deferring();
-        let targets: Vec<(PeerId, PeerHandle)> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
+        let targets: HashMap<PeerId, PeerHandle> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
         while !self.dirty.is_empty() {
             let mut chunk = self.dirty.take(EXPORT_CHUNK);
             for p in &chunk {
@@ -687,14 +687,41 @@ impl SpeakerTask {
             if deferring {
                 chunk.retain(|p| self.rib.best(p).is_none_or(|b| b.peer == crate::rib::LOCAL));
             }
-            for (id, handle) in &targets {
-                let updates = self.rib.export(*id, &chunk);
-                if !updates.is_empty() {
-                    handle.send(PeerCommand::Send(updates)).await;
-                }
+            for group in self.rib.export(&chunk) {
+                send_group(group, &targets).await;
             }
         }
         self.rib.collect_garbage();
+    }
+}
+
+/// An update group's UPDATEs: encoded once and shared (the buffer is reference-counted) by
+/// every member that gets the common set, and one set of its own for each source member.
+async fn send_group(group: GroupExport, targets: &HashMap<PeerId, PeerHandle>) {
+    for (member, updates) in group.individual.iter().filter(|(_, u)| !u.is_empty()) {
+        if let Some(handle) = targets.get(member) {
+            handle.send(PeerCommand::Send(updates.clone())).await;
+        }
+    }
+    if group.common.is_empty() {
+        return;
+    }
+    let shared: Vec<&PeerHandle> =
+        group.members.iter().filter(|m| !group.individual.iter().any(|(i, _)| i == *m)).filter_map(|m| targets.get(m)).collect();
+    if shared.is_empty() {
+        return;
+    }
+    let mut buf = BytesMut::new();
+    let mut updates = 0;
+    for u in group.common {
+        match Message::Update(u).encode(&group.codec, &mut buf) {
+            Ok(()) => updates += 1,
+            Err(e) => tracing::error!(error = %e, "an UPDATE for an update group does not encode; not sent"),
+        }
+    }
+    let bytes = buf.freeze();
+    for handle in shared {
+        handle.send(PeerCommand::SendEncoded { bytes: bytes.clone(), updates }).await;
     }
 }
 

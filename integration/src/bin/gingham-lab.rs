@@ -65,13 +65,26 @@ enum Command {
         #[arg(long = "peer")]
         peers: Vec<String>,
     },
-    /// Route-reflector benchmark: Gingham, BIRD, FRR and GoBGP in one run, with ratios.
+    /// Route-reflector benchmark with our own injectors and counting receivers around the
+    /// device (Gingham, BIRD, FRR, GoBGP), in one run, with ratios: fan-out to M clients,
+    /// fan-in from many injectors, churn.
     BenchRr {
         #[arg(long, default_value_t = 100_000)]
         prefixes: usize,
+        /// Comma-separated client counts for fan-out.
+        #[arg(long, default_value = "1,10,50")]
+        clients: String,
+        /// Comma-separated subset of baseline,fanout,fanin,churn.
+        #[arg(long, default_value = "baseline,fanout,fanin,churn")]
+        scenarios: String,
         /// Comma-separated subset of gingham,bird,frr,gobgp.
         #[arg(long, default_value = "gingham,bird,frr,gobgp")]
         only: String,
+        /// Churn: seconds of churn, and prefixes withdrawn (and announced again) per second.
+        #[arg(long, default_value_t = 30)]
+        churn_seconds: usize,
+        #[arg(long, default_value_t = 10_000)]
+        churn_rate: usize,
     },
     /// Failover: a node's fabric link cut, time until the ToR and the other nodes withdraw its
     /// block, then pings lost to a pod on a dual-homed node when its first path is cut; each
@@ -133,25 +146,16 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Speaker { router_id, asn, cluster_id, peers } => run_speaker(router_id, asn, cluster_id, &peers),
-        Command::BenchRr { prefixes, only } => {
-            use gingham_integration::bench::{self, Reflector};
-            let me = std::env::current_exe()?;
-            let mut results = Vec::new();
-            for name in only.split(',') {
-                let r = match name.trim() {
-                    "gingham" => Reflector::Gingham,
-                    "bird" => Reflector::Bird,
-                    "frr" => Reflector::Frr,
-                    "gobgp" => Reflector::GoBgp,
-                    other => anyhow::bail!("unknown reflector {other}"),
-                };
-                eprintln!("running {} ...", r.name());
-                let m = bench::run(r, prefixes, &me)?;
-                eprintln!("  {:.2} s, {:.1} MB", m.seconds, m.peak_rss_kib as f64 / 1024.0);
-                results.push(m);
-            }
-            print!("{}", bench::table(&results, prefixes));
-            Ok(())
+        Command::BenchRr { prefixes, clients, scenarios, only, churn_seconds, churn_rate } => {
+            let options = gingham_integration::bgperf::Options {
+                prefixes,
+                clients: clients.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?,
+                scenarios: scenarios.split(',').map(|s| s.trim().to_string()).collect(),
+                devices: only.split(',').map(gingham_integration::bgperf::Device::parse).collect::<Result<_>>()?,
+                churn_seconds,
+                churn_rate,
+            };
+            gingham_integration::bgperf::run_all(&options, &std::env::current_exe()?)
         }
         Command::BenchFailover { hold_time } => gingham_integration::bench_failover::failover(hold_time),
         Command::Soak { minutes, churn_every, churn_pods, flap_every } => {
@@ -345,7 +349,8 @@ fn wait_for_ctrl_c() {
 /// A standalone speaker in the current namespace, for measurements against other daemons.
 fn run_speaker(router_id: std::net::Ipv4Addr, asn: u32, cluster_id: Option<std::net::Ipv4Addr>, peers: &[String]) -> Result<()> {
     use gingham_bgp::speaker::{self, NeighborConfig, SpeakerConfig};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // As the agent runs it: two workers, so peer tasks encode and write beside the RIB's task.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let mut config = SpeakerConfig::new(router_id, asn);
         config.cluster_id = cluster_id;
