@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
+use super::fast_hash::FastHash;
 use super::policy::Policy;
 use super::prefix_set::PrefixSet;
 use super::table::{Table, SLOTS};
@@ -70,7 +71,7 @@ struct Group {
 #[derive(Debug, Default)]
 pub(super) struct Groups {
     groups: Vec<Option<Group>>,
-    of: HashMap<PeerId, GroupId>,
+    of: HashMap<PeerId, GroupId, FastHash>,
     slot_used: [bool; SLOTS],
 }
 

@@ -7,6 +7,7 @@
 
 pub mod decision;
 pub mod export;
+mod fast_hash;
 mod groups;
 pub mod pack;
 pub mod policy;
@@ -21,6 +22,7 @@ use ipnetwork::IpNetwork;
 
 use crate::wire::{Family, MpReach, NextHop, PathAttributes, SessionCodec, Update};
 use decision::{compare, Candidate, DecisionConfig};
+use fast_hash::FastHash;
 pub use export::ExportDecision;
 use policy::{Policy, RouteSource, Verdict};
 pub use prefix_set::PrefixSet;
@@ -101,6 +103,9 @@ impl Gateway {
     }
 }
 
+/// Outgoing attributes per (best path's attribute set, its source, IPv4), within one export.
+type ExportCache = HashMap<(*const PathAttributes, PeerId, bool), Option<Arc<PathAttributes>>, FastHash>;
+
 /// Stands for "any member" of an update group in the export rules; no peer has this id.
 const GROUP_TARGET: PeerId = PeerId::MAX - 1;
 
@@ -147,13 +152,13 @@ pub struct ImportResult {
 
 pub struct Rib {
     config: RibConfig,
-    peers: HashMap<PeerId, RibPeer>,
+    peers: HashMap<PeerId, RibPeer, FastHash>,
     /// Paths per prefix, best first (the decision process keeps them sorted).
     table: Table,
     /// Accepted paths per peer: [IPv4, IPv6].
-    accepted: HashMap<PeerId, [usize; 2]>,
+    accepted: HashMap<PeerId, [usize; 2], FastHash>,
     /// Prefixes a peer announces that the import checks refused (usually none).
-    rejected: HashMap<PeerId, PrefixSet>,
+    rejected: HashMap<PeerId, PrefixSet, FastHash>,
     /// Adj-RIB-Out, per update group: which prefixes the group's members hold from us. The
     /// attributes they hold follow from the current best path, and every change of that is
     /// re-sent, so only membership is kept (it decides between a withdrawal and nothing).
@@ -165,10 +170,10 @@ impl Rib {
     pub fn new(config: RibConfig) -> Rib {
         Rib {
             config,
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             table: Table::default(),
-            accepted: HashMap::new(),
-            rejected: HashMap::new(),
+            accepted: HashMap::default(),
+            rejected: HashMap::default(),
             groups: groups::Groups::default(),
             interner: HashSet::new(),
         }
@@ -492,7 +497,7 @@ impl Rib {
         let mut withdraw = Vec::new();
         // Per source member: its prefixes (held back from it) and the ones it may hold.
         let mut sources: BTreeMap<PeerId, (PrefixSet, Vec<IpNetwork>)> = BTreeMap::new();
-        let mut cache = HashMap::new();
+        let mut cache = ExportCache::default();
         for prefix in prefixes {
             let best = self.table.best(prefix);
             let desired = best.as_ref().and_then(|b| self.desired(&leader, GROUP_TARGET, prefix, b, &mut cache));
@@ -534,7 +539,7 @@ impl Rib {
         target_id: PeerId,
         prefix: &IpNetwork,
         best: &Path,
-        cache: &mut HashMap<(*const PathAttributes, PeerId, bool), Option<Arc<PathAttributes>>>,
+        cache: &mut ExportCache,
     ) -> Option<Arc<PathAttributes>> {
         match self.export_verdict(target, prefix, best) {
             Verdict::Reject => None,
@@ -562,7 +567,7 @@ impl Rib {
             return Vec::new();
         };
         let mut announce = Vec::new();
-        let mut cache = HashMap::new();
+        let mut cache = ExportCache::default();
         for prefix in prefixes {
             let Some(best) = self.table.best(prefix) else { continue };
             if let Some(d) = self.desired(&target, peer, prefix, &best, &mut cache) {

@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 
+use super::fast_hash::FastHash;
+
 pub(crate) fn v4_key(p: &Ipv4Network) -> u64 {
     (u64::from(u32::from(p.network())) << 8) | u64::from(p.prefix())
 }
@@ -19,7 +21,7 @@ pub(crate) fn v4_from_key(k: u64) -> IpNetwork {
 /// A set of prefixes of both families.
 #[derive(Debug, Default)]
 pub struct PrefixSet {
-    v4: HashSet<u64>,
+    v4: HashSet<u64, FastHash>,
     v6: HashSet<IpNetwork>,
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
+use super::fast_hash::FastHash;
 use super::prefix_set::{v4_from_key, v4_key};
 use super::PeerId;
 use crate::wire::PathAttributes;
@@ -39,9 +40,60 @@ impl Dest {
     }
 }
 
+/// The IPv4 entries, split over shards by a hash of the key. A hash table doubles when it fills
+/// and holds both arrays while moving over; one table of a million entries would briefly need
+/// half again its size, while a shard only ever moves 1/64th of it.
+#[derive(Debug)]
+struct Shards(Vec<HashMap<u64, Dest, FastHash>>);
+
+const SHARDS: usize = 64;
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards((0..SHARDS).map(|_| HashMap::default()).collect())
+    }
+}
+
+impl Shards {
+    fn shard(k: u64) -> usize {
+        // Fibonacci hashing: the top bits of the product spread neighbouring prefixes.
+        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros())) as usize
+    }
+
+    fn get(&self, k: &u64) -> Option<&Dest> {
+        self.0[Self::shard(*k)].get(k)
+    }
+
+    fn get_mut(&mut self, k: &u64) -> Option<&mut Dest> {
+        self.0[Self::shard(*k)].get_mut(k)
+    }
+
+    fn remove(&mut self, k: &u64) -> Option<Dest> {
+        self.0[Self::shard(*k)].remove(k)
+    }
+
+    fn insert(&mut self, k: u64, d: Dest) {
+        self.0[Self::shard(k)].insert(k, d);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Dest)> {
+        self.0.iter().flat_map(HashMap::iter)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Dest> {
+        self.0.iter_mut().flat_map(HashMap::values_mut)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&u64, &mut Dest) -> bool) {
+        for shard in &mut self.0 {
+            shard.retain(&mut keep);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    v4: HashMap<u64, Dest>,
+    v4: Shards,
     v6: HashMap<IpNetwork, Dest>,
     /// Second-best and further paths, best first.
     extra: HashMap<IpNetwork, Vec<Path>>,
@@ -178,14 +230,11 @@ impl Table {
     /// Queues a best-path change for the FIB stream, once per prefix until it is taken. A
     /// prefix that is gone stays as a tombstone until then, so its removal is reported too.
     pub(super) fn mark_fib(&mut self, p: IpNetwork) {
-        if self.dest(&p).is_none() {
-            self.insert_dest(p, Dest { attrs: self.empty.clone(), peer: TOMBSTONE, advertised: 0 });
+        match self.dest_mut(&p) {
+            Some(d) if d.advertised & FIB_BIT != 0 => return,
+            Some(d) => d.advertised |= FIB_BIT,
+            None => self.insert_dest(p, Dest { attrs: self.empty.clone(), peer: TOMBSTONE, advertised: FIB_BIT }),
         }
-        let Some(d) = self.dest_mut(&p) else { return };
-        if d.advertised & FIB_BIT != 0 {
-            return;
-        }
-        d.advertised |= FIB_BIT;
         match p {
             IpNetwork::V4(v4) => self.fib_v4.push(v4_key(&v4)),
             IpNetwork::V6(_) => self.fib_v6.push(p),

@@ -131,6 +131,16 @@ impl SpeakerTask {
             let fib = self.fib.clone();
             let next_timer = self.timers.values().min().copied();
             tokio::select! {
+                // The FIB stream first: while a table floods in, its queue would otherwise grow
+                // towards the whole table before the reader gets a turn. The RIB queues changed
+                // prefixes (once each) and the route is read as a batch leaves, so a slow reader
+                // gets the latest state per prefix and nothing is lost.
+                biased;
+                Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
+                    let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
+                    permit.send(batch);
+                }
+                () = sleep_until(next_timer) => self.fire_timers().await,
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => break,
@@ -146,13 +156,6 @@ impl SpeakerTask {
                             Err(_) => break,
                         }
                     }
-                }
-                // The RIB queues changed prefixes (once each) and the route is read as a batch
-                // leaves, so a slow reader gets the latest state per prefix and nothing is lost.
-                () = sleep_until(next_timer) => self.fire_timers().await,
-                Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
-                    let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
-                    permit.send(batch);
                 }
             }
             self.propagate().await;
