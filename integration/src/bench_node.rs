@@ -130,37 +130,39 @@ fn count_routes(ns: &Netns) -> Result<usize> {
 
 pub fn fib_install(n: usize) -> Result<String> {
     let prefixes = bench_prefixes(n);
-    // Reference: one `ip -batch` of the same routes.
+    // Reference: one `ip -batch` of the same routes, then one of their deletions.
     let reference_ns = route_ns()?;
     let dir = TempDir::new("gingham-fib")?;
-    let batch = dir.join("routes.batch");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&batch)?);
-    for p in &prefixes {
-        writeln!(f, "route add {p}/32 via 198.18.1.2 proto 80")?;
-    }
-    f.flush()?;
-    drop(f);
+    let batch = |verb: &str| -> Result<std::path::PathBuf> {
+        let path = dir.join(&format!("routes-{verb}.batch"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for p in &prefixes {
+            writeln!(f, "route {verb} {p}/32 via 198.18.1.2 proto 80")?;
+        }
+        f.flush()?;
+        Ok(path)
+    };
+    let (add, del) = (batch("add")?, batch("del")?);
     let t = Instant::now();
-    reference_ns.ip(&["-batch", batch.to_str().context("path")?])?;
-    let reference = t.elapsed();
+    reference_ns.ip(&["-batch", add.to_str().context("path")?])?;
+    let reference_add = t.elapsed();
     anyhow::ensure!(count_routes(&reference_ns)? == n, "ip -batch installed a different number of routes");
+    let t = Instant::now();
+    reference_ns.ip(&["-batch", del.to_str().context("path")?])?;
+    let reference_del = t.elapsed();
+    anyhow::ensure!(count_routes(&reference_ns)? == 0, "ip -batch left routes behind");
 
     // Ours: the agent's FIB syncer, in a namespace of its own.
     let ours_ns = route_ns()?;
     let file = std::fs::File::open(ours_ns.path())?;
-    let routes: Vec<(gingham_agent::fib::WantKey, Option<gingham_agent::fib::Target>)> = prefixes
+    let keys: Vec<gingham_agent::fib::WantKey> = prefixes
         .iter()
-        .map(|p| {
-            (
-                gingham_agent::fib::WantKey {
-                    prefix: ipnetwork::IpNetwork::new((*p).into(), 32).expect("/32"),
-                    class: gingham_agent::fib::Class::Learned,
-                },
-                Some(gingham_agent::fib::Target::Gateways(vec![gingham_bgp::rib::Gateway::new("198.18.1.2".parse().expect("literal"))])),
-            )
+        .map(|p| gingham_agent::fib::WantKey {
+            prefix: ipnetwork::IpNetwork::new((*p).into(), 32).expect("/32"),
+            class: gingham_agent::fib::Class::Learned,
         })
         .collect();
-    let ours = std::thread::spawn(move || -> Result<Duration> {
+    let (ours_add, ours_del) = std::thread::spawn(move || -> Result<(Duration, Duration)> {
         // SAFETY: setns on this thread only.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             anyhow::bail!("setns: {}", std::io::Error::last_os_error());
@@ -169,23 +171,39 @@ pub fn fib_install(n: usize) -> Result<String> {
         rt.block_on(async move {
             let handle = gingham_agent::netlink::connect()?;
             let fib = gingham_agent::fib::spawn(handle, Default::default());
+            let gateway =
+                gingham_agent::fib::Target::Gateways(vec![gingham_bgp::rib::Gateway::new("198.18.1.2".parse().expect("literal"))]);
             let t = Instant::now();
-            fib.set(routes).await;
+            fib.set(keys.iter().map(|k| (*k, Some(gateway.clone()))).collect()).await;
             while fib.stats().await.programmed < n as u64 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Ok(t.elapsed())
+            let add = t.elapsed();
+            let t = Instant::now();
+            fib.set(keys.iter().map(|k| (*k, None)).collect()).await;
+            while fib.stats().await.removed < n as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok((add, t.elapsed()))
         })
     })
     .join()
     .map_err(|_| anyhow::anyhow!("fib thread panicked"))??;
-    anyhow::ensure!(count_routes(&ours_ns)? == n, "the FIB syncer installed a different number of routes");
+    anyhow::ensure!(count_routes(&ours_ns)? == 0, "the FIB syncer left routes behind");
+    let row = |name: &str, d: Duration| format!("{:<36} {:>10.2} {:>14.0}\n", name, d.as_secs_f64(), n as f64 / d.as_secs_f64());
     Ok(format!(
-        "Installing {n} routes (/32 via one gateway, protocol 80) in an empty namespace\n{:<28} {:>10} {:>14}\n{:<28} {:>10.2} {:>14.0}\n{:<28} {:>10.2} {:>14.0}\n{:<28} {:>9.2}x\n",
-        "installer", "seconds", "routes/s",
-        "gingham FIB syncer", ours.as_secs_f64(), n as f64 / ours.as_secs_f64(),
-        "ip -batch (reference)", reference.as_secs_f64(), n as f64 / reference.as_secs_f64(),
-        "gingham / ip -batch", ours.as_secs_f64() / reference.as_secs_f64()
+        "{n} routes (/32 via one gateway, protocol 80) installed in an empty namespace, then removed\n{:<36} {:>10} {:>14}\n{}{}{}{}{:<36} {:>9.2}x\n{:<36} {:>9.2}x\n",
+        "installer",
+        "seconds",
+        "routes/s",
+        row("gingham FIB syncer, install", ours_add),
+        row("ip -batch (reference), install", reference_add),
+        row("gingham FIB syncer, remove", ours_del),
+        row("ip -batch (reference), remove", reference_del),
+        "gingham / ip -batch, install",
+        ours_add.as_secs_f64() / reference_add.as_secs_f64(),
+        "gingham / ip -batch, remove",
+        ours_del.as_secs_f64() / reference_del.as_secs_f64(),
     ))
 }
 

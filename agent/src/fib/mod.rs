@@ -1,7 +1,7 @@
 //! The FIB syncer: the one owner of every kernel route carrying our protocol number (learned
 //! routes, block blackholes, pod host routes). Others tell it what they want over a channel;
 //! it plans the difference against its model of the kernel ([`plan`], pure) and carries it out
-//! with pipelined netlink requests ([`kernel`]). Every few seconds, and soon after another
+//! with netlink requests in bulk ([`batch`]; the messages are [`kernel`]'s). Every few seconds, and soon after another
 //! protocol's route changes, it reads the table again: drift is repaired, next hops are
 //! resolved anew, and routes of other protocols are never touched.
 //!
@@ -9,6 +9,7 @@
 //! holds its slot, the kernel refuses it) is reported once, counted, shown in `/status`, and
 //! retried with a growing delay; it never holds up the others.
 
+mod batch;
 pub mod kernel;
 pub mod plan;
 pub mod resolve;
@@ -112,8 +113,16 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
     if let Err(e) = follow_kernel(tx.clone()) {
         tracing::warn!(error = %e, "cannot follow kernel route changes; next hops are re-resolved every {RESYNC_EVERY:?} only");
     }
+    let batcher = match batch::Writers::new() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "no netlink socket for bulk route writes; writing one route per request");
+            None
+        }
+    };
     let fib = Fib {
         handle,
+        batcher,
         metrics: RouteMetrics { learned: options.learned_metric },
         failures: options.failures,
         wanted: BTreeMap::new(),
@@ -135,6 +144,12 @@ fn follow_kernel(tx: mpsc::Sender<FibCommand>) -> std::io::Result<()> {
     let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
     let groups = rtnetlink::constants::RTMGRP_IPV4_ROUTE | rtnetlink::constants::RTMGRP_IPV6_ROUTE;
     conn.socket_mut().socket_mut().bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+    {
+        use std::os::fd::AsRawFd;
+        if let Err(e) = drop_our_own(conn.socket_mut().socket_mut().as_raw_fd()) {
+            tracing::debug!(error = %e, "no socket filter: notifications of our own routes are read and skipped");
+        }
+    }
     tokio::spawn(conn);
     tokio::spawn(async move {
         while let Some((msg, _)) = messages.next().await {
@@ -151,8 +166,40 @@ fn follow_kernel(tx: mpsc::Sender<FibCommand>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Has the kernel drop notifications of our own routes before they reach the socket: a full
+/// table written would otherwise come back as that many messages to read and throw away.
+fn drop_our_own(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // The route's protocol is octet 21 of a notification: the 16-octet netlink header, then
+    // rtmsg's family, dst_len, src_len, tos, table, protocol. Each notification is a datagram
+    // of its own.
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let mut program = [
+        op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 21),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, u32::from(RTPROT_GINGHAM)),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: the program outlives the call (the kernel copies it); the fd is a valid socket.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 struct Fib {
     handle: Handle,
+    /// Taken while a bulk write runs on a blocking thread; `None` also when it could not be made.
+    batcher: Option<batch::Writers>,
     metrics: RouteMetrics,
     failures: Family<ReasonLabel, Counter>,
     wanted: BTreeMap<WantKey, Target>,
@@ -273,18 +320,7 @@ impl Fib {
         // A slot whose last attempt the kernel refused waits for its retry time.
         let (ops, waiting): (Vec<Op>, Vec<Op>) =
             plan.ops.into_iter().partition(|op| self.problems.get(&op.key()).and_then(|p| p.retry_at).is_none_or(|t| t <= now));
-        let handle = self.handle.clone();
-        let results: Vec<(Op, Result<(), String>)> = futures::stream::iter(ops)
-            .map(|op| {
-                let handle = handle.clone();
-                async move {
-                    let r = kernel::apply(&handle, &op).await;
-                    (op, r)
-                }
-            })
-            .buffer_unordered(PIPELINE)
-            .collect()
-            .await;
+        let results = self.write(ops).await;
         let mut done = Done::default();
         for (op, result) in results {
             match (result, op) {
@@ -317,6 +353,37 @@ impl Fib {
             }
         }
         done
+    }
+
+    /// Carries out `ops`: in bulk on a blocking thread (the writes are system calls), or one
+    /// request each through the rtnetlink handle when there is no bulk socket.
+    async fn write(&mut self, ops: Vec<Op>) -> Vec<(Op, Result<(), String>)> {
+        if let Some(writers) = self.batcher.take() {
+            match writers.apply(ops).await {
+                Ok((writers, results)) => {
+                    self.batcher = Some(writers);
+                    return results;
+                }
+                // Only a panic in the bulk writer ends here; its ops are retried by the next
+                // resync, one request each from now on.
+                Err(e) => {
+                    tracing::error!(error = %e, "bulk route writer failed; writing one route per request");
+                    return Vec::new();
+                }
+            }
+        }
+        let handle = self.handle.clone();
+        futures::stream::iter(ops)
+            .map(|op| {
+                let handle = handle.clone();
+                async move {
+                    let r = kernel::apply(&handle, &op).await;
+                    (op, r)
+                }
+            })
+            .buffer_unordered(PIPELINE)
+            .collect()
+            .await
     }
 
     fn report(&mut self, key: RouteKey, want: Option<WantKey>, refusal: Refusal, now: Instant) {

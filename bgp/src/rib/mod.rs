@@ -22,8 +22,8 @@ use ipnetwork::IpNetwork;
 
 use crate::wire::{Family, MpReach, NextHop, PathAttributes, SessionCodec, Update};
 use decision::{compare, Candidate, DecisionConfig};
-use fast_hash::FastHash;
 pub use export::ExportDecision;
+use fast_hash::FastHash;
 use policy::{Policy, RouteSource, Verdict};
 pub use prefix_set::PrefixSet;
 use table::{Path, Table};
