@@ -136,6 +136,14 @@ impl Writers {
         Ok(Writers { writers: [Batcher::new()?, Batcher::new()?] })
     }
 
+    /// Carries out a few ops on the calling thread: one `sendmsg` and its acknowledgements,
+    /// less than a thread handoff costs (and no thread, with the memory it keeps, for a node
+    /// whose routes change a few at a time).
+    pub fn apply_here(&mut self, ops: Vec<Op>) -> Vec<(Op, Result<(), String>)> {
+        let results = self.writers[0].apply(&ops);
+        ops.into_iter().zip(results).collect()
+    }
+
     /// Carries out `ops` on blocking threads; each op with its result, in the order given.
     pub async fn apply(self, ops: Vec<Op>) -> Result<(Writers, Vec<(Op, Result<(), String>)>), tokio::task::JoinError> {
         let [a, b] = self.writers;

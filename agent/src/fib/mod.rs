@@ -35,8 +35,11 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// A change to another protocol's route is followed by a resync this soon (changes come in
 /// bursts: one resync for the burst).
 const FOLLOW_DELAY: Duration = Duration::from_millis(200);
-/// Netlink requests in flight at once.
+/// Netlink requests in flight at once (without the bulk writer).
 const PIPELINE: usize = 128;
+/// Route writes up to this many are made on the FIB task itself (about a millisecond of
+/// work); more go to blocking threads.
+const WRITE_HERE: usize = 256;
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Problems listed in `/status` (all are counted).
@@ -355,9 +358,15 @@ impl Fib {
         done
     }
 
-    /// Carries out `ops`: in bulk on a blocking thread (the writes are system calls), or one
-    /// request each through the rtnetlink handle when there is no bulk socket.
+    /// Carries out `ops`: in bulk (on blocking threads when there are many: the writes are
+    /// system calls), or one request each through the rtnetlink handle when there is no bulk
+    /// socket.
     async fn write(&mut self, ops: Vec<Op>) -> Vec<(Op, Result<(), String>)> {
+        if ops.len() <= WRITE_HERE {
+            if let Some(writers) = self.batcher.as_mut() {
+                return writers.apply_here(ops);
+            }
+        }
         if let Some(writers) = self.batcher.take() {
             match writers.apply(ops).await {
                 Ok((writers, results)) => {
