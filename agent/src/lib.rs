@@ -138,19 +138,31 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     tracing::info!(restarting, adopted, "endpoints adopted");
     cni.spawn_reclaimer(Duration::from_secs(5), Duration::from_secs(config.reclaim_grace.into()));
 
-    // Learned best paths -> kernel.
+    // Learned best paths -> kernel, and "synced" after them: the speaker says synced once it
+    // has handed over every change it knew of, so what is queued then goes to the FIB first
+    // (one task, one FIB channel: the order holds).
     let fib_in = fib.clone();
-    tokio::spawn(async move {
-        while let Some(batch) = changes.recv().await {
-            fib_in.set_class(Class::Learned, learned_routes(batch)).await;
-        }
-    });
-    let fib_sync = fib.clone();
     let speaker_sync = speaker.clone();
     tokio::spawn(async move {
-        if speaker_sync.wait_synced().await.is_ok() {
-            tracing::info!("BGP synced: routes of ours nobody wants may now be removed");
-            fib_sync.synced().await;
+        let mut synced = false;
+        loop {
+            tokio::select! {
+                batch = changes.recv() => match batch {
+                    Some(batch) => fib_in.set_class(Class::Learned, learned_routes(batch)).await,
+                    None => break,
+                },
+                r = speaker_sync.wait_synced(), if !synced => {
+                    synced = true;
+                    if r.is_err() {
+                        continue;
+                    }
+                    while let Ok(batch) = changes.try_recv() {
+                        fib_in.set_class(Class::Learned, learned_routes(batch)).await;
+                    }
+                    tracing::info!("BGP synced: routes of ours nobody wants may now be removed");
+                    fib_in.synced().await;
+                }
+            }
         }
     });
 

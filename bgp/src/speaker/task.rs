@@ -86,6 +86,10 @@ pub(super) struct SpeakerTask {
     /// Every peer delivered its table after our start (or the deadline passed): routes of ours
     /// in the kernel that did not come back may go.
     synced: watch::Sender<bool>,
+    /// Synced, not said yet: it is said once every route change known by then has been handed
+    /// to the FIB stream, so a reader that forwards the stream before acting on "synced" never
+    /// removes a route whose news is still on its way.
+    synced_due: bool,
     convergence: Convergence,
 }
 
@@ -120,6 +124,7 @@ impl SpeakerTask {
             dirty: PrefixSet::default(),
             timers: HashMap::new(),
             synced,
+            synced_due: false,
             convergence,
         }
     }
@@ -159,6 +164,10 @@ impl SpeakerTask {
                 }
             }
             self.propagate().await;
+            if self.synced_due && self.dirty.is_empty() && !self.rib.fib_pending() {
+                self.synced_due = false;
+                self.synced.send_replace(true);
+            }
         }
         // Every handle is gone: close the sessions without NOTIFICATION, so peers that
         // negotiated graceful restart keep our routes while we are away (RFC 4724 4.1).
@@ -597,7 +606,7 @@ impl SpeakerTask {
             match action {
                 ConvergenceAction::Synced => {
                     tracing::info!("synced: every peer sent End-of-RIB, or the deadline passed");
-                    self.synced.send_replace(true);
+                    self.synced_due = true;
                 }
                 ConvergenceAction::SelectionFinal => {
                     tracing::info!("route selection final (RFC 4724 4.1): sending our full tables");
