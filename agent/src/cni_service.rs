@@ -166,8 +166,10 @@ impl CniService {
         }
         let ipv6 = self.ipv6 && self.has_ipv6_pool();
         let args = AssignArgs { handle: req.container_id.clone(), node: self.node.clone(), attrs, ipv4: true, ipv6 };
-        let assigned =
-            self.ipam.assign(args).await.map_err(|e| CniError::new(code::IPAM_FAILURE, "no pod address could be assigned", e))?;
+        let asked = Instant::now();
+        let assigned = self.ipam.assign(args).await;
+        self.metrics.observe_ipam_assign(asked.elapsed());
+        let assigned = assigned.map_err(|e| CniError::new(code::IPAM_FAILURE, "no pod address could be assigned", e))?;
         let v4 = assigned.ipv4.clone().expect("asked for IPv4");
         let addresses: Vec<IpAddr> = [Some(v4.address), assigned.ipv6.as_ref().map(|a| a.address)].into_iter().flatten().collect();
         let mtu = req.config.mtu.unwrap_or(self.mtu);

@@ -194,6 +194,7 @@ pub struct Metrics {
     /// Filled before each scrape from the speaker's and the FIB's snapshots.
     pub snapshot: SnapshotCollector,
     cni_latency: Family<CommandLabel, Histogram>,
+    ipam_assign: Histogram,
     pub sessions: Family<StateLabel, Gauge>,
     pub prefixes_received: Gauge,
     pub prefixes_advertised: Gauge,
@@ -220,6 +221,12 @@ impl Metrics {
             Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
         });
         registry.register("cni_request_seconds", "CNI request latency in the agent", cni_latency.clone());
+        let ipam_assign = Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0]);
+        registry.register(
+            "ipam_assign_seconds",
+            "Time a CNI ADD waits for its addresses: the IPAM writer's queue and the datastore writes",
+            ipam_assign.clone(),
+        );
         let sessions = Family::<StateLabel, Gauge>::default();
         registry.register("bgp_sessions", "BGP sessions by state", sessions.clone());
         let prefixes_received = Gauge::default();
@@ -260,6 +267,7 @@ impl Metrics {
             reclaimed,
             registry,
             cni_latency,
+            ipam_assign,
             sessions,
             prefixes_received,
             prefixes_advertised,
@@ -275,6 +283,10 @@ impl Metrics {
     pub fn observe_cni(&self, command: Command, took: Duration, ok: bool) {
         let label = CommandLabel { command: format!("{command:?}").to_uppercase(), result: if ok { "ok" } else { "error" }.into() };
         self.cni_latency.get_or_create(&label).observe(took.as_secs_f64());
+    }
+
+    pub fn observe_ipam_assign(&self, took: Duration) {
+        self.ipam_assign.observe(took.as_secs_f64());
     }
 
     pub fn set_ipam(&self, blocks: usize, addresses: usize) {

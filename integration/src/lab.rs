@@ -285,7 +285,12 @@ impl Cluster {
 
     /// Creates a pod on node `node` through the plugin.
     pub fn add_pod(&mut self, node: usize, name: &str) -> Result<&Pod> {
-        let ns = Netns::new("gpod")?;
+        self.add_pod_in(node, name, Netns::new("gpod")?)
+    }
+
+    /// [`Cluster::add_pod`] into a sandbox namespace made beforehand, as a runtime makes it
+    /// before it calls the plugin.
+    pub fn add_pod_in(&mut self, node: usize, name: &str, ns: Netns) -> Result<&Pod> {
         let container_id = format!("{:0>64}", unique_suffix());
         let out = self.cni(node, "ADD", &container_id, &ns, name)?;
         let result: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("CNI result {out:?}"))?;

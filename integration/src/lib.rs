@@ -12,3 +12,4 @@ pub mod manifests;
 pub mod netns;
 pub mod sessions;
 pub mod soak;
+pub mod update_tap;

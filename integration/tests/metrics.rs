@@ -103,6 +103,7 @@ fn per_peer_metrics_pass_promtool_and_back_every_dashboard_query() {
     assert!(sample(&metrics, "gingham_fib_route_operations_total{operation=\"install\"}").is_some_and(|v| v >= 1.0), "{metrics}");
     assert!(sample(&metrics, "gingham_cni_request_seconds_count{command=\"ADD\",result=\"ok\"}") == Some(1.0), "{metrics}");
     assert_eq!(sample(&metrics, "gingham_ipam_addresses_in_use "), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, "gingham_ipam_assign_seconds_count "), Some(1.0), "the one ADD's assignment: {metrics}");
 
     // promtool's lint: names, units, suffixes, help. It prints one line per problem.
     for m in [&metrics, &other] {

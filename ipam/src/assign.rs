@@ -17,6 +17,10 @@ use crate::{AssignArgs, Assigned, Assignment, Context, Ipam, IpamError, Result, 
 /// between our claim and our allocation).
 const MAX_ROUNDS: usize = 20;
 
+/// Up to this many affine blocks are read one by one; a node with more (small blocks) reads all
+/// blocks in one list, as a claim would next, rather than one read per full block.
+const FEW_BLOCKS: usize = 4;
+
 impl<D: Datastore> Ipam<D> {
     /// Assigns one IPv4 and/or one IPv6 address to `args.handle` on `args.node`. A handle that
     /// already holds an address of a family gets that address back (a retried CNI ADD must not
@@ -59,16 +63,33 @@ impl<D: Datastore> Ipam<D> {
                 .filter(|c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network())))
                 .collect();
             mine.sort();
+            let listed = if mine.len() > FEW_BLOCKS { Some(self.store.list::<IPAMBlock>().await?.0) } else { None };
+            let by_cidr: BTreeMap<&str, &IPAMBlock> = listed.iter().flatten().map(|b| (b.spec.cidr.as_str(), b)).collect();
             for cidr in &mine {
-                if let Some(a) = self.assign_in_block(*cidr, args, ctx, Some(&args.node)).await? {
+                let known = match &listed {
+                    Some(_) => match by_cidr.get(cidr.to_string().as_str()) {
+                        Some(b) => Some((*b).clone()),
+                        None => continue,
+                    },
+                    None => None,
+                };
+                if let Some(a) = self.assign_in_block(*cidr, args, ctx, Some(&args.node), known).await? {
                     return Ok(a);
                 }
             }
             let auto = ctx.config.auto_allocate_blocks.unwrap_or(true);
             let limit = ctx.config.max_blocks_per_host.unwrap_or(0) as usize;
             let node_blocks = affinities.iter().filter(|a| a.spec.node == args.node).count();
-            if auto && (limit == 0 || node_blocks < limit) && self.claim_block(&args.node, &pools, ctx).await?.is_some() {
-                continue;
+            let claimable = auto && (limit == 0 || node_blocks < limit);
+            if claimable {
+                if let Some(claimed) = self.claim_block(&args.node, &pools, ctx, listed).await? {
+                    // Straight into the new block; only when others filled it first does the
+                    // next round look at every block again.
+                    if let Some(a) = self.assign_in_block(claimed, args, ctx, Some(&args.node), None).await? {
+                        return Ok(a);
+                    }
+                    continue;
+                }
             }
             if strict_everywhere {
                 return Err(IpamError::Exhausted { node: args.node.clone(), family, strict: true });
@@ -97,7 +118,9 @@ impl<D: Datastore> Ipam<D> {
     }
 
     /// One address from block `cidr`; `None` when it has none free (or is no longer affine to
-    /// `affine_to`, when given). The handle is counted first, as in Calico: a crash between the
+    /// `affine_to`, when given). `known` is a copy the caller read moments ago (the write is a
+    /// compare-and-swap, so a stale copy costs a retry, never a double assignment); without it
+    /// the block is read. The handle is counted first, as in Calico: a crash between the
     /// two writes leaves a count too high (harmless) rather than an allocation nobody can find.
     pub(crate) async fn assign_in_block(
         &self,
@@ -105,10 +128,17 @@ impl<D: Datastore> Ipam<D> {
         args: &AssignArgs,
         ctx: &Context,
         affine_to: Option<&str>,
+        known: Option<IPAMBlock>,
     ) -> Result<Option<Assignment>> {
         let name = block_name(&cidr.to_string());
         let reserved = |a| ctx.reserved(a);
-        let Some(b) = self.store.get::<IPAMBlock>(&name).await? else { return Ok(None) };
+        let b = match known {
+            Some(b) => b,
+            None => match self.store.get::<IPAMBlock>(&name).await? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+        };
         if !block::has_free(&b.spec, &reserved) {
             return Ok(None);
         }
@@ -135,8 +165,12 @@ impl<D: Datastore> Ipam<D> {
     }
 
     /// Claims a free block of the first pool that has one; `None` when every block is taken.
-    async fn claim_block(&self, node: &str, pools: &[Pool], ctx: &Context) -> Result<Option<IpNetwork>> {
-        let (blocks, _) = self.store.list::<IPAMBlock>().await?;
+    /// `listed` is a list of all blocks the caller just made (saving a second one).
+    async fn claim_block(&self, node: &str, pools: &[Pool], ctx: &Context, listed: Option<Vec<IPAMBlock>>) -> Result<Option<IpNetwork>> {
+        let blocks = match listed {
+            Some(blocks) => blocks,
+            None => self.store.list::<IPAMBlock>().await?.0,
+        };
         let mut taken: HashSet<IpNetwork> = blocks.iter().filter_map(|b| b.spec.cidr.parse().ok()).collect();
         for pool in pools {
             let strict = pool.strict_affinity.unwrap_or(ctx.config.strict_affinity);
@@ -189,16 +223,16 @@ impl<D: Datastore> Ipam<D> {
     async fn borrow(&self, args: &AssignArgs, pools: &[Pool], ctx: &Context) -> Result<Option<Assignment>> {
         let (blocks, _) = self.store.list::<IPAMBlock>().await?;
         let reserved = |a| ctx.reserved(a);
-        let mut candidates: Vec<IpNetwork> = blocks
-            .iter()
+        let mut candidates: Vec<(IpNetwork, IPAMBlock)> = blocks
+            .into_iter()
             .filter(|b| affine_node(&b.spec) != Some(args.node.as_str()) && !b.spec.strict_affinity)
             .filter(|b| block::has_free(&b.spec, &reserved))
-            .filter_map(|b| b.spec.cidr.parse::<IpNetwork>().ok())
-            .filter(|c| pools.iter().any(|p| !p.strict_affinity.unwrap_or(ctx.config.strict_affinity) && p.cidr.contains(c.network())))
+            .filter_map(|b| Some((b.spec.cidr.parse::<IpNetwork>().ok()?, b)))
+            .filter(|(c, _)| pools.iter().any(|p| !p.strict_affinity.unwrap_or(ctx.config.strict_affinity) && p.cidr.contains(c.network())))
             .collect();
-        candidates.sort();
-        for cidr in candidates {
-            if let Some(a) = self.assign_in_block(cidr, args, ctx, None).await? {
+        candidates.sort_by_key(|(c, _)| *c);
+        for (cidr, b) in candidates {
+            if let Some(a) = self.assign_in_block(cidr, args, ctx, None, Some(b)).await? {
                 tracing::info!(node = %args.node, address = %a.address, block = %cidr, "borrowed an address from another node's block");
                 return Ok(Some(a));
             }

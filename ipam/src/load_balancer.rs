@@ -116,15 +116,15 @@ impl<D: Datastore> Ipam<D> {
         for _ in 0..crate::MAX_CONFLICTS {
             let (blocks, _) = self.store.list::<IPAMBlock>().await?;
             let reserved = |a| ctx.reserved(a);
-            let mut ours: Vec<(usize, IpNetwork)> = blocks
+            let mut ours: Vec<(usize, IpNetwork, &IPAMBlock)> = blocks
                 .iter()
                 .filter(|b| block::is_load_balancer(&b.spec) && block::has_free(&b.spec, &reserved))
-                .filter_map(|b| b.spec.cidr.parse::<IpNetwork>().ok())
-                .filter_map(|c| pools.iter().position(|p| p.cidr.contains(c.network())).map(|i| (i, c)))
+                .filter_map(|b| Some((b.spec.cidr.parse::<IpNetwork>().ok()?, b)))
+                .filter_map(|(c, b)| pools.iter().position(|p| p.cidr.contains(c.network())).map(|i| (i, c, b)))
                 .collect();
-            ours.sort();
-            for (_, cidr) in ours {
-                if let Some(a) = self.assign_in_block(cidr, args, ctx, None).await? {
+            ours.sort_by_key(|(i, c, _)| (*i, *c));
+            for (_, cidr, b) in ours {
+                if let Some(a) = self.assign_in_block(cidr, args, ctx, None, Some(b.clone())).await? {
                     return Ok(a.address);
                 }
             }

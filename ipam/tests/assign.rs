@@ -153,6 +153,26 @@ async fn strict_affinity_refuses_to_borrow() {
 }
 
 #[tokio::test]
+async fn a_node_with_many_small_blocks_refills_an_old_one_before_claiming() {
+    let ipam = setup(&[("pool", "198.19.0.0/24", 31)], &["a"]).await;
+    let mut got = Vec::new();
+    for i in 0..12 {
+        got.push(ipam.assign(&v4(&format!("c{i}"), "a")).await.unwrap().ipv4.unwrap());
+    }
+    assert_eq!(affine_blocks(&ipam, "a").await.len(), 6, "two addresses per /31");
+    // Room in the second block: found among six full-or-not blocks, not a seventh claimed.
+    ipam.release_addresses(&[got[3].address]).await.unwrap();
+    let again = ipam.assign(&v4("c12", "a")).await.unwrap().ipv4.unwrap();
+    assert_eq!(again.address, got[3].address);
+    assert_eq!(affine_blocks(&ipam, "a").await.len(), 6);
+    let next = ipam.assign(&v4("c13", "a")).await.unwrap().ipv4.unwrap();
+    assert_eq!(affine_blocks(&ipam, "a").await.len(), 7, "all six full: the next claims");
+    let distinct: HashSet<IpAddr> = got[..3].iter().chain(&got[4..]).map(|a| a.address).chain([again.address, next.address]).collect();
+    assert_eq!(distinct.len(), 13);
+    assert!(ipam.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
 async fn release_by_address_is_idempotent_and_updates_the_handle() {
     let ipam = setup(&[("pool", "198.19.0.0/24", 26)], &["a"]).await;
     let a = ipam.assign(&v4("c1", "a")).await.unwrap().ipv4.unwrap();

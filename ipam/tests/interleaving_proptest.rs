@@ -78,8 +78,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 const NODES: [&str; 3] = ["n0", "n1", "n2"];
-/// 16 addresses in four /30 blocks.
+/// 16 addresses in eight /31 blocks: a node can hold more blocks than the IPAM reads one by
+/// one, so both ways of finding room in its own blocks (reads, one list) are interleaved.
 const POOL: &str = "198.19.0.0/28";
+const BLOCK_SIZE: u8 = 31;
 
 async fn run_node(ipam: Ipam<Interleaving>, node: &'static str, ops: Vec<Op>) -> Vec<(String, IpAddr)> {
     let mut live: Vec<(String, IpAddr)> = Vec::new();
@@ -112,7 +114,10 @@ fn scenario(seed: u64, ops: Vec<Vec<Op>>) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async move {
         let store = Store::new(Interleaving { inner: MemoryStore::new(), rng: Arc::new(AtomicU64::new(seed | 1)) });
-        store.create(&IPPool::new("pool", IPPoolSpec { cidr: POOL.into(), block_size: Some(30), ..Default::default() })).await.unwrap();
+        store
+            .create(&IPPool::new("pool", IPPoolSpec { cidr: POOL.into(), block_size: Some(BLOCK_SIZE), ..Default::default() }))
+            .await
+            .unwrap();
         for n in NODES {
             store.create(&GinghamNode::new(n, GinghamNodeSpec::default())).await.unwrap();
         }
@@ -146,9 +151,9 @@ fn scenario(seed: u64, ops: Vec<Vec<Op>>) {
         let (blocks, _) = store.list::<IPAMBlock>().await.unwrap();
         for b in &blocks {
             assert_eq!(block::in_use(&b.spec), 0);
-            assert_eq!(b.spec.unallocated.len(), 4, "block {} lost an address", b.spec.cidr);
+            assert_eq!(b.spec.unallocated.len(), 2, "block {} lost an address", b.spec.cidr);
         }
-        assert!(blocks.len() <= 4);
+        assert!(blocks.len() <= 8);
     });
 }
 
