@@ -114,7 +114,8 @@ fn bench_prefixes(n: usize) -> Vec<Ipv4Addr> {
     (0..n as u32).map(|i| Ipv4Addr::from(base + i)).collect()
 }
 
-fn route_ns() -> Result<Netns> {
+/// An empty namespace whose gateway 198.18.1.2 is on a connected subnet.
+pub(crate) fn route_ns() -> Result<Netns> {
     let ns = Netns::new("gfib")?;
     // A veth pair inside the namespace gives the gateway a connected subnet (this kernel has
     // no dummy module).
@@ -125,8 +126,23 @@ fn route_ns() -> Result<Netns> {
     Ok(ns)
 }
 
-fn count_routes(ns: &Netns) -> Result<usize> {
+/// Routes of protocol 80 (the agent's) in `ns`.
+pub(crate) fn count_routes(ns: &Netns) -> Result<usize> {
     Ok(ns.exec("ip", &["route", "show", "proto", "80"])?.lines().count())
+}
+
+/// How long one `ip -batch` of `lines` takes in `ns` (the file is written first, untimed).
+pub(crate) fn time_ip_batch(ns: &Netns, dir: &TempDir, name: &str, lines: impl Iterator<Item = String>) -> Result<Duration> {
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    for line in lines {
+        writeln!(f, "{line}")?;
+    }
+    f.flush()?;
+    drop(f);
+    let t = Instant::now();
+    ns.ip(&["-batch", path.to_str().context("path")?])?;
+    Ok(t.elapsed())
 }
 
 pub fn fib_install(n: usize) -> Result<String> {
@@ -134,23 +150,10 @@ pub fn fib_install(n: usize) -> Result<String> {
     // Reference: one `ip -batch` of the same routes, then one of their deletions.
     let reference_ns = route_ns()?;
     let dir = TempDir::new("gingham-fib")?;
-    let batch = |verb: &str| -> Result<std::path::PathBuf> {
-        let path = dir.join(&format!("routes-{verb}.batch"));
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        for p in &prefixes {
-            writeln!(f, "route {verb} {p}/32 via 198.18.1.2 proto 80")?;
-        }
-        f.flush()?;
-        Ok(path)
-    };
-    let (add, del) = (batch("add")?, batch("del")?);
-    let t = Instant::now();
-    reference_ns.ip(&["-batch", add.to_str().context("path")?])?;
-    let reference_add = t.elapsed();
+    let batch = |verb: &'static str| prefixes.iter().map(move |p| format!("route {verb} {p}/32 via 198.18.1.2 proto 80"));
+    let reference_add = time_ip_batch(&reference_ns, &dir, "add.batch", batch("add"))?;
     anyhow::ensure!(count_routes(&reference_ns)? == n, "ip -batch installed a different number of routes");
-    let t = Instant::now();
-    reference_ns.ip(&["-batch", del.to_str().context("path")?])?;
-    let reference_del = t.elapsed();
+    let reference_del = time_ip_batch(&reference_ns, &dir, "del.batch", batch("del"))?;
     anyhow::ensure!(count_routes(&reference_ns)? == 0, "ip -batch left routes behind");
 
     // Ours: the agent's FIB syncer, in a namespace of its own.

@@ -15,6 +15,7 @@
 //! injector straight into a counting receiver: it must be much faster than any device, or the
 //! figures would measure the load instead.
 
+pub mod node_table;
 pub mod peers;
 
 use std::fmt::Write as _;

@@ -42,10 +42,11 @@ enum Command {
         keep: bool,
     },
     /// Node benchmarks: CNI latency vs bridge+host-local, 100k routes vs ip -batch, pod-to-route
-    /// latency across nodes, agent memory with 3 and 20 nodes.
+    /// latency across nodes by stage, agent memory with 3 and 20 nodes, a full table from the
+    /// ToR into the kernel vs ip -batch and BIRD.
     BenchNode {
-        /// Comma-separated subset of cni,fib,latency,rss,scale,scale-rr (scale: 20, 50 and 100-node meshes; scale-rr: 150 nodes with 2 reflectors; several minutes each).
-        #[arg(long, default_value = "cni,fib,latency,rss")]
+        /// Comma-separated subset of cni,fib,latency,rss,table,scale,scale-rr (scale: 20, 50 and 100-node meshes; scale-rr: 150 nodes with 2 reflectors; several minutes each).
+        #[arg(long, default_value = "cni,fib,latency,rss,table")]
         only: String,
         #[arg(long, default_value_t = 50)]
         pods: usize,
@@ -137,6 +138,7 @@ fn main() -> Result<()> {
                     "fib" => bench_node::fib_install(routes)?,
                     "latency" => bench_node::route_latency(100)?,
                     "rss" => bench_node::agent_rss(&[3, 20])?,
+                    "table" => gingham_integration::bgperf::node_table::run(routes)?,
                     "scale" => bench_node::scale(&[20, 50, 100], 0, Duration::from_secs(30))?,
                     "scale-rr" => bench_node::scale(&[150], 2, Duration::from_secs(30))?,
                     other => anyhow::bail!("unknown benchmark {other}"),

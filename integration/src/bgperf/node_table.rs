@@ -1,0 +1,163 @@
+//! A node learning a full table from its ToR (`gingham-lab bench-node --only table`): our
+//! injector, in the ToR's place, sends N prefixes to one lab node; timed until the node's
+//! agent has installed them all in the kernel, and until it has removed them all after the
+//! session drops. Side by side in one run: `ip -batch` adding and deleting the same routes in an
+//! empty namespace, and BIRD learning the same table over the same kind of session and
+//! exporting it to its kernel table (its memory is the reference for the agent's).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec};
+
+use super::peers::{self, encode_updates};
+use super::{establish_all, peak_rss_kib};
+use crate::bench_node::{count_routes, route_ns, time_ip_batch};
+use crate::daemons::bird::Bird;
+use crate::lab::{Cluster, LabOptions};
+use crate::netns::{wait_for, Netns, TempDir};
+
+const TOR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 12);
+const NODE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 11);
+const LIMIT: Duration = Duration::from_secs(300);
+
+struct Side {
+    install: Duration,
+    remove: Duration,
+    rss_kib: u64,
+    peak_kib: u64,
+}
+
+pub fn run(prefixes: usize) -> Result<String> {
+    let ours = gingham(prefixes)?;
+    let reference = ip_batch(prefixes)?;
+    let bird = bird(prefixes)?;
+    let s = |d: Duration| d.as_secs_f64();
+    let mb = |kib: u64| kib as f64 / 1024.0;
+    Ok(format!(
+        "A node learning {prefixes} prefixes (/24s, one next hop) from its ToR over iBGP: until all are in the kernel, until all are gone after the session drops\n\
+         {:<42} {:>10} {:>10} {:>12} {:>12}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12} {:>12}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1}\n\
+         {:<42} {:>9.2}x {:>9.2}x {:>11.2}x {:>11.2}x\n",
+        "",
+        "install s",
+        "remove s",
+        "RSS MB",
+        "peak RSS MB",
+        "gingham-agent",
+        s(ours.install),
+        s(ours.remove),
+        mb(ours.rss_kib),
+        mb(ours.peak_kib),
+        "ip -batch (same routes)",
+        s(reference.0),
+        s(reference.1),
+        "-",
+        "-",
+        "BIRD (kernel export; time not comparable)",
+        s(bird.install),
+        s(bird.remove),
+        mb(bird.rss_kib),
+        mb(bird.peak_kib),
+        "gingham / ip -batch; / BIRD",
+        s(ours.install) / s(reference.0),
+        s(ours.remove) / s(reference.1),
+        ours.rss_kib as f64 / bird.rss_kib as f64,
+        ours.peak_kib as f64 / bird.peak_kib as f64,
+    ))
+}
+
+fn rss_kib(pid: i32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).context("VmRSS missing")?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+/// The agent's kernel route operations of one kind so far (`gingham_fib_route_operations_total`).
+fn fib_operations(lab: &Cluster, operation: &str) -> Result<u64> {
+    let metrics = lab.http_get(0, "/metrics")?;
+    let series = format!("gingham_fib_route_operations_total{{operation=\"{operation}\"}} ");
+    let line = metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).with_context(|| format!("no {series}"))?;
+    Ok(line.trim().parse::<f64>()? as u64)
+}
+
+fn gingham(prefixes: usize) -> Result<Side> {
+    let mut options = LabOptions::new(1);
+    options.extra_hosts = 1;
+    let lab = Cluster::new(options)?;
+    // iBGP with the ToR, as our injector speaks AS 65000 and sends no AS_PATH of its own.
+    lab.modify::<BGPConfiguration>("default", |c| c.spec.as_number = Some(peers::ASN))?;
+    let spec = BGPPeerSpec { peer_ip: Some(TOR.to_string()), as_number: Some(peers::ASN), ..Default::default() };
+    lab.create(&BGPPeer::new("tor", spec))?;
+    let tor_ns = &lab.fabric.hosts[1].ns;
+    let mut injector = establish_all(tor_ns, vec![TOR], NODE)?.pop().context("one session")?;
+    let reader = injector.spawn_reader(None);
+    let table = encode_updates(0..prefixes, TOR, true)?;
+    let pid = lab.nodes[0].agent.as_ref().context("agent")?.pid;
+    let (installed, removed) = (fib_operations(&lab, "install")?, fib_operations(&lab, "remove")?);
+    let start = Instant::now();
+    injector.write(&table)?;
+    wait_for("every route in the node's kernel", LIMIT, || {
+        std::thread::sleep(Duration::from_millis(10));
+        (fib_operations(&lab, "install").ok()? >= installed + prefixes as u64).then_some(())
+    })?;
+    let install = start.elapsed();
+    let node_ns = &lab.fabric.hosts[0].ns;
+    anyhow::ensure!(count_routes(node_ns)? >= prefixes, "the agent counted installs the kernel does not hold");
+    let rss = rss_kib(pid)?;
+    let start = Instant::now();
+    injector.shutdown();
+    wait_for("every route gone from the node's kernel", LIMIT, || {
+        std::thread::sleep(Duration::from_millis(10));
+        (fib_operations(&lab, "remove").ok()? >= removed + prefixes as u64).then_some(())
+    })?;
+    let remove = start.elapsed();
+    let left = node_ns.exec("ip", &["route", "show", "proto", "80", "via", &TOR.to_string()])?.lines().count();
+    anyhow::ensure!(left == 0, "{left} routes via the ToR left in the node's kernel");
+    let _ = reader.join();
+    Ok(Side { install, remove, rss_kib: rss, peak_kib: peak_rss_kib(pid)? })
+}
+
+/// `ip -batch` adding, then deleting, the same /24s via one gateway in an empty namespace.
+fn ip_batch(prefixes: usize) -> Result<(Duration, Duration)> {
+    let ns = route_ns()?;
+    let dir = TempDir::new("gingham-table")?;
+    let lines = |verb: &'static str| (0..prefixes).map(move |i| format!("route {verb} {} via 198.18.1.2 proto 80", peers::prefix(i)));
+    let add = time_ip_batch(&ns, &dir, "add.batch", lines("add"))?;
+    anyhow::ensure!(count_routes(&ns)? == prefixes, "ip -batch installed a different number of routes");
+    let del = time_ip_batch(&ns, &dir, "del.batch", lines("del"))?;
+    Ok((add, del))
+}
+
+fn bird_routes(ns: &Netns) -> Result<usize> {
+    Ok(ns.exec("ip", &["route", "show", "proto", "bird"])?.lines().count())
+}
+
+/// BIRD in the node's place. Its times are polled kernel counts (a dump of the whole table
+/// every poll), so they are coarse and slowed by the polling: shown, not compared.
+fn bird(prefixes: usize) -> Result<Side> {
+    let fabric = crate::netns::Fabric::new(2)?;
+    let (node_ns, tor_ns) = (&fabric.hosts[0].ns, &fabric.hosts[1].ns);
+    let config = format!(
+        "router id {NODE};\nprotocol device {{}}\nprotocol kernel {{ ipv4 {{ export all; }}; }}\n\
+         protocol bgp tor {{ local {NODE} as {asn}; neighbor {TOR} as {asn}; direct; ipv4 {{ import all; export none; }}; }}\n",
+        asn = peers::ASN
+    );
+    let bird = Bird::start(node_ns, &config)?;
+    let mut injector = establish_all(tor_ns, vec![TOR], NODE)?.pop().context("one session")?;
+    let reader = injector.spawn_reader(None);
+    let table = encode_updates(0..prefixes, TOR, true)?;
+    let start = Instant::now();
+    injector.write(&table)?;
+    wait_for("every route in BIRD's kernel table", LIMIT, || (bird_routes(node_ns).ok()? >= prefixes).then_some(()))?;
+    let install = start.elapsed();
+    let rss = rss_kib(bird.daemon.pid)?;
+    let start = Instant::now();
+    injector.shutdown();
+    wait_for("BIRD's routes gone", LIMIT, || (bird_routes(node_ns).ok()? == 0).then_some(()))?;
+    let remove = start.elapsed();
+    let _ = reader.join();
+    Ok(Side { install, remove, rss_kib: rss, peak_kib: peak_rss_kib(bird.daemon.pid)? })
+}
