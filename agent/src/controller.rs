@@ -246,7 +246,7 @@ impl Controller {
             want.statics
                 .iter()
                 .filter(|(k, gw)| applied.statics.get(k) != Some(gw))
-                .map(|(k, gw)| (*k, Some(Target::Gateways(vec![Gateway::new(*gw)])))),
+                .map(|(k, gw)| (*k, Some(Target::Gateways(Arc::from([Gateway::new(*gw)]))))),
         );
         self.fib.set_class(Class::Static, statics).await;
         applied.statics = want.statics;

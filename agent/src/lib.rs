@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gingham_api::resources::{BGPConfiguration, DEFAULT_NAME};
+use gingham_bgp::rib::Gateway;
 use gingham_bgp::speaker::{self, SpeakerConfig};
 use ipnetwork::IpNetwork;
 
@@ -200,12 +201,24 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
 
 /// The kernel routes best-path changes ask for. A prefix whose best path became our own (a
 /// service range this node originates after learning it from another node first) has no
-/// learned route any more: it is removed, not left behind.
+/// learned route any more: it is removed, not left behind. Changes with the same next hops
+/// share one list of them (a table from one ToR: one list for all).
 fn learned_routes(batch: Vec<gingham_bgp::speaker::RouteChange>) -> Vec<(IpNetwork, Option<Target>)> {
+    let mut shared: std::collections::HashSet<Arc<[Gateway]>> = std::collections::HashSet::new();
     batch
         .into_iter()
         .map(|c| match c.best {
-            Some(best) if !best.next_hops.is_empty() => (c.prefix, Some(Target::Gateways(best.next_hops))),
+            Some(best) if !best.next_hops.is_empty() => {
+                let hops = match shared.get(best.next_hops.as_slice()) {
+                    Some(h) => h.clone(),
+                    None => {
+                        let h: Arc<[Gateway]> = best.next_hops.into();
+                        shared.insert(h.clone());
+                        h
+                    }
+                };
+                (c.prefix, Some(Target::Gateways(hops)))
+            }
             _ => (c.prefix, None),
         })
         .collect()
@@ -236,7 +249,7 @@ async fn ensure_default_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gingham_bgp::rib::{BestRoute, Gateway, LOCAL};
+    use gingham_bgp::rib::{BestRoute, LOCAL};
     use gingham_bgp::speaker::RouteChange;
 
     #[test]
@@ -250,6 +263,27 @@ mod tests {
             RouteChange { prefix, best: Some(own) },
             RouteChange { prefix, best: None },
         ]);
-        assert_eq!(got, vec![(prefix, Some(Target::Gateways(vec![Gateway::new(via)]))), (prefix, None), (prefix, None)]);
+        assert_eq!(got, vec![(prefix, Some(Target::Gateways(Arc::from([Gateway::new(via)])))), (prefix, None), (prefix, None)]);
+    }
+
+    #[test]
+    fn routes_with_the_same_next_hops_share_one_list() {
+        let via = Gateway::new("198.18.0.12".parse().unwrap());
+        let change = |p: &str, hops: Vec<Gateway>| RouteChange {
+            prefix: p.parse().unwrap(),
+            best: Some(BestRoute { next_hops: hops, attrs: Default::default(), peer: 7 }),
+        };
+        let other = Gateway::new("198.18.0.13".parse().unwrap());
+        let got =
+            learned_routes(vec![change("10.0.0.0/24", vec![via]), change("10.0.1.0/24", vec![via]), change("10.0.2.0/24", vec![other])]);
+        let hops: Vec<Arc<[Gateway]>> = got
+            .into_iter()
+            .map(|(_, t)| match t {
+                Some(Target::Gateways(h)) => h,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(Arc::ptr_eq(&hops[0], &hops[1]), "one allocation for both");
+        assert_eq!(&*hops[2], &[other]);
     }
 }

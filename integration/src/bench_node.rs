@@ -175,8 +175,9 @@ pub fn fib_install(n: usize) -> Result<String> {
         rt.block_on(async move {
             let handle = gingham_agent::netlink::connect()?;
             let fib = gingham_agent::fib::spawn(handle, Default::default());
-            let gateway =
-                gingham_agent::fib::Target::Gateways(vec![gingham_bgp::rib::Gateway::new("198.18.1.2".parse().expect("literal"))]);
+            let gateway = gingham_agent::fib::Target::Gateways(std::sync::Arc::from([gingham_bgp::rib::Gateway::new(
+                "198.18.1.2".parse().expect("literal"),
+            )]));
             let t = Instant::now();
             fib.set(keys.iter().map(|k| (*k, Some(gateway.clone()))).collect()).await;
             while fib.stats().await.programmed < n as u64 {

@@ -3,6 +3,7 @@
 //! delete names the route exactly (metric, type, scope, device), so the kernel can only match
 //! the route we mean, and "no such route" then really means it is gone.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
@@ -12,18 +13,26 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage,
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 
-use super::plan::{Hop, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
+use super::plan::{Hop, Hops, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
 use crate::netlink::{is_errno, RTPROT_GINGHAM};
 
 /// The main table (both families) and the node's addresses.
 pub async fn read(handle: &Handle) -> anyhow::Result<KernelTable> {
     let mut table = KernelTable::default();
+    // One copy of each list of next hops for all the routes that have it.
+    let mut shared: HashSet<Hops> = HashSet::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut req = handle.route().get(RouteMessageBuilder::<IpAddr>::new().build());
         req.message_mut().header.address_family = family;
         let mut routes = req.execute();
         while let Some(route) = routes.try_next().await? {
-            if let Some(r) = parse(&route) {
+            if let Some(mut r) = parse(&route) {
+                match shared.get(&r.hops) {
+                    Some(h) => r.hops = h.clone(),
+                    None => {
+                        shared.insert(r.hops.clone());
+                    }
+                }
                 table.insert(r, RTPROT_GINGHAM);
             }
         }
@@ -105,7 +114,7 @@ pub fn parse(route: &RouteMessage) -> Option<KernelRoute> {
         kind,
         scope: route.header.scope.into(),
         oif,
-        hops,
+        hops: hops.into(),
     })
 }
 

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use gingham_bgp::rib::Gateway;
 use ipnetwork::IpNetwork;
@@ -44,8 +45,9 @@ pub enum Class {
 /// Where a prefix should go, as the agent says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// Via these next hops (ECMP when several), resolved through the kernel's routes.
-    Gateways(Vec<Gateway>),
+    /// Via these next hops (ECMP when several), resolved through the kernel's routes. Shared:
+    /// a full table from one ToR is 100k routes with one list of next hops.
+    Gateways(Arc<[Gateway]>),
     /// Dropped: the aggregate of a block whose live addresses have host routes.
     Blackhole,
     /// Straight out of a local interface (a pod's host-side veth), by index.
@@ -75,10 +77,14 @@ pub struct Hop {
     pub dev: Option<u32>,
 }
 
+/// A route's next hops, shared between the routes that have the same ones (one allocation per
+/// gateway, not per route).
+pub type Hops = Arc<[Hop]>;
+
 /// What goes into the kernel for a wanted route once its next hops are resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Programmed {
-    Via(Vec<Hop>),
+    Via(Hops),
     Blackhole,
     Device(u32),
 }
@@ -102,7 +108,7 @@ pub struct KernelRoute {
     /// The output interface of a single-path route.
     pub oif: Option<u32>,
     /// Gateways, one per path; empty for a device (connected) or blackhole route.
-    pub hops: Vec<Hop>,
+    pub hops: Hops,
 }
 
 impl KernelRoute {
@@ -114,10 +120,10 @@ impl KernelRoute {
         match want {
             Programmed::Blackhole => self.kind == RouteKind::Blackhole,
             Programmed::Device(index) => self.kind == RouteKind::Unicast && self.hops.is_empty() && self.oif == Some(*index),
+            // The same set of gateways, in any order (a handful at most: no sets built).
             Programmed::Via(hops) => {
-                let want: BTreeSet<IpAddr> = hops.iter().map(|h| h.via).collect();
-                let have: BTreeSet<IpAddr> = self.hops.iter().map(|h| h.via).collect();
-                self.kind == RouteKind::Unicast && want == have
+                let within = |a: &[Hop], b: &[Hop]| a.iter().all(|h| b.iter().any(|x| x.via == h.via));
+                self.kind == RouteKind::Unicast && within(hops, &self.hops) && within(&self.hops, hops)
             }
         }
     }
@@ -213,11 +219,13 @@ pub struct Plan {
     pub refused: Vec<(WantKey, Refusal)>,
 }
 
-pub fn plan(wanted: &BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
+pub fn plan<'w>(wanted: &'w BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
     let mut out = Plan::default();
-    let mut resolved: HashMap<IpAddr, Result<Vec<Hop>, Refusal>> = HashMap::new();
+    let mut resolved: HashMap<IpAddr, Result<Hops, Refusal>> = HashMap::new();
+    // Routes with the same next hops get the same resolved list (one allocation for all).
+    let mut sets: HashMap<&'w [Gateway], Result<Hops, Refusal>> = HashMap::new();
     let mut covered: BTreeSet<RouteKey> = BTreeSet::new();
-    let mut one = |want: WantKey, target: Option<&Target>, out: &mut Plan| {
+    let mut one = |want: WantKey, target: Option<&'w Target>, out: &mut Plan| {
         let key = metrics.key(&want);
         covered.insert(key);
         let ours = kernel.ours.get(&key);
@@ -230,7 +238,9 @@ pub fn plan(wanted: &BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &
         let programmed = match target {
             Target::Blackhole => Ok(Programmed::Blackhole),
             Target::Device(index) => Ok(Programmed::Device(*index)),
-            Target::Gateways(next_hops) => resolve_all(next_hops, kernel, metrics, &mut resolved).map(Programmed::Via),
+            Target::Gateways(next_hops) => {
+                sets.entry(next_hops).or_insert_with(|| resolve_all(next_hops, kernel, metrics, &mut resolved)).clone().map(Programmed::Via)
+            }
         };
         let programmed = programmed.and_then(|p| match kernel.foreign.get(&key) {
             Some(other) => Err(Refusal::Occupied { protocol: other.protocol }),
@@ -277,15 +287,18 @@ fn resolve_all(
     next_hops: &[Gateway],
     kernel: &KernelTable,
     metrics: &RouteMetrics,
-    cache: &mut HashMap<IpAddr, Result<Vec<Hop>, Refusal>>,
-) -> Result<Vec<Hop>, Refusal> {
+    cache: &mut HashMap<IpAddr, Result<Hops, Refusal>>,
+) -> Result<Hops, Refusal> {
+    if let [Gateway { addr, ifindex: None }] = next_hops {
+        return cache.entry(*addr).or_insert_with(|| resolve(*addr, kernel, metrics).map(Hops::from)).clone();
+    }
     let mut hops: Vec<Hop> = Vec::new();
     let mut first_error = None;
     for nh in next_hops {
         let found = match nh.ifindex {
             // A link-local next hop is on the link of the session it came over.
-            Some(dev) => &Ok(vec![Hop { via: nh.addr, dev: Some(dev) }]),
-            None => cache.entry(nh.addr).or_insert_with(|| resolve(nh.addr, kernel, metrics)),
+            Some(dev) => &Ok(Hops::from([Hop { via: nh.addr, dev: Some(dev) }])),
+            None => cache.entry(nh.addr).or_insert_with(|| resolve(nh.addr, kernel, metrics).map(Hops::from)),
         };
         match found {
             Ok(found) => {
@@ -303,7 +316,7 @@ fn resolve_all(
     if hops.is_empty() {
         return Err(first_error.unwrap_or(Refusal::NoNextHop));
     }
-    Ok(hops)
+    Ok(hops.into())
 }
 
 #[cfg(test)]
@@ -367,7 +380,7 @@ mod tests {
         let p = everything(&wanted, &t);
         assert!(!touches_foreign(&p, &t), "{p:?}");
         assert!(p.refused.is_empty());
-        let hop = Programmed::Via(vec![Hop { via: ip("198.18.0.1"), dev: None }]);
+        let hop = Programmed::Via(Hops::from([Hop { via: ip("198.18.0.1"), dev: None }]));
         assert_eq!(
             p.ops,
             [
@@ -424,7 +437,7 @@ mod tests {
         let wanted: BTreeMap<_, _> = [
             (WantKey { prefix: p32, class: Class::Endpoint }, Target::Device(7)),
             (WantKey { prefix: p32, class: Class::Blackhole }, Target::Blackhole),
-            (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(vec![Gateway::new(ip("198.18.0.12"))])),
+            (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(Arc::from([Gateway::new(ip("198.18.0.12"))]))),
         ]
         .into();
         let p = everything(&wanted, &t);

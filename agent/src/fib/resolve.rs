@@ -8,7 +8,9 @@
 
 use std::net::IpAddr;
 
-use super::plan::{Class, Hop, KernelRoute, KernelTable, RouteKind, RouteMetrics};
+use ipnetwork::IpNetwork;
+
+use super::plan::{Class, Hop, KernelRoute, KernelTable, RouteKey, RouteKind, RouteMetrics};
 
 /// Why a wanted route is not in the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -72,15 +74,19 @@ pub fn resolve(nh: IpAddr, kernel: &KernelTable, metrics: &RouteMetrics) -> Resu
     Ok(route.hops.iter().map(|h| Hop { via: h.via, dev: h.dev.or(route.oif) }).collect())
 }
 
-/// The node's route the kernel would use for `addr`: longest prefix, then lowest metric.
+/// The node's route the kernel would use for `addr`: longest prefix, then lowest metric. Looked
+/// up one prefix length at a time (33 or 129 lookups), never by a walk over the table: a node
+/// holding a full table from its ToR resolves a next hop as fast as an empty one.
 fn covering<'a>(addr: IpAddr, kernel: &'a KernelTable, metrics: &RouteMetrics) -> Option<&'a KernelRoute> {
-    let statics = kernel.ours.values().filter(|r| metrics.want_of(&r.key()).is_some_and(|w| w.class == Class::Static));
-    kernel
-        .foreign
-        .values()
-        .chain(statics)
-        .filter(|r| r.prefix.is_ipv4() == addr.is_ipv4() && r.prefix.contains(addr))
-        .min_by_key(|r| (std::cmp::Reverse(r.prefix.prefix()), r.metric))
+    let longest = if addr.is_ipv4() { 32 } else { 128 };
+    (0..=longest).rev().find_map(|len| {
+        let prefix = IpNetwork::new(IpNetwork::new(addr, len).ok()?.network(), len).ok()?;
+        // Keys sort by prefix, then metric: the first foreign route of the prefix is its lowest.
+        let slots = RouteKey { prefix, metric: 0 }..=RouteKey { prefix, metric: u32::MAX };
+        let foreign = kernel.foreign.range(slots).next().map(|(_, r)| r);
+        let ours = kernel.ours.get(&RouteKey { prefix, metric: metrics.of(&prefix, Class::Static) });
+        foreign.into_iter().chain(ours).min_by_key(|r| r.metric)
+    })
 }
 
 #[cfg(test)]

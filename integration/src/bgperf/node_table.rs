@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec};
 
 use super::peers::{self, encode_updates};
-use super::{establish_all, peak_rss_kib};
+use super::{cpu_seconds, establish_all, peak_rss_kib};
 use crate::bench_node::{count_routes, route_ns, time_ip_batch};
 use crate::daemons::bird::Bird;
 use crate::lab::{Cluster, LabOptions};
@@ -24,8 +24,24 @@ const LIMIT: Duration = Duration::from_secs(300);
 struct Side {
     install: Duration,
     remove: Duration,
+    /// Before the table arrived.
+    empty_kib: u64,
+    /// After the install and a quiet period holding the table.
     rss_kib: u64,
     peak_kib: u64,
+    /// CPU use while holding the table with nothing changing.
+    idle_cpu_percent: f64,
+}
+
+/// How long each side holds the table untouched before its memory is read: the agent's FIB
+/// re-reads the kernel every 5 s, BIRD's kernel protocol scans every 20 s.
+const QUIET: Duration = Duration::from_secs(20);
+
+/// CPU use of `pid` over [`QUIET`], in percent of one core.
+fn idle_cpu(pid: i32) -> Result<f64> {
+    let before = cpu_seconds(pid)?;
+    std::thread::sleep(QUIET);
+    Ok((cpu_seconds(pid)? - before) / QUIET.as_secs_f64() * 100.0)
 }
 
 pub fn run(prefixes: usize) -> Result<String> {
@@ -36,36 +52,46 @@ pub fn run(prefixes: usize) -> Result<String> {
     let mb = |kib: u64| kib as f64 / 1024.0;
     Ok(format!(
         "A node learning {prefixes} prefixes (/24s, one next hop) from its ToR over iBGP: until all are in the kernel, until all are gone after the session drops\n\
-         {:<42} {:>10} {:>10} {:>12} {:>12}\n\
-         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1}\n\
-         {:<42} {:>10.2} {:>10.2} {:>12} {:>12}\n\
-         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1}\n\
-         {:<42} {:>9.2}x {:>9.2}x {:>11.2}x {:>11.2}x\n",
+         {:<42} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12} {:>12} {:>12} {:>12}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
+         {:<42} {:>9.2}x {:>9.2}x {:>11.2}x {:>11.2}x {:>11.2}x {:>11.2}x\n",
         "",
         "install s",
         "remove s",
+        "RSS empty MB",
         "RSS MB",
         "peak RSS MB",
+        "idle CPU %",
         "gingham-agent",
         s(ours.install),
         s(ours.remove),
+        mb(ours.empty_kib),
         mb(ours.rss_kib),
         mb(ours.peak_kib),
+        ours.idle_cpu_percent,
         "ip -batch (same routes)",
         s(reference.0),
         s(reference.1),
         "-",
         "-",
+        "-",
+        "-",
         "BIRD (kernel export; time not comparable)",
         s(bird.install),
         s(bird.remove),
+        mb(bird.empty_kib),
         mb(bird.rss_kib),
         mb(bird.peak_kib),
+        bird.idle_cpu_percent,
         "gingham / ip -batch; / BIRD",
         s(ours.install) / s(reference.0),
         s(ours.remove) / s(reference.1),
+        ours.empty_kib as f64 / bird.empty_kib as f64,
         ours.rss_kib as f64 / bird.rss_kib as f64,
         ours.peak_kib as f64 / bird.peak_kib as f64,
+        ours.idle_cpu_percent / bird.idle_cpu_percent.max(0.01),
     ))
 }
 
@@ -96,6 +122,7 @@ fn gingham(prefixes: usize) -> Result<Side> {
     let reader = injector.spawn_reader(None);
     let table = encode_updates(0..prefixes, TOR, true)?;
     let pid = lab.nodes[0].agent.as_ref().context("agent")?.pid;
+    let empty_kib = rss_kib(pid)?;
     let (installed, removed) = (fib_operations(&lab, "install")?, fib_operations(&lab, "remove")?);
     let start = Instant::now();
     injector.write(&table)?;
@@ -106,6 +133,7 @@ fn gingham(prefixes: usize) -> Result<Side> {
     let install = start.elapsed();
     let node_ns = &lab.fabric.hosts[0].ns;
     anyhow::ensure!(count_routes(node_ns)? >= prefixes, "the agent counted installs the kernel does not hold");
+    let idle_cpu_percent = idle_cpu(pid)?;
     let rss = rss_kib(pid)?;
     let start = Instant::now();
     injector.shutdown();
@@ -117,7 +145,7 @@ fn gingham(prefixes: usize) -> Result<Side> {
     let left = node_ns.exec("ip", &["route", "show", "proto", "80", "via", &TOR.to_string()])?.lines().count();
     anyhow::ensure!(left == 0, "{left} routes via the ToR left in the node's kernel");
     let _ = reader.join();
-    Ok(Side { install, remove, rss_kib: rss, peak_kib: peak_rss_kib(pid)? })
+    Ok(Side { install, remove, empty_kib, rss_kib: rss, peak_kib: peak_rss_kib(pid)?, idle_cpu_percent })
 }
 
 /// `ip -batch` adding, then deleting, the same /24s via one gateway in an empty namespace.
@@ -149,15 +177,17 @@ fn bird(prefixes: usize) -> Result<Side> {
     let mut injector = establish_all(tor_ns, vec![TOR], NODE)?.pop().context("one session")?;
     let reader = injector.spawn_reader(None);
     let table = encode_updates(0..prefixes, TOR, true)?;
+    let empty_kib = rss_kib(bird.daemon.pid)?;
     let start = Instant::now();
     injector.write(&table)?;
     wait_for("every route in BIRD's kernel table", LIMIT, || (bird_routes(node_ns).ok()? >= prefixes).then_some(()))?;
     let install = start.elapsed();
+    let idle_cpu_percent = idle_cpu(bird.daemon.pid)?;
     let rss = rss_kib(bird.daemon.pid)?;
     let start = Instant::now();
     injector.shutdown();
     wait_for("BIRD's routes gone", LIMIT, || (bird_routes(node_ns).ok()? == 0).then_some(()))?;
     let remove = start.elapsed();
     let _ = reader.join();
-    Ok(Side { install, remove, rss_kib: rss, peak_kib: peak_rss_kib(bird.daemon.pid)? })
+    Ok(Side { install, remove, empty_kib, rss_kib: rss, peak_kib: peak_rss_kib(bird.daemon.pid)?, idle_cpu_percent })
 }

@@ -20,7 +20,6 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 
 pub const ASN: u32 = 65000;
 const HOLD_TIME: u16 = 90;
-const KEEPALIVE_EVERY: Duration = Duration::from_secs(20);
 /// Prefix `i` of the benchmark is the /24 at 10.0.0.0 + i * 256 (100k of them reach into 11/8;
 /// they only ever live in BGP tables).
 const BASE: u32 = 10 << 24;
@@ -40,6 +39,8 @@ pub struct Session {
     writer: Arc<Mutex<TcpStream>>,
     /// The read half and what was read past the OPEN exchange, until the reader thread takes it.
     reader: Option<(TcpStream, BytesMut)>,
+    /// A third of the negotiated hold time (a lab agent asks for 9 s); `None` for no hold timer.
+    keepalive_every: Option<Duration>,
 }
 
 impl Session {
@@ -80,11 +81,15 @@ impl Session {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut buf = BytesMut::new();
         let (mut got_open, mut got_keepalive) = (false, false);
+        let mut hold = HOLD_TIME;
         while !got_keepalive {
             let frame = read_frame(&mut stream, &mut buf)?.context("closed during the OPEN exchange")?;
             match frame.kind {
                 1 if !got_open => {
                     got_open = true;
+                    // OPEN: version, my AS (2 octets), hold time (2 octets), ...
+                    let theirs = frame.body.get(3..5).context("short OPEN")?;
+                    hold = hold.min(u16::from_be_bytes([theirs[0], theirs[1]]));
                     stream.write_all(&Message::Keepalive.to_bytes(&codec())?)?;
                 }
                 4 if got_open => got_keepalive = true,
@@ -95,7 +100,8 @@ impl Session {
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         // Whatever followed the KEEPALIVE in the buffer is the start of the table: keep it.
         let reader = (stream.try_clone()?, buf);
-        Ok(Session { local, writer: Arc::new(Mutex::new(stream)), reader: Some(reader) })
+        let keepalive_every = (hold > 0).then(|| Duration::from_secs(u64::from(hold)) / 3);
+        Ok(Session { local, writer: Arc::new(Mutex::new(stream)), reader: Some(reader), keepalive_every })
     }
 
     /// Writes `bytes` whole (one lock for all of it).
@@ -109,11 +115,12 @@ impl Session {
     pub fn spawn_reader(&mut self, tally: Option<Arc<Tally>>) -> std::thread::JoinHandle<()> {
         let (mut stream, mut buf) = self.reader.take().expect("one reader per session");
         let writer = self.writer.clone();
+        let every = self.keepalive_every;
         std::thread::spawn(move || {
             let mut last_keepalive = Instant::now();
             let keepalive = Message::Keepalive.to_bytes(&codec()).expect("a keepalive encodes");
             loop {
-                if last_keepalive.elapsed() >= KEEPALIVE_EVERY {
+                if every.is_some_and(|e| last_keepalive.elapsed() >= e) {
                     if writer.lock().expect("writer lock").write_all(&keepalive).is_err() {
                         return;
                     }
