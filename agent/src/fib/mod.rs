@@ -2,8 +2,9 @@
 //! routes, block blackholes, pod host routes). Others tell it what they want over a channel;
 //! it plans the difference against its model of the kernel ([`plan`], pure) and carries it out
 //! with netlink requests in bulk (`batch.rs`; the messages are [`kernel`]'s). Every few
-//! seconds, and soon after another protocol's route changes, it reads the table again: drift
-//! is repaired, next hops are resolved anew, and routes of other protocols are never touched.
+//! seconds (less often for a large table: the pause grows with what a re-read costs), and soon
+//! after another protocol's route changes, it reads the table again: drift is repaired, next
+//! hops are resolved anew, and routes of other protocols are never touched.
 //!
 //! A route that cannot be installed (its next hop is unreachable or ours, another protocol
 //! holds its slot, the kernel refuses it) is reported once, counted, shown in `/status`, and
