@@ -254,30 +254,52 @@ fn wait_complete(tallies: &[Arc<Tally>], start: Instant, what: &str) -> Result<f
 }
 
 /// Fan-out: one injector with `prefixes` routes, `clients` receivers.
+/// The device as route reflector between one injector and `clients` counting receivers, every
+/// session up, nothing sent yet. Dropping it ends the sessions, then the device.
+struct Reflection {
+    injector: Session,
+    tallies: Vec<Arc<Tally>>,
+    sessions: Vec<Session>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    running: Running,
+    _bench: Bench,
+}
+
+impl Reflection {
+    /// Receivers count `prefixes` prefixes in slices of `slice`.
+    fn start(device: Device, clients: usize, prefixes: usize, slice: usize, gingham_lab: &std::path::Path) -> Result<Reflection> {
+        let receivers: Vec<Ipv4Addr> = (0..clients).map(receiver_address).collect();
+        let bench = Bench::new(&receivers)?;
+        let n = Neighbours { injectors: vec![INJECTOR], clients: receivers.clone() };
+        let running = start_device(device, bench.device_ns(), &n, gingham_lab)?;
+        let mut sessions = establish_all(bench.load(), receivers, DEVICE)?;
+        let tallies: Vec<Arc<Tally>> = (0..clients).map(|_| Arc::new(Tally::new(prefixes, slice))).collect();
+        let mut readers: Vec<_> = sessions.iter_mut().zip(&tallies).map(|(s, t)| s.spawn_reader(Some(t.clone()))).collect();
+        let mut injector = establish_all(bench.load(), vec![INJECTOR], DEVICE)?.pop().expect("one injector");
+        readers.push(injector.spawn_reader(None));
+        Ok(Reflection { injector, tallies, sessions, readers, running, _bench: bench })
+    }
+}
+
+impl Drop for Reflection {
+    fn drop(&mut self) {
+        for s in self.sessions.iter().chain([&self.injector]) {
+            s.shutdown();
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
 pub fn fan_out(device: Device, prefixes: usize, clients: usize, gingham_lab: &std::path::Path) -> Result<Figures> {
-    let receivers: Vec<Ipv4Addr> = (0..clients).map(receiver_address).collect();
-    let bench = Bench::new(&receivers)?;
-    let n = Neighbours { injectors: vec![INJECTOR], clients: receivers.clone() };
-    let running = start_device(device, bench.device_ns(), &n, gingham_lab)?;
-    let mut sessions = establish_all(bench.load(), receivers, DEVICE)?;
-    let tallies: Vec<Arc<Tally>> = (0..clients).map(|_| Arc::new(Tally::new(prefixes, prefixes))).collect();
-    let mut readers: Vec<_> = sessions.iter_mut().zip(&tallies).map(|(s, t)| s.spawn_reader(Some(t.clone()))).collect();
-    let mut injector = establish_all(bench.load(), vec![INJECTOR], DEVICE)?.pop().expect("one injector");
-    readers.push(injector.spawn_reader(None));
+    let r = Reflection::start(device, clients, prefixes, prefixes, gingham_lab)?;
     let table = encode_updates(0..prefixes, INJECTOR, true)?;
-    let cpu_before = cpu_seconds(running.pid)?;
+    let cpu_before = cpu_seconds(r.running.pid)?;
     let start = Instant::now();
-    injector.write(&table)?;
-    let seconds = wait_complete(&tallies, start, device.name())?;
-    let figures =
-        Figures { device, seconds, cpu_seconds: cpu_seconds(running.pid)? - cpu_before, peak_rss_kib: peak_rss_kib(running.pid)? };
-    for s in sessions.iter().chain([&injector]) {
-        s.shutdown();
-    }
-    for r in readers {
-        let _ = r.join();
-    }
-    Ok(figures)
+    r.injector.write(&table)?;
+    let seconds = wait_complete(&r.tallies, start, device.name())?;
+    Ok(Figures { device, seconds, cpu_seconds: cpu_seconds(r.running.pid)? - cpu_before, peak_rss_kib: peak_rss_kib(r.running.pid)? })
 }
 
 /// Fan-in: `injectors` injectors with `each` routes of their own, one receiver.
@@ -337,17 +359,10 @@ pub fn churn(
     clients: usize,
     gingham_lab: &std::path::Path,
 ) -> Result<Churn> {
-    let receivers: Vec<Ipv4Addr> = (0..clients).map(receiver_address).collect();
-    let bench = Bench::new(&receivers)?;
-    let n = Neighbours { injectors: vec![INJECTOR], clients: receivers.clone() };
-    let running = start_device(device, bench.device_ns(), &n, gingham_lab)?;
-    let mut sessions = establish_all(bench.load(), receivers, DEVICE)?;
-    let tallies: Vec<Arc<Tally>> = (0..clients).map(|_| Arc::new(Tally::new(prefixes, slice))).collect();
-    let mut readers: Vec<_> = sessions.iter_mut().zip(&tallies).map(|(s, t)| s.spawn_reader(Some(t.clone()))).collect();
-    let mut injector = establish_all(bench.load(), vec![INJECTOR], DEVICE)?.pop().expect("one injector");
-    readers.push(injector.spawn_reader(None));
+    let r = Reflection::start(device, clients, prefixes, slice, gingham_lab)?;
+    let (injector, tallies, running) = (&r.injector, &r.tallies, &r.running);
     injector.write(&encode_updates(0..prefixes, INJECTOR, true)?)?;
-    wait_complete(&tallies, Instant::now(), device.name())?;
+    wait_complete(tallies, Instant::now(), device.name())?;
     let slices = prefixes / slice;
     // Round r withdraws slice r and announces slice r-1 again, in one write.
     let rounds: Vec<Vec<u8>> = (0..seconds)
@@ -400,12 +415,6 @@ pub fn churn(
         lag_max_ms: *lags.last().expect("not empty"),
         peak_rss_kib: peak_rss_kib(running.pid)?,
     };
-    for s in sessions.iter().chain([&injector]) {
-        s.shutdown();
-    }
-    for r in readers {
-        let _ = r.join();
-    }
     Ok(figures)
 }
 
