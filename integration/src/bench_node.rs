@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::lab::{run_plugin, workspace_binary, Cluster, LabOptions};
+use crate::lab::{metric_sample, run_plugin, workspace_binary, Cluster, LabOptions};
 use crate::netns::{wait_for, Netns, TempDir};
+use crate::proc_stats;
 use crate::update_tap::UpdateTap;
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -291,21 +292,11 @@ pub fn route_latency(pods: usize) -> Result<String> {
 /// Node 1's `gingham_ipam_assign_seconds` sum and count.
 fn ipam_assign_totals(lab: &Cluster) -> Result<(f64, f64)> {
     let metrics = lab.http_get(0, "/metrics")?;
-    let value = |name: &str| -> Result<f64> {
-        let line = metrics.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in node 1's metrics"))?;
-        Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
-    };
-    Ok((value("gingham_ipam_assign_seconds_sum ")?, value("gingham_ipam_assign_seconds_count ")?))
+    Ok((metric_sample(&metrics, "gingham_ipam_assign_seconds_sum")?, metric_sample(&metrics, "gingham_ipam_assign_seconds_count")?))
 }
 
 fn rss_kib(pid: i32) -> Option<u64> {
-    status_kib(pid, "VmRSS:")
-}
-
-/// One of the `/proc/PID/status` memory lines, in KiB.
-fn status_kib(pid: i32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+    proc_stats::status(pid, "VmRSS:").ok()
 }
 
 pub fn agent_rss(sizes: &[usize]) -> Result<String> {
@@ -321,7 +312,7 @@ pub fn agent_rss(sizes: &[usize]) -> Result<String> {
         lab.wait_established(Duration::from_secs(120))?;
         std::thread::sleep(Duration::from_secs(3));
         let rss: Vec<u64> = lab.nodes.iter().filter_map(|node| rss_kib(node.agent.as_ref()?.pid)).collect();
-        let anon: Vec<u64> = lab.nodes.iter().filter_map(|node| status_kib(node.agent.as_ref()?.pid, "RssAnon:")).collect();
+        let anon: Vec<u64> = lab.nodes.iter().filter_map(|node| proc_stats::status(node.agent.as_ref()?.pid, "RssAnon:").ok()).collect();
         anyhow::ensure!(rss.len() == n && anon.len() == n, "could not read every agent's memory");
         let max = *rss.iter().max().unwrap_or(&0) as f64 / 1024.0;
         let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0;
@@ -336,18 +327,6 @@ pub fn preflight() -> Result<()> {
     workspace_binary("gingham-agent")?;
     workspace_binary("gingham-cni")?;
     Ok(())
-}
-
-/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
-fn cpu_seconds(pid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks as f64 / hz)
 }
 
 /// A full mesh of N nodes with one pod each (and, with `reflectors`, a route-reflector topology
@@ -393,9 +372,9 @@ pub fn scale(sizes: &[usize], reflectors: usize, idle: Duration) -> Result<Strin
         }
         let converged = t.elapsed();
         let pids: Vec<i32> = lab.nodes.iter().filter_map(|node| node.agent.as_ref().map(|a| a.pid)).collect();
-        let before: f64 = pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
+        let before: f64 = pids.iter().filter_map(|p| proc_stats::cpu_seconds(*p).ok()).sum();
         std::thread::sleep(idle);
-        let after: f64 = pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
+        let after: f64 = pids.iter().filter_map(|p| proc_stats::cpu_seconds(*p).ok()).sum();
         let cpu = (after - before) / idle.as_secs_f64() * 100.0;
         let rss: Vec<u64> = pids.iter().filter_map(|p| rss_kib(*p)).collect();
         anyhow::ensure!(rss.len() == n, "could not read every agent's memory");

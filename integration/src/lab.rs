@@ -519,6 +519,16 @@ fn run_in_container(image: &str, ns: &Netns, dir: &std::path::Path, node: &str, 
     Ok(pid)
 }
 
+/// The value of one series (name and labels exactly as the agent writes them) in a `/metrics`
+/// text.
+pub fn metric_sample(metrics: &str, series: &str) -> Result<f64> {
+    let value = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .with_context(|| format!("no series {series} in the metrics"))?;
+    Ok(value.trim().parse()?)
+}
+
 pub fn http_get_in(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
     let ns_path = ns.path();
     let path = path.to_string();
@@ -566,4 +576,15 @@ pub fn pinger_counts(ping: std::process::Child) -> Result<(u64, u64)> {
 /// Whether an address is one of the lab's pod addresses.
 pub fn is_pod_address(a: IpAddr) -> bool {
     POD_POOL.parse::<ipnetwork::IpNetwork>().is_ok_and(|p| p.contains(a))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_metric_sample_is_read_by_its_exact_series() {
+        let text = "# TYPE x counter\nx_total{op=\"install\"} 5\nx_total{op=\"installed\"} 7\nruntime_tasks 12\n";
+        assert_eq!(super::metric_sample(text, "x_total{op=\"install\"}").unwrap(), 5.0);
+        assert_eq!(super::metric_sample(text, "runtime_tasks").unwrap(), 12.0);
+        assert!(super::metric_sample(text, "runtime").is_err(), "a prefix of a name is not the series");
+    }
 }

@@ -10,6 +10,7 @@ pub mod interop;
 pub mod lab;
 pub mod manifests;
 pub mod netns;
+pub mod proc_stats;
 pub mod sessions;
 pub mod soak;
 pub mod update_tap;

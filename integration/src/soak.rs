@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::lab::{pinger_counts, start_pinger, workspace_binary, Cluster, LabOptions};
+use crate::proc_stats;
 
 pub struct SoakOptions {
     pub duration: Duration,
@@ -33,19 +34,14 @@ struct Sample {
     tasks: u64,
 }
 
-fn proc_status(pid: i32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse().ok())
-}
-
 fn sample(lab: &Cluster, i: usize) -> Option<Sample> {
     let pid = lab.nodes[i].agent.as_ref()?.pid;
     let metrics = lab.http_get(i, "/metrics").ok()?;
-    let tasks = metrics.lines().find_map(|l| l.strip_prefix("gingham_runtime_tasks ")?.trim().parse().ok())?;
+    let tasks = crate::lab::metric_sample(&metrics, "gingham_runtime_tasks").ok()? as u64;
     Some(Sample {
-        rss_kib: proc_status(pid, "VmRSS:")?,
+        rss_kib: proc_stats::status(pid, "VmRSS:").ok()?,
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64,
-        threads: proc_status(pid, "Threads:")?,
+        threads: proc_stats::status(pid, "Threads:").ok()?,
         tasks,
     })
 }

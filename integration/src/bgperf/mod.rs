@@ -28,6 +28,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::daemons::{Bird, Frr, GoBgp};
 use crate::netns::{wait_for, Daemon, Fabric, Netns};
+use crate::proc_stats::cpu_seconds;
 use peers::{encode_updates, Session, Tally};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,24 +159,8 @@ fn start_device(device: Device, ns: &Netns, n: &Neighbours, gingham_lab: &std::p
     })
 }
 
-/// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: i32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
-}
-
 fn peak_rss_kib(pid: i32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmHWM missing")
+    crate::proc_stats::status(pid, "VmHWM:")
 }
 
 /// Runs `f` on a new thread inside `ns` (sockets it opens live there; threads it starts too).

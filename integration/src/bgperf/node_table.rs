@@ -11,11 +11,12 @@ use anyhow::{Context as _, Result};
 use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec};
 
 use super::peers::{self, encode_updates};
-use super::{cpu_seconds, establish_all, peak_rss_kib};
+use super::{establish_all, peak_rss_kib};
 use crate::bench_node::{count_routes, route_ns, time_ip_batch};
 use crate::daemons::bird::Bird;
-use crate::lab::{Cluster, LabOptions};
+use crate::lab::{metric_sample, Cluster, LabOptions};
 use crate::netns::{wait_for, Netns, TempDir};
+use crate::proc_stats::{cpu_seconds, status};
 
 const TOR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 12);
 const NODE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 11);
@@ -96,17 +97,13 @@ pub fn run(prefixes: usize) -> Result<String> {
 }
 
 fn rss_kib(pid: i32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).context("VmRSS missing")?;
-    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+    status(pid, "VmRSS:")
 }
 
 /// The agent's kernel route operations of one kind so far (`gingham_fib_route_operations_total`).
 fn fib_operations(lab: &Cluster, operation: &str) -> Result<u64> {
     let metrics = lab.http_get(0, "/metrics")?;
-    let series = format!("gingham_fib_route_operations_total{{operation=\"{operation}\"}} ");
-    let line = metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).with_context(|| format!("no {series}"))?;
-    Ok(line.trim().parse::<f64>()? as u64)
+    Ok(metric_sample(&metrics, &format!("gingham_fib_route_operations_total{{operation=\"{operation}\"}}"))? as u64)
 }
 
 fn gingham(prefixes: usize) -> Result<Side> {
