@@ -208,17 +208,7 @@ fn learned_routes(batch: Vec<gingham_bgp::speaker::RouteChange>) -> Vec<(IpNetwo
     batch
         .into_iter()
         .map(|c| match c.best {
-            Some(best) if !best.next_hops.is_empty() => {
-                let hops = match shared.get(best.next_hops.as_slice()) {
-                    Some(h) => h.clone(),
-                    None => {
-                        let h: Arc<[Gateway]> = best.next_hops.into();
-                        shared.insert(h.clone());
-                        h
-                    }
-                };
-                (c.prefix, Some(Target::Gateways(hops)))
-            }
+            Some(best) if !best.next_hops.is_empty() => (c.prefix, Some(Target::Gateways(fib::plan::share(&mut shared, &best.next_hops)))),
             _ => (c.prefix, None),
         })
         .collect()

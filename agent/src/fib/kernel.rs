@@ -13,7 +13,7 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage,
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 
-use super::plan::{Hop, Hops, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
+use super::plan::{share, Hop, Hops, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
 use crate::netlink::{is_errno, RTPROT_GINGHAM};
 
 /// The main table (both families) and the node's addresses.
@@ -27,12 +27,7 @@ pub async fn read(handle: &Handle) -> anyhow::Result<KernelTable> {
         let mut routes = req.execute();
         while let Some(route) = routes.try_next().await? {
             if let Some(mut r) = parse(&route) {
-                match shared.get(&r.hops) {
-                    Some(h) => r.hops = h.clone(),
-                    None => {
-                        shared.insert(r.hops.clone());
-                    }
-                }
+                r.hops = share(&mut shared, &r.hops);
                 table.insert(r, RTPROT_GINGHAM);
             }
         }

@@ -256,14 +256,10 @@ impl Fib {
                 }
                 _ = tokio::time::sleep_until(follow_at), if follow.is_some() => {
                     follow = None;
-                    let started = tokio::time::Instant::now();
-                    self.resync().await;
-                    last_cost = started.elapsed();
+                    last_cost = self.timed_resync().await;
                 }
                 _ = tokio::time::sleep_until(next_resync) => {
-                    let started = tokio::time::Instant::now();
-                    self.resync().await;
-                    last_cost = started.elapsed();
+                    last_cost = self.timed_resync().await;
                     next_resync = tokio::time::Instant::now() + (last_cost * RESYNC_COST_FACTOR).clamp(RESYNC_EVERY, RESYNC_AT_MOST_EVERY);
                 }
             }
@@ -318,6 +314,13 @@ impl Fib {
     async fn read_kernel(&mut self) -> anyhow::Result<()> {
         self.table = kernel::read(&self.handle).await?;
         Ok(())
+    }
+
+    /// [`Fib::resync`], returning how long it took.
+    async fn timed_resync(&mut self) -> Duration {
+        let started = Instant::now();
+        self.resync().await;
+        started.elapsed()
     }
 
     /// Reads the kernel and plans everything: drift repair, re-resolution, leftovers.

@@ -16,7 +16,7 @@
 //! winning and the two never occupy the same slot. Next hops of learned routes are resolved
 //! through the node's own routes (see [`super::resolve`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -80,6 +80,18 @@ pub struct Hop {
 /// A route's next hops, shared between the routes that have the same ones (one allocation per
 /// gateway, not per route).
 pub type Hops = Arc<[Hop]>;
+
+/// The one shared copy of `list` among those `seen` so far (added when new).
+pub fn share<T: std::hash::Hash + Eq + Clone>(seen: &mut HashSet<Arc<[T]>>, list: &[T]) -> Arc<[T]> {
+    match seen.get(list) {
+        Some(shared) => shared.clone(),
+        None => {
+            let shared: Arc<[T]> = list.into();
+            seen.insert(shared.clone());
+            shared
+        }
+    }
+}
 
 /// What goes into the kernel for a wanted route once its next hops are resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
-use super::fast_hash::FastHash;
+use super::fast_hash::{FastHash, MULTIPLIER};
 use super::prefix_set::{v4_from_key, v4_key};
 use super::PeerId;
 use crate::wire::PathAttributes;
@@ -56,8 +56,10 @@ impl Default for Shards {
 
 impl Shards {
     fn shard(k: u64) -> usize {
-        // Fibonacci hashing: the top bits of the product spread neighbouring prefixes.
-        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros())) as usize
+        // Fibonacci hashing: the top bits of the product spread neighbouring prefixes. Not the
+        // shards' own FastHash: its top bits are the tables' control bytes, which would then be
+        // alike within a shard.
+        (k.wrapping_mul(MULTIPLIER) >> (64 - SHARDS.trailing_zeros())) as usize
     }
 
     fn get(&self, k: &u64) -> Option<&Dest> {
