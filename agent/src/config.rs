@@ -73,6 +73,12 @@ pub struct Config {
     #[arg(long, env = "GINGHAM_LEARNED_ROUTE_METRIC", default_value_t = crate::fib::DEFAULT_LEARNED_METRIC,
           value_parser = learned_metric)]
     pub learned_route_metric: u32,
+    /// Routes through gateways name kernel nexthop objects (Linux 5.3+; one per gateway and one
+    /// per ECMP set, so a gateway that goes away is one operation instead of one per route).
+    /// `false` writes the gateways into every route, as on kernels without them (the agent
+    /// also falls back to that by itself when the kernel cannot list nexthop objects).
+    #[arg(long, env = "GINGHAM_KERNEL_NEXTHOPS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kernel_nexthops: bool,
     /// Seconds a pod's interface may be missing (namespace gone without a CNI DEL) before its
     /// addresses are released.
     #[arg(long, env = "GINGHAM_RECLAIM_GRACE", default_value_t = 30)]

@@ -89,7 +89,11 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     // Routes of ours already in the kernel mean an agent ran before: a graceful restart.
     let restarting = fib::kernel::has_our_routes(&netlink).await?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let fib_options = fib::FibOptions { learned_metric: config.learned_route_metric, failures: metrics.route_failures.clone() };
+    let fib_options = fib::FibOptions {
+        learned_metric: config.learned_route_metric,
+        failures: metrics.route_failures.clone(),
+        kernel_nexthops: config.kernel_nexthops,
+    };
     let fib = fib::spawn(netlink.clone(), fib_options);
     let mut speaker_config = SpeakerConfig::new(node::router_id(address), local_as);
     speaker_config.listen = desired::listen_addresses(&bgp_config, address, address6);
@@ -148,8 +152,8 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         let mut synced = false;
         loop {
             tokio::select! {
-                batch = changes.recv() => match batch {
-                    Some(batch) => fib_in.set_class(Class::Learned, learned_routes(batch)).await,
+                update = changes.recv() => match update {
+                    Some(update) => forward(&fib_in, update).await,
                     None => break,
                 },
                 r = speaker_sync.wait_synced(), if !synced => {
@@ -157,8 +161,8 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
                     if r.is_err() {
                         continue;
                     }
-                    while let Ok(batch) = changes.try_recv() {
-                        fib_in.set_class(Class::Learned, learned_routes(batch)).await;
+                    while let Ok(update) = changes.try_recv() {
+                        forward(&fib_in, update).await;
                     }
                     tracing::info!("BGP synced: routes of ours nobody wants may now be removed");
                     fib_in.synced().await;
@@ -203,6 +207,15 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
 /// service range this node originates after learning it from another node first) has no
 /// learned route any more: it is removed, not left behind. Changes with the same next hops
 /// share one list of them (a table from one ToR: one list for all).
+/// Hands one of the speaker's updates to the FIB.
+async fn forward(fib: &fib::FibHandle, update: gingham_bgp::speaker::FibUpdate) {
+    use gingham_bgp::speaker::FibUpdate;
+    match update {
+        FibUpdate::Routes(batch) => fib.set_class(Class::Learned, learned_routes(batch)).await,
+        FibUpdate::GatewaysGone(gateways) => fib.gateways_gone(gateways).await,
+    }
+}
+
 fn learned_routes(batch: Vec<gingham_bgp::speaker::RouteChange>) -> Vec<(IpNetwork, Option<Target>)> {
     let mut shared: std::collections::HashSet<Arc<[Gateway]>> = std::collections::HashSet::new();
     batch

@@ -154,6 +154,32 @@ fn peer_down_withdraws_what_was_reflected() {
 }
 
 #[test]
+fn a_peer_going_names_the_gateways_no_path_has_any_more() {
+    // Two eBGP ToRs with the same prefixes (ECMP), and a third peer whose routes have ToR 2's
+    // address as a third-party next hop.
+    let mut r = rib(None);
+    r.peer_up(1, peer(1, 65001, false));
+    r.peer_up(2, peer(2, 65001, false));
+    r.peer_up(3, peer(3, 65003, false));
+    for prefix in ["198.19.1.0/24", "198.19.2.0/24"] {
+        r.apply_update(1, &announce(prefix, &[65001], "198.18.0.1"));
+        r.apply_update(2, &announce(prefix, &[65001], "198.18.0.2"));
+    }
+    r.apply_update(3, &announce("198.19.9.0/24", &[65003], "198.18.0.2"));
+    assert!(r.take_gone_gateways().is_empty());
+
+    r.peer_down(1);
+    assert_eq!(r.take_gone_gateways(), [Gateway::new("198.18.0.1".parse().unwrap())], "no path has ToR 1 as next hop now");
+    assert_eq!(r.best(&p("198.19.1.0/24")).unwrap().next_hops, [Gateway::new("198.18.0.2".parse().unwrap())]);
+
+    r.peer_down(2);
+    assert!(r.take_gone_gateways().is_empty(), "peer 3's path still goes via 198.18.0.2");
+    r.peer_down(3);
+    assert_eq!(r.take_gone_gateways(), [Gateway::new("198.18.0.2".parse().unwrap())]);
+    assert!(r.take_gone_gateways().is_empty(), "taken once");
+}
+
+#[test]
 fn thousands_of_routes_share_one_attribute_set() {
     let mut r = rib(Some("10.255.0.1"));
     r.peer_up(1, peer(1, 65000, true));

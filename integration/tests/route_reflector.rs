@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use gingham_bgp::speaker::{self, NeighborConfig, RouteChange, SpeakerConfig};
+use gingham_bgp::speaker::{self, FibUpdate, NeighborConfig, RouteChange, SpeakerConfig};
 use gingham_integration::daemons::{Bird, Frr};
 use gingham_integration::netns::{wait_for, Fabric};
 use gingham_integration::sessions::NsRuntime;
@@ -67,7 +67,8 @@ fn gingham_reflects_between_bird_and_frr_clients() {
         }
         // Mirror the FIB stream into a map the test can read.
         tokio::spawn(async move {
-            while let Some(batch) = changes.recv().await {
+            while let Some(update) = changes.recv().await {
+                let FibUpdate::Routes(batch) = update else { continue };
                 fib_tx.send_modify(|m| {
                     for RouteChange { prefix, best } in batch {
                         match best {

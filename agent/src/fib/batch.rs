@@ -13,8 +13,8 @@ use rtnetlink::packet_core::{
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use super::kernel;
 use super::plan::Op;
+use super::{kernel, nexthop};
 
 /// Requests per `sendmsg`: a route message is 60 to 100 octets, and the acknowledgements of a
 /// batch must fit the socket's receive buffer.
@@ -51,7 +51,7 @@ impl Batcher {
     }
 
     fn apply_chunk(&mut self, ops: &[Op]) -> Vec<Result<(), String>> {
-        let mut results: Vec<Result<(), String>> = vec![Err("no acknowledgement from the kernel".into()); ops.len()];
+        let mut codes: Vec<Result<i32, String>> = vec![Err("no acknowledgement from the kernel".into()); ops.len()];
         let mut pending: HashMap<u32, usize> = HashMap::with_capacity(ops.len());
         self.buf.clear();
         for (i, op) in ops.iter().enumerate() {
@@ -63,7 +63,7 @@ impl Batcher {
             let message = match message {
                 Ok(m) => m,
                 Err(e) => {
-                    results[i] = Err(e.to_string());
+                    codes[i] = Err(e.to_string());
                     continue;
                 }
             };
@@ -78,46 +78,128 @@ impl Batcher {
             packet.serialize(&mut self.buf[start..]);
             pending.insert(self.sequence, i);
         }
+        self.acknowledged(pending, &mut codes);
+        codes
+            .into_iter()
+            .zip(ops)
+            .map(|(code, op)| match code {
+                Ok(0) => Ok(()),
+                // Someone removed it first.
+                Ok(e) if matches!(op, Op::Delete(_)) && e == -libc::ESRCH => Ok(()),
+                Ok(e) => Err(std::io::Error::from_raw_os_error(-e).to_string()),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// Sends the requests in `self.buf` and reads their acknowledgements: for each one
+    /// (`pending` maps its sequence number to the caller's index), the kernel's answer (0, or
+    /// a negative errno) in `codes`. Requests that got no answer are left as they are.
+    fn acknowledged(&mut self, mut pending: HashMap<u32, usize>, codes: &mut [Result<i32, String>]) {
         if pending.is_empty() {
-            return results;
+            return;
         }
         if let Err(e) = self.socket.send(&self.buf, 0) {
-            let e = e.to_string();
-            return results
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| if pending.values().any(|&p| p == i) { Err(e.clone()) } else { r })
-                .collect();
+            for (_, i) in pending.drain() {
+                codes[i] = Err(e.to_string());
+            }
+            return;
         }
         let mut incoming = Vec::with_capacity(64 * 1024);
         while !pending.is_empty() {
             incoming.clear();
             if let Err(e) = self.socket.recv(&mut incoming, 0) {
-                let e = e.to_string();
                 for (_, i) in pending.drain() {
-                    results[i] = Err(e.clone());
+                    codes[i] = Err(e.to_string());
                 }
-                break;
+                return;
             }
-            let mut at = 0;
-            while at < incoming.len() {
-                let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&incoming[at..]) else { break };
-                let len = message.header.length as usize;
-                if len == 0 {
-                    break;
+            for (kind, sequence, payload) in messages(&incoming) {
+                if kind != NLMSG_ERROR {
+                    continue;
                 }
-                at += (len + 3) & !3;
-                let Some(i) = pending.remove(&message.header.sequence_number) else { continue };
-                results[i] = match message.payload {
-                    NetlinkPayload::Error(e) if e.code.is_none() => Ok(()),
-                    NetlinkPayload::Error(e) if matches!(ops[i], Op::Delete(_)) && e.raw_code() == -libc::ESRCH => Ok(()),
-                    NetlinkPayload::Error(e) => Err(std::io::Error::from_raw_os_error(-e.raw_code()).to_string()),
-                    _ => Ok(()),
+                let Some(i) = pending.remove(&sequence) else { continue };
+                codes[i] = match payload.get(..4) {
+                    Some(b) => Ok(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                    None => Err("a truncated acknowledgement".into()),
                 };
             }
         }
-        results
     }
+
+    /// Carries out nexthop object requests (`encode` appends request `i` with the sequence
+    /// number given); one result per request: `Ok` or the kernel's errno.
+    pub fn nexthop_requests(&mut self, n: usize, mut encode: impl FnMut(&mut Vec<u8>, u32, usize)) -> Vec<Result<(), i32>> {
+        let mut codes = vec![Err("no acknowledgement from the kernel".to_string()); n];
+        for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
+            self.buf.clear();
+            let mut pending = HashMap::with_capacity(chunk.len());
+            for &i in chunk {
+                self.sequence = self.sequence.wrapping_add(1);
+                encode(&mut self.buf, self.sequence, i);
+                pending.insert(self.sequence, i);
+            }
+            self.acknowledged(pending, &mut codes);
+        }
+        codes
+            .into_iter()
+            .map(|c| match c {
+                Ok(0) => Ok(()),
+                Ok(e) => Err(-e),
+                Err(_) => Err(libc::EIO),
+            })
+            .collect()
+    }
+
+    /// Every nexthop object in the namespace; an error when the kernel has none to list
+    /// (before Linux 5.3: `EOPNOTSUPP` or `EINVAL`).
+    pub fn dump_nexthops(&mut self) -> std::io::Result<Vec<nexthop::Listed>> {
+        self.buf.clear();
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        nexthop::encode_dump(&mut self.buf, sequence);
+        self.socket.send(&self.buf, 0)?;
+        let mut listed = Vec::new();
+        let mut incoming = Vec::with_capacity(64 * 1024);
+        loop {
+            incoming.clear();
+            self.socket.recv(&mut incoming, 0)?;
+            for (kind, seq, payload) in messages(&incoming) {
+                if seq != sequence {
+                    continue;
+                }
+                match kind {
+                    nexthop::RTM_NEWNEXTHOP => listed.extend(nexthop::decode(payload)),
+                    NLMSG_DONE => return Ok(listed),
+                    NLMSG_ERROR => {
+                        let code = payload.get(..4).map_or(libc::EIO, |b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        return Err(std::io::Error::from_raw_os_error(code));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+/// The messages in a buffer read from a netlink socket: type, sequence number, payload.
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = buf.get(at..at + nexthop::PAYLOAD)?;
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len < nexthop::PAYLOAD || at + len > buf.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([header[4], header[5]]);
+        let sequence = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
+        let payload = &buf[at + nexthop::PAYLOAD..at + len];
+        at += len.next_multiple_of(4);
+        Some((kind, sequence, payload))
+    })
 }
 
 /// Two bulk writers, one per core. The kernel takes the routing lock per message, so one
@@ -134,6 +216,11 @@ type Done = Vec<(usize, Op, Result<(), String>)>;
 impl Writers {
     pub fn new() -> std::io::Result<Writers> {
         Ok(Writers { writers: [Batcher::new()?, Batcher::new()?] })
+    }
+
+    /// The writer used on the calling thread.
+    pub fn here(&mut self) -> &mut Batcher {
+        &mut self.writers[0]
     }
 
     /// Carries out a few ops on the calling thread: one `sendmsg` and its acknowledgements,

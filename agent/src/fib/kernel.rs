@@ -79,11 +79,13 @@ pub fn parse(route: &RouteMessage) -> Option<KernelRoute> {
     let mut metric = 0;
     let mut oif = None;
     let mut hops = Vec::new();
+    let mut nh_id = None;
     for a in &route.attributes {
         match a {
             RouteAttribute::Destination(d) => dst = ip_of(d).unwrap_or(unspecified),
             RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::NhId(id) => nh_id = Some(*id),
             RouteAttribute::Gateway(_) | RouteAttribute::Via(_) => hops.extend(gateway_of(a).map(|via| Hop { via, dev: None })),
             RouteAttribute::MultiPath(paths) => {
                 for p in paths {
@@ -110,6 +112,7 @@ pub fn parse(route: &RouteMessage) -> Option<KernelRoute> {
         scope: route.header.scope.into(),
         oif,
         hops: hops.into(),
+        nh_id,
     })
 }
 
@@ -138,6 +141,11 @@ pub fn build(key: &RouteKey, programmed: &Programmed) -> anyhow::Result<RouteMes
     let b = match programmed {
         Programmed::Blackhole => b.kind(RouteType::BlackHole),
         Programmed::Device(index) => b.output_interface(*index).scope(RouteScope::Link),
+        Programmed::Object { id, .. } => {
+            let mut message = b.build();
+            message.attributes.push(RouteAttribute::NhId(*id));
+            return Ok(message);
+        }
         Programmed::Via(hops) if hops.len() == 1 => {
             let b = b.gateway(hops[0].via)?;
             match hops[0].dev {

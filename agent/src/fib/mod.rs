@@ -9,13 +9,19 @@
 //! A route that cannot be installed (its next hop is unreachable or ours, another protocol
 //! holds its slot, the kernel refuses it) is reported once, counted, shown in `/status`, and
 //! retried with a growing delay; it never holds up the others.
+//!
+//! Routes through gateways go through kernel nexthop objects where the kernel has them
+//! ([`nexthop`]): when the speaker says a session's gateways are gone, their objects are
+//! deleted first and the kernel moves or deletes every route through them at once.
 
 mod batch;
 pub mod kernel;
+pub mod nexthop;
 pub mod plan;
 pub mod resolve;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -26,8 +32,9 @@ use rtnetlink::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use gingham_api::status::RouteProblem;
+use gingham_bgp::rib::Gateway;
 pub use plan::{Class, Target, WantKey};
-use plan::{KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope};
+use plan::{Hop, Hops, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope};
 use resolve::Refusal;
 
 use crate::netlink::RTPROT_GINGHAM;
@@ -67,6 +74,9 @@ pub enum FibCommand {
     Stats(oneshot::Sender<FibStats>),
     /// Another protocol's route changed: resolutions may have too.
     KernelChanged,
+    /// No BGP path has these next hops any more (a session ended); the changes that move the
+    /// routes off them follow.
+    GatewaysGone(Vec<Gateway>),
 }
 
 /// What `/status` shows of the FIB.
@@ -82,11 +92,13 @@ pub struct FibOptions {
     pub learned_metric: u32,
     /// Counts each route that could not be installed, once per new reason.
     pub failures: Family<ReasonLabel, Counter>,
+    /// Routes through gateways go through kernel nexthop objects (when the kernel has them).
+    pub kernel_nexthops: bool,
 }
 
 impl Default for FibOptions {
     fn default() -> FibOptions {
-        FibOptions { learned_metric: DEFAULT_LEARNED_METRIC, failures: Family::default() }
+        FibOptions { learned_metric: DEFAULT_LEARNED_METRIC, failures: Family::default(), kernel_nexthops: true }
     }
 }
 
@@ -107,6 +119,12 @@ impl FibHandle {
         self.set(changes.into_iter().map(|(prefix, t)| (WantKey { prefix, class }, t)).collect()).await
     }
 
+    pub async fn gateways_gone(&self, gateways: Vec<Gateway>) {
+        if !gateways.is_empty() {
+            let _ = self.tx.send(FibCommand::GatewaysGone(gateways)).await;
+        }
+    }
+
     pub async fn synced(&self) {
         let _ = self.tx.send(FibCommand::Synced).await;
     }
@@ -125,13 +143,23 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
     if let Err(e) = follow_kernel(tx.clone()) {
         tracing::warn!(error = %e, "cannot follow kernel route changes; next hops are re-resolved every {RESYNC_EVERY:?} only");
     }
-    let batcher = match batch::Writers::new() {
+    let mut batcher = match batch::Writers::new() {
         Ok(b) => Some(b),
         Err(e) => {
             tracing::warn!(error = %e, "no netlink socket for bulk route writes; writing one route per request");
             None
         }
     };
+    let nexthops = match batcher.as_mut().map(|b| b.here().dump_nexthops()) {
+        _ if !options.kernel_nexthops => None,
+        Some(Ok(_)) => Some(nexthop::Nexthops::default()),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the kernel lists no nexthop objects (Linux 5.3+); routes carry their gateways");
+            None
+        }
+        None => None,
+    };
+    tracing::info!(kernel_nexthops = nexthops.is_some(), "FIB syncer starting");
     let fib = Fib {
         handle,
         batcher,
@@ -139,6 +167,7 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
         failures: options.failures,
         wanted: BTreeMap::new(),
         table: KernelTable::default(),
+        nexthops,
         adopting: true,
         problems: BTreeMap::new(),
         stats: FibStats::default(),
@@ -217,6 +246,8 @@ struct Fib {
     wanted: BTreeMap<WantKey, Target>,
     /// The kernel as last read, kept current with our own successful operations.
     table: KernelTable,
+    /// Our nexthop objects; `None` when routes carry their gateways instead.
+    nexthops: Option<nexthop::Nexthops>,
     adopting: bool,
     problems: BTreeMap<RouteKey, ProblemState>,
     stats: FibStats,
@@ -289,21 +320,14 @@ impl Fib {
                     let _ = reply.send(self.stats());
                 }
                 FibCommand::KernelChanged => kernel_changed = true,
+                FibCommand::GatewaysGone(gateways) => {
+                    // The changes queued before it go first: they were planned without it.
+                    kernel_changed |= self.plan_touched(&mut touched).await;
+                    self.gateways_gone(&gateways);
+                }
             }
         }
-        // Learned routes may resolve through our static routes to peers: re-plan them soon.
-        kernel_changed |= touched.iter().any(|w| w.class == Class::Static);
-        if !touched.is_empty() {
-            let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&touched));
-            let evaluated: BTreeSet<RouteKey> = touched.iter().map(|w| self.metrics.key(w)).collect();
-            let done = self.execute(plan, &evaluated).await;
-            self.stats.programmed += done.installed;
-            self.stats.removed += done.removed;
-            if touched.len() >= GIVE_BACK_ABOVE {
-                drop((touched, evaluated));
-                give_back_freed_memory();
-            }
-        }
+        kernel_changed |= self.plan_touched(&mut touched).await;
         if synced {
             self.adopting = false;
             self.resync().await;
@@ -311,9 +335,48 @@ impl Fib {
         kernel_changed
     }
 
+    /// Plans and carries out the wanted routes of `touched`, and empties it.
+    async fn plan_touched(&mut self, touched: &mut BTreeSet<WantKey>) -> bool {
+        if touched.is_empty() {
+            return false;
+        }
+        let touched = std::mem::take(touched);
+        // Learned routes may resolve through our static routes to peers: re-plan them soon.
+        let statics = touched.iter().any(|w| w.class == Class::Static);
+        let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&touched));
+        let evaluated: BTreeSet<RouteKey> = touched.iter().map(|w| self.metrics.key(w)).collect();
+        let done = self.execute(plan, &evaluated).await;
+        self.stats.programmed += done.installed;
+        self.stats.removed += done.removed;
+        if touched.len() >= GIVE_BACK_ABOVE {
+            drop((touched, evaluated));
+            give_back_freed_memory();
+        }
+        statics
+    }
+
     async fn read_kernel(&mut self) -> anyhow::Result<()> {
         self.table = kernel::read(&self.handle).await?;
+        self.read_nexthops();
         Ok(())
+    }
+
+    /// Reads our nexthop objects, and gives each route through one the object's gateways
+    /// (whether or not the kernel's dump lists them beside its id).
+    fn read_nexthops(&mut self) {
+        let (Some(objects), Some(writers)) = (self.nexthops.as_mut(), self.batcher.as_mut()) else { return };
+        match writers.here().dump_nexthops() {
+            Ok(listed) => objects.load(listed, RTPROT_GINGHAM),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading nexthop objects failed; keeping the last known ones");
+                return;
+            }
+        }
+        for route in self.table.ours.values_mut() {
+            if let Some(hops) = route.nh_id.and_then(|id| objects.hops_of(id)) {
+                route.hops = hops;
+            }
+        }
     }
 
     /// [`Fib::resync`], returning how long it took.
@@ -338,6 +401,7 @@ impl Fib {
             tracing::info!(installed = done.installed, removed = done.removed, "repaired kernel routes");
             self.stats.repaired += done.installed + done.removed;
         }
+        self.delete_unused_objects();
         if evaluated.len() >= GIVE_BACK_ABOVE {
             drop(evaluated);
             give_back_freed_memory();
@@ -352,6 +416,7 @@ impl Fib {
         // A slot whose last attempt the kernel refused waits for its retry time.
         let (ops, waiting): (Vec<Op>, Vec<Op>) =
             plan.ops.into_iter().partition(|op| self.problems.get(&op.key()).and_then(|p| p.retry_at).is_none_or(|t| t <= now));
+        let ops = self.through_objects(ops);
         let results = self.write(ops).await;
         let mut done = Done::default();
         for (op, result) in results {
@@ -424,6 +489,120 @@ impl Fib {
             .await
     }
 
+    /// Has each route through gateways go through the nexthop object for them, making the
+    /// objects that are missing first. A route whose object the kernel refused keeps its
+    /// gateways.
+    fn through_objects(&mut self, mut ops: Vec<Op>) -> Vec<Op> {
+        let (Some(objects), Some(writers)) = (self.nexthops.as_mut(), self.batcher.as_mut()) else { return ops };
+        // Routes with the same gateways share one list: one lookup per list.
+        let mut chosen: HashMap<*const [Hop], u32> = HashMap::new();
+        let mut create: Vec<(u32, nexthop::Kind)> = Vec::new();
+        for op in &ops {
+            if let Op::Add(key, Programmed::Via(hops)) | Op::Replace(key, Programmed::Via(hops)) = op {
+                if nexthop::eligible(key.prefix.is_ipv4(), hops) {
+                    chosen.entry(Arc::as_ptr(hops)).or_insert_with(|| {
+                        let (id, new) = objects.prepare(hops);
+                        create.extend(new);
+                        id
+                    });
+                }
+            }
+        }
+        if !create.is_empty() {
+            let results = writers
+                .here()
+                .nexthop_requests(create.len(), |buf, seq, i| nexthop::encode_new(buf, seq, create[i].0, &create[i].1, RTPROT_GINGHAM));
+            for ((id, kind), result) in create.iter().zip(results) {
+                match result {
+                    Ok(()) => tracing::debug!(id, ?kind, "nexthop object made"),
+                    Err(errno) => {
+                        let error = std::io::Error::from_raw_os_error(errno);
+                        tracing::warn!(id, ?kind, %error, "the kernel refused a nexthop object; its routes carry their gateways");
+                        objects.forget(*id);
+                    }
+                }
+            }
+        }
+        for op in &mut ops {
+            if let Op::Add(_, p) | Op::Replace(_, p) = op {
+                if let Programmed::Via(hops) = p {
+                    if let Some(&id) = chosen.get(&Arc::as_ptr(hops)) {
+                        if objects.hops_of(id).is_some() {
+                            *p = Programmed::Object { id, hops: hops.clone() };
+                        }
+                    }
+                }
+            }
+        }
+        ops
+    }
+
+    /// Deletes the objects of gateways no BGP path has any more. The kernel takes each out of
+    /// every group and deletes the routes that only had it: one operation for all the routes
+    /// of a session that ended. A gateway some other wanted route still goes via (a static
+    /// route to a peer, a next hop that resolves through it) stays, and its routes change one
+    /// by one as the speaker's changes arrive.
+    fn gateways_gone(&mut self, gone: &[Gateway]) {
+        let (Some(objects), Some(writers)) = (self.nexthops.as_mut(), self.batcher.as_mut()) else { return };
+        let candidates: Vec<(Gateway, Vec<u32>)> =
+            gone.iter().map(|g| (*g, objects.via(g.addr, g.ifindex))).filter(|(_, ids)| !ids.is_empty()).collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let still_used = still_used_vias(&self.wanted, &self.table, &self.metrics, gone);
+        let ids: Vec<u32> = candidates.into_iter().filter(|(g, _)| !still_used.contains(&g.addr)).flat_map(|(_, ids)| ids).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let results = writers.here().nexthop_requests(ids.len(), |buf, seq, i| nexthop::encode_delete(buf, seq, ids[i]));
+        let mut removed = 0u64;
+        for (id, result) in ids.iter().zip(results) {
+            match result {
+                Ok(()) | Err(libc::ENOENT) => {}
+                Err(errno) => {
+                    let error = std::io::Error::from_raw_os_error(errno);
+                    tracing::warn!(id, %error, "deleting a gone gateway's nexthop object failed; its routes change one by one");
+                    continue;
+                }
+            }
+            let (shrunk, groups_gone) = objects.deleted(*id);
+            let before = self.table.ours.len();
+            self.table.ours.retain(|_, r| r.nh_id.is_none_or(|n| n != *id && !groups_gone.contains(&n)));
+            removed += (before - self.table.ours.len()) as u64;
+            if !shrunk.is_empty() {
+                let shrunk: HashMap<u32, Hops> = shrunk.into_iter().collect();
+                for r in self.table.ours.values_mut() {
+                    if let Some(hops) = r.nh_id.and_then(|n| shrunk.get(&n)) {
+                        r.hops = hops.clone();
+                    }
+                }
+            }
+        }
+        tracing::info!(gateways = ?gone, objects = ids.len(), routes_removed = removed, "gone gateways' nexthop objects deleted");
+        self.stats.removed += removed;
+    }
+
+    /// Deletes our nexthop objects that no route goes through any more (not even another
+    /// protocol's: an object is never pulled from under a route).
+    fn delete_unused_objects(&mut self) {
+        let (Some(objects), Some(writers)) = (self.nexthops.as_mut(), self.batcher.as_mut()) else { return };
+        if objects.is_empty() {
+            return;
+        }
+        let used: HashSet<u32> = self.table.ours.values().chain(self.table.foreign.values()).filter_map(|r| r.nh_id).collect();
+        let unused = objects.unused(&used);
+        if unused.is_empty() {
+            return;
+        }
+        let results = writers.here().nexthop_requests(unused.len(), |buf, seq, i| nexthop::encode_delete(buf, seq, unused[i]));
+        for (id, result) in unused.iter().zip(results) {
+            match result {
+                Ok(()) | Err(libc::ENOENT) => objects.forget(*id),
+                Err(errno) => tracing::debug!(id, error = %std::io::Error::from_raw_os_error(errno), "an unused nexthop object stays"),
+            }
+        }
+    }
+
     fn report(&mut self, key: RouteKey, want: Option<WantKey>, refusal: Refusal, now: Instant) {
         let kernel_error = matches!(refusal, Refusal::Kernel { .. });
         match self.problems.get_mut(&key) {
@@ -487,7 +666,38 @@ fn installed_route(key: RouteKey, p: &Programmed) -> KernelRoute {
     let (kind, scope, oif, hops) = match p {
         Programmed::Blackhole => (RouteKind::Blackhole, 0, None, plan::Hops::from([])),
         Programmed::Device(index) => (RouteKind::Unicast, 253, Some(*index), plan::Hops::from([])),
-        Programmed::Via(hops) => (RouteKind::Unicast, 0, hops.first().and_then(|h| h.dev), hops.clone()),
+        Programmed::Via(hops) | Programmed::Object { hops, .. } => (RouteKind::Unicast, 0, hops.first().and_then(|h| h.dev), hops.clone()),
     };
-    KernelRoute { prefix: key.prefix, metric: key.metric, protocol: RTPROT_GINGHAM, kind, scope, oif, hops }
+    let nh_id = match p {
+        Programmed::Object { id, .. } => Some(*id),
+        _ => None,
+    };
+    KernelRoute { prefix: key.prefix, metric: key.metric, protocol: RTPROT_GINGHAM, kind, scope, oif, hops, nh_id }
+}
+
+/// The gateways (resolved) that wanted routes go via, leaving out the learned routes whose BGP
+/// next hops include one of `gone` (their changes are on the way).
+fn still_used_vias(
+    wanted: &BTreeMap<WantKey, Target>,
+    kernel: &KernelTable,
+    metrics: &RouteMetrics,
+    gone: &[Gateway],
+) -> HashSet<std::net::IpAddr> {
+    let mut vias = HashSet::new();
+    let mut seen: HashSet<(*const [Gateway], bool)> = HashSet::new();
+    let mut resolved = HashMap::new();
+    for (key, target) in wanted {
+        let Target::Gateways(next_hops) = target else { continue };
+        let learned = key.class == Class::Learned;
+        if !seen.insert((Arc::as_ptr(next_hops), learned)) {
+            continue;
+        }
+        if learned && next_hops.iter().any(|g| gone.contains(g)) {
+            continue;
+        }
+        if let Ok(hops) = plan::resolve_all(next_hops, kernel, metrics, &mut resolved) {
+            vias.extend(hops.iter().map(|h| h.via));
+        }
+    }
+    vias
 }

@@ -97,6 +97,11 @@ pub fn share<T: std::hash::Hash + Eq + Clone>(seen: &mut HashSet<Arc<[T]>>, list
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Programmed {
     Via(Hops),
+    /// Via these gateways, through our nexthop object `id` (which goes via them).
+    Object {
+        id: u32,
+        hops: Hops,
+    },
     Blackhole,
     Device(u32),
 }
@@ -119,8 +124,11 @@ pub struct KernelRoute {
     pub scope: u8,
     /// The output interface of a single-path route.
     pub oif: Option<u32>,
-    /// Gateways, one per path; empty for a device (connected) or blackhole route.
+    /// Gateways, one per path; empty for a device (connected) or blackhole route. For a route
+    /// through one of our nexthop objects, the object's gateways.
     pub hops: Hops,
+    /// The nexthop object the route goes through (`RTA_NH_ID`).
+    pub nh_id: Option<u32>,
 }
 
 impl KernelRoute {
@@ -133,7 +141,7 @@ impl KernelRoute {
             Programmed::Blackhole => self.kind == RouteKind::Blackhole,
             Programmed::Device(index) => self.kind == RouteKind::Unicast && self.hops.is_empty() && self.oif == Some(*index),
             // The same set of gateways, in any order (a handful at most: no sets built).
-            Programmed::Via(hops) => {
+            Programmed::Via(hops) | Programmed::Object { hops, .. } => {
                 let within = |a: &[Hop], b: &[Hop]| a.iter().all(|h| b.iter().any(|x| x.via == h.via));
                 self.kind == RouteKind::Unicast && within(hops, &self.hops) && within(&self.hops, hops)
             }
@@ -295,7 +303,7 @@ pub fn plan<'w>(wanted: &'w BTreeMap<WantKey, Target>, kernel: &KernelTable, met
 
 /// Resolves every BGP next hop; the route goes via those that resolve, and is refused only
 /// when none does.
-fn resolve_all(
+pub(super) fn resolve_all(
     next_hops: &[Gateway],
     kernel: &KernelTable,
     metrics: &RouteMetrics,
@@ -355,6 +363,7 @@ mod tests {
             scope: if gws.is_empty() && kind == RouteKind::Unicast { 253 } else { 0 },
             oif,
             hops: gws.iter().map(|g| Hop { via: ip(g), dev: oif }).collect(),
+            nh_id: None,
         }
     }
 
@@ -392,7 +401,7 @@ mod tests {
         let p = everything(&wanted, &t);
         assert!(!touches_foreign(&p, &t), "{p:?}");
         assert!(p.refused.is_empty());
-        let hop = Programmed::Via(Hops::from([Hop { via: ip("198.18.0.1"), dev: None }]));
+        let hop = Programmed::Via(Hops::from([Hop { via: ip("198.18.0.1"), dev: Some(2) }]));
         assert_eq!(
             p.ops,
             [

@@ -67,8 +67,8 @@ pub fn resolve(nh: IpAddr, kernel: &KernelTable, metrics: &RouteMetrics) -> Resu
         return Err(Refusal::Unreachable { next_hop: nh });
     }
     if route.hops.is_empty() {
-        // On a connected subnet: the next hop itself is the gateway.
-        return Ok(vec![Hop { via: nh, dev: None }]);
+        // On a connected subnet: the next hop itself is the gateway, out of the subnet's device.
+        return Ok(vec![Hop { via: nh, dev: route.oif }]);
     }
     // The kernel accepted these gateways for the covering route, so they resolve in one step.
     Ok(route.hops.iter().map(|h| Hop { via: h.via, dev: h.dev.or(route.oif) }).collect())
@@ -126,6 +126,7 @@ mod tests {
             scope: 0,
             oif: Some(oif),
             hops: gw.map(|g| Hop { via: ip(g), dev: Some(oif) }).into_iter().collect(),
+            nh_id: None,
         }
     }
 
@@ -139,9 +140,9 @@ mod tests {
     }
 
     #[test]
-    fn connected_next_hops_are_used_as_they_are() {
+    fn connected_next_hops_are_used_as_they_are_out_of_the_subnets_device() {
         let t = table(vec![r("198.18.0.0/24", 0, RouteKind::Unicast, 2, None)]);
-        assert_eq!(resolve(ip("198.18.0.12"), &t), Ok(vec![Hop { via: ip("198.18.0.12"), dev: None }]));
+        assert_eq!(resolve(ip("198.18.0.12"), &t), Ok(vec![Hop { via: ip("198.18.0.12"), dev: Some(2) }]));
     }
 
     #[test]

@@ -164,6 +164,8 @@ pub struct Rib {
     /// re-sent, so only membership is kept (it decides between a withdrawal and nothing).
     groups: groups::Groups,
     interner: HashSet<Arc<PathAttributes>>,
+    /// See [`Rib::take_gone_gateways`].
+    gone_gateways: Vec<Gateway>,
 }
 
 impl Rib {
@@ -176,6 +178,7 @@ impl Rib {
             rejected: HashMap::default(),
             groups: groups::Groups::default(),
             interner: HashSet::new(),
+            gone_gateways: Vec::new(),
         }
     }
 
@@ -257,14 +260,23 @@ impl Rib {
         self.remove_path(prefix, peer)
     }
 
-    /// A peer went away: its paths go, and the prefixes whose best changed are returned.
+    /// A peer went away: its paths go, and the prefixes whose best changed are returned. The
+    /// gateways its paths had that no other path has are queued for [`Rib::take_gone_gateways`].
     pub fn peer_down(&mut self, id: PeerId) -> Vec<IpNetwork> {
         let mut changed = Vec::new();
         let prefixes: Vec<IpNetwork> = self.table.prefixes().filter(|p| self.table.has_peer(p, id)).collect();
+        let link = self.peers.get(&id).and_then(|r| r.link);
+        let mut gateways: HashSet<Gateway> = HashSet::new();
         for prefix in prefixes {
+            if let Some(path) = self.table.paths(&prefix).into_iter().find(|p| p.peer == id) {
+                gateways.extend(gateway(&path.attrs, link));
+            }
             if self.remove_path(prefix, id) {
                 changed.push(prefix);
             }
+        }
+        if !gateways.is_empty() {
+            self.gone_gateways.extend(self.unused(gateways));
         }
         self.peers.remove(&id);
         self.peer_retire(id);
@@ -637,7 +649,32 @@ impl Rib {
     }
 
     pub fn fib_pending(&self) -> bool {
-        self.table.fib_pending()
+        self.table.fib_pending() || !self.gone_gateways.is_empty()
+    }
+
+    /// Gateways that were next hops of paths and are no longer of any, since the last call: the
+    /// FIB can drop its routes through them in one step instead of one per prefix.
+    pub fn take_gone_gateways(&mut self) -> Vec<Gateway> {
+        std::mem::take(&mut self.gone_gateways)
+    }
+
+    /// Those of `gateways` that no path in the table has (one pass over the table; a peer's
+    /// session ending is rare next to the work of removing its paths).
+    fn unused(&self, mut gateways: HashSet<Gateway>) -> Vec<Gateway> {
+        let mut seen: HashSet<(*const PathAttributes, PeerId), FastHash> = HashSet::default();
+        for (peer, attrs) in self.table.all_paths() {
+            if gateways.is_empty() {
+                break;
+            }
+            // Paths of one peer share their attribute sets: each set is looked at once.
+            if !seen.insert((Arc::as_ptr(attrs), peer)) {
+                continue;
+            }
+            if let Some(g) = gateway(attrs, self.peers.get(&peer).and_then(|r| r.link)) {
+                gateways.remove(&g);
+            }
+        }
+        gateways.into_iter().collect()
     }
 
     pub fn peer(&self, id: PeerId) -> Option<&RibPeer> {

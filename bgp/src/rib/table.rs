@@ -267,6 +267,12 @@ impl Table {
         !self.fib_v4.is_empty() || !self.fib_v6.is_empty()
     }
 
+    /// Every path of every prefix, in no order.
+    pub(super) fn all_paths(&self) -> impl Iterator<Item = (PeerId, &Arc<PathAttributes>)> + '_ {
+        let best = self.v4.iter().map(|(_, d)| d).chain(self.v6.values()).filter(|d| d.live()).map(|d| (d.peer, &d.attrs));
+        best.chain(self.extra.values().flatten().map(|p| (p.peer, &p.attrs)))
+    }
+
     /// Prefixes with at least one path.
     pub(super) fn prefixes(&self) -> impl Iterator<Item = IpNetwork> + '_ {
         let v4 = self.v4.iter().filter(|(_, d)| d.live()).map(|(k, _)| v4_from_key(*k));

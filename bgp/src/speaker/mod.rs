@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::fsm::{FsmConfig, Negotiated, State};
 pub use crate::procedures::max_prefix::{MaxPrefixAction, MaxPrefixes};
 use crate::rib::policy::Policy;
-use crate::rib::BestRoute;
+use crate::rib::{BestRoute, Gateway};
 use crate::session::{PeerConfig, Transport, TtlMode};
 use crate::wire::{Family, GrFamily, GracefulRestart, LargeCommunity};
 
@@ -198,6 +198,16 @@ pub enum BfdSignal {
     },
 }
 
+/// What the speaker tells the FIB, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FibUpdate {
+    Routes(Vec<RouteChange>),
+    /// A session ended and no path has these next hops any more. The route changes that follow
+    /// move every prefix off them; a FIB that keeps one kernel object per next hop can drop it
+    /// first, in one operation instead of one per prefix.
+    GatewaysGone(Vec<Gateway>),
+}
+
 /// A best-path change: `None` means the prefix is gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteChange {
@@ -317,7 +327,7 @@ impl SpeakerHandle {
 ///
 /// Returns the handle and the stream of best-path changes. The stream must be read; while it
 /// is not, changes are coalesced per prefix inside the speaker.
-pub fn spawn(config: SpeakerConfig) -> Result<(SpeakerHandle, mpsc::Receiver<Vec<RouteChange>>), SpeakerError> {
+pub fn spawn(config: SpeakerConfig) -> Result<(SpeakerHandle, mpsc::Receiver<FibUpdate>), SpeakerError> {
     let listener = crate::session::Listener::bind(&config.listen, Vec::new(), None)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     // Shallow on purpose: changes wait in the RIB's compact queue, not as built messages here.

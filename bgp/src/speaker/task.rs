@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{BfdSignal, Command, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
+use super::{BfdSignal, Command, FibUpdate, NeighborConfig, PeerStatus, RouteChange, SpeakerConfig};
 use crate::fsm::StopMode;
 use crate::procedures::convergence::{Convergence, ConvergenceAction, InitialTable, PeerView};
 use crate::procedures::graceful::{GrAction, GrState, GracefulHelper};
@@ -79,7 +79,7 @@ pub(super) struct SpeakerTask {
     next_id: PeerId,
     events_tx: mpsc::Sender<PeerEvent>,
     events: mpsc::Receiver<PeerEvent>,
-    fib: mpsc::Sender<Vec<RouteChange>>,
+    fib: mpsc::Sender<FibUpdate>,
     /// Prefixes whose best path changed and that the peers have not been told about yet.
     dirty: PrefixSet,
     timers: HashMap<TimerKind, Instant>,
@@ -94,12 +94,7 @@ pub(super) struct SpeakerTask {
 }
 
 impl SpeakerTask {
-    pub(super) fn new(
-        config: SpeakerConfig,
-        listener: Listener,
-        fib: mpsc::Sender<Vec<RouteChange>>,
-        synced: watch::Sender<bool>,
-    ) -> SpeakerTask {
+    pub(super) fn new(config: SpeakerConfig, listener: Listener, fib: mpsc::Sender<FibUpdate>, synced: watch::Sender<bool>) -> SpeakerTask {
         let rib = Rib::new(RibConfig {
             router_id: config.router_id,
             cluster_id: config.cluster_id,
@@ -142,8 +137,15 @@ impl SpeakerTask {
                 // gets the latest state per prefix and nothing is lost.
                 biased;
                 Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
-                    let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
-                    permit.send(batch);
+                    // Gone gateways before the route changes they cause, so the FIB can drop
+                    // their routes at once and find the changes already done.
+                    let gone = self.rib.take_gone_gateways();
+                    if gone.is_empty() {
+                        let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
+                        permit.send(FibUpdate::Routes(batch));
+                    } else {
+                        permit.send(FibUpdate::GatewaysGone(gone));
+                    }
                 }
                 () = sleep_until(next_timer) => self.fire_timers().await,
                 cmd = commands.recv() => match cmd {

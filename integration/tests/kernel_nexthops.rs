@@ -1,0 +1,232 @@
+//! The FIB syncer through kernel nexthop objects, in a namespace of its own (root): routes
+//! through gateways name one shared object per gateway and per ECMP set; a gateway the speaker
+//! says is gone is one delete, after which the kernel has moved or removed every route through
+//! it and the speaker's route changes find nothing left to do; an agent restarted adopts the
+//! objects it finds; with objects turned off routes carry their gateways as before.
+//!
+//! ```text
+//!   namespace: v0 198.18.1.1/24 ── v1     gateways 198.18.1.2 and 198.18.1.3 on v0's subnet
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gingham_agent::fib::{self, Class, FibHandle, FibOptions, Target, WantKey};
+use gingham_bgp::rib::Gateway;
+use gingham_integration::netns::Netns;
+use ipnetwork::IpNetwork;
+
+const ROUTES: u32 = 1000;
+const A: &str = "198.18.1.2";
+const B: &str = "198.18.1.3";
+
+fn namespace() -> Netns {
+    let ns = Netns::new("gnh").unwrap();
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]).unwrap();
+    ns.ip(&["addr", "add", "198.18.1.1/24", "dev", "v0"]).unwrap();
+    ns.ip(&["link", "set", "v0", "up"]).unwrap();
+    ns.ip(&["link", "set", "v1", "up"]).unwrap();
+    ns
+}
+
+/// Runs `test` on a thread inside `ns`, with a runtime of its own; a new runtime per call, so a
+/// FIB started in one call is gone in the next (as after an agent restart).
+fn inside<T: Send + 'static>(ns: &Netns, test: impl AsyncFnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(ns.path()).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only.
+        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(test())
+    })
+    .join()
+    .expect("the test thread panicked")
+}
+
+fn learned(i: u32) -> WantKey {
+    let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i);
+    WantKey { prefix: IpNetwork::new(addr.into(), 32).unwrap(), class: Class::Learned }
+}
+
+fn via(gateways: &[&str]) -> Target {
+    Target::Gateways(gateways.iter().map(|g| Gateway::new(g.parse().unwrap())).collect::<Arc<[Gateway]>>())
+}
+
+fn gateway(g: &str) -> Gateway {
+    Gateway::new(g.parse::<IpAddr>().unwrap())
+}
+
+/// Sets every learned route to `target` (or withdraws it), in the speaker's batch size.
+async fn set_all(fib: &FibHandle, target: Option<Target>) {
+    let all: Vec<(WantKey, Option<Target>)> = (0..ROUTES).map(|i| (learned(i), target.clone())).collect();
+    for chunk in all.chunks(256) {
+        fib.set(chunk.to_vec()).await;
+    }
+}
+
+/// A pod route set after everything before it: once the kernel has it, every earlier command
+/// has been carried out (one channel, in order), and the stats read then count them all.
+async fn barrier(ns: &str, fib: &FibHandle, n: u8) -> fib::FibStats {
+    let prefix = format!("198.18.2.{n}/32");
+    let key = WantKey { prefix: prefix.parse().unwrap(), class: Class::Endpoint };
+    fib.set(vec![(key, Some(Target::Device(nix_index("v0"))))]).await;
+    for _ in 0..500 {
+        if !ip(ns, &["route", "show", &prefix, "proto", "80"]).is_empty() {
+            return fib.stats().await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the barrier route was never installed");
+}
+
+fn nix_index(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid C string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+async fn wait_programmed(fib: &FibHandle, n: u64) {
+    for _ in 0..1000 {
+        if fib.stats().await.programmed >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not all routes were installed: {:?}", fib.stats().await);
+}
+
+/// `ip -n NS ARGS`, by the namespace's name (the test's thread cannot own the namespace).
+fn ip(ns: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("ip").arg("-n").arg(ns).args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Our learned routes in the kernel, one line each.
+fn learned_lines(ns: &str) -> Vec<String> {
+    ip(ns, &["-o", "route", "show", "proto", "80", "metric", "2048"]).lines().map(str::to_string).collect()
+}
+
+fn objects(ns: &str) -> Vec<String> {
+    ip(ns, &["nexthop", "show", "proto", "80"]).lines().map(str::to_string).collect()
+}
+
+fn nhid(line: &str) -> Option<u32> {
+    let mut words = line.split_whitespace();
+    words.by_ref().find(|w| *w == "nhid")?;
+    words.next()?.parse().ok()
+}
+
+#[test]
+fn a_gone_gateway_is_one_object_delete_not_one_change_per_route() {
+    let ns = namespace();
+    let probe = ns.name().to_string();
+    inside(&ns, async move || {
+        let ns = probe;
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        set_all(&fib, Some(via(&[A, B]))).await;
+        wait_programmed(&fib, ROUTES.into()).await;
+
+        // One gateway object each and one group, shared by every route.
+        let objs = objects(&ns);
+        assert_eq!(objs.len(), 3, "{objs:#?}");
+        let group = objs.iter().find(|l| l.contains("group")).expect("a group object");
+        let group_id: u32 = group.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let lines = learned_lines(&ns);
+        assert_eq!(lines.len(), ROUTES as usize);
+        assert!(lines.iter().all(|l| nhid(l) == Some(group_id)), "{:?}", &lines[..3]);
+
+        // B's session ends: the speaker says so, then moves every prefix to A alone.
+        fib.gateways_gone(vec![gateway(B)]).await;
+        set_all(&fib, Some(via(&[A]))).await;
+        let stats = barrier(&ns, &fib, 1).await;
+        assert_eq!(stats.programmed, u64::from(ROUTES) + 1, "no route was written again, only the barrier: {stats:?}");
+        assert_eq!(stats.removed, 0);
+        let objs = objects(&ns);
+        assert_eq!(objs.len(), 2, "B's object went, the group stays with A in it: {objs:#?}");
+        assert!(!objs.iter().any(|l| l.contains(B)), "{objs:#?}");
+        let lines = learned_lines(&ns);
+        assert_eq!(lines.len(), ROUTES as usize);
+        assert!(lines.iter().all(|l| nhid(l) == Some(group_id) && !l.contains(B)), "{:?}", &lines[..3]);
+        let get = ip(&ns, &["route", "get", "198.19.0.7"]);
+        assert!(get.contains(&format!("via {A}")), "{get}");
+
+        // A static route to a peer via A: A's object must stay while it is wanted, even when
+        // the speaker says no BGP path has A any more.
+        let peer = WantKey { prefix: "198.18.3.1/32".parse().unwrap(), class: Class::Static };
+        fib.set(vec![(peer, Some(via(&[A])))]).await;
+        wait_programmed(&fib, u64::from(ROUTES) + 2).await;
+        fib.gateways_gone(vec![gateway(A)]).await;
+        barrier(&ns, &fib, 2).await;
+        assert_eq!(learned_lines(&ns).len(), ROUTES as usize, "the object stayed, and so did the routes");
+        let statics = ip(&ns, &["-o", "route", "show", "proto", "80", "metric", "2"]);
+        assert!(statics.contains("198.18.3.1"), "{statics}");
+
+        // Without it, A going is one delete: the kernel removes every route through A before
+        // a single withdrawal has arrived, and the withdrawals then have nothing left to do.
+        fib.set(vec![(peer, None)]).await;
+        let before = barrier(&ns, &fib, 3).await;
+        fib.gateways_gone(vec![gateway(A)]).await;
+        let after = barrier(&ns, &fib, 4).await;
+        assert!(learned_lines(&ns).is_empty(), "{:?}", learned_lines(&ns));
+        assert_eq!(after.removed, before.removed + u64::from(ROUTES), "the kernel's removals are counted: {after:?}");
+        assert!(objects(&ns).is_empty(), "A's object went, and the group with its last member: {:#?}", objects(&ns));
+        set_all(&fib, None).await;
+        let last = barrier(&ns, &fib, 5).await;
+        assert_eq!(last.removed, after.removed, "the withdrawals found nothing to delete: {last:?}");
+        assert_eq!(last.wanted, 5, "the five barrier routes");
+    });
+}
+
+#[test]
+fn a_restarted_agent_adopts_its_objects_and_makes_no_second_set() {
+    let ns = namespace();
+    let first = ns.name().to_string();
+    inside(&ns, async move || {
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        set_all(&fib, Some(via(&[A, B]))).await;
+        wait_programmed(&fib, ROUTES.into()).await;
+        assert_eq!(objects(&first).len(), 3);
+    });
+    let second = ns.name().to_string();
+    inside(&ns, async move || {
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        set_all(&fib, Some(via(&[A, B]))).await;
+        let stats = barrier(&second, &fib, 1).await;
+        assert_eq!(stats.programmed, 1, "the routes found were the ones wanted: {stats:?}");
+        fib.synced().await;
+        barrier(&second, &fib, 2).await;
+        assert_eq!(objects(&second).len(), 3, "no second set of objects, and none deleted: {:#?}", objects(&second));
+        // Everything unwanted now: the routes go, and the resync after them takes the objects.
+        set_all(&fib, None).await;
+        barrier(&second, &fib, 3).await;
+        fib.synced().await;
+        barrier(&second, &fib, 4).await;
+        assert!(learned_lines(&second).is_empty());
+        assert!(objects(&second).is_empty(), "objects no route uses are deleted: {:#?}", objects(&second));
+    });
+}
+
+#[test]
+fn without_objects_routes_carry_their_gateways() {
+    let ns = namespace();
+    let name = ns.name().to_string();
+    inside(&ns, async move || {
+        let options = FibOptions { kernel_nexthops: false, ..FibOptions::default() };
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), options);
+        set_all(&fib, Some(via(&[A, B]))).await;
+        wait_programmed(&fib, ROUTES.into()).await;
+        assert!(objects(&name).is_empty());
+        let lines = learned_lines(&name);
+        assert_eq!(lines.len(), ROUTES as usize);
+        assert!(lines.iter().all(|l| nhid(l).is_none() && l.contains(A) && l.contains(B)), "{:?}", &lines[..3]);
+        // The hint changes nothing here: the routes change one by one as the changes arrive.
+        fib.gateways_gone(vec![gateway(B)]).await;
+        set_all(&fib, Some(via(&[A]))).await;
+        let stats = barrier(&name, &fib, 1).await;
+        assert_eq!(stats.programmed, 2 * u64::from(ROUTES) + 1, "{stats:?}");
+        assert!(learned_lines(&name).iter().all(|l| !l.contains(B)));
+    });
+}
