@@ -178,7 +178,7 @@ impl Collector for SnapshotCollector {
         }
         let mut family = encoder.encode_descriptor(
             "fib_route_operations",
-            "Kernel route operations by kind: install, remove, repair (drift corrected)",
+            "Kernel route operations by kind: install, remove (with the routes the kernel removed with a gone gateway's nexthop object), repair (drift corrected)",
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;

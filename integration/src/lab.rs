@@ -60,6 +60,8 @@ pub struct LabOptions {
     pub image: Option<String>,
     /// The CNI plugin executable pods are added with (default: the workspace's gingham-cni).
     pub cni_bin: Option<PathBuf>,
+    /// More flags for every agent.
+    pub agent_flags: Vec<String>,
 }
 
 impl LabOptions {
@@ -76,6 +78,7 @@ impl LabOptions {
             ipv6: false,
             image: None,
             cni_bin: None,
+            agent_flags: Vec::new(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl Cluster {
         if self.options.reflectors.contains(&i) {
             args.extend(["--route-reflector-cluster-id".into(), "224.0.0.1".into()]);
         }
+        args.extend(self.options.agent_flags.iter().cloned());
         args
     }
 

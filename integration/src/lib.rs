@@ -11,6 +11,7 @@ pub mod lab;
 pub mod manifests;
 pub mod netns;
 pub mod proc_stats;
+pub mod route_count;
 pub mod sessions;
 pub mod soak;
 pub mod update_tap;

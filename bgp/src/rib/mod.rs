@@ -164,8 +164,6 @@ pub struct Rib {
     /// re-sent, so only membership is kept (it decides between a withdrawal and nothing).
     groups: groups::Groups,
     interner: HashSet<Arc<PathAttributes>>,
-    /// See [`Rib::take_gone_gateways`].
-    gone_gateways: Vec<Gateway>,
 }
 
 impl Rib {
@@ -178,7 +176,6 @@ impl Rib {
             rejected: HashMap::default(),
             groups: groups::Groups::default(),
             interner: HashSet::new(),
-            gone_gateways: Vec::new(),
         }
     }
 
@@ -260,23 +257,14 @@ impl Rib {
         self.remove_path(prefix, peer)
     }
 
-    /// A peer went away: its paths go, and the prefixes whose best changed are returned. The
-    /// gateways its paths had that no other path has are queued for [`Rib::take_gone_gateways`].
+    /// A peer went away: its paths go, and the prefixes whose best changed are returned.
     pub fn peer_down(&mut self, id: PeerId) -> Vec<IpNetwork> {
         let mut changed = Vec::new();
         let prefixes: Vec<IpNetwork> = self.table.prefixes().filter(|p| self.table.has_peer(p, id)).collect();
-        let link = self.peers.get(&id).and_then(|r| r.link);
-        let mut gateways: HashSet<Gateway> = HashSet::new();
         for prefix in prefixes {
-            if let Some(path) = self.table.paths(&prefix).into_iter().find(|p| p.peer == id) {
-                gateways.extend(gateway(&path.attrs, link));
-            }
             if self.remove_path(prefix, id) {
                 changed.push(prefix);
             }
-        }
-        if !gateways.is_empty() {
-            self.gone_gateways.extend(self.unused(gateways));
         }
         self.peers.remove(&id);
         self.peer_retire(id);
@@ -649,32 +637,31 @@ impl Rib {
     }
 
     pub fn fib_pending(&self) -> bool {
-        self.table.fib_pending() || !self.gone_gateways.is_empty()
+        self.table.fib_pending()
     }
 
-    /// Gateways that were next hops of paths and are no longer of any, since the last call: the
-    /// FIB can drop its routes through them in one step instead of one per prefix.
-    pub fn take_gone_gateways(&mut self) -> Vec<Gateway> {
-        std::mem::take(&mut self.gone_gateways)
-    }
-
-    /// Those of `gateways` that no path in the table has (one pass over the table; a peer's
-    /// session ending is rare next to the work of removing its paths).
-    fn unused(&self, mut gateways: HashSet<Gateway>) -> Vec<Gateway> {
+    /// The gateways of `id`'s paths that no other peer's path has: what [`Rib::peer_down`]
+    /// would leave no path through. Told to the FIB before the paths go, it can move the
+    /// traffic off them in one step, before the work per prefix. One pass over the table,
+    /// looking at each peer's attribute set once (a peer's paths share a few).
+    pub fn gateways_only_of(&self, id: PeerId) -> Vec<Gateway> {
         let mut seen: HashSet<(*const PathAttributes, PeerId), FastHash> = HashSet::default();
+        let (mut mine, mut others): (HashSet<Gateway>, HashSet<Gateway>) = Default::default();
         for (peer, attrs) in self.table.all_paths() {
-            if gateways.is_empty() {
-                break;
-            }
-            // Paths of one peer share their attribute sets: each set is looked at once.
             if !seen.insert((Arc::as_ptr(attrs), peer)) {
                 continue;
             }
             if let Some(g) = gateway(attrs, self.peers.get(&peer).and_then(|r| r.link)) {
-                gateways.remove(&g);
+                if peer == id {
+                    mine.insert(g)
+                } else {
+                    others.insert(g)
+                };
             }
         }
-        gateways.into_iter().collect()
+        let mut gone: Vec<Gateway> = mine.difference(&others).copied().collect();
+        gone.sort_by_key(|g| (g.addr, g.ifindex));
+        gone
     }
 
     pub fn peer(&self, id: PeerId) -> Option<&RibPeer> {

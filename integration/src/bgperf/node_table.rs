@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec};
 
 use super::peers::{self, encode_updates};
-use super::{establish_all, peak_rss_kib};
+use super::{establish_all, in_netns, peak_rss_kib};
 use crate::bench_node::{count_routes, route_ns, time_ip_batch};
 use crate::daemons::bird::Bird;
 use crate::lab::{metric_sample, Cluster, LabOptions};
@@ -49,6 +49,8 @@ pub fn run(prefixes: usize) -> Result<String> {
     let ours = gingham(prefixes)?;
     let reference = ip_batch(prefixes)?;
     let bird = bird(prefixes)?;
+    let objects = failover(prefixes, true)?;
+    let gateways = failover(prefixes, false)?;
     let s = |d: Duration| d.as_secs_f64();
     let mb = |kib: u64| kib as f64 / 1024.0;
     Ok(format!(
@@ -93,6 +95,26 @@ pub fn run(prefixes: usize) -> Result<String> {
         ours.rss_kib as f64 / bird.rss_kib as f64,
         ours.peak_kib as f64 / bird.peak_kib as f64,
         ours.idle_cpu_percent / bird.idle_cpu_percent.max(0.01),
+    ) + &format!(
+        "The same table from two ToRs (ECMP); ToR 2's session ends: until no route in the node's kernel goes via ToR 2, and the agent's route operations for it\n\
+         {:<42} {:>10} {:>12} {:>12}\n\
+         {:<42} {:>10.3} {:>12} {:>12.3}\n\
+         {:<42} {:>10.3} {:>12} {:>12.3}\n\
+         {:<42} {:>9.3}x\n",
+        "",
+        "time s",
+        "route ops",
+        "poll s",
+        "gingham-agent, nexthop objects",
+        s(objects.time),
+        objects.operations,
+        s(objects.poll),
+        "gingham-agent, gateways in each route",
+        s(gateways.time),
+        gateways.operations,
+        s(gateways.poll),
+        "objects / gateways",
+        s(objects.time) / s(gateways.time),
     ))
 }
 
@@ -143,6 +165,79 @@ fn gingham(prefixes: usize) -> Result<Side> {
     anyhow::ensure!(left == 0, "{left} routes via the ToR left in the node's kernel");
     let _ = reader.join();
     Ok(Side { install, remove, empty_kib, rss_kib: rss, peak_kib: peak_rss_kib(pid)?, idle_cpu_percent })
+}
+
+/// One of two ToRs going away while the node holds the same table from both (ECMP): from the
+/// moment ToR 2's session ends until no route in the node's kernel goes via it, and the route
+/// operations the agent made for that; with the agent's nexthop objects, and without.
+struct Failover {
+    time: Duration,
+    operations: u64,
+    /// How long one poll of the kernel took: the resolution of `time`.
+    poll: Duration,
+}
+
+const TOR2: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 13);
+
+fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
+    let mut options = LabOptions::new(1);
+    options.extra_hosts = 2;
+    options.agent_flags = vec!["--kernel-nexthops".into(), kernel_nexthops.to_string()];
+    let lab = Cluster::new(options)?;
+    lab.modify::<BGPConfiguration>("default", |c| c.spec.as_number = Some(peers::ASN))?;
+    let mut tors = Vec::new();
+    for (name, addr, host) in [("tor-1", TOR, 1), ("tor-2", TOR2, 2)] {
+        let spec = BGPPeerSpec { peer_ip: Some(addr.to_string()), as_number: Some(peers::ASN), ..Default::default() };
+        lab.create(&BGPPeer::new(name, spec))?;
+        let mut injector = establish_all(&lab.fabric.hosts[host].ns, vec![addr], NODE)?.pop().context("one session")?;
+        let reader = injector.spawn_reader(None);
+        tors.push((injector, reader, encode_updates(0..prefixes, addr, true)?));
+    }
+    // ToR 1's table first, then ToR 2's: every route is replaced once, by its ECMP pair.
+    for (round, (injector, _, table)) in tors.iter().enumerate() {
+        let installed = fib_operations(&lab, "install")?;
+        injector.write(table)?;
+        wait_for("the table in the node's kernel", LIMIT, || {
+            std::thread::sleep(Duration::from_millis(10));
+            (fib_operations(&lab, "install").ok()? >= installed + prefixes as u64).then_some(())
+        })
+        .with_context(|| format!("round {round}"))?;
+    }
+    let node_ns = &lab.fabric.hosts[0].ns;
+    anyhow::ensure!(in_netns(node_ns, || through(TOR2))? >= prefixes, "the routes do not go via both ToRs");
+    let before = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
+    let (injector, reader, _) = tors.pop().context("ToR 2")?;
+    // Polled from inside the node's namespace with a netlink dump, counted without decoding
+    // each route (`ip route show` takes a second to print the table).
+    let (time, poll) = in_netns(node_ns, move || {
+        let start = Instant::now();
+        injector.shutdown();
+        let mut polls = 1;
+        while through(TOR2)? > 0 {
+            anyhow::ensure!(start.elapsed() < LIMIT, "routes via ToR 2 stayed");
+            polls += 1;
+        }
+        let time = start.elapsed();
+        let t = Instant::now();
+        through(TOR)?;
+        Ok((time, t.elapsed().max(time / polls)))
+    })?;
+    anyhow::ensure!(in_netns(node_ns, || through(TOR))? >= prefixes, "routes via ToR 1 went too");
+    // The speaker's changes for every prefix still arrive after the kernel is right: count
+    // what the agent does with them once they are all in.
+    std::thread::sleep(Duration::from_secs(3));
+    let operations = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")? - before;
+    let _ = reader.join();
+    for (injector, reader, _) in tors {
+        injector.shutdown();
+        let _ = reader.join();
+    }
+    Ok(Failover { time, operations, poll })
+}
+
+/// Our routes in the calling thread's namespace that go via `gateway` (alone or among others).
+fn through(gateway: std::net::Ipv4Addr) -> Result<usize> {
+    crate::route_count::routes_via(80, gateway)
 }
 
 /// `ip -batch` adding, then deleting, the same /24s via one gateway in an empty namespace.
