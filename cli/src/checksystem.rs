@@ -91,8 +91,12 @@ pub fn judge(f: &Facts) -> Vec<Finding> {
         None => finding("ip_forward", Level::Fail, "/proc/sys/net/ipv4/ip_forward cannot be read"),
     });
     out.push(match f.nexthop_objects {
-        true => finding("nexthop objects", Level::Ok, "supported"),
-        false => finding("nexthop objects", Level::Warn, "not supported (`ip nexthop` fails)"),
+        true => finding("nexthop objects", Level::Ok, "supported: learned routes go through them (a gateway that goes is one change)"),
+        false => finding(
+            "nexthop objects",
+            Level::Warn,
+            "not supported (`ip nexthop` fails): routes carry their gateways, a gateway that goes is one change per route",
+        ),
     });
     out.push(match (&f.nftables_error, f.nat_outgoing_wanted) {
         (None, _) => finding("nftables", Level::Ok, "nft works"),

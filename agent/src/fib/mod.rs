@@ -150,8 +150,10 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
             None
         }
     };
-    let nexthops = match batcher.as_mut().map(|b| b.here().dump_nexthops()) {
-        _ if !options.kernel_nexthops => None,
+    // Nexthop objects need the bulk socket (their messages are ours, not rtnetlink's), and a
+    // kernel that can list them.
+    let probe = batcher.as_mut().filter(|_| options.kernel_nexthops).map(|b| b.here().dump_nexthops());
+    let nexthops = match probe {
         Some(Ok(_)) => Some(nexthop::Nexthops::default()),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "the kernel lists no nexthop objects (Linux 5.3+); routes carry their gateways");
@@ -159,7 +161,7 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
         }
         None => None,
     };
-    tracing::info!(kernel_nexthops = nexthops.is_some(), "FIB syncer starting");
+    tracing::info!(kernel_nexthops = nexthops.is_some(), "FIB syncer ready");
     let fib = Fib {
         handle,
         batcher,
@@ -321,7 +323,7 @@ impl Fib {
                 }
                 FibCommand::KernelChanged => kernel_changed = true,
                 FibCommand::GatewaysGone(gateways) => {
-                    // The changes queued before it go first: they were planned without it.
+                    // The changes that came before it are carried out first, in order.
                     kernel_changed |= self.plan_touched(&mut touched).await;
                     self.gateways_gone(&gateways);
                 }
@@ -335,7 +337,8 @@ impl Fib {
         kernel_changed
     }
 
-    /// Plans and carries out the wanted routes of `touched`, and empties it.
+    /// Plans and carries out the wanted routes of `touched`, and empties it. Returns whether a
+    /// static route was among them (learned routes may resolve through those: re-plan soon).
     async fn plan_touched(&mut self, touched: &mut BTreeSet<WantKey>) -> bool {
         if touched.is_empty() {
             return false;
