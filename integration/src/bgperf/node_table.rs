@@ -3,7 +3,9 @@
 //! agent has installed them all in the kernel, and until it has removed them all after the
 //! session drops. Side by side in one run: `ip -batch` adding and deleting the same routes in an
 //! empty namespace, and BIRD learning the same table over the same kind of session and
-//! exporting it to its kernel table (its memory is the reference for the agent's).
+//! exporting it to its kernel table (its memory is the reference for the agent's). Then the
+//! failover that nexthop objects are for: the same table from two ToRs, one of them going, with
+//! the agent's objects and without.
 
 use std::time::{Duration, Instant};
 

@@ -43,7 +43,8 @@ enum Command {
     },
     /// Node benchmarks: CNI latency vs bridge+host-local, 100k routes vs ip -batch, pod-to-route
     /// latency across nodes by stage, agent memory with 3 and 20 nodes, a full table from the
-    /// ToR into the kernel vs ip -batch and BIRD.
+    /// ToR into the kernel vs ip -batch and BIRD, and one of two ToRs going with and without
+    /// nexthop objects.
     BenchNode {
         /// Comma-separated subset of cni,fib,latency,rss,table,scale,scale-rr (scale: 20, 50 and 100-node meshes; scale-rr: 150 nodes with 2 reflectors; several minutes each).
         #[arg(long, default_value = "cni,fib,latency,rss,table")]
