@@ -5,16 +5,14 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
+use gingham_agent::fib::wire;
 
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const RTA_GATEWAY: u16 = 5;
 const RTA_MULTIPATH: u16 = 9;
-/// `struct rtmsg` after the 16-octet netlink header; the protocol is its sixth octet.
+/// `struct rtmsg`, after the netlink header; the protocol is its sixth octet.
 const RTMSG: usize = 12;
-const HEADER: usize = 16;
 
 /// Our own socket, closed on drop.
 struct Socket(libc::c_int);
@@ -32,14 +30,11 @@ pub fn routes_via(protocol: u8, gateway: Ipv4Addr) -> Result<usize> {
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     anyhow::ensure!(fd >= 0, "netlink socket: {}", std::io::Error::last_os_error());
     let socket = Socket(fd);
-    let mut request = Vec::with_capacity(HEADER + RTMSG);
-    request.extend_from_slice(&((HEADER + RTMSG) as u32).to_ne_bytes());
-    request.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
-    request.extend_from_slice(&(0x1u16 | 0x300).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_DUMP
-    request.extend_from_slice(&1u32.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
+    let mut request = Vec::with_capacity(wire::HEADER + RTMSG);
+    let start = wire::push_header(&mut request, RTM_GETROUTE, wire::NLM_F_REQUEST | wire::NLM_F_DUMP, 1);
     request.push(libc::AF_INET as u8);
-    request.resize(HEADER + RTMSG, 0);
+    request.resize(wire::HEADER + RTMSG, 0);
+    wire::finish(&mut request, start);
     // SAFETY: the buffer outlives the call.
     let sent = unsafe { libc::send(socket.0, request.as_ptr().cast(), request.len(), 0) };
     anyhow::ensure!(sent == request.len() as isize, "netlink send: {}", std::io::Error::last_os_error());
@@ -50,62 +45,37 @@ pub fn routes_via(protocol: u8, gateway: Ipv4Addr) -> Result<usize> {
         // SAFETY: the buffer is valid for its length.
         let n = unsafe { libc::recv(socket.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
         anyhow::ensure!(n >= 0, "netlink recv: {}", std::io::Error::last_os_error());
-        let mut at = 0;
-        let data = &buf[..n as usize];
-        while at + HEADER <= data.len() {
-            let len = u32::from_ne_bytes(data[at..at + 4].try_into()?) as usize;
-            let kind = u16::from_ne_bytes(data[at + 4..at + 6].try_into()?);
-            if len < HEADER || at + len > data.len() {
-                break;
-            }
+        for (kind, _, payload) in wire::messages(&buf[..n as usize]) {
             match kind {
-                NLMSG_DONE => return Ok(count),
-                NLMSG_ERROR => anyhow::bail!("the route dump failed"),
-                RTM_NEWROUTE
-                    if len >= HEADER + RTMSG
-                        && data[at + HEADER + 5] == protocol
-                        && has_gateway(&data[at + HEADER + RTMSG..at + len], &want) =>
-                {
-                    count += 1;
-                }
+                wire::NLMSG_DONE => return Ok(count),
+                wire::NLMSG_ERROR => anyhow::bail!("the route dump failed"),
+                RTM_NEWROUTE if payload.len() >= RTMSG && payload[5] == protocol && has_gateway(&payload[RTMSG..], &want) => count += 1,
                 _ => {}
             }
-            at += len.next_multiple_of(4);
         }
     }
 }
 
 /// Whether route attributes name `gateway`, alone or in a multipath list.
 fn has_gateway(attrs: &[u8], gateway: &[u8; 4]) -> bool {
-    let mut at = 0;
-    while at + 4 <= attrs.len() {
-        let len = usize::from(u16::from_ne_bytes([attrs[at], attrs[at + 1]]));
-        let kind = u16::from_ne_bytes([attrs[at + 2], attrs[at + 3]]);
-        if len < 4 || at + len > attrs.len() {
-            return false;
-        }
-        let value = &attrs[at + 4..at + len];
-        match kind {
-            RTA_GATEWAY if value == gateway => return true,
-            RTA_MULTIPATH => {
-                // struct rtnexthop (8 octets: len, flags, hops, ifindex), then its attributes.
-                let mut hop = 0;
-                while hop + 8 <= value.len() {
-                    let hop_len = usize::from(u16::from_ne_bytes([value[hop], value[hop + 1]]));
-                    if hop_len < 8 || hop + hop_len > value.len() {
-                        break;
-                    }
-                    if has_gateway(&value[hop + 8..hop + hop_len], gateway) {
-                        return true;
-                    }
-                    hop += hop_len.next_multiple_of(4);
+    wire::attributes(attrs).any(|(kind, value)| match kind {
+        RTA_GATEWAY => value == gateway,
+        // struct rtnexthop (8 octets: its length, flags, hops, ifindex), then its attributes.
+        RTA_MULTIPATH => {
+            let mut at = 0;
+            std::iter::from_fn(|| {
+                let len = usize::from(u16::from_ne_bytes([*value.get(at)?, *value.get(at + 1)?]));
+                if len < 8 || at + len > value.len() {
+                    return None;
                 }
-            }
-            _ => {}
+                let hop = &value[at + 8..at + len];
+                at += len.next_multiple_of(4);
+                Some(hop)
+            })
+            .any(|hop| has_gateway(hop, gateway))
         }
-        at += len.next_multiple_of(4);
-    }
-    false
+        _ => false,
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::plan::Op;
+use super::wire::{self, messages, NLMSG_DONE, NLMSG_ERROR};
 use super::{kernel, nexthop};
 
 /// Requests per `sendmsg`: a route message is 60 to 100 octets, and the acknowledgements of a
@@ -119,8 +120,9 @@ impl Batcher {
                     continue;
                 }
                 let Some(i) = pending.remove(&sequence) else { continue };
-                codes[i] = match payload.get(..4) {
-                    Some(b) => Ok(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                // struct nlmsgerr: the error code (0: done), then the request's header.
+                codes[i] = match wire::u32_at(payload, 0) {
+                    Some(code) => Ok(code as i32),
                     None => Err("a truncated acknowledgement".into()),
                 };
             }
@@ -172,7 +174,7 @@ impl Batcher {
                     nexthop::RTM_NEWNEXTHOP => listed.extend(nexthop::decode(payload)),
                     NLMSG_DONE => return Ok(listed),
                     NLMSG_ERROR => {
-                        let code = payload.get(..4).map_or(libc::EIO, |b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        let code = wire::u32_at(payload, 0).map_or(libc::EIO, |c| -(c as i32));
                         return Err(std::io::Error::from_raw_os_error(code));
                     }
                     _ => {}
@@ -180,26 +182,6 @@ impl Batcher {
             }
         }
     }
-}
-
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-
-/// The messages in a buffer read from a netlink socket: type, sequence number, payload.
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        let header = buf.get(at..at + nexthop::PAYLOAD)?;
-        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len < nexthop::PAYLOAD || at + len > buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes([header[4], header[5]]);
-        let sequence = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
-        let payload = &buf[at + nexthop::PAYLOAD..at + len];
-        at += len.next_multiple_of(4);
-        Some((kind, sequence, payload))
-    })
 }
 
 /// Two bulk writers, one per core. The kernel takes the routing lock per message, so one

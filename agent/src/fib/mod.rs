@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod nexthop;
 pub mod plan;
 pub mod resolve;
+pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -465,16 +466,19 @@ impl Fib {
             }
         }
         if let Some(writers) = self.batcher.take() {
+            // Kept to report them if the writer dies with them.
+            let sent = ops.clone();
             match writers.apply(ops).await {
                 Ok((writers, results)) => {
                     self.batcher = Some(writers);
                     return results;
                 }
-                // Only a panic in the bulk writer ends here; its ops are retried by the next
-                // resync, one request each from now on.
+                // Only a panic in the bulk writer ends here. Its ops count as refused (reported,
+                // retried with the others' delays); the next resync reads what the kernel got.
                 Err(e) => {
                     tracing::error!(error = %e, "bulk route writer failed; writing one route per request");
-                    return Vec::new();
+                    let error = format!("the bulk route writer failed: {e}");
+                    return sent.into_iter().map(|op| (op, Err(error.clone()))).collect();
                 }
             }
         }

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::plan::{Hop, Hops};
+use super::wire::{self, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
 
 pub const RTM_NEWNEXTHOP: u16 = 104;
 pub const RTM_DELNEXTHOP: u16 = 105;
@@ -27,15 +28,9 @@ const NHA_GROUP: u16 = 2;
 const NHA_BLACKHOLE: u16 = 4;
 const NHA_OIF: u16 = 5;
 const NHA_GATEWAY: u16 = 6;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
 const AF_INET: u8 = libc::AF_INET as u8;
 const AF_INET6: u8 = libc::AF_INET6 as u8;
-/// The netlink header (16 octets) and `struct nhmsg` (8).
-const HEADER: usize = 16;
+/// `struct nhmsg`.
 const NHMSG: usize = 8;
 
 /// Where our ids start.
@@ -264,16 +259,6 @@ impl Nexthops {
     }
 }
 
-fn push_header(buf: &mut Vec<u8>, kind: u16, flags: u16, sequence: u32) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&sequence.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    start
-}
-
 fn push_nhmsg(buf: &mut Vec<u8>, family: u8, protocol: u8) {
     buf.extend_from_slice(&[family, 0, protocol, 0]);
     buf.extend_from_slice(&0u32.to_ne_bytes());
@@ -286,14 +271,9 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
     buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
-fn finish(buf: &mut [u8], start: usize) {
-    let len = (buf.len() - start) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
 /// Appends the request that creates object `id` (exclusively: an id someone holds fails).
 pub fn encode_new(buf: &mut Vec<u8>, sequence: u32, id: u32, kind: &Kind, protocol: u8) {
-    let start = push_header(buf, RTM_NEWNEXTHOP, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, sequence);
+    let start = wire::push_header(buf, RTM_NEWNEXTHOP, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, sequence);
     match kind {
         Kind::Gateway(h) => {
             let family = if h.via.is_ipv4() { AF_INET } else { AF_INET6 };
@@ -313,22 +293,22 @@ pub fn encode_new(buf: &mut Vec<u8>, sequence: u32, id: u32, kind: &Kind, protoc
             push_attr(buf, NHA_GROUP, &group);
         }
     }
-    finish(buf, start);
+    wire::finish(buf, start);
 }
 
 /// Appends the request that deletes object `id`.
 pub fn encode_delete(buf: &mut Vec<u8>, sequence: u32, id: u32) {
-    let start = push_header(buf, RTM_DELNEXTHOP, NLM_F_REQUEST | NLM_F_ACK, sequence);
+    let start = wire::push_header(buf, RTM_DELNEXTHOP, NLM_F_REQUEST | NLM_F_ACK, sequence);
     push_nhmsg(buf, 0, 0);
     push_attr(buf, NHA_ID, &id.to_ne_bytes());
-    finish(buf, start);
+    wire::finish(buf, start);
 }
 
 /// Appends the request that lists every object.
 pub fn encode_dump(buf: &mut Vec<u8>, sequence: u32) {
-    let start = push_header(buf, RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP, sequence);
+    let start = wire::push_header(buf, RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP, sequence);
     push_nhmsg(buf, 0, 0);
-    finish(buf, start);
+    wire::finish(buf, start);
 }
 
 /// One object from an `RTM_NEWNEXTHOP` message's payload (after the netlink header).
@@ -340,18 +320,10 @@ pub fn decode(payload: &[u8]) -> Option<Listed> {
     let mut gateway = None;
     let mut group = None;
     let mut other = false;
-    let mut at = NHMSG;
-    while at + 4 <= payload.len() {
-        let len = usize::from(u16::from_ne_bytes([payload[at], payload[at + 1]]));
-        let kind = u16::from_ne_bytes([payload[at + 2], payload[at + 3]]) & 0x3fff;
-        if len < 4 || at + len > payload.len() {
-            return None;
-        }
-        let value = &payload[at + 4..at + len];
-        let u32_of = |v: &[u8]| v.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    for (kind, value) in wire::attributes(&payload[NHMSG..]) {
         match kind {
-            NHA_ID => id = u32_of(value),
-            NHA_OIF => oif = u32_of(value),
+            NHA_ID => id = wire::u32_at(value, 0),
+            NHA_OIF => oif = wire::u32_at(value, 0),
             NHA_GATEWAY => {
                 gateway = match (family, value.len()) {
                     (AF_INET, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(value).ok()?)),
@@ -359,11 +331,10 @@ pub fn decode(payload: &[u8]) -> Option<Listed> {
                     _ => None,
                 }
             }
-            NHA_GROUP => group = Some(value.as_chunks::<8>().0.iter().filter_map(|entry| u32_of(entry)).collect::<Vec<u32>>()),
+            NHA_GROUP => group = Some(value.as_chunks::<8>().0.iter().filter_map(|entry| wire::u32_at(entry, 0)).collect::<Vec<u32>>()),
             NHA_BLACKHOLE => other = true,
             _ => {}
         }
-        at += len.next_multiple_of(4);
     }
     let kind = match (group, gateway, oif) {
         _ if other => None,
@@ -373,9 +344,6 @@ pub fn decode(payload: &[u8]) -> Option<Listed> {
     };
     Some(Listed { id: id?, protocol, kind })
 }
-
-/// The offset of a message's payload in a netlink buffer, and its type.
-pub const PAYLOAD: usize = HEADER;
 
 #[cfg(test)]
 mod tests {
@@ -477,12 +445,12 @@ mod tests {
             encode_new(&mut buf, 9, id, &kind, 80);
             assert_eq!(u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize, buf.len());
             assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), RTM_NEWNEXTHOP);
-            assert_eq!(decode(&buf[PAYLOAD..]), Some(Listed { id, protocol: 80, kind: Some(kind) }));
+            assert_eq!(decode(&buf[wire::HEADER..]), Some(Listed { id, protocol: 80, kind: Some(kind) }));
         }
         let mut buf = Vec::new();
         encode_delete(&mut buf, 1, 42);
-        assert_eq!(decode(&buf[PAYLOAD..]).map(|l| l.id), Some(42));
+        assert_eq!(decode(&buf[wire::HEADER..]).map(|l| l.id), Some(42));
         assert_eq!(decode(&[1, 2, 3]), None, "shorter than nhmsg");
-        assert_eq!(decode(&[2, 0, 80, 0, 0, 0, 0, 0, 200, 0, 1, 0]), None, "an attribute longer than the message");
+        assert_eq!(decode(&[2, 0, 80, 0, 0, 0, 0, 0, 200, 0, 1, 0]), None, "an attribute longer than the message: no id");
     }
 }
