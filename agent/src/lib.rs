@@ -203,10 +203,6 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
     Ok(())
 }
 
-/// The kernel routes best-path changes ask for. A prefix whose best path became our own (a
-/// service range this node originates after learning it from another node first) has no
-/// learned route any more: it is removed, not left behind. Changes with the same next hops
-/// share one list of them (a table from one ToR: one list for all).
 /// Hands one of the speaker's updates to the FIB.
 async fn forward(fib: &fib::FibHandle, update: gingham_bgp::speaker::FibUpdate) {
     use gingham_bgp::speaker::FibUpdate;
@@ -216,6 +212,10 @@ async fn forward(fib: &fib::FibHandle, update: gingham_bgp::speaker::FibUpdate) 
     }
 }
 
+/// The kernel routes best-path changes ask for. A prefix whose best path became our own (a
+/// service range this node originates after learning it from another node first) has no
+/// learned route any more: it is removed, not left behind. Changes with the same next hops
+/// share one list of them (a table from one ToR: one list for all).
 fn learned_routes(batch: Vec<gingham_bgp::speaker::RouteChange>) -> Vec<(IpNetwork, Option<Target>)> {
     let mut shared: std::collections::HashSet<Arc<[Gateway]>> = std::collections::HashSet::new();
     batch
