@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec};
 
-use super::peers::{self, encode_updates};
+use super::peers::{self, encode_updates, Session};
 use super::{establish_all, in_netns, peak_rss_kib};
 use crate::bench_node::{count_routes, route_ns, time_ip_batch};
 use crate::daemons::bird::Bird;
@@ -130,27 +130,45 @@ fn fib_operations(lab: &Cluster, operation: &str) -> Result<u64> {
     Ok(metric_sample(&metrics, &format!("gingham_fib_route_operations_total{{operation=\"{operation}\"}}"))? as u64)
 }
 
-fn gingham(prefixes: usize) -> Result<Side> {
+/// Waits until the agent has made `n` more route operations of one kind than `before`.
+fn wait_operations(lab: &Cluster, operation: &str, before: u64, n: usize) -> Result<()> {
+    wait_for(&format!("{n} route operations ({operation}) in the node's kernel"), LIMIT, || {
+        std::thread::sleep(Duration::from_millis(10));
+        (fib_operations(lab, operation).ok()? >= before + n as u64).then_some(())
+    })
+}
+
+/// A one-node lab whose agent is in our injector's AS (iBGP with the ToRs: the injector speaks
+/// AS 65000 and sends no AS_PATH of its own), the fabric hosts after it free for ToRs.
+fn lab_for_tors(tors: usize, agent_flags: Vec<String>) -> Result<Cluster> {
     let mut options = LabOptions::new(1);
-    options.extra_hosts = 1;
+    options.extra_hosts = tors;
+    options.agent_flags = agent_flags;
     let lab = Cluster::new(options)?;
-    // iBGP with the ToR, as our injector speaks AS 65000 and sends no AS_PATH of its own.
     lab.modify::<BGPConfiguration>("default", |c| c.spec.as_number = Some(peers::ASN))?;
-    let spec = BGPPeerSpec { peer_ip: Some(TOR.to_string()), as_number: Some(peers::ASN), ..Default::default() };
-    lab.create(&BGPPeer::new("tor", spec))?;
-    let tor_ns = &lab.fabric.hosts[1].ns;
-    let mut injector = establish_all(tor_ns, vec![TOR], NODE)?.pop().context("one session")?;
+    Ok(lab)
+}
+
+/// Our injector as a ToR on fabric host `host` with address `addr`, peered with the node as
+/// BGPPeer `name`; its session established and its reader running.
+fn tor(lab: &Cluster, name: &str, addr: std::net::Ipv4Addr, host: usize) -> Result<(Session, std::thread::JoinHandle<()>)> {
+    let spec = BGPPeerSpec { peer_ip: Some(addr.to_string()), as_number: Some(peers::ASN), ..Default::default() };
+    lab.create(&BGPPeer::new(name, spec))?;
+    let mut injector = establish_all(&lab.fabric.hosts[host].ns, vec![addr], NODE)?.pop().context("one session")?;
     let reader = injector.spawn_reader(None);
+    Ok((injector, reader))
+}
+
+fn gingham(prefixes: usize) -> Result<Side> {
+    let lab = lab_for_tors(1, Vec::new())?;
+    let (injector, reader) = tor(&lab, "tor", TOR, 1)?;
     let table = encode_updates(0..prefixes, TOR, true)?;
     let pid = lab.nodes[0].agent.as_ref().context("agent")?.pid;
     let empty_kib = rss_kib(pid)?;
     let (installed, removed) = (fib_operations(&lab, "install")?, fib_operations(&lab, "remove")?);
     let start = Instant::now();
     injector.write(&table)?;
-    wait_for("every route in the node's kernel", LIMIT, || {
-        std::thread::sleep(Duration::from_millis(10));
-        (fib_operations(&lab, "install").ok()? >= installed + prefixes as u64).then_some(())
-    })?;
+    wait_operations(&lab, "install", installed, prefixes)?;
     let install = start.elapsed();
     let node_ns = &lab.fabric.hosts[0].ns;
     anyhow::ensure!(count_routes(node_ns)? >= prefixes, "the agent counted installs the kernel does not hold");
@@ -158,10 +176,7 @@ fn gingham(prefixes: usize) -> Result<Side> {
     let rss = rss_kib(pid)?;
     let start = Instant::now();
     injector.shutdown();
-    wait_for("every route gone from the node's kernel", LIMIT, || {
-        std::thread::sleep(Duration::from_millis(10));
-        (fib_operations(&lab, "remove").ok()? >= removed + prefixes as u64).then_some(())
-    })?;
+    wait_operations(&lab, "remove", removed, prefixes)?;
     let remove = start.elapsed();
     let left = node_ns.exec("ip", &["route", "show", "proto", "80", "via", &TOR.to_string()])?.lines().count();
     anyhow::ensure!(left == 0, "{left} routes via the ToR left in the node's kernel");
@@ -182,28 +197,17 @@ struct Failover {
 const TOR2: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 13);
 
 fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
-    let mut options = LabOptions::new(1);
-    options.extra_hosts = 2;
-    options.agent_flags = vec!["--kernel-nexthops".into(), kernel_nexthops.to_string()];
-    let lab = Cluster::new(options)?;
-    lab.modify::<BGPConfiguration>("default", |c| c.spec.as_number = Some(peers::ASN))?;
+    let lab = lab_for_tors(2, vec!["--kernel-nexthops".into(), kernel_nexthops.to_string()])?;
     let mut tors = Vec::new();
     for (name, addr, host) in [("tor-1", TOR, 1), ("tor-2", TOR2, 2)] {
-        let spec = BGPPeerSpec { peer_ip: Some(addr.to_string()), as_number: Some(peers::ASN), ..Default::default() };
-        lab.create(&BGPPeer::new(name, spec))?;
-        let mut injector = establish_all(&lab.fabric.hosts[host].ns, vec![addr], NODE)?.pop().context("one session")?;
-        let reader = injector.spawn_reader(None);
+        let (injector, reader) = tor(&lab, name, addr, host)?;
         tors.push((injector, reader, encode_updates(0..prefixes, addr, true)?));
     }
     // ToR 1's table first, then ToR 2's: every route is replaced once, by its ECMP pair.
     for (round, (injector, _, table)) in tors.iter().enumerate() {
         let installed = fib_operations(&lab, "install")?;
         injector.write(table)?;
-        wait_for("the table in the node's kernel", LIMIT, || {
-            std::thread::sleep(Duration::from_millis(10));
-            (fib_operations(&lab, "install").ok()? >= installed + prefixes as u64).then_some(())
-        })
-        .with_context(|| format!("round {round}"))?;
+        wait_operations(&lab, "install", installed, prefixes).with_context(|| format!("round {round}"))?;
     }
     let node_ns = &lab.fabric.hosts[0].ns;
     anyhow::ensure!(in_netns(node_ns, || through(TOR2))? >= prefixes, "the routes do not go via both ToRs");
