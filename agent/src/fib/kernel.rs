@@ -3,7 +3,6 @@
 //! delete names the route exactly (metric, type, scope, device), so the kernel can only match
 //! the route we mean, and "no such route" then really means it is gone.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
@@ -13,21 +12,18 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage,
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 
-use super::plan::{share, Hop, Hops, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
+use super::plan::{Hop, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
 use crate::netlink::{is_errno, RTPROT_GINGHAM};
 
 /// The main table (both families) and the node's addresses.
 pub async fn read(handle: &Handle) -> anyhow::Result<KernelTable> {
     let mut table = KernelTable::default();
-    // One copy of each list of next hops for all the routes that have it.
-    let mut shared: HashSet<Hops> = HashSet::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut req = handle.route().get(RouteMessageBuilder::<IpAddr>::new().build());
         req.message_mut().header.address_family = family;
         let mut routes = req.execute();
         while let Some(route) = routes.try_next().await? {
-            if let Some(mut r) = parse(&route) {
-                r.hops = share(&mut shared, &r.hops);
+            if let Some(r) = parse(&route) {
                 table.insert(r, RTPROT_GINGHAM);
             }
         }

@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod nexthop;
 pub mod plan;
 pub mod resolve;
+pub mod store;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use gingham_api::status::RouteProblem;
 use gingham_bgp::rib::Gateway;
 pub use plan::{Class, Target, WantKey};
-use plan::{Hop, Hops, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope};
+use plan::{Form, Hop, Hops, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope, Wanted};
 use resolve::Refusal;
 
 use crate::netlink::RTPROT_GINGHAM;
@@ -168,7 +169,7 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
         batcher,
         metrics: RouteMetrics { learned: options.learned_metric },
         failures: options.failures,
-        wanted: BTreeMap::new(),
+        wanted: Wanted::default(),
         table: KernelTable::default(),
         nexthops,
         adopting: true,
@@ -246,7 +247,7 @@ struct Fib {
     batcher: Option<batch::Writers>,
     metrics: RouteMetrics,
     failures: Family<ReasonLabel, Counter>,
-    wanted: BTreeMap<WantKey, Target>,
+    wanted: Wanted,
     /// The kernel as last read, kept current with our own successful operations.
     table: KernelTable,
     /// Our nexthop objects; `None` when routes carry their gateways instead.
@@ -311,7 +312,9 @@ impl Fib {
                     for (key, target) in changes {
                         match target {
                             Some(t) => self.wanted.insert(key, t),
-                            None => self.wanted.remove(&key),
+                            None => {
+                                self.wanted.remove(&key);
+                            }
                         };
                         touched.insert(key);
                     }
@@ -349,12 +352,12 @@ impl Fib {
         let statics = touched.iter().any(|w| w.class == Class::Static);
         let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&touched));
         let evaluated: BTreeSet<RouteKey> = touched.iter().map(|w| self.metrics.key(w)).collect();
-        let done = self.execute(plan, &evaluated).await;
+        let done = self.execute(plan, Evaluated::Only(&evaluated)).await;
         self.stats.programmed += done.installed;
         self.stats.removed += done.removed;
         if touched.len() >= GIVE_BACK_ABOVE {
             drop((touched, evaluated));
-            give_back_freed_memory();
+            self.give_back_memory();
         }
         statics
     }
@@ -376,11 +379,10 @@ impl Fib {
                 return;
             }
         }
-        for route in self.table.ours.values_mut() {
-            if let Some(hops) = route.nh_id.and_then(|id| objects.hops_of(id)) {
-                route.hops = hops;
-            }
-        }
+        self.table.ours.rewrite_values(|form| {
+            let hops = form.nh_id.and_then(|id| objects.hops_of(id))?;
+            (hops != form.hops).then(|| Form { hops, ..form.clone() })
+        });
     }
 
     /// [`Fib::resync`], returning how long it took.
@@ -397,23 +399,29 @@ impl Fib {
             return;
         }
         let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: self.adopting });
-        let wanted: BTreeSet<RouteKey> = self.wanted.keys().map(|w| self.metrics.key(w)).collect();
-        self.problems.retain(|k, _| wanted.contains(k));
-        let evaluated: BTreeSet<RouteKey> = wanted.iter().chain(self.table.ours.keys()).copied().collect();
-        let done = self.execute(plan, &evaluated).await;
+        let (wanted, metrics) = (&self.wanted, &self.metrics);
+        self.problems.retain(|k, _| metrics.want_of(k).is_some_and(|w| wanted.contains_key(&w)));
+        let done = self.execute(plan, Evaluated::All).await;
         if done.installed + done.removed > 0 {
             tracing::info!(installed = done.installed, removed = done.removed, "repaired kernel routes");
             self.stats.repaired += done.installed + done.removed;
         }
         self.delete_unused_objects();
-        if evaluated.len() >= GIVE_BACK_ABOVE {
-            drop(evaluated);
-            give_back_freed_memory();
+        if self.wanted.len() + self.table.ours.len() >= GIVE_BACK_ABOVE {
+            self.give_back_memory();
         }
     }
 
+    /// Hands back what work on many routes freed: the tables' spare capacity, and the heap
+    /// pages the allocator kept.
+    fn give_back_memory(&mut self) {
+        self.wanted.shrink_to_fit();
+        self.table.ours.shrink_to_fit();
+        give_back_freed_memory();
+    }
+
     /// Carries out a plan and settles the problems of every key it looked at.
-    async fn execute(&mut self, plan: plan::Plan, evaluated: &BTreeSet<RouteKey>) -> Done {
+    async fn execute(&mut self, plan: plan::Plan, evaluated: Evaluated<'_>) -> Done {
         let now = Instant::now();
         let mut refused: BTreeMap<RouteKey, (Option<WantKey>, Refusal)> =
             plan.refused.into_iter().map(|(w, r)| (self.metrics.key(&w), (Some(w), r))).collect();
@@ -427,7 +435,7 @@ impl Fib {
             match (result, op) {
                 (Ok(()), Op::Add(key, p) | Op::Replace(key, p)) => {
                     done.installed += 1;
-                    self.table.ours.insert(key, installed_route(key, &p));
+                    self.table.ours.insert(key, installed_form(&p));
                 }
                 (Ok(()), Op::Delete(r)) => {
                     done.removed += 1;
@@ -439,18 +447,19 @@ impl Fib {
                 }
             }
         }
+        // Every refusal is of a key looked at; a problem of a key looked at and not refused again
+        // is over, unless the key still waits for its retry.
         let waiting: BTreeSet<RouteKey> = waiting.iter().map(Op::key).collect();
-        for key in evaluated {
-            if waiting.contains(key) {
-                continue;
+        let over: Vec<RouteKey> =
+            self.problems.keys().filter(|k| evaluated.contains(k) && !waiting.contains(k) && !refused.contains_key(k)).copied().collect();
+        for key in over {
+            if let Some(p) = self.problems.remove(&key) {
+                tracing::info!(prefix = %key.prefix, metric = key.metric, was = %p.refusal, "route installed after all");
             }
-            match refused.remove(key) {
-                Some((want, refusal)) => self.report(*key, want, refusal, now),
-                None => {
-                    if let Some(p) = self.problems.remove(key) {
-                        tracing::info!(prefix = %key.prefix, metric = key.metric, was = %p.refusal, "route installed after all");
-                    }
-                }
+        }
+        for (key, (want, refusal)) in refused {
+            if !waiting.contains(&key) {
+                self.report(key, want, refusal, now);
             }
         }
         done
@@ -578,11 +587,10 @@ impl Fib {
             removed += (before - self.table.ours.len()) as u64;
             if !shrunk.is_empty() {
                 let shrunk: HashMap<u32, Hops> = shrunk.into_iter().collect();
-                for r in self.table.ours.values_mut() {
-                    if let Some(hops) = r.nh_id.and_then(|n| shrunk.get(&n)) {
-                        r.hops = hops.clone();
-                    }
-                }
+                self.table.ours.rewrite_values(|form| {
+                    let hops = form.nh_id.and_then(|n| shrunk.get(&n))?;
+                    Some(Form { hops: hops.clone(), ..form.clone() })
+                });
             }
         }
         tracing::info!(gateways = ?gone, objects = ids.len(), routes_removed = removed, "gone gateways' nexthop objects deleted");
@@ -596,7 +604,8 @@ impl Fib {
         if objects.is_empty() {
             return;
         }
-        let used: HashSet<u32> = self.table.ours.values().chain(self.table.foreign.values()).filter_map(|r| r.nh_id).collect();
+        let foreign = self.table.foreign.values().filter_map(|r| r.nh_id);
+        let used: HashSet<u32> = self.table.ours.values().filter_map(|f| f.nh_id).chain(foreign).collect();
         let unused = objects.unused(&used);
         if unused.is_empty() {
             return;
@@ -669,7 +678,7 @@ struct Done {
 }
 
 /// What the kernel holds after a successful add or replace, in the model's terms.
-fn installed_route(key: RouteKey, p: &Programmed) -> KernelRoute {
+fn installed_form(p: &Programmed) -> Form {
     let (kind, scope, oif, hops) = match p {
         Programmed::Blackhole => (RouteKind::Blackhole, 0, None, plan::Hops::from([])),
         Programmed::Device(index) => (RouteKind::Unicast, 253, Some(*index), plan::Hops::from([])),
@@ -679,21 +688,32 @@ fn installed_route(key: RouteKey, p: &Programmed) -> KernelRoute {
         Programmed::Object { id, .. } => Some(*id),
         _ => None,
     };
-    KernelRoute { prefix: key.prefix, metric: key.metric, protocol: RTPROT_GINGHAM, kind, scope, oif, hops, nh_id }
+    Form { kind, scope, oif, hops, nh_id }
+}
+
+/// The keys a plan looked at.
+#[derive(Clone, Copy)]
+enum Evaluated<'a> {
+    All,
+    Only(&'a BTreeSet<RouteKey>),
+}
+
+impl Evaluated<'_> {
+    fn contains(&self, key: &RouteKey) -> bool {
+        match self {
+            Evaluated::All => true,
+            Evaluated::Only(keys) => keys.contains(key),
+        }
+    }
 }
 
 /// The gateways (resolved) that wanted routes go via, leaving out the learned routes whose BGP
 /// next hops include one of `gone` (their changes are on the way).
-fn still_used_vias(
-    wanted: &BTreeMap<WantKey, Target>,
-    kernel: &KernelTable,
-    metrics: &RouteMetrics,
-    gone: &[Gateway],
-) -> HashSet<std::net::IpAddr> {
+fn still_used_vias(wanted: &Wanted, kernel: &KernelTable, metrics: &RouteMetrics, gone: &[Gateway]) -> HashSet<std::net::IpAddr> {
     let mut vias = HashSet::new();
     let mut seen: HashSet<(*const [Gateway], bool)> = HashSet::new();
     let mut resolved = HashMap::new();
-    for (key, target) in wanted {
+    for (key, target) in wanted.iter() {
         let Target::Gateways(next_hops) = target else { continue };
         let learned = key.class == Class::Learned;
         if !seen.insert((Arc::as_ptr(next_hops), learned)) {

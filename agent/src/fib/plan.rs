@@ -24,6 +24,8 @@ use gingham_bgp::rib::Gateway;
 use ipnetwork::IpNetwork;
 
 use super::resolve::{resolve, Refusal};
+use super::store::Store;
+use crate::netlink::RTPROT_GINGHAM;
 
 /// The main routing table: the only one we write.
 pub const MAIN_TABLE: u32 = 254;
@@ -43,7 +45,7 @@ pub enum Class {
 }
 
 /// Where a prefix should go, as the agent says it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// Via these next hops (ECMP when several), resolved through the kernel's routes. Shared:
     /// a full table from one ToR is 100k routes with one list of next hops.
@@ -106,7 +108,7 @@ pub enum Programmed {
     Device(u32),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RouteKind {
     Unicast,
     Blackhole,
@@ -136,6 +138,38 @@ impl KernelRoute {
         RouteKey { prefix: self.prefix, metric: self.metric }
     }
 
+    /// What the route is, apart from where and whose.
+    pub fn form(&self) -> Form {
+        Form { kind: self.kind, scope: self.scope, oif: self.oif, hops: self.hops.clone(), nh_id: self.nh_id }
+    }
+}
+
+/// A route of ours without its slot: what the FIB's mirror of the kernel keeps per route (one
+/// copy of each distinct form, shared by the routes that have it; see [`Store`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Form {
+    pub kind: RouteKind,
+    pub scope: u8,
+    pub oif: Option<u32>,
+    pub hops: Hops,
+    pub nh_id: Option<u32>,
+}
+
+impl Form {
+    /// The whole route, in slot `key`.
+    pub fn route(&self, key: RouteKey, protocol: u8) -> KernelRoute {
+        KernelRoute {
+            prefix: key.prefix,
+            metric: key.metric,
+            protocol,
+            kind: self.kind,
+            scope: self.scope,
+            oif: self.oif,
+            hops: self.hops.clone(),
+            nh_id: self.nh_id,
+        }
+    }
+
     fn matches(&self, want: &Programmed) -> bool {
         match want {
             Programmed::Blackhole => self.kind == RouteKind::Blackhole,
@@ -149,10 +183,14 @@ impl KernelRoute {
     }
 }
 
+/// The routes the agent wants, by prefix and class.
+pub type Wanted = Store<WantKey, Target>;
+
 /// The main table split by owner, and the node's own addresses.
 #[derive(Clone, Debug, Default)]
 pub struct KernelTable {
-    pub ours: BTreeMap<RouteKey, KernelRoute>,
+    /// Routes with our protocol number.
+    pub ours: Store<RouteKey, Form>,
     /// Routes of every other protocol. Two may share a slot (IPv6 device routes); one is kept,
     /// which is all "occupied" needs.
     pub foreign: BTreeMap<RouteKey, KernelRoute>,
@@ -160,11 +198,16 @@ pub struct KernelTable {
 }
 
 impl KernelTable {
+    /// Our route in slot `key`, whole.
+    pub fn our_route(&self, key: &RouteKey) -> Option<KernelRoute> {
+        self.ours.get(key).map(|f| f.route(*key, RTPROT_GINGHAM))
+    }
+
     /// Sorts a dumped route into ours or foreign.
     pub fn insert(&mut self, route: KernelRoute, our_protocol: u8) {
         let key = route.key();
         if route.protocol == our_protocol {
-            self.ours.insert(key, route);
+            self.ours.insert(key, route.form());
         } else {
             self.foreign.entry(key).or_insert(route);
         }
@@ -239,19 +282,18 @@ pub struct Plan {
     pub refused: Vec<(WantKey, Refusal)>,
 }
 
-pub fn plan<'w>(wanted: &'w BTreeMap<WantKey, Target>, kernel: &KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
+pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
     let mut out = Plan::default();
     let mut resolved: HashMap<IpAddr, Result<Hops, Refusal>> = HashMap::new();
     // Routes with the same next hops get the same resolved list (one allocation for all).
     let mut sets: HashMap<&'w [Gateway], Result<Hops, Refusal>> = HashMap::new();
-    let mut covered: BTreeSet<RouteKey> = BTreeSet::new();
+    let delete = |key: RouteKey, form: &Form| Op::Delete(form.route(key, RTPROT_GINGHAM));
     let mut one = |want: WantKey, target: Option<&'w Target>, out: &mut Plan| {
         let key = metrics.key(&want);
-        covered.insert(key);
         let ours = kernel.ours.get(&key);
         let Some(target) = target else {
             if let Some(r) = ours {
-                out.ops.push(Op::Delete(r.clone()));
+                out.ops.push(delete(key, r));
             }
             return;
         };
@@ -270,7 +312,7 @@ pub fn plan<'w>(wanted: &'w BTreeMap<WantKey, Target>, kernel: &KernelTable, met
             (Err(why), ours) => {
                 // A route of ours that can no longer be right (its next hop went) must not stay.
                 if let Some(r) = ours {
-                    out.ops.push(Op::Delete(r.clone()));
+                    out.ops.push(delete(key, r));
                 }
                 out.refused.push((want, why));
             }
@@ -286,16 +328,19 @@ pub fn plan<'w>(wanted: &'w BTreeMap<WantKey, Target>, kernel: &KernelTable, met
             }
         }
         Scope::Everything { adopting } => {
-            for (want, target) in wanted {
-                one(*want, Some(target), &mut out);
+            for (want, target) in wanted.iter() {
+                one(want, Some(target), &mut out);
             }
             if !adopting {
-                for (key, r) in &kernel.ours {
-                    if !covered.contains(key) {
-                        out.ops.push(Op::Delete(r.clone()));
+                for (key, r) in kernel.ours.iter() {
+                    if !metrics.want_of(&key).is_some_and(|w| wanted.contains_key(&w)) {
+                        out.ops.push(delete(key, r));
                     }
                 }
             }
+            // The tables have no order; a plan has one (logs and tests read alike every time).
+            out.ops.sort_unstable_by_key(Op::key);
+            out.refused.sort_unstable_by_key(|(want, _)| *want);
         }
     }
     out
@@ -382,7 +427,15 @@ mod tests {
         (WantKey { prefix: net(prefix), class: Class::Learned }, Target::Gateways(next_hops.iter().map(|n| Gateway::new(ip(n))).collect()))
     }
 
-    fn everything(wanted: &BTreeMap<WantKey, Target>, t: &KernelTable) -> Plan {
+    fn want<const N: usize>(routes: [(WantKey, Target); N]) -> Wanted {
+        let mut wanted = Wanted::default();
+        for (key, target) in routes {
+            wanted.insert(key, target);
+        }
+        wanted
+    }
+
+    fn everything(wanted: &Wanted, t: &KernelTable) -> Plan {
         plan(wanted, t, &METRICS, Scope::Everything { adopting: false })
     }
 
@@ -397,7 +450,7 @@ mod tests {
     #[test]
     fn a_learned_default_and_fabric_route_go_beside_the_nodes_own_never_over_them() {
         let t = node_table();
-        let wanted: BTreeMap<_, _> = [learned("0.0.0.0/0", &["198.18.0.1"]), learned("198.18.0.0/24", &["198.18.0.1"])].into();
+        let wanted = want([learned("0.0.0.0/0", &["198.18.0.1"]), learned("198.18.0.0/24", &["198.18.0.1"])]);
         let p = everything(&wanted, &t);
         assert!(!touches_foreign(&p, &t), "{p:?}");
         assert!(p.refused.is_empty());
@@ -416,10 +469,10 @@ mod tests {
         let t = node_table();
         // Someone configured the learned metric equal to the node's default route's.
         let metrics = RouteMetrics { learned: 0 };
-        let wanted: BTreeMap<_, _> = [learned("0.0.0.0/0", &["198.18.0.1"])].into();
+        let wanted = want([learned("0.0.0.0/0", &["198.18.0.1"])]);
         let p = plan(&wanted, &t, &metrics, Scope::Everything { adopting: false });
         assert!(p.ops.is_empty(), "{p:?}");
-        assert_eq!(p.refused, [(wanted.keys().next().copied().unwrap(), Refusal::Occupied { protocol: 3 })]);
+        assert_eq!(p.refused, [(wanted.keys().next().unwrap(), Refusal::Occupied { protocol: 3 })]);
     }
 
     #[test]
@@ -427,7 +480,7 @@ mod tests {
         let mut t = node_table();
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
         t.insert(route("198.19.6.0/26", 1, US, RouteKind::Blackhole, None, &[]), US);
-        let wanted = BTreeMap::new();
+        let wanted = Wanted::default();
         let p = everything(&wanted, &t);
         assert!(!touches_foreign(&p, &t));
         let deleted: Vec<IpNetwork> = p.ops.iter().map(|o| o.key().prefix).collect();
@@ -440,8 +493,7 @@ mod tests {
     fn drift_is_repaired_and_an_ecmp_change_replaces_our_route() {
         let mut t = node_table();
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
-        let wanted: BTreeMap<_, _> =
-            [learned("198.19.5.0/26", &["198.18.0.12", "198.18.0.13"]), learned("198.19.7.0/26", &["198.18.0.13"])].into();
+        let wanted = want([learned("198.19.5.0/26", &["198.18.0.12", "198.18.0.13"]), learned("198.19.7.0/26", &["198.18.0.13"])]);
         let p = everything(&wanted, &t);
         assert!(matches!(&p.ops[0], Op::Replace(k, Programmed::Via(h)) if k.prefix == net("198.19.5.0/26") && h.len() == 2), "{p:?}");
         assert!(matches!(&p.ops[1], Op::Add(k, _) if k.prefix == net("198.19.7.0/26")), "{p:?}");
@@ -455,12 +507,11 @@ mod tests {
     fn pod_routes_blackholes_and_learned_routes_of_one_prefix_have_separate_slots() {
         let t = node_table();
         let p32 = net("198.19.1.1/32");
-        let wanted: BTreeMap<_, _> = [
+        let wanted = want([
             (WantKey { prefix: p32, class: Class::Endpoint }, Target::Device(7)),
             (WantKey { prefix: p32, class: Class::Blackhole }, Target::Blackhole),
             (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(Arc::from([Gateway::new(ip("198.18.0.12"))]))),
-        ]
-        .into();
+        ]);
         let p = everything(&wanted, &t);
         let metrics: Vec<u32> = p.ops.iter().map(|o| o.key().metric).collect();
         assert_eq!(metrics, [0, 1, 2048]);
@@ -472,7 +523,7 @@ mod tests {
         let mut t = node_table();
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
         t.foreign.retain(|k, _| k.prefix != net("198.18.0.0/24") && k.prefix != net("0.0.0.0/0"));
-        let wanted: BTreeMap<_, _> = [learned("198.19.5.0/26", &["198.18.0.12"])].into();
+        let wanted = want([learned("198.19.5.0/26", &["198.18.0.12"])]);
         let p = everything(&wanted, &t);
         assert!(matches!(&p.ops[..], [Op::Delete(r)] if r.prefix == net("198.19.5.0/26")), "{p:?}");
         assert_eq!(p.refused[0].1, Refusal::Unreachable { next_hop: ip("198.18.0.12") });
@@ -484,9 +535,9 @@ mod tests {
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
         t.insert(route("198.19.6.1/32", 0, US, RouteKind::Unicast, Some(9), &[]), US);
         let gone = WantKey { prefix: net("198.19.6.1/32"), class: Class::Endpoint };
-        let wanted = BTreeMap::new();
+        let wanted = Wanted::default();
         let p = plan(&wanted, &t, &METRICS, Scope::Only(&[gone].into()));
-        assert_eq!(p.ops, [Op::Delete(t.ours[&RouteKey { prefix: gone.prefix, metric: 0 }].clone())]);
+        assert_eq!(p.ops, [Op::Delete(t.our_route(&RouteKey { prefix: gone.prefix, metric: 0 }).unwrap())]);
     }
 
     #[test]

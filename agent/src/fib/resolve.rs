@@ -77,14 +77,14 @@ pub fn resolve(nh: IpAddr, kernel: &KernelTable, metrics: &RouteMetrics) -> Resu
 /// The node's route the kernel would use for `addr`: longest prefix, then lowest metric. Looked
 /// up one prefix length at a time (33 or 129 lookups), never by a walk over the table: a node
 /// holding a full table from its ToR resolves a next hop as fast as an empty one.
-fn covering<'a>(addr: IpAddr, kernel: &'a KernelTable, metrics: &RouteMetrics) -> Option<&'a KernelRoute> {
+fn covering(addr: IpAddr, kernel: &KernelTable, metrics: &RouteMetrics) -> Option<KernelRoute> {
     let longest = if addr.is_ipv4() { 32 } else { 128 };
     (0..=longest).rev().find_map(|len| {
         let prefix = IpNetwork::new(IpNetwork::new(addr, len).ok()?.network(), len).ok()?;
         // Keys sort by prefix, then metric: the first foreign route of the prefix is its lowest.
         let slots = RouteKey { prefix, metric: 0 }..=RouteKey { prefix, metric: u32::MAX };
-        let foreign = kernel.foreign.range(slots).next().map(|(_, r)| r);
-        let ours = kernel.ours.get(&RouteKey { prefix, metric: metrics.of(&prefix, Class::Static) });
+        let foreign = kernel.foreign.range(slots).next().map(|(_, r)| r.clone());
+        let ours = kernel.our_route(&RouteKey { prefix, metric: metrics.of(&prefix, Class::Static) });
         foreign.into_iter().chain(ours).min_by_key(|r| r.metric)
     })
 }

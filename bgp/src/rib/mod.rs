@@ -23,7 +23,8 @@ use ipnetwork::IpNetwork;
 use crate::wire::{Family, MpReach, NextHop, PathAttributes, SessionCodec, Update};
 use decision::{compare, Candidate, DecisionConfig};
 pub use export::ExportDecision;
-use fast_hash::FastHash;
+/// The hasher of the RIB's integer-keyed tables, for others' tables of the same kind.
+pub use fast_hash::FastHash;
 use policy::{Policy, RouteSource, Verdict};
 pub use prefix_set::PrefixSet;
 use table::{Path, Table};
