@@ -2,7 +2,8 @@
 //! through gateways name one shared object per gateway and per ECMP set; a gateway the speaker
 //! says is gone is one delete, after which the kernel has moved or removed every route through
 //! it and the speaker's route changes find nothing left to do; an agent restarted adopts the
-//! objects it finds; with objects turned off routes carry their gateways as before.
+//! objects it finds; with objects turned off routes carry their gateways as before; a burst
+//! larger than the FIB plans at once is installed and removed whole.
 //!
 //! ```text
 //!   namespace: v0 198.18.1.1/24 ── v1     gateways 198.18.1.2 and 198.18.1.3 on v0's subnet
@@ -228,5 +229,26 @@ fn without_objects_routes_carry_their_gateways() {
         let stats = barrier(&name, &fib, 1).await;
         assert_eq!(stats.programmed, 2 * u64::from(ROUTES) + 1, "{stats:?}");
         assert!(learned_lines(&name).iter().all(|l| !l.contains(B)));
+    });
+}
+
+#[test]
+fn a_burst_of_more_routes_than_one_slice_is_installed_whole() {
+    // One command with more routes than the FIB plans at once (a table arriving): planned and
+    // written in slices, every route ends in the kernel, and every one is counted once.
+    const BURST: u32 = 40_000;
+    let ns = namespace();
+    let name = ns.name().to_string();
+    inside(&ns, async move || {
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        fib.set((0..BURST).map(|i| (learned(i), Some(via(&[A])))).collect()).await;
+        let stats = barrier(&name, &fib, 1).await;
+        assert_eq!(stats.programmed, u64::from(BURST) + 1, "{stats:?}");
+        assert_eq!(stats.wanted, u64::from(BURST) + 1);
+        assert_eq!(learned_lines(&name).len(), BURST as usize);
+        fib.set((0..BURST).map(|i| (learned(i), None)).collect()).await;
+        let stats = barrier(&name, &fib, 2).await;
+        assert_eq!(stats.removed, u64::from(BURST), "{stats:?}");
+        assert!(learned_lines(&name).is_empty());
     });
 }

@@ -50,6 +50,10 @@ const RESYNC_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 /// Work on at least this many routes (a resync of a large table, a session's table arriving or
 /// going) ends by handing freed memory back to the system.
 const GIVE_BACK_ABOVE: usize = 10_000;
+/// A burst of changes (a full table arriving) is planned and written in slices of this many
+/// routes: the plan, the requests and their results are copies of what they touch, and a
+/// table's worth of them at once would be the agent's largest moment.
+const PLAN_AT_MOST: usize = 16 * 1024;
 /// A change to another protocol's route is followed by a resync this soon (changes come in
 /// bursts: one resync for the burst).
 const FOLLOW_DELAY: Duration = Duration::from_millis(200);
@@ -306,9 +310,11 @@ impl Fib {
         let mut touched: BTreeSet<WantKey> = BTreeSet::new();
         let mut kernel_changed = false;
         let mut synced = false;
+        let mut changed = 0;
         for command in batch {
             match command {
                 FibCommand::Set(changes) => {
+                    changed += changes.len();
                     for (key, target) in changes {
                         match target {
                             Some(t) => self.wanted.insert(key, t),
@@ -317,6 +323,9 @@ impl Fib {
                             }
                         };
                         touched.insert(key);
+                        if touched.len() >= PLAN_AT_MOST {
+                            kernel_changed |= self.plan_touched(&mut touched).await;
+                        }
                     }
                 }
                 // After this batch's own changes: routes that arrived with the End-of-RIB are
@@ -337,6 +346,8 @@ impl Fib {
         if synced {
             self.adopting = false;
             self.resync().await;
+        } else if changed >= GIVE_BACK_ABOVE {
+            self.give_back_memory();
         }
         kernel_changed
     }
@@ -355,10 +366,6 @@ impl Fib {
         let done = self.execute(plan, Evaluated::Only(&evaluated)).await;
         self.stats.programmed += done.installed;
         self.stats.removed += done.removed;
-        if touched.len() >= GIVE_BACK_ABOVE {
-            drop((touched, evaluated));
-            self.give_back_memory();
-        }
         statics
     }
 
