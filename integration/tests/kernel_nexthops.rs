@@ -241,14 +241,27 @@ fn a_burst_of_more_routes_than_one_slice_is_installed_whole() {
     let name = ns.name().to_string();
     inside(&ns, async move || {
         let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
-        fib.set((0..BURST).map(|i| (learned(i), Some(via(&[A])))).collect()).await;
+        // Among them, three the kernel refuses (no such device): only the last request of a
+        // buffer asks for an acknowledgement, so these failures are the only answers to the
+        // others, and must still be found, and every route around them installed.
+        let refused = |n: u32| WantKey { prefix: format!("198.18.5.{n}/32").parse().unwrap(), class: Class::Endpoint };
+        let mut burst: Vec<(WantKey, Option<Target>)> = (0..BURST).map(|i| (learned(i), Some(via(&[A])))).collect();
+        for n in 1..=3 {
+            burst.insert((n * BURST / 4) as usize, (refused(n), Some(Target::Device(999_999))));
+        }
+        fib.set(burst).await;
         let stats = barrier(&name, &fib, 1).await;
         assert_eq!(stats.programmed, u64::from(BURST) + 1, "{stats:?}");
-        assert_eq!(stats.wanted, u64::from(BURST) + 1);
+        assert_eq!(stats.wanted, u64::from(BURST) + 4);
+        assert_eq!(stats.not_installed, 3, "{stats:?}");
+        let mut problems: Vec<String> = stats.problems.iter().map(|p| p.prefix.clone()).collect();
+        problems.sort();
+        assert_eq!(problems, ["198.18.5.1/32", "198.18.5.2/32", "198.18.5.3/32"], "{stats:?}");
         assert_eq!(learned_lines(&name).len(), BURST as usize);
         fib.set((0..BURST).map(|i| (learned(i), None)).collect()).await;
         let stats = barrier(&name, &fib, 2).await;
         assert_eq!(stats.removed, u64::from(BURST), "{stats:?}");
+        assert_eq!(stats.not_installed, 3, "still refused, and still reported");
         assert!(learned_lines(&name).is_empty());
     });
 }

@@ -1,9 +1,12 @@
 //! Route writes in bulk. One request per `sendmsg` and one acknowledgement per `recvmsg`, as
 //! `ip -batch` and rtnetlink's handle do, spends more time in system calls than the kernel
 //! spends inserting the route; here hundreds of requests go in one buffer (the kernel works
-//! through a buffer message by message) and their acknowledgements are read back in bulk, each
-//! matched to its request by sequence number. The messages are the ones [`super::kernel`]
-//! builds, so both paths write exactly the same routes.
+//! through a buffer message by message, in order, before `sendmsg` returns) and only the last
+//! asks for an acknowledgement: the kernel answers a request without `NLM_F_ACK` only when it
+//! fails, so the answers read before the last one's acknowledgement are every failure of the
+//! buffer, each matched to its request by sequence number, and the rest succeeded. That saves
+//! the kernel a message per route and us reading it. The messages are the ones
+//! [`super::kernel`] builds, so both paths write exactly the same routes.
 
 use std::collections::HashMap;
 
@@ -55,6 +58,7 @@ impl Batcher {
         let mut codes: Vec<Result<i32, String>> = vec![Err("no acknowledgement from the kernel".into()); ops.len()];
         let mut pending: HashMap<u32, usize> = HashMap::with_capacity(ops.len());
         self.buf.clear();
+        let mut last = None;
         for (i, op) in ops.iter().enumerate() {
             let (message, flags) = match op {
                 Op::Add(key, p) => (kernel::build(key, p).map(RouteNetlinkMessage::NewRoute), NLM_F_CREATE | NLM_F_EXCL),
@@ -70,7 +74,7 @@ impl Batcher {
             };
             self.sequence = self.sequence.wrapping_add(1);
             let mut header = NetlinkHeader::default();
-            header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+            header.flags = NLM_F_REQUEST | flags;
             header.sequence_number = self.sequence;
             let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
             packet.finalize();
@@ -78,8 +82,12 @@ impl Batcher {
             self.buf.resize(start + packet.buffer_len(), 0);
             packet.serialize(&mut self.buf[start..]);
             pending.insert(self.sequence, i);
+            last = Some((start, self.sequence));
         }
-        self.acknowledged(pending, &mut codes);
+        if let Some((start, sequence)) = last {
+            wire::add_flags(&mut self.buf[start..], NLM_F_ACK);
+            self.answered(pending, &mut codes, Some(sequence));
+        }
         codes
             .into_iter()
             .zip(ops)
@@ -93,10 +101,12 @@ impl Batcher {
             .collect()
     }
 
-    /// Sends the requests in `self.buf` and reads their acknowledgements: for each one
-    /// (`pending` maps its sequence number to the caller's index), the kernel's answer (0, or
-    /// a negative errno) in `codes`. Requests that got no answer are left as they are.
-    fn acknowledged(&mut self, mut pending: HashMap<u32, usize>, codes: &mut [Result<i32, String>]) {
+    /// Sends the requests in `self.buf` and reads the kernel's answers: for each request
+    /// (`pending` maps its sequence number to the caller's index), the answer (0, or a negative
+    /// errno) in `codes`. With `quiet_until`, only that request (the last) asked for an
+    /// acknowledgement: once it is answered, the others that got no answer succeeded.
+    /// Otherwise every request asked, and one that got no answer is left as it is.
+    fn answered(&mut self, mut pending: HashMap<u32, usize>, codes: &mut [Result<i32, String>], quiet_until: Option<u32>) {
         if pending.is_empty() {
             return;
         }
@@ -125,6 +135,11 @@ impl Batcher {
                     Some(code) => Ok(code as i32),
                     None => Err("a truncated acknowledgement".into()),
                 };
+                if quiet_until == Some(sequence) {
+                    for (_, i) in pending.drain() {
+                        codes[i] = Ok(0);
+                    }
+                }
             }
         }
     }
@@ -141,7 +156,7 @@ impl Batcher {
                 encode(&mut self.buf, self.sequence, i);
                 pending.insert(self.sequence, i);
             }
-            self.acknowledged(pending, &mut codes);
+            self.answered(pending, &mut codes, None);
         }
         codes
             .into_iter()

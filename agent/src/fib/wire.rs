@@ -64,6 +64,12 @@ pub fn finish(buf: &mut [u8], start: usize) {
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
+/// Adds `flags` to those of the message at the start of `message`.
+pub fn add_flags(message: &mut [u8], flags: u16) {
+    let had = u16::from_ne_bytes([message[6], message[7]]);
+    message[6..8].copy_from_slice(&(had | flags).to_ne_bytes());
+}
+
 /// The native-endian `u32` at `at`.
 pub fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
     let b = buf.get(at..at + 4)?;
@@ -89,6 +95,11 @@ mod tests {
         let got: Vec<_> = messages(&buf).collect();
         assert_eq!(got, [(24, 1, &[1u8, 2, 3][..]), (3, 2, &[][..])]);
         assert_eq!(messages(&buf[..HEADER + 2]).count(), 0, "a message longer than the buffer");
+        let mut header = Vec::new();
+        push_header(&mut header, 24, NLM_F_REQUEST | NLM_F_CREATE, 9);
+        add_flags(&mut header, NLM_F_ACK);
+        assert_eq!(u16::from_ne_bytes([header[6], header[7]]), NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK);
+        assert_eq!(u32_at(&header, 8), Some(9), "the sequence number untouched");
 
         let attrs = [8u8, 0, 0x81, 0x80, 1, 0, 0, 0, 200, 0, 2, 0];
         assert_eq!(
