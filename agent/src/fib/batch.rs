@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use gingham_bgp::rib::FastHash;
+
 use rtnetlink::packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
@@ -24,6 +26,9 @@ use super::{kernel, nexthop};
 /// batch must fit the socket's receive buffer.
 const BATCH: usize = 512;
 const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// The caller's index of each request sent, by sequence number.
+type Pending = HashMap<u32, usize, FastHash>;
 
 pub struct Batcher {
     socket: Socket,
@@ -56,7 +61,7 @@ impl Batcher {
 
     fn apply_chunk(&mut self, ops: &[Op]) -> Vec<Result<(), String>> {
         let mut codes: Vec<Result<i32, String>> = vec![Err("no acknowledgement from the kernel".into()); ops.len()];
-        let mut pending: HashMap<u32, usize> = HashMap::with_capacity(ops.len());
+        let mut pending: Pending = HashMap::with_capacity_and_hasher(ops.len(), FastHash::default());
         self.buf.clear();
         let mut last = None;
         for (i, op) in ops.iter().enumerate() {
@@ -106,7 +111,7 @@ impl Batcher {
     /// errno) in `codes`. With `quiet_until`, only that request (the last) asked for an
     /// acknowledgement: once it is answered, the others that got no answer succeeded.
     /// Otherwise every request asked, and one that got no answer is left as it is.
-    fn answered(&mut self, mut pending: HashMap<u32, usize>, codes: &mut [Result<i32, String>], quiet_until: Option<u32>) {
+    fn answered(&mut self, mut pending: Pending, codes: &mut [Result<i32, String>], quiet_until: Option<u32>) {
         if pending.is_empty() {
             return;
         }
@@ -150,7 +155,7 @@ impl Batcher {
         let mut codes = vec![Err("no acknowledgement from the kernel".to_string()); n];
         for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
             self.buf.clear();
-            let mut pending = HashMap::with_capacity(chunk.len());
+            let mut pending: Pending = HashMap::with_capacity_and_hasher(chunk.len(), FastHash::default());
             for &i in chunk {
                 self.sequence = self.sequence.wrapping_add(1);
                 encode(&mut self.buf, self.sequence, i);

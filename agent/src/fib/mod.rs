@@ -719,7 +719,7 @@ impl Evaluated<'_> {
 fn still_used_vias(wanted: &Wanted, kernel: &KernelTable, metrics: &RouteMetrics, gone: &[Gateway]) -> HashSet<std::net::IpAddr> {
     let mut vias = HashSet::new();
     let mut seen: HashSet<(*const [Gateway], bool)> = HashSet::new();
-    let mut resolved = HashMap::new();
+    let mut resolved = plan::Resolved::default();
     for (key, target) in wanted.iter() {
         let Target::Gateways(next_hops) = target else { continue };
         let learned = key.class == Class::Learned;

@@ -26,6 +26,7 @@ use ipnetwork::IpNetwork;
 use super::resolve::{resolve, Refusal};
 use super::store::Store;
 use crate::netlink::RTPROT_GINGHAM;
+use gingham_bgp::rib::FastHash;
 
 /// The main routing table: the only one we write.
 pub const MAIN_TABLE: u32 = 254;
@@ -284,9 +285,9 @@ pub struct Plan {
 
 pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
     let mut out = Plan::default();
-    let mut resolved: HashMap<IpAddr, Result<Hops, Refusal>> = HashMap::new();
+    let mut resolved = Resolved::default();
     // Routes with the same next hops get the same resolved list (one allocation for all).
-    let mut sets: HashMap<&'w [Gateway], Result<Hops, Refusal>> = HashMap::new();
+    let mut sets: HashMap<&'w [Gateway], Result<Hops, Refusal>, FastHash> = HashMap::default();
     let delete = |key: RouteKey, form: &Form| Op::Delete(form.route(key, RTPROT_GINGHAM));
     let mut one = |want: WantKey, target: Option<&'w Target>, out: &mut Plan| {
         let key = metrics.key(&want);
@@ -346,13 +347,16 @@ pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics
     out
 }
 
+/// Next hops resolved so far, by address.
+pub(super) type Resolved = HashMap<IpAddr, Result<Hops, Refusal>, FastHash>;
+
 /// Resolves every BGP next hop; the route goes via those that resolve, and is refused only
 /// when none does.
 pub(super) fn resolve_all(
     next_hops: &[Gateway],
     kernel: &KernelTable,
     metrics: &RouteMetrics,
-    cache: &mut HashMap<IpAddr, Result<Hops, Refusal>>,
+    cache: &mut Resolved,
 ) -> Result<Hops, Refusal> {
     if let [Gateway { addr, ifindex: None }] = next_hops {
         return cache.entry(*addr).or_insert_with(|| resolve(*addr, kernel, metrics).map(Hops::from)).clone();

@@ -67,13 +67,13 @@ impl PackedKey for RouteKey {
 #[derive(Clone, Debug)]
 struct Interner<T> {
     values: Vec<Option<(T, u32)>>,
-    numbers: HashMap<T, u32>,
+    numbers: HashMap<T, u32, FastHash>,
     free: Vec<u32>,
 }
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
-        Interner { values: Vec::new(), numbers: HashMap::new(), free: Vec::new() }
+        Interner { values: Vec::new(), numbers: HashMap::default(), free: Vec::new() }
     }
 }
 
@@ -145,13 +145,13 @@ impl<T: Clone + Eq + Hash> Interner<T> {
 #[derive(Clone, Debug)]
 pub struct Store<K, T> {
     packed: HashMap<u64, u32, FastHash>,
-    wide: HashMap<K, u32>,
+    wide: HashMap<K, u32, FastHash>,
     values: Interner<T>,
 }
 
 impl<K, T> Default for Store<K, T> {
     fn default() -> Self {
-        Store { packed: HashMap::default(), wide: HashMap::new(), values: Interner::default() }
+        Store { packed: HashMap::default(), wide: HashMap::default(), values: Interner::default() }
     }
 }
 

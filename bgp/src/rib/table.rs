@@ -4,7 +4,7 @@
 //! A prefix that lost its last path but is still held by a peer stays as a tombstone until
 //! the withdrawal has been exported.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
@@ -102,9 +102,10 @@ pub(super) struct Table {
     live: usize,
     /// Shared by every tombstone.
     empty: Arc<PathAttributes>,
-    /// Prefixes marked with FIB_BIT, in marking order (IPv4 as compact keys).
-    fib_v4: Vec<u64>,
-    fib_v6: Vec<IpNetwork>,
+    /// Prefixes marked with FIB_BIT, in marking order (IPv4 as compact keys); taken from the
+    /// front a batch at a time, so a queue (a table arriving is 100k of them).
+    fib_v4: VecDeque<u64>,
+    fib_v6: VecDeque<IpNetwork>,
 }
 
 impl Table {
@@ -238,8 +239,8 @@ impl Table {
             None => self.insert_dest(p, Dest { attrs: self.empty.clone(), peer: TOMBSTONE, advertised: FIB_BIT }),
         }
         match p {
-            IpNetwork::V4(v4) => self.fib_v4.push(v4_key(&v4)),
-            IpNetwork::V6(_) => self.fib_v6.push(p),
+            IpNetwork::V4(v4) => self.fib_v4.push_back(v4_key(&v4)),
+            IpNetwork::V6(_) => self.fib_v6.push_back(p),
         }
     }
 
