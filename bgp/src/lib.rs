@@ -8,6 +8,7 @@
 //! - `session` (feature `runtime`): the tokio driver: TCP, MD5, TTL security, framing, timers.
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod counting_alloc;
 pub mod fsm;
 pub mod procedures;
 pub mod rib;

@@ -2,29 +2,13 @@
 //! so nothing else allocates meanwhile): a node learning 100,000 prefixes from its ToR keeps
 //! them in 64 shards of 24-octet entries under one shared attribute set.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
+use gingham_bgp::counting_alloc::{live, Counting};
 use gingham_bgp::rib::decision::DecisionConfig;
 use gingham_bgp::rib::*;
 use gingham_bgp::wire::*;
 use ipnetwork::Ipv4Network;
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -64,12 +48,12 @@ fn a_full_table_from_one_tor_costs_about_32_bytes_a_prefix() {
         next_hop: Some("198.18.0.1".parse().unwrap()),
         ..Default::default()
     };
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live();
     for chunk in (0..PREFIXES).collect::<Vec<_>>().chunks(1000) {
         let nlri: Vec<Ipv4Network> = chunk.iter().map(|i| Ipv4Network::new(Ipv4Addr::from((10 << 24) + (i << 8)), 24).unwrap()).collect();
         rib.apply_update(1, &Update { attributes: attributes.clone(), nlri, ..Default::default() });
     }
-    let per_prefix = (LIVE.load(Ordering::SeqCst) - before) / PREFIXES as isize;
+    let per_prefix = (live() - before) / PREFIXES as isize;
     assert_eq!(rib.prefix_count(), PREFIXES as usize);
     // 24-octet entries and a control octet, in tables between 7/16 and 7/8 full.
     assert!(per_prefix <= 48, "{per_prefix} bytes a prefix");

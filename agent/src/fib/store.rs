@@ -3,8 +3,8 @@
 //! nearly all of them say the same thing (via the ToR, through one nexthop object): so each
 //! distinct value is kept once, with a count of the routes that have it, and a route is its
 //! key and the number of its value. An IPv4 key is packed into 64 bits. A route costs about 22
-//! bytes per table this way, where ordered maps of full entries took 83 and 166 (measured with
-//! a counting allocator; see `a_full_table_costs_a_few_dozen_bytes_a_route`).
+//! bytes per table this way, where ordered maps of full entries took 83 and 166 (counted by the
+//! allocator: `agent/tests/fib_memory.rs`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -238,20 +238,16 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     }
 }
 
-/// The `i`th /24 from 10.0.0.0, for tests.
-#[cfg(test)]
-fn nth_v4_24(i: u32) -> IpNetwork {
-    IpNetwork::new(Ipv4Addr::from((10u32 << 24) | (i << 8)).into(), 24).unwrap()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicIsize, Ordering};
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
+    }
+
+    fn nth_v4_24(i: u32) -> IpNetwork {
+        IpNetwork::new(Ipv4Addr::from((10u32 << 24) | (i << 8)).into(), 24).unwrap()
     }
 
     #[test]
@@ -306,50 +302,5 @@ mod tests {
         // A new value after a rewrite made two equal: still one number per insert.
         s.insert(key(1), "via C".to_string());
         assert_eq!(s.get(&key(1)).map(String::as_str), Some("via C"));
-    }
-
-    struct Counting;
-    static LIVE: AtomicIsize = AtomicIsize::new(0);
-    // SAFETY: forwards to the system allocator, only counting.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-            unsafe { System.alloc(l) }
-        }
-        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-            unsafe { System.dealloc(p, l) }
-        }
-    }
-    #[global_allocator]
-    static ALLOCATOR: Counting = Counting;
-
-    #[test]
-    fn a_full_table_costs_a_few_dozen_bytes_a_route() {
-        use super::super::plan::{Form, Hop, RouteKind, Target};
-        use gingham_bgp::rib::Gateway;
-        use std::sync::Arc;
-        let gateways: Arc<[Gateway]> = Arc::from([Gateway::new("198.18.0.1".parse().unwrap())]);
-        let hops = Arc::from([Hop { via: "198.18.0.1".parse().unwrap(), dev: Some(2) }]);
-        let form = Form { kind: RouteKind::Unicast, scope: 0, oif: Some(2), hops, nh_id: Some(0x4748_0000) };
-        // Other tests run on other threads: the count is of this thread's structures only when
-        // it is the only one allocating, so measure twice and keep the smaller.
-        let per_route = (0..2)
-            .map(|_| {
-                let before = LIVE.load(Ordering::SeqCst);
-                let mut wanted: Store<WantKey, Target> = Store::default();
-                let mut ours: Store<RouteKey, Form> = Store::default();
-                for i in 0..100_000 {
-                    wanted.insert(WantKey { prefix: nth_v4_24(i), class: Class::Learned }, Target::Gateways(gateways.clone()));
-                    ours.insert(RouteKey { prefix: nth_v4_24(i), metric: 2048 }, form.clone());
-                }
-                let used = LIVE.load(Ordering::SeqCst) - before;
-                drop((wanted, ours));
-                used / 100_000
-            })
-            .min()
-            .unwrap();
-        // 16-octet entries and a control octet in tables at most 7/8 full: 22 to 40 a table.
-        assert!(per_route <= 80, "{per_route} bytes a route for both tables");
     }
 }
