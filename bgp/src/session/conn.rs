@@ -60,9 +60,12 @@ impl Drop for ConnHandle {
 }
 
 /// Read buffer sizes: an idle session (keepalives) touches only the small one; a read that
-/// fills most of it switches to the large one for table transfers.
+/// fills most of it switches to the large one for table transfers, and a small read with
+/// nothing left over switches back, giving the large buffer up (a reflector with hundreds of
+/// sessions would otherwise keep one per session for good). 32 KiB reads take a table at
+/// wire speed; larger ones only add to the peak while many sessions send at once.
 const SMALL_READ: usize = 8 * 1024;
-const LARGE_READ: usize = 64 * 1024;
+const LARGE_READ: usize = 32 * 1024;
 
 async fn read_loop(id: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnEvent>) {
     let mut chunk = SMALL_READ;
@@ -78,7 +81,7 @@ async fn read_loop(id: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnE
                 return;
             }
             Ok(n) if n >= SMALL_READ / 2 => chunk = LARGE_READ,
-            Ok(_) => {}
+            Ok(_) => chunk = SMALL_READ,
         }
         let mut frames = Vec::new();
         loop {
@@ -93,6 +96,9 @@ async fn read_loop(id: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnE
                     return;
                 }
             }
+        }
+        if chunk == SMALL_READ && buf.is_empty() && buf.capacity() > 2 * SMALL_READ {
+            buf = BytesMut::with_capacity(SMALL_READ);
         }
         // A bounded channel: when the peer task falls behind, we stop reading and TCP
         // pushes back on the sender.
