@@ -22,8 +22,9 @@ use super::plan::Op;
 use super::wire::{self, messages, NLMSG_DONE, NLMSG_ERROR};
 use super::{kernel, nexthop};
 
-/// Requests per `sendmsg`: a route message is 60 to 100 octets, and the acknowledgements of a
-/// batch must fit the socket's receive buffer.
+/// Requests per `sendmsg`: a route message is 60 to 100 octets, and the answers to a batch (an
+/// acknowledgement each for nexthop requests, a failure each at worst for routes) must fit the
+/// socket's receive buffer.
 const BATCH: usize = 512;
 const RECEIVE_BUFFER: usize = 4 << 20;
 
@@ -205,7 +206,7 @@ impl Batcher {
 }
 
 /// Two bulk writers, one per core. The kernel takes the routing lock per message, so one
-/// writer's message building and acknowledgement reading overlap with the other's inserts.
+/// writer's message building and reading of answers overlap with the other's inserts.
 /// Ops are split by prefix, so every op on one prefix stays on one writer, in order.
 pub struct Writers {
     writers: [Batcher; 2],
