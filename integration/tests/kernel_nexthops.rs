@@ -3,7 +3,8 @@
 //! says is gone is one delete, after which the kernel has moved or removed every route through
 //! it and the speaker's route changes find nothing left to do; an agent restarted adopts the
 //! objects it finds; with objects turned off routes carry their gateways as before; a burst
-//! larger than the FIB plans at once is installed and removed whole.
+//! larger than the FIB plans at once is installed and removed whole; the FIB's own read of the
+//! kernel finds what the rtnetlink handle finds.
 //!
 //! ```text
 //!   namespace: v0 198.18.1.1/24 ── v1     gateways 198.18.1.2 and 198.18.1.3 on v0's subnet
@@ -264,4 +265,62 @@ fn a_burst_of_more_routes_than_one_slice_is_installed_whole() {
         assert_eq!(stats.not_installed, 3, "still refused, and still reported");
         assert!(learned_lines(&name).is_empty());
     });
+}
+
+/// The FIB reads the kernel on a netlink socket of its own, decoding the dump as it arrives
+/// (rtnetlink's handle queues a whole dump and keeps the queue's size). It finds what the handle
+/// finds: our routes of every form, both families, other protocols' routes, the node's
+/// addresses, and nothing of other tables; and a dump of thousands spans many reads.
+#[test]
+fn the_fib_reads_the_kernel_as_the_rtnetlink_handle_does() {
+    let ns = namespace();
+    let n = ns.name().to_string();
+    ip(&n, &["-6", "addr", "add", "2001:db8::1/64", "dev", "v0", "nodad"]);
+    ip(&n, &["nexthop", "add", "id", "7", "via", A, "dev", "v0", "proto", "80"]);
+    let ours: [&[&str]; 6] = [
+        &["route", "add", "198.19.1.0/24", "via", A, "proto", "80", "metric", "1024"],
+        &["route", "add", "198.19.2.0/24", "proto", "80", "nexthop", "via", A, "nexthop", "via", B],
+        &["route", "add", "blackhole", "198.19.3.0/26", "proto", "80"],
+        &["route", "add", "198.19.4.0/24", "dev", "v0", "scope", "link", "proto", "80"],
+        &["route", "add", "198.19.5.0/24", "nhid", "7", "proto", "80"],
+        &["-6", "route", "add", "2001:db8:1::/48", "via", "2001:db8::2", "proto", "80"],
+    ];
+    for args in ours {
+        ip(&n, args);
+    }
+    ip(&n, &["route", "add", "198.19.6.0/24", "via", A]);
+    ip(&n, &["route", "add", "198.19.7.0/24", "via", A, "proto", "80", "table", "100"]);
+    let many = 3000;
+    let batch: String = (0..many).map(|i| format!("route add 198.20.{}.{}/32 via {A} proto 80\n", i / 256, i % 256)).collect();
+    let file = std::env::temp_dir().join(format!("gingham-read-{n}.batch"));
+    std::fs::write(&file, batch).unwrap();
+    ip(&n, &["-batch", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+
+    let (dumped, handled) = inside(&ns, async move || {
+        let handle = gingham_agent::netlink::connect().unwrap();
+        (fib::kernel::read_table(&handle).await.unwrap(), fib::kernel::read_through_handle(&handle).await.unwrap())
+    });
+    let described = |t: &fib::plan::KernelTable| {
+        let mut ours: Vec<String> = t.ours.keys().map(|k| format!("{:?}", t.our_route(&k).unwrap())).collect();
+        ours.sort();
+        let foreign: Vec<String> = t.foreign.values().map(|r| format!("{r:?}")).collect();
+        (ours, foreign, t.local_addresses.clone())
+    };
+    let (ours, foreign, addresses) = described(&dumped);
+    assert!((&ours, &foreign, &addresses) == (&described(&handled).0, &described(&handled).1, &described(&handled).2), "the two reads differ");
+    assert_eq!(ours.len(), 6 + many, "ours: every form, and all of the many: {:#?}", &ours[..6.min(ours.len())]);
+    for (prefix, shape) in [
+        ("198.19.1.0, prefix: 24", "metric: 1024"),
+        ("198.19.2.0, prefix: 24", "198.18.1.3"),
+        ("198.19.3.0, prefix: 26", "Blackhole"),
+        ("198.19.4.0, prefix: 24", "oif: Some("),
+        ("198.19.5.0, prefix: 24", "nh_id: Some(7)"),
+        ("2001:db8:1::, prefix: 48", "2001:db8::2"),
+    ] {
+        assert!(ours.iter().any(|r| r.contains(prefix) && r.contains(shape)), "{prefix} with {shape} in {:#?}", &ours[..6]);
+    }
+    assert!(foreign.iter().any(|r| r.contains("198.19.6.0, prefix: 24")), "another protocol's route: {foreign:#?}");
+    assert!(!ours.iter().chain(&foreign).any(|r| r.contains("198.19.7.0")), "nothing from table 100");
+    assert!(addresses.contains(&"198.18.1.1".parse::<IpAddr>().unwrap()) && addresses.contains(&"2001:db8::1".parse::<IpAddr>().unwrap()));
 }

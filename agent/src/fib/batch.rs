@@ -12,9 +12,11 @@ use std::collections::HashMap;
 
 use gingham_bgp::rib::FastHash;
 
+use rtnetlink::packet_core::Parseable;
 use rtnetlink::packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -177,32 +179,72 @@ impl Batcher {
     /// Every nexthop object in the namespace; an error when the kernel has none to list
     /// (before Linux 5.3: `EOPNOTSUPP` or `EINVAL`).
     pub fn dump_nexthops(&mut self) -> std::io::Result<Vec<nexthop::Listed>> {
+        let mut listed = Vec::new();
+        self.dump(nexthop::encode_dump, nexthop::RTM_NEWNEXTHOP, |payload| {
+            listed.extend(nexthop::decode(payload));
+            Ok(())
+        })?;
+        Ok(listed)
+    }
+
+    /// Every route in the namespace (all tables, both families), each handed to `each` as it is
+    /// decoded. Read here rather than through the rtnetlink handle: its connection queues a
+    /// dump's messages faster than they are taken, and the queue keeps the capacity of its
+    /// longest (5.5 MB for a full table, for good).
+    pub fn dump_routes(&mut self, mut each: impl FnMut(&RouteMessage)) -> std::io::Result<()> {
+        self.dump(encode_route_dump, RTM_NEWROUTE, |payload| {
+            let route = RouteMessage::parse(payload)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a route in the dump does not decode: {e}")))?;
+            each(&route);
+            Ok(())
+        })
+    }
+
+    /// Sends the dump request `encode` writes and hands each answer of kind `kind` to `each`,
+    /// until the kernel's `NLMSG_DONE`.
+    fn dump(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>, u32),
+        kind: u16,
+        mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         self.buf.clear();
         self.sequence = self.sequence.wrapping_add(1);
         let sequence = self.sequence;
-        nexthop::encode_dump(&mut self.buf, sequence);
+        encode(&mut self.buf, sequence);
         self.socket.send(&self.buf, 0)?;
-        let mut listed = Vec::new();
         let mut incoming = Vec::with_capacity(64 * 1024);
         loop {
             incoming.clear();
             self.socket.recv(&mut incoming, 0)?;
-            for (kind, seq, payload) in messages(&incoming) {
+            for (answer, seq, payload) in messages(&incoming) {
                 if seq != sequence {
                     continue;
                 }
-                match kind {
-                    nexthop::RTM_NEWNEXTHOP => listed.extend(nexthop::decode(payload)),
-                    NLMSG_DONE => return Ok(listed),
+                match answer {
+                    NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
                         let code = wire::u32_at(payload, 0).map_or(libc::EIO, |c| -(c as i32));
                         return Err(std::io::Error::from_raw_os_error(code));
                     }
+                    k if k == kind => each(payload)?,
                     _ => {}
                 }
             }
         }
     }
+}
+
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+/// `struct rtmsg`: family, lengths, tos, table, protocol, scope, type, flags.
+const RTMSG: usize = 12;
+
+/// A dump of every route: an all-zero `rtmsg` is `AF_UNSPEC`, both families at once.
+fn encode_route_dump(buf: &mut Vec<u8>, sequence: u32) {
+    let start = wire::push_header(buf, RTM_GETROUTE, wire::NLM_F_REQUEST | wire::NLM_F_DUMP, sequence);
+    buf.extend_from_slice(&[0; RTMSG]);
+    wire::finish(buf, start);
 }
 
 /// Two bulk writers, one per core. The kernel takes the routing lock per message, so one

@@ -12,19 +12,42 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage,
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 
+use super::batch::Batcher;
 use super::plan::{Hop, KernelRoute, KernelTable, Op, Programmed, RouteKey, RouteKind, MAIN_TABLE};
 use crate::netlink::{is_errno, RTPROT_GINGHAM};
 
-/// The main table (both families) and the node's addresses.
-pub async fn read(handle: &Handle) -> anyhow::Result<KernelTable> {
+/// The main table (both families) and the node's addresses, the routes read on a socket of
+/// their own (through the handle when none can be made).
+pub async fn read_table(handle: &Handle) -> anyhow::Result<KernelTable> {
+    let mut dumper = Batcher::new().ok();
+    read(handle, dumper.as_mut()).await
+}
+
+/// The same, every route read through the handle (the fallback of [`read_table`]).
+pub async fn read_through_handle(handle: &Handle) -> anyhow::Result<KernelTable> {
+    read(handle, None).await
+}
+
+/// The main table (both families) and the node's addresses. The routes come through
+/// `dumper`'s socket when there is one (decoded as they arrive), else through the handle.
+pub(super) async fn read(handle: &Handle, dumper: Option<&mut Batcher>) -> anyhow::Result<KernelTable> {
     let mut table = KernelTable::default();
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let mut req = handle.route().get(RouteMessageBuilder::<IpAddr>::new().build());
-        req.message_mut().header.address_family = family;
-        let mut routes = req.execute();
-        while let Some(route) = routes.try_next().await? {
-            if let Some(r) = parse(&route) {
+    match dumper {
+        Some(dumper) => dumper.dump_routes(|route| {
+            if let Some(r) = parse(route) {
                 table.insert(r, RTPROT_GINGHAM);
+            }
+        })?,
+        None => {
+            for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+                let mut req = handle.route().get(RouteMessageBuilder::<IpAddr>::new().build());
+                req.message_mut().header.address_family = family;
+                let mut routes = req.execute();
+                while let Some(route) = routes.try_next().await? {
+                    if let Some(r) = parse(&route) {
+                        table.insert(r, RTPROT_GINGHAM);
+                    }
+                }
             }
         }
     }
@@ -42,7 +65,7 @@ pub async fn read(handle: &Handle) -> anyhow::Result<KernelTable> {
 /// Whether the main table holds any route with our protocol (left by an earlier agent): the
 /// restart check.
 pub async fn has_our_routes(handle: &Handle) -> anyhow::Result<bool> {
-    Ok(!read(handle).await?.ours.is_empty())
+    Ok(!read_table(handle).await?.ours.is_empty())
 }
 
 fn table_of(route: &RouteMessage) -> u32 {

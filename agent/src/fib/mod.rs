@@ -370,7 +370,9 @@ impl Fib {
     }
 
     async fn read_kernel(&mut self) -> anyhow::Result<()> {
-        self.table = kernel::read(&self.handle).await?;
+        // On the FIB's own thread, as its small writes are: a blocking thread would allocate
+        // from an arena of its own, and keep it.
+        self.table = kernel::read(&self.handle, self.batcher.as_mut().map(|w| w.here())).await?;
         self.read_nexthops();
         Ok(())
     }
