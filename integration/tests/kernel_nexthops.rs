@@ -308,7 +308,10 @@ fn the_fib_reads_the_kernel_as_the_rtnetlink_handle_does() {
         (ours, foreign, t.local_addresses.clone())
     };
     let (ours, foreign, addresses) = described(&dumped);
-    assert!((&ours, &foreign, &addresses) == (&described(&handled).0, &described(&handled).1, &described(&handled).2), "the two reads differ");
+    assert!(
+        (&ours, &foreign, &addresses) == (&described(&handled).0, &described(&handled).1, &described(&handled).2),
+        "the two reads differ"
+    );
     assert_eq!(ours.len(), 6 + many, "ours: every form, and all of the many: {:#?}", &ours[..6.min(ours.len())]);
     for (prefix, shape) in [
         ("198.19.1.0, prefix: 24", "metric: 1024"),

@@ -108,6 +108,9 @@ async fn read_loop(id: ConnId, mut rd: OwnedReadHalf, events: mpsc::Sender<ConnE
     }
 }
 
+/// The largest write buffer a session keeps between bursts.
+const KEPT_BATCH: usize = 16 * 1024;
+
 async fn write_loop(
     id: ConnId,
     mut wr: OwnedWriteHalf,
@@ -126,6 +129,9 @@ async fn write_loop(
             }
         }
         match tokio::time::timeout(send_hold, wr.write_all(&batch)).await {
+            // A burst (a table to send) grows the batch to its limit; kept, that would be a
+            // quarter megabyte per session for good, on a reflector with hundreds of them.
+            Ok(Ok(())) if batch.capacity() > KEPT_BATCH => batch = BytesMut::new(),
             Ok(Ok(())) => batch.clear(),
             Ok(Err(_)) => {
                 let _gone = events.send(ConnEvent::Closed(id)).await;
