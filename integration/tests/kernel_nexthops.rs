@@ -292,10 +292,9 @@ fn the_fib_reads_the_kernel_as_the_rtnetlink_handle_does() {
     ip(&n, &["route", "add", "198.19.7.0/24", "via", A, "proto", "80", "table", "100"]);
     let many = 3000;
     let batch: String = (0..many).map(|i| format!("route add 198.20.{}.{}/32 via {A} proto 80\n", i / 256, i % 256)).collect();
-    let file = std::env::temp_dir().join(format!("gingham-read-{n}.batch"));
-    std::fs::write(&file, batch).unwrap();
-    ip(&n, &["-batch", file.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&file);
+    let mut child = std::process::Command::new("ip").args(["-n", &n, "-batch", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch");
 
     let (dumped, handled) = inside(&ns, async move || {
         let handle = gingham_agent::netlink::connect().unwrap();
@@ -308,10 +307,8 @@ fn the_fib_reads_the_kernel_as_the_rtnetlink_handle_does() {
         (ours, foreign, t.local_addresses.clone())
     };
     let (ours, foreign, addresses) = described(&dumped);
-    assert!(
-        (&ours, &foreign, &addresses) == (&described(&handled).0, &described(&handled).1, &described(&handled).2),
-        "the two reads differ"
-    );
+    let theirs = described(&handled);
+    assert!((&ours, &foreign, &addresses) == (&theirs.0, &theirs.1, &theirs.2), "the two reads differ");
     assert_eq!(ours.len(), 6 + many, "ours: every form, and all of the many: {:#?}", &ours[..6.min(ours.len())]);
     for (prefix, shape) in [
         ("198.19.1.0, prefix: 24", "metric: 1024"),

@@ -42,9 +42,9 @@ use resolve::Refusal;
 use crate::netlink::RTPROT_GINGHAM;
 
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
-/// A resync costs time in proportion to the table (a third of a second of CPU for a full table
-/// from the ToR): the next one waits this many times as long as the last took, so resyncs use
-/// about 1% of a core at most, between [`RESYNC_EVERY`] and [`RESYNC_AT_MOST_EVERY`].
+/// A resync costs time in proportion to the table (a full table from the ToR is a dump of every
+/// route to read and compare): the next one waits this many times as long as the last took, so
+/// resyncs use about 1% of a core at most, between [`RESYNC_EVERY`] and [`RESYNC_AT_MOST_EVERY`].
 const RESYNC_COST_FACTOR: u32 = 100;
 const RESYNC_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 /// Work on at least this many routes (a resync of a large table, a session's table arriving or
