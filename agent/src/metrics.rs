@@ -63,6 +63,7 @@ pub struct Snapshot {
     pub fib_installed: u64,
     pub fib_removed: u64,
     pub fib_repaired: u64,
+    pub fib_regrouped: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -178,11 +179,16 @@ impl Collector for SnapshotCollector {
         }
         let mut family = encoder.encode_descriptor(
             "fib_route_operations",
-            "Kernel route operations by kind: install, remove (with the routes the kernel removed with a gone gateway's nexthop object), repair (drift corrected)",
+            "Kernel route operations by kind: install, remove (with the routes the kernel removed with a gone gateway's nexthop object), repair (drift corrected), regroup (routes that gained gateways through their nexthop group, no route written)",
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;
-        for (operation, n) in [("install", snapshot.fib_installed), ("remove", snapshot.fib_removed), ("repair", snapshot.fib_repaired)] {
+        for (operation, n) in [
+            ("install", snapshot.fib_installed),
+            ("remove", snapshot.fib_removed),
+            ("repair", snapshot.fib_repaired),
+            ("regroup", snapshot.fib_regrouped),
+        ] {
             ConstCounter::new(n).encode(family.encode_family(&[("operation", operation)])?)?;
         }
         Ok(())

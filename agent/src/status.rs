@@ -156,7 +156,8 @@ impl StatusSource {
             let mut snapshot = self.metrics.snapshot.0.lock().expect("metrics lock");
             snapshot.peers = rows;
             snapshot.bfd = bfd;
-            (snapshot.fib_installed, snapshot.fib_removed, snapshot.fib_repaired) = (fib.programmed, fib.removed, fib.repaired);
+            (snapshot.fib_installed, snapshot.fib_removed, snapshot.fib_repaired, snapshot.fib_regrouped) =
+                (fib.programmed, fib.removed, fib.repaired, fib.regrouped);
         }
         self.metrics.routes_programmed.set(fib.wanted);
         self.metrics.routes_not_installed.set(fib.not_installed);

@@ -132,6 +132,10 @@ pub struct RouteStatus {
     pub programmed: u64,
     pub removed: u64,
     pub repaired: u64,
+    /// Routes that gained gateways through their nexthop group taking them in place (no route
+    /// written).
+    #[serde(default)]
+    pub regrouped: u64,
     /// Wanted routes not in the kernel now.
     pub not_installed: u64,
     /// The first of those, with the reason.

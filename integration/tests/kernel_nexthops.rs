@@ -182,6 +182,96 @@ fn a_gone_gateway_is_one_object_delete_not_one_change_per_route() {
     });
 }
 
+/// Every route via both A and B (in the kernel's words), or `None` and the first that is not.
+fn first_not_via_both(ns: &str) -> Option<String> {
+    let lines = learned_lines(ns);
+    assert_eq!(lines.len(), ROUTES as usize);
+    lines.into_iter().find(|l| !(l.contains(&format!("via {A} ")) && l.contains(&format!("via {B} "))))
+}
+
+/// Two ToRs, B gone and back: while it was away every route went via A through the group
+/// that had held both; as it comes back the speaker moves every prefix to both again, one
+/// change per prefix. The group takes B back in place: one kernel operation, no route written.
+#[test]
+fn a_returning_gateway_rejoins_its_group_in_place_not_one_change_per_route() {
+    let ns = namespace();
+    let name = ns.name().to_string();
+    inside(&ns, async move || {
+        let ns = name;
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        set_all(&fib, Some(via(&[A, B]))).await;
+        wait_programmed(&fib, ROUTES.into()).await;
+        let group = objects(&ns).iter().find(|l| l.contains("group")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let group = group.expect("a group object");
+        fib.gateways_gone(vec![gateway(B)]).await;
+        set_all(&fib, Some(via(&[A]))).await;
+        let away = barrier(&ns, &fib, 1).await;
+        assert!(learned_lines(&ns).iter().all(|l| !l.contains(B)));
+
+        // B is back: the speaker's changes, in its batch size.
+        set_all(&fib, Some(via(&[A, B]))).await;
+        let back = barrier(&ns, &fib, 2).await;
+        assert_eq!(first_not_via_both(&ns), None, "every route goes via both again");
+        assert!(learned_lines(&ns).iter().all(|l| nhid(l) == Some(group)), "through the same group: {:?}", &learned_lines(&ns)[..3]);
+        assert_eq!(back.programmed, away.programmed + 1, "no route was written, only the barrier: {back:?}");
+        assert_eq!(back.regrouped, u64::from(ROUTES), "{back:?}");
+        let objs = objects(&ns);
+        assert_eq!(objs.len(), 3, "a new object for B, and the group over A's and B's: {objs:#?}");
+        let get = ip(&ns, &["route", "get", "198.19.0.7"]);
+        assert!(get.contains(&format!("via {A}")) || get.contains(&format!("via {B}")), "{get}");
+
+        // B goes again: one object delete, as the first time.
+        fib.gateways_gone(vec![gateway(B)]).await;
+        set_all(&fib, Some(via(&[A]))).await;
+        let again = barrier(&ns, &fib, 3).await;
+        assert_eq!(again.programmed, back.programmed + 1, "{again:?}");
+        assert!(learned_lines(&ns).iter().all(|l| nhid(l) == Some(group) && !l.contains(B)));
+    });
+}
+
+/// B comes back with half of the table: the group's other routes still want A alone, so the
+/// group cannot take B. Once the changes go quiet, the routes that gained B move one by one;
+/// the others stay as they were.
+#[test]
+fn routes_gaining_a_gateway_their_whole_group_does_not_gain_move_one_by_one() {
+    let ns = namespace();
+    let name = ns.name().to_string();
+    inside(&ns, async move || {
+        let ns = name;
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        set_all(&fib, Some(via(&[A, B]))).await;
+        wait_programmed(&fib, ROUTES.into()).await;
+        fib.gateways_gone(vec![gateway(B)]).await;
+        set_all(&fib, Some(via(&[A]))).await;
+        let away = barrier(&ns, &fib, 1).await;
+        let group = nhid(&learned_lines(&ns)[0]).expect("through an object");
+
+        let half: Vec<(WantKey, Option<Target>)> = (0..ROUTES / 2).map(|i| (learned(i), Some(via(&[A, B])))).collect();
+        for chunk in half.chunks(256) {
+            fib.set(chunk.to_vec()).await;
+        }
+        let mut both = 0;
+        for _ in 0..1000 {
+            both = learned_lines(&ns).iter().filter(|l| l.contains(B)).count();
+            if both == (ROUTES / 2) as usize {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(both, (ROUTES / 2) as usize, "the routes that gained B have it");
+        let done = barrier(&ns, &fib, 2).await;
+        assert_eq!(done.programmed, away.programmed + u64::from(ROUTES / 2) + 1, "{done:?}");
+        assert_eq!(done.regrouped, 0, "{done:?}");
+        for (i, line) in learned_lines(&ns).iter().enumerate() {
+            let prefix = learned(i as u32).prefix.ip().to_string();
+            assert!(line.starts_with(&format!("{prefix} ")), "sorted as the test expects: {line}");
+            let gained = (i as u32) < ROUTES / 2;
+            assert_eq!(line.contains(B), gained, "{line}");
+            assert_eq!(nhid(line) == Some(group), !gained, "{line}");
+        }
+    });
+}
+
 #[test]
 fn a_restarted_agent_adopts_its_objects_and_makes_no_second_set() {
     let ns = namespace();

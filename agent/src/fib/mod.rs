@@ -12,7 +12,9 @@
 //!
 //! Routes through gateways go through kernel nexthop objects where the kernel has them
 //! ([`nexthop`]): when the speaker says a session's gateways are gone, their objects are
-//! deleted first and the kernel moves or deletes every route through them at once.
+//! deleted first and the kernel moves or deletes every route through them at once; when they
+//! come back, the routes that gain them wait for the rest of their group ([`widen`]), which
+//! then takes the gateways in place.
 
 mod batch;
 pub mod kernel;
@@ -20,6 +22,7 @@ pub mod nexthop;
 pub mod plan;
 pub mod resolve;
 pub mod store;
+pub mod widen;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -177,6 +180,8 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
         table: KernelTable::default(),
         nexthops,
         adopting: true,
+        widening: widen::Widening::default(),
+        releasing: false,
         problems: BTreeMap::new(),
         stats: FibStats::default(),
     };
@@ -257,6 +262,10 @@ struct Fib {
     /// Our nexthop objects; `None` when routes carry their gateways instead.
     nexthops: Option<nexthop::Nexthops>,
     adopting: bool,
+    /// Routes through a group that only gain gateways, waiting for the rest of the group.
+    widening: widen::Widening,
+    /// Set while held changes are carried out one by one: nothing is held then.
+    releasing: bool,
     problems: BTreeMap<RouteKey, ProblemState>,
     stats: FibStats,
 }
@@ -281,6 +290,7 @@ impl Fib {
         let mut follow: Option<tokio::time::Instant> = None;
         loop {
             let follow_at = follow.unwrap_or_else(|| tokio::time::Instant::now() + RESYNC_EVERY * 2);
+            let widen_at = self.widening.due().map(tokio::time::Instant::from_std);
             tokio::select! {
                 command = rx.recv() => {
                     let Some(command) = command else { return };
@@ -296,6 +306,9 @@ impl Fib {
                 _ = tokio::time::sleep_until(follow_at), if follow.is_some() => {
                     follow = None;
                     last_cost = self.timed_resync().await;
+                }
+                _ = tokio::time::sleep_until(widen_at.unwrap_or(follow_at)), if widen_at.is_some() => {
+                    self.release_widenings().await;
                 }
                 _ = tokio::time::sleep_until(next_resync) => {
                     last_cost = self.timed_resync().await;
@@ -437,6 +450,7 @@ impl Fib {
         // A slot whose last attempt the kernel refused waits for its retry time.
         let (ops, waiting): (Vec<Op>, Vec<Op>) =
             plan.ops.into_iter().partition(|op| self.problems.get(&op.key()).and_then(|p| p.retry_at).is_none_or(|t| t <= now));
+        let (ops, held) = self.hold_widenings(ops, now);
         let ops = self.through_objects(ops);
         let results = self.write(ops).await;
         let mut done = Done::default();
@@ -458,7 +472,7 @@ impl Fib {
         }
         // Every refusal is of a key looked at; a problem of a key looked at and not refused again
         // is over, unless the key still waits for its retry.
-        let waiting: BTreeSet<RouteKey> = waiting.iter().map(Op::key).collect();
+        let waiting: BTreeSet<RouteKey> = waiting.iter().map(Op::key).chain(held).collect();
         let over: Vec<RouteKey> =
             self.problems.keys().filter(|k| evaluated.contains(k) && !waiting.contains(k) && !refused.contains_key(k)).copied().collect();
         for key in over {
@@ -471,7 +485,112 @@ impl Fib {
                 self.report(key, want, refusal, now);
             }
         }
+        self.grow_complete_groups();
         done
+    }
+
+    /// Takes out of `ops` the replaces that only add gateways to a route through one of our
+    /// groups, and holds them ([`widen`]). Returns the rest, and the slots held.
+    fn hold_widenings(&mut self, ops: Vec<Op>, now: Instant) -> (Vec<Op>, Vec<RouteKey>) {
+        let Some(objects) = self.nexthops.as_ref().filter(|_| !self.releasing) else { return (ops, Vec::new()) };
+        let (table, widening) = (&self.table, &mut self.widening);
+        let mut held = Vec::new();
+        let ops = ops
+            .into_iter()
+            .filter(|op| {
+                let Op::Replace(key, Programmed::Via(hops)) = op else { return true };
+                let Some(form) = table.ours.get(key) else { return true };
+                match form.nh_id {
+                    Some(group)
+                        if objects.is_group(group)
+                            && nexthop::eligible(key.prefix.is_ipv4(), hops)
+                            && plan::only_gains(&form.hops, hops) =>
+                    {
+                        widening.hold(group, now);
+                        held.push(*key);
+                        false
+                    }
+                    _ => true,
+                }
+            })
+            .collect();
+        (ops, held)
+    }
+
+    /// Has each group whose routes all want the same other gateways take them in place.
+    fn grow_complete_groups(&mut self) {
+        if !self.widening.is_holding() {
+            return;
+        }
+        let ours = &self.table.ours;
+        for group in self.widening.complete(|g| ours.count_where(|f| f.nh_id == Some(g))) {
+            let Some(current) = self.nexthops.as_ref().filter(|o| o.is_group(group)).and_then(|o| o.hops_of(group)) else {
+                self.widening.settled(group);
+                continue;
+            };
+            let through = self.table.ours.iter().filter(|(_, f)| f.nh_id == Some(group)).map(|(key, _)| key);
+            let Some(hops) = plan::common_gateways(&self.wanted, &self.table, &self.metrics, through) else { continue };
+            let ipv4 = current.first().is_some_and(|h| h.via.is_ipv4());
+            if plan::same_gateways(&hops, &current) || !nexthop::eligible(ipv4, &hops) {
+                continue;
+            }
+            self.widening.settled(group);
+            self.regroup(group, hops);
+        }
+    }
+
+    /// Gives group `group` the objects of `hops` as its members: every route through it goes
+    /// via them from then on. When the kernel refuses, the routes move one by one (the held
+    /// changes are carried out when due).
+    fn regroup(&mut self, group: u32, hops: Hops) {
+        let (Some(objects), Some(writers)) = (self.nexthops.as_mut(), self.batcher.as_mut()) else { return };
+        let (members, create) = objects.prepare_regroup(&hops);
+        if !create.is_empty() {
+            let results = writers
+                .here()
+                .nexthop_requests(create.len(), |buf, seq, i| nexthop::encode_new(buf, seq, create[i].0, &create[i].1, RTPROT_GINGHAM));
+            let mut refused = false;
+            for ((id, kind), result) in create.iter().zip(results) {
+                if let Err(errno) = result {
+                    let error = std::io::Error::from_raw_os_error(errno);
+                    tracing::warn!(id, ?kind, %error, "the kernel refused a nexthop object; routes gaining its gateway move one by one");
+                    objects.forget(*id);
+                    refused = true;
+                }
+            }
+            if refused {
+                return;
+            }
+        }
+        let result = writers.here().nexthop_requests(1, |buf, seq, _| nexthop::encode_regroup(buf, seq, group, &members, RTPROT_GINGHAM));
+        if let Some(Err(errno)) = result.first() {
+            let error = std::io::Error::from_raw_os_error(*errno);
+            tracing::warn!(group, %error, "the kernel refused new members for a group; its routes move one by one");
+            return;
+        }
+        objects.regrouped(group, members, hops.clone());
+        let routes = self.table.ours.count_where(|f| f.nh_id == Some(group));
+        self.table.ours.rewrite_values(|form| (form.nh_id == Some(group)).then(|| Form { hops: hops.clone(), ..form.clone() }));
+        self.stats.regrouped += routes as u64;
+        tracing::info!(group, gateways = ?hops, routes, "a group took the gateways all its routes gained: one change for all of them");
+    }
+
+    /// The held changes are due: what no group took is carried out one route at a time.
+    async fn release_widenings(&mut self) {
+        self.grow_complete_groups();
+        let left = self.widening.release();
+        if left.is_empty() {
+            return;
+        }
+        tracing::info!(groups = ?left, "routes gaining gateways move one by one: not every route of their group gained the same");
+        // Against the model, not a new read: the held changes are what differs from it (and
+        // routes waiting for a retry, which stay waiting). Leftovers are the resync's business.
+        let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: true });
+        self.releasing = true;
+        let done = self.execute(plan, Evaluated::All).await;
+        self.releasing = false;
+        self.stats.programmed += done.installed;
+        self.stats.removed += done.removed;
     }
 
     /// Carries out `ops`: in bulk (on blocking threads when there are many: the writes are

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::plan::{Hop, Hops};
-use super::wire::{self, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use super::wire::{self, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST};
 
 pub const RTM_NEWNEXTHOP: u16 = 104;
 pub const RTM_DELNEXTHOP: u16 = 105;
@@ -145,9 +145,21 @@ impl Nexthops {
         if let Some(id) = self.by_hops.get(&key) {
             return (*id, Vec::new());
         }
+        let (members, mut create) = self.members(&key);
+        if let [single] = members[..] {
+            return (single, create);
+        }
+        let id = self.allocate();
+        self.insert(id, Kind::Group(members.clone()), key.into());
+        create.push((id, Kind::Group(members)));
+        (id, create)
+    }
+
+    /// The single-gateway object of each of `hops` (sorted), and those to create first.
+    fn members(&mut self, hops: &[Hop]) -> (Vec<u32>, Vec<(u32, Kind)>) {
         let mut create = Vec::new();
         let mut members = Vec::new();
-        for h in &key {
+        for h in hops {
             let id = match self.by_hops.get(std::slice::from_ref(h)) {
                 Some(id) => *id,
                 None => {
@@ -159,13 +171,26 @@ impl Nexthops {
             };
             members.push(id);
         }
-        if let [single] = members[..] {
-            return (single, create);
-        }
-        let id = self.allocate();
-        self.insert(id, Kind::Group(members.clone()), key.into());
-        create.push((id, Kind::Group(members)));
-        (id, create)
+        (members, create)
+    }
+
+    /// Whether `id` is one of our groups (which, unlike a single gateway's object, can take
+    /// other members in place).
+    pub fn is_group(&self, id: u32) -> bool {
+        matches!(self.objects.get(&id), Some(Object { kind: Kind::Group(_), .. }))
+    }
+
+    /// The members group `id` would have to go via `hops`, and the objects to create first.
+    /// The group itself is unchanged until [`Nexthops::regrouped`].
+    pub fn prepare_regroup(&mut self, hops: &[Hop]) -> (Vec<u32>, Vec<(u32, Kind)>) {
+        self.members(&sorted(hops))
+    }
+
+    /// The kernel took `members` as group `id`'s (a replace): every route through it now goes
+    /// via `hops`.
+    pub fn regrouped(&mut self, id: u32, members: Vec<u32>, hops: Hops) {
+        self.objects.insert(id, Object { kind: Kind::Group(members), hops });
+        self.reindex();
     }
 
     fn allocate(&mut self) -> u32 {
@@ -228,17 +253,22 @@ impl Nexthops {
                 shrunk.push((g, hops));
             }
         }
-        // The shrunk groups now stand for other sets of gateways (the same as another object's,
-        // maybe): the index is rebuilt, single objects first.
+        // The shrunk groups now stand for other sets of gateways.
+        self.reindex();
+        shrunk.sort_by_key(|(g, _)| *g);
+        gone.sort();
+        (shrunk, gone)
+    }
+
+    /// Rebuilds the index after groups changed members: two objects may now stand for the
+    /// same gateways; single objects come first, then the lowest id.
+    fn reindex(&mut self) {
         self.by_hops.clear();
         let mut ids: Vec<(&u32, &Object)> = self.objects.iter().collect();
         ids.sort_by_key(|(id, o)| (matches!(o.kind, Kind::Group(_)), **id));
         for (id, o) in ids {
             self.by_hops.entry(sorted(&o.hops)).or_insert(*id);
         }
-        shrunk.sort_by_key(|(g, _)| *g);
-        gone.sort();
-        (shrunk, gone)
     }
 
     /// Objects no route uses, directly or as a group's member: groups first, so each delete
@@ -285,15 +315,25 @@ pub fn encode_new(buf: &mut Vec<u8>, sequence: u32, id: u32, kind: &Kind, protoc
                 IpAddr::V6(a) => push_attr(buf, NHA_GATEWAY, &a.octets()),
             }
         }
-        Kind::Group(members) => {
-            push_nhmsg(buf, 0, protocol);
-            push_attr(buf, NHA_ID, &id.to_ne_bytes());
-            // struct nexthop_grp: id, weight - 1, two reserved fields.
-            let group: Vec<u8> = members.iter().flat_map(|m| [m.to_ne_bytes(), [0; 4]].concat()).collect();
-            push_attr(buf, NHA_GROUP, &group);
-        }
+        Kind::Group(members) => push_group(buf, id, members, protocol),
     }
     wire::finish(buf, start);
+}
+
+/// Appends the request that gives our group `id` these members instead of its own (every
+/// route through it follows at once). Not a create: a group the kernel no longer has fails.
+pub fn encode_regroup(buf: &mut Vec<u8>, sequence: u32, id: u32, members: &[u32], protocol: u8) {
+    let start = wire::push_header(buf, RTM_NEWNEXTHOP, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE, sequence);
+    push_group(buf, id, members, protocol);
+    wire::finish(buf, start);
+}
+
+fn push_group(buf: &mut Vec<u8>, id: u32, members: &[u32], protocol: u8) {
+    push_nhmsg(buf, 0, protocol);
+    push_attr(buf, NHA_ID, &id.to_ne_bytes());
+    // struct nexthop_grp: id, weight - 1, two reserved fields.
+    let group: Vec<u8> = members.iter().flat_map(|m| [m.to_ne_bytes(), [0; 4]].concat()).collect();
+    push_attr(buf, NHA_GROUP, &group);
 }
 
 /// Appends the request that deletes object `id`.
@@ -382,6 +422,30 @@ mod tests {
         assert!(shrunk.is_empty());
         assert_eq!(gone, [ab]);
         assert!(n.is_empty());
+    }
+
+    #[test]
+    fn a_shrunk_group_takes_a_returning_gateway_back_in_place() {
+        let (a, b) = (hop("198.18.1.2", 2), hop("198.18.1.3", 2));
+        let mut n = Nexthops::default();
+        let (group, _) = n.prepare(&[a, b]);
+        let a_id = n.via(a.via, None)[0];
+        let b_id = n.via(b.via, None)[0];
+        n.deleted(b_id);
+        assert_eq!(n.hops_of(group).unwrap().as_ref(), [a]);
+        assert!(n.is_group(group) && !n.is_group(a_id));
+        // B returns: a new object for it, and the group's members are A's and B's.
+        let (members, create) = n.prepare_regroup(&[b, a]);
+        assert_eq!(create.len(), 1);
+        let (b_new, Kind::Gateway(made)) = &create[0] else { panic!("{create:?}") };
+        assert_eq!(*made, b);
+        assert_eq!(members, [a_id, *b_new]);
+        assert_eq!(n.hops_of(group).unwrap().as_ref(), [a], "unchanged until the kernel takes it");
+        n.regrouped(group, members, Hops::from([a, b]));
+        assert_eq!(n.hops_of(group).unwrap().as_ref(), [a, b]);
+        // New routes via both go through the group again, not through a second one.
+        assert_eq!(n.prepare(&[b, a]), (group, Vec::new()));
+        assert_eq!(n.prepare(&[a]), (a_id, Vec::new()));
     }
 
     #[test]

@@ -175,13 +175,24 @@ impl Form {
         match want {
             Programmed::Blackhole => self.kind == RouteKind::Blackhole,
             Programmed::Device(index) => self.kind == RouteKind::Unicast && self.hops.is_empty() && self.oif == Some(*index),
-            // The same set of gateways, in any order (a handful at most: no sets built).
-            Programmed::Via(hops) | Programmed::Object { hops, .. } => {
-                let within = |a: &[Hop], b: &[Hop]| a.iter().all(|h| b.iter().any(|x| x.via == h.via));
-                self.kind == RouteKind::Unicast && within(hops, &self.hops) && within(&self.hops, hops)
-            }
+            Programmed::Via(hops) | Programmed::Object { hops, .. } => self.kind == RouteKind::Unicast && same_gateways(hops, &self.hops),
         }
     }
+}
+
+/// Whether every gateway of `a` is one of `b`'s (a handful at most: no sets built).
+fn within(a: &[Hop], b: &[Hop]) -> bool {
+    a.iter().all(|h| b.iter().any(|x| x.via == h.via))
+}
+
+/// The same set of gateways, in any order.
+pub fn same_gateways(a: &[Hop], b: &[Hop]) -> bool {
+    within(a, b) && within(b, a)
+}
+
+/// Whether going from `from` to `to` only adds gateways: every path the route has stays good.
+pub fn only_gains(from: &[Hop], to: &[Hop]) -> bool {
+    within(from, to) && !within(to, from)
 }
 
 /// The routes the agent wants, by prefix and class.
@@ -347,6 +358,35 @@ pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics
     out
 }
 
+/// The gateways every one of `keys` (slots of our routes) is wanted via, when that is the same
+/// set for all of them and each could be installed: what one group they all go through can be
+/// changed to, in place of a change per route. `None` for no keys.
+pub fn common_gateways(
+    wanted: &Wanted,
+    kernel: &KernelTable,
+    metrics: &RouteMetrics,
+    keys: impl IntoIterator<Item = RouteKey>,
+) -> Option<Hops> {
+    let mut resolved = Resolved::default();
+    // Routes with the same next hops share one list: one resolution per list.
+    let mut lists: HashMap<*const [Gateway], Option<Hops>, FastHash> = HashMap::default();
+    let mut common: Option<Hops> = None;
+    for key in keys {
+        if kernel.foreign.contains_key(&key) {
+            return None;
+        }
+        let Target::Gateways(next_hops) = wanted.get(&metrics.want_of(&key)?)? else { return None };
+        let hops =
+            lists.entry(Arc::as_ptr(next_hops)).or_insert_with(|| resolve_all(next_hops, kernel, metrics, &mut resolved).ok()).clone()?;
+        match &common {
+            Some(c) if !same_gateways(c, &hops) => return None,
+            Some(_) => {}
+            None => common = Some(hops),
+        }
+    }
+    common
+}
+
 /// Next hops resolved so far, by address.
 pub(super) type Resolved = HashMap<IpAddr, Result<Hops, Refusal>, FastHash>;
 
@@ -491,6 +531,41 @@ mod tests {
         assert_eq!(deleted, [net("198.19.5.0/26"), net("198.19.6.0/26")]);
         let adopting = plan(&wanted, &t, &METRICS, Scope::Everything { adopting: true });
         assert!(adopting.ops.is_empty(), "a restarted agent keeps its routes until BGP has resynchronised");
+    }
+
+    #[test]
+    fn routes_share_gateways_only_when_every_one_is_wanted_via_the_same_set() {
+        let t = node_table();
+        let key = |p: &str| RouteKey { prefix: net(p), metric: 2048 };
+        let both = ["198.18.0.12", "198.18.0.13"];
+        let wanted = want([
+            learned("198.19.5.0/26", &both),
+            learned("198.19.6.0/26", &["198.18.0.13", "198.18.0.12"]),
+            learned("198.19.7.0/26", &["198.18.0.12"]),
+            learned("198.18.9.0/24", &both),
+        ]);
+        let common = common_gateways(&wanted, &t, &METRICS, [key("198.19.5.0/26"), key("198.19.6.0/26")]);
+        let vias: Vec<IpAddr> = common.expect("the same set, in another order").iter().map(|h| h.via).collect();
+        assert_eq!(vias, [ip("198.18.0.12"), ip("198.18.0.13")]);
+        assert_eq!(common_gateways(&wanted, &t, &METRICS, [key("198.19.5.0/26"), key("198.19.7.0/26")]), None, "one fewer");
+        assert_eq!(common_gateways(&wanted, &t, &METRICS, [key("198.19.5.0/26"), key("198.19.8.0/26")]), None, "one not wanted");
+        assert_eq!(common_gateways(&wanted, &t, &METRICS, []), None);
+        // Another protocol's route in a slot: ours there would be refused, not changed.
+        let mut t = t;
+        let wanted = want([learned("198.19.5.0/26", &both), learned("198.19.9.0/26", &both)]);
+        let keys = [key("198.19.5.0/26"), key("198.19.9.0/26")];
+        assert!(common_gateways(&wanted, &t, &METRICS, keys).is_some());
+        t.insert(route("198.19.9.0/26", 2048, 4, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
+        assert_eq!(common_gateways(&wanted, &t, &METRICS, keys), None);
+    }
+
+    #[test]
+    fn only_gains_means_every_gateway_stays_and_one_more_comes() {
+        let h = |vias: &[&str]| -> Vec<Hop> { vias.iter().map(|v| Hop { via: ip(v), dev: Some(2) }).collect() };
+        assert!(only_gains(&h(&["198.18.0.12"]), &h(&["198.18.0.13", "198.18.0.12"])));
+        assert!(!only_gains(&h(&["198.18.0.12"]), &h(&["198.18.0.12"])), "the same is no gain");
+        assert!(!only_gains(&h(&["198.18.0.12", "198.18.0.14"]), &h(&["198.18.0.12", "198.18.0.13"])), "one lost");
+        assert!(!only_gains(&h(&["198.18.0.12"]), &h(&["198.18.0.13"])));
     }
 
     #[test]

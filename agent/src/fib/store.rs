@@ -124,6 +124,11 @@ impl<T: Clone + Eq + Hash> Interner<T> {
         self.values.iter().flatten().map(|(v, _)| v)
     }
 
+    /// Each distinct value with the number of keys that have it.
+    fn counted(&self) -> impl Iterator<Item = (&T, u32)> {
+        self.values.iter().flatten().map(|(v, refs)| (v, *refs))
+    }
+
     /// Rewrites values in place (each distinct one once, however many keys have it).
     fn rewrite(&mut self, mut change: impl FnMut(&T) -> Option<T>) {
         let mut changed = false;
@@ -210,6 +215,12 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     /// Each distinct value once.
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.values.live()
+    }
+
+    /// How many keys have a value that `matches`: a count per distinct value, without a walk
+    /// over the keys.
+    pub fn count_where(&self, mut matches: impl FnMut(&T) -> bool) -> usize {
+        self.values.counted().filter(|(v, _)| matches(v)).map(|(_, refs)| refs as usize).sum()
     }
 
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &T) -> bool) {

@@ -11,6 +11,7 @@ pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_REPLACE: u16 = 0x100;
 
 /// The messages in a buffer read from a netlink socket: type, sequence number, payload. Ends at
 /// the first message that does not fit.

@@ -98,25 +98,34 @@ pub fn run(prefixes: usize) -> Result<String> {
         ours.peak_kib as f64 / bird.peak_kib as f64,
         ours.idle_cpu_percent / bird.idle_cpu_percent.max(0.01),
     ) + &format!(
-        "The same table from two ToRs (ECMP); ToR 2's session ends: until no route in the node's kernel goes via ToR 2, and the agent's route operations for it\n\
-         {:<42} {:>10} {:>12} {:>12}\n\
-         {:<42} {:>10.3} {:>12} {:>12.3}\n\
-         {:<42} {:>10.3} {:>12} {:>12.3}\n\
-         {:<42} {:>9.3}x\n",
+        "The same table from two ToRs (ECMP); ToR 2's session ends: until no route in the node's kernel goes via ToR 2, and the agent's route operations for it; then ToR 2 sends its table again: until every route goes via it again, and the route operations\n\
+         {:<42} {:>10} {:>12} {:>12} {:>12} {:>14}\n\
+         {:<42} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
+         {:<42} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
+         {:<42} {:>9.3}x {:>12} {:>12} {:>11.3}x\n",
         "",
         "time s",
         "route ops",
         "poll s",
+        "back s",
+        "back route ops",
         "gingham-agent, nexthop objects",
         s(objects.time),
         objects.operations,
         s(objects.poll),
+        s(objects.back),
+        objects.back_operations,
         "gingham-agent, gateways in each route",
         s(gateways.time),
         gateways.operations,
         s(gateways.poll),
+        s(gateways.back),
+        gateways.back_operations,
         "objects / gateways",
         s(objects.time) / s(gateways.time),
+        "",
+        "",
+        s(objects.back) / s(gateways.back),
     ))
 }
 
@@ -186,12 +195,16 @@ fn gingham(prefixes: usize) -> Result<Side> {
 
 /// One of two ToRs going away while the node holds the same table from both (ECMP): from the
 /// moment ToR 2's session ends until no route in the node's kernel goes via it, and the route
-/// operations the agent made for that; with the agent's nexthop objects, and without.
+/// operations the agent made for that; then ToR 2 coming back: from the moment it starts
+/// sending its table again until every route goes via it again, and the operations for that;
+/// with the agent's nexthop objects, and without.
 struct Failover {
     time: Duration,
     operations: u64,
     /// How long one poll of the kernel took: the resolution of `time`.
     poll: Duration,
+    back: Duration,
+    back_operations: u64,
 }
 
 const TOR2: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 13);
@@ -234,11 +247,31 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
     std::thread::sleep(Duration::from_secs(3));
     let operations = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")? - before;
     let _ = reader.join();
+
+    // ToR 2 comes back with the same table.
+    let mut injector = establish_all(&lab.fabric.hosts[2].ns, vec![TOR2], NODE)?.pop().context("ToR 2 again")?;
+    let reader = injector.spawn_reader(None);
+    let table = encode_updates(0..prefixes, TOR2, true)?;
+    let before = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
+    let back = in_netns(node_ns, move || {
+        let start = Instant::now();
+        injector.write(&table)?;
+        while through(TOR2)? < prefixes {
+            anyhow::ensure!(start.elapsed() < LIMIT, "routes did not go via ToR 2 again");
+        }
+        Ok((start.elapsed(), injector))
+    });
+    let (back, injector) = back?;
+    anyhow::ensure!(in_netns(node_ns, || through(TOR))? >= prefixes, "routes via ToR 1 went");
+    std::thread::sleep(Duration::from_secs(3));
+    let back_operations = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")? - before;
+    injector.shutdown();
+    let _ = reader.join();
     for (injector, reader, _) in tors {
         injector.shutdown();
         let _ = reader.join();
     }
-    Ok(Failover { time, operations, poll })
+    Ok(Failover { time, operations, poll, back, back_operations })
 }
 
 /// Our routes in the calling thread's namespace that go via `gateway` (alone or among others).
