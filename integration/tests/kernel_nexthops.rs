@@ -1,7 +1,9 @@
 //! The FIB syncer through kernel nexthop objects, in a namespace of its own (root): routes
-//! through gateways name one shared object per gateway and per ECMP set; a gateway the speaker
-//! says is gone is one delete, after which the kernel has moved or removed every route through
-//! it and the speaker's route changes find nothing left to do; an agent restarted adopts the
+//! through gateways name one shared group per set of gateways (of one gateway too), over one
+//! object per gateway; a gateway the speaker says is gone is one delete, after which the
+//! kernel has moved or removed every route through it and the speaker's route changes find
+//! nothing left to do; a gateway arriving or coming back joins the group in place, and what
+//! only part of a group gains moves route by route; an agent restarted adopts the
 //! objects it finds; with objects turned off routes carry their gateways as before; a burst
 //! larger than the FIB plans at once is installed and removed whole; the FIB's own read of the
 //! kernel finds what the rtnetlink handle finds.
@@ -226,6 +228,34 @@ fn a_returning_gateway_rejoins_its_group_in_place_not_one_change_per_route() {
         let again = barrier(&ns, &fib, 3).await;
         assert_eq!(again.programmed, back.programmed + 1, "{again:?}");
         assert!(learned_lines(&ns).iter().all(|l| nhid(l) == Some(group) && !l.contains(B)));
+    });
+}
+
+/// A node's first ToR's table arrives before the second ToR's (as it does at every start):
+/// the routes through A alone go through a group of one, which B then joins in place.
+#[test]
+fn a_second_gateway_arriving_joins_the_group_of_the_first_in_place() {
+    let ns = namespace();
+    let name = ns.name().to_string();
+    inside(&ns, async move || {
+        let ns = name;
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        set_all(&fib, Some(via(&[A]))).await;
+        wait_programmed(&fib, ROUTES.into()).await;
+        let objs = objects(&ns);
+        assert_eq!(objs.len(), 2, "A's object and a group of it alone: {objs:#?}");
+        let group = objs.iter().find(|l| l.contains("group")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let group = group.expect("a group object");
+        let lines = learned_lines(&ns);
+        assert!(lines.iter().all(|l| nhid(l) == Some(group) && l.contains(&format!("via {A} "))), "{:?}", &lines[..3]);
+
+        set_all(&fib, Some(via(&[A, B]))).await;
+        let stats = barrier(&ns, &fib, 1).await;
+        assert_eq!(first_not_via_both(&ns), None, "every route goes via both");
+        assert!(learned_lines(&ns).iter().all(|l| nhid(l) == Some(group)), "through the same group: {:?}", &learned_lines(&ns)[..3]);
+        assert_eq!(stats.programmed, u64::from(ROUTES) + 1, "no route was written again, only the barrier: {stats:?}");
+        assert_eq!(stats.regrouped, u64::from(ROUTES), "{stats:?}");
+        assert_eq!(objects(&ns).len(), 3, "{:#?}", objects(&ns));
     });
 }
 

@@ -2,11 +2,14 @@
 //! messages that make, delete and list them.
 //!
 //! A route through gateways names one object (`RTA_NH_ID`) instead of carrying the gateways:
-//! one object per gateway, one group object per set of gateways (ECMP), shared by every route
+//! one object per gateway, and one group object per set of gateways, shared by every route
 //! through them. What this buys is the change of a gateway: when a ToR's session ends, deleting
 //! its object is one operation, and the kernel itself takes the gateway out of every group
 //! and deletes the routes that had no other way, where routes that carry their gateways need
-//! one replace or delete each (100,000 for a full table).
+//! one replace or delete each (100,000 for a full table). A route goes through a group even
+//! when it has one gateway: a second ToR arriving, or the first coming back, is then the
+//! group taking another member in place (see `widen.rs`), not a replace per route (a single
+//! gateway's object cannot become a group).
 //!
 //! Objects carry our protocol number like our routes, so a restarted agent finds and adopts
 //! them, and another daemon's objects are never touched. Ids are ours to choose (the kernel
@@ -65,14 +68,16 @@ struct Object {
 #[derive(Debug)]
 pub struct Nexthops {
     objects: HashMap<u32, Object>,
-    /// The object to use for a set of gateways (sorted).
-    by_hops: HashMap<Vec<Hop>, u32>,
+    /// The object of each gateway.
+    singles: HashMap<Hop, u32>,
+    /// The group routes go through for a set of gateways (sorted).
+    groups: HashMap<Vec<Hop>, u32>,
     next_id: u32,
 }
 
 impl Default for Nexthops {
     fn default() -> Self {
-        Nexthops { objects: HashMap::new(), by_hops: HashMap::new(), next_id: FIRST_ID }
+        Nexthops { objects: HashMap::new(), singles: HashMap::new(), groups: HashMap::new(), next_id: FIRST_ID }
     }
 }
 
@@ -93,7 +98,8 @@ impl Nexthops {
     /// Starts over from the kernel's list: ours are those with our protocol.
     pub fn load(&mut self, listed: Vec<Listed>, our_protocol: u8) {
         self.objects.clear();
-        self.by_hops.clear();
+        self.singles.clear();
+        self.groups.clear();
         let ours: Vec<(u32, Kind)> =
             listed.into_iter().filter(|l| l.protocol == our_protocol).filter_map(|l| Some((l.id, l.kind?))).collect();
         for (id, kind) in &ours {
@@ -121,7 +127,10 @@ impl Nexthops {
     }
 
     fn insert(&mut self, id: u32, kind: Kind, hops: Hops) {
-        self.by_hops.entry(sorted(&hops)).or_insert(id);
+        match kind {
+            Kind::Gateway(h) => self.singles.entry(h).or_insert(id),
+            Kind::Group(_) => self.groups.entry(sorted(&hops)).or_insert(id),
+        };
         self.objects.insert(id, Object { kind, hops });
     }
 
@@ -137,18 +146,15 @@ impl Nexthops {
         self.objects.get(&id).map(|o| o.hops.clone())
     }
 
-    /// The object for `hops`, and the objects to create first (members before their group) when
+    /// The group for `hops`, and the objects to create first (members before their group) when
     /// there is none yet. The model counts them as made; [`Nexthops::forget`] undoes one the
     /// kernel refused.
     pub fn prepare(&mut self, hops: &[Hop]) -> (u32, Vec<(u32, Kind)>) {
         let key = sorted(hops);
-        if let Some(id) = self.by_hops.get(&key) {
+        if let Some(id) = self.groups.get(&key) {
             return (*id, Vec::new());
         }
         let (members, mut create) = self.members(&key);
-        if let [single] = members[..] {
-            return (single, create);
-        }
         let id = self.allocate();
         self.insert(id, Kind::Group(members.clone()), key.into());
         create.push((id, Kind::Group(members)));
@@ -160,7 +166,7 @@ impl Nexthops {
         let mut create = Vec::new();
         let mut members = Vec::new();
         for h in hops {
-            let id = match self.by_hops.get(std::slice::from_ref(h)) {
+            let id = match self.singles.get(h) {
                 Some(id) => *id,
                 None => {
                     let id = self.allocate();
@@ -205,7 +211,8 @@ impl Nexthops {
     /// Drops an object the kernel did not make (or no longer holds), and every group over it.
     pub fn forget(&mut self, id: u32) {
         let Some(gone) = self.objects.remove(&id) else { return };
-        self.by_hops.retain(|_, v| *v != id);
+        self.singles.retain(|_, v| *v != id);
+        self.groups.retain(|_, v| *v != id);
         if let Kind::Gateway(_) = gone.kind {
             let groups: Vec<u32> =
                 self.objects.iter().filter(|(_, o)| matches!(&o.kind, Kind::Group(m) if m.contains(&id))).map(|(g, _)| *g).collect();
@@ -260,14 +267,15 @@ impl Nexthops {
         (shrunk, gone)
     }
 
-    /// Rebuilds the index after groups changed members: two objects may now stand for the
-    /// same gateways; single objects come first, then the lowest id.
+    /// Rebuilds the indexes after groups changed members: two groups may now stand for the
+    /// same gateways; the lowest id is the one new routes use.
     fn reindex(&mut self) {
-        self.by_hops.clear();
-        let mut ids: Vec<(&u32, &Object)> = self.objects.iter().collect();
-        ids.sort_by_key(|(id, o)| (matches!(o.kind, Kind::Group(_)), **id));
+        self.singles.clear();
+        self.groups.clear();
+        let mut ids: Vec<(u32, Object)> = self.objects.drain().collect();
+        ids.sort_by_key(|(id, _)| *id);
         for (id, o) in ids {
-            self.by_hops.entry(sorted(&o.hops)).or_insert(*id);
+            self.insert(id, o.kind, o.hops);
         }
     }
 
@@ -396,31 +404,36 @@ mod tests {
     #[test]
     fn one_object_per_gateway_and_one_group_per_set_in_any_order() {
         let mut n = Nexthops::default();
-        let (a, made) = n.prepare(&[hop("198.18.0.2", 3)]);
-        assert_eq!(made, [(a, Kind::Gateway(hop("198.18.0.2", 3)))]);
+        let (ga, made) = n.prepare(&[hop("198.18.0.2", 3)]);
+        let a = made[0].0;
+        assert_eq!(made, [(a, Kind::Gateway(hop("198.18.0.2", 3))), (ga, Kind::Group(vec![a]))], "one gateway goes through a group too");
         let (g, made) = n.prepare(&[hop("198.18.0.3", 3), hop("198.18.0.2", 3)]);
         let b = made[0].0;
         assert_eq!(made, [(b, Kind::Gateway(hop("198.18.0.3", 3))), (g, Kind::Group(vec![a, b]))], "the missing member first");
         assert_eq!(n.prepare(&[hop("198.18.0.2", 3), hop("198.18.0.3", 3)]), (g, vec![]));
-        assert_eq!(n.prepare(&[hop("198.18.0.3", 3)]), (b, vec![]));
-        assert_eq!(n.len(), 3);
+        assert_eq!(n.prepare(&[hop("198.18.0.2", 3)]), (ga, vec![]));
+        let (gb, made) = n.prepare(&[hop("198.18.0.3", 3)]);
+        assert_eq!(made, [(gb, Kind::Group(vec![b]))], "B's object exists; its group is new");
+        assert_eq!(n.len(), 5);
+        assert!(n.is_group(ga) && n.is_group(g) && !n.is_group(a));
     }
 
     #[test]
     fn a_deleted_gateway_leaves_its_groups_and_a_group_of_it_alone_goes() {
         let mut n = Nexthops::default();
-        let (a, _) = n.prepare(&[hop("198.18.0.2", 3)]);
+        let (ga, made) = n.prepare(&[hop("198.18.0.2", 3)]);
+        let a = made[0].0;
         let (ab, made) = n.prepare(&[hop("198.18.0.2", 3), hop("198.18.0.3", 3)]);
         let b = made[0].0;
         let (shrunk, gone) = n.deleted(b);
         assert_eq!(shrunk, [(ab, Hops::from([hop("198.18.0.2", 3)]))]);
         assert!(gone.is_empty());
         assert_eq!(n.hops_of(ab), Some(Hops::from([hop("198.18.0.2", 3)])));
-        // The gateway's own object stays the one for that gateway alone.
-        assert_eq!(n.prepare(&[hop("198.18.0.2", 3)]), (a, vec![]));
+        // Two groups now stand for A alone: new routes take the older.
+        assert_eq!(n.prepare(&[hop("198.18.0.2", 3)]), (ga, vec![]));
         let (shrunk, gone) = n.deleted(a);
         assert!(shrunk.is_empty());
-        assert_eq!(gone, [ab]);
+        assert_eq!(gone, [ga, ab]);
         assert!(n.is_empty());
     }
 
@@ -443,9 +456,11 @@ mod tests {
         assert_eq!(n.hops_of(group).unwrap().as_ref(), [a], "unchanged until the kernel takes it");
         n.regrouped(group, members, Hops::from([a, b]));
         assert_eq!(n.hops_of(group).unwrap().as_ref(), [a, b]);
-        // New routes via both go through the group again, not through a second one.
+        // New routes via both go through the group again, not through a second one; A alone
+        // has no group any more.
         assert_eq!(n.prepare(&[b, a]), (group, Vec::new()));
-        assert_eq!(n.prepare(&[a]), (a_id, Vec::new()));
+        let (ga, made) = n.prepare(&[a]);
+        assert_eq!(made, [(ga, Kind::Group(vec![a_id]))]);
     }
 
     #[test]
@@ -453,10 +468,11 @@ mod tests {
         let mut n = Nexthops::default();
         let (ab, made) = n.prepare(&[hop("198.18.0.2", 3), hop("198.18.0.3", 3)]);
         let (a, b) = (made[0].0, made[1].0);
-        let (c, _) = n.prepare(&[hop("198.18.0.4", 3)]);
-        assert_eq!(n.unused(&[ab].into()), [c]);
-        assert_eq!(n.unused(&[a].into()), [ab, b, c]);
-        assert!(n.unused(&[ab, c].into()).is_empty());
+        let (gc, made) = n.prepare(&[hop("198.18.0.4", 3)]);
+        let c = made[0].0;
+        assert_eq!(n.unused(&[ab].into()), [gc, c]);
+        assert_eq!(n.unused(&[a].into()), [ab, gc, b, c]);
+        assert!(n.unused(&[ab, gc].into()).is_empty());
     }
 
     #[test]
@@ -474,8 +490,9 @@ mod tests {
         assert_eq!(n.len(), 3, "ours, and no group over another daemon's object");
         assert_eq!(n.prepare(&[hop("198.18.0.3", 3), hop("198.18.0.2", 3)]), (FIRST_ID + 6, vec![]));
         assert_eq!(n.via("198.18.0.9".parse().unwrap(), None), Vec::<u32>::new());
-        let (id, _) = n.prepare(&[hop("198.18.0.4", 3)]);
-        assert_eq!(id, FIRST_ID + 10);
+        let (id, made) = n.prepare(&[hop("198.18.0.4", 3)]);
+        assert_eq!(made[0].0, FIRST_ID + 10);
+        assert_eq!(id, FIRST_ID + 11);
     }
 
     #[test]

@@ -216,14 +216,17 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
         let (injector, reader) = tor(&lab, name, addr, host)?;
         tors.push((injector, reader, encode_updates(0..prefixes, addr, true)?));
     }
-    // ToR 1's table first, then ToR 2's: every route is replaced once, by its ECMP pair.
-    for (round, (injector, _, table)) in tors.iter().enumerate() {
-        let installed = fib_operations(&lab, "install")?;
-        injector.write(table)?;
-        wait_operations(&lab, "install", installed, prefixes).with_context(|| format!("round {round}"))?;
-    }
+    // ToR 1's table first, then ToR 2's: every route gains ToR 2 (through its group with
+    // objects, replaced without).
     let node_ns = &lab.fabric.hosts[0].ns;
-    anyhow::ensure!(in_netns(node_ns, || through(TOR2))? >= prefixes, "the routes do not go via both ToRs");
+    for (round, ((injector, _, table), addr)) in tors.iter().zip([TOR, TOR2]).enumerate() {
+        injector.write(table)?;
+        wait_for(&format!("round {round}: every route via {addr}"), LIMIT, || {
+            std::thread::sleep(Duration::from_millis(20));
+            (in_netns(node_ns, move || through(addr)).ok()? >= prefixes).then_some(())
+        })?;
+    }
+    anyhow::ensure!(in_netns(node_ns, || through(TOR))? >= prefixes, "the routes do not go via both ToRs");
     let before = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
     let (injector, reader, _) = tors.pop().context("ToR 2")?;
     // Polled from inside the node's namespace with a netlink dump, counted without decoding
