@@ -98,30 +98,34 @@ pub fn run(prefixes: usize) -> Result<String> {
         ours.peak_kib as f64 / bird.peak_kib as f64,
         ours.idle_cpu_percent / bird.idle_cpu_percent.max(0.01),
     ) + &format!(
-        "The same table from two ToRs (ECMP); ToR 2's session ends: until no route in the node's kernel goes via ToR 2, and the agent's route operations for it; then ToR 2 sends its table again: until every route goes via it again, and the route operations\n\
-         {:<42} {:>10} {:>12} {:>12} {:>12} {:>14}\n\
-         {:<42} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
-         {:<42} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
-         {:<42} {:>9.3}x {:>12} {:>12} {:>11.3}x\n",
+        "The same table from two ToRs (ECMP), ToR 1's first, then ToR 2's: the route operations for both; ToR 2's session ends: until no route in the node's kernel goes via ToR 2, and the agent's route operations for it; then ToR 2 sends its table again: until every route goes via it again, and the route operations\n\
+         {:<42} {:>10} {:>10} {:>12} {:>12} {:>12} {:>14}\n\
+         {:<42} {:>10} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
+         {:<42} {:>10} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
+         {:<42} {:>10} {:>9.3}x {:>12} {:>12} {:>11.3}x\n",
         "",
+        "both ops",
         "time s",
         "route ops",
         "poll s",
         "back s",
         "back route ops",
         "gingham-agent, nexthop objects",
+        objects.arrive_operations,
         s(objects.time),
         objects.operations,
         s(objects.poll),
         s(objects.back),
         objects.back_operations,
         "gingham-agent, gateways in each route",
+        gateways.arrive_operations,
         s(gateways.time),
         gateways.operations,
         s(gateways.poll),
         s(gateways.back),
         gateways.back_operations,
         "objects / gateways",
+        "",
         s(objects.time) / s(gateways.time),
         "",
         "",
@@ -205,6 +209,8 @@ struct Failover {
     poll: Duration,
     back: Duration,
     back_operations: u64,
+    /// The route operations for ToR 1's table and then ToR 2's, before any of it.
+    arrive_operations: u64,
 }
 
 const TOR2: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 13);
@@ -219,6 +225,7 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
     // ToR 1's table first, then ToR 2's: every route gains ToR 2 (through its group with
     // objects, replaced without).
     let node_ns = &lab.fabric.hosts[0].ns;
+    let before = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
     for (round, ((injector, _, table), addr)) in tors.iter().zip([TOR, TOR2]).enumerate() {
         injector.write(table)?;
         wait_for(&format!("round {round}: every route via {addr}"), LIMIT, || {
@@ -227,7 +234,11 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
         })?;
     }
     anyhow::ensure!(in_netns(node_ns, || through(TOR))? >= prefixes, "the routes do not go via both ToRs");
-    let before = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
+    // As below: the last changes may still be on their way.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
+    let arrive_operations = after - before;
+    let before = after;
     let (injector, reader, _) = tors.pop().context("ToR 2")?;
     // Polled from inside the node's namespace with a netlink dump, counted without decoding
     // each route (`ip route show` takes a second to print the table).
@@ -274,7 +285,7 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
         injector.shutdown();
         let _ = reader.join();
     }
-    Ok(Failover { time, operations, poll, back, back_operations })
+    Ok(Failover { time, operations, poll, back, back_operations, arrive_operations })
 }
 
 /// Our routes in the calling thread's namespace that go via `gateway` (alone or among others).
