@@ -117,6 +117,21 @@ fn objects(ns: &str) -> Vec<String> {
     ip(ns, &["nexthop", "show", "proto", "80"]).lines().map(str::to_string).collect()
 }
 
+/// A FIB with every learned route set to `target` and installed.
+async fn fib_with_all(target: Target) -> FibHandle {
+    let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+    set_all(&fib, Some(target)).await;
+    wait_programmed(&fib, ROUTES.into()).await;
+    fib
+}
+
+/// The id of our one group object.
+fn group_id(ns: &str) -> u32 {
+    let objs = objects(ns);
+    let group = objs.iter().find(|l| l.contains("group")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
+    group.unwrap_or_else(|| panic!("no group object: {objs:#?}"))
+}
+
 fn nhid(line: &str) -> Option<u32> {
     let mut words = line.split_whitespace();
     words.by_ref().find(|w| *w == "nhid")?;
@@ -129,18 +144,15 @@ fn a_gone_gateway_is_one_object_delete_not_one_change_per_route() {
     let probe = ns.name().to_string();
     inside(&ns, async move || {
         let ns = probe;
-        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
-        set_all(&fib, Some(via(&[A, B]))).await;
-        wait_programmed(&fib, ROUTES.into()).await;
+        let fib = fib_with_all(via(&[A, B])).await;
 
         // One gateway object each and one group, shared by every route.
         let objs = objects(&ns);
         assert_eq!(objs.len(), 3, "{objs:#?}");
-        let group = objs.iter().find(|l| l.contains("group")).expect("a group object");
-        let group_id: u32 = group.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let group = group_id(&ns);
         let lines = learned_lines(&ns);
         assert_eq!(lines.len(), ROUTES as usize);
-        assert!(lines.iter().all(|l| nhid(l) == Some(group_id)), "{:?}", &lines[..3]);
+        assert!(lines.iter().all(|l| nhid(l) == Some(group)), "{:?}", &lines[..3]);
 
         // B's session ends: the speaker says so, then moves every prefix to A alone.
         fib.gateways_gone(vec![gateway(B)]).await;
@@ -153,7 +165,7 @@ fn a_gone_gateway_is_one_object_delete_not_one_change_per_route() {
         assert!(!objs.iter().any(|l| l.contains(B)), "{objs:#?}");
         let lines = learned_lines(&ns);
         assert_eq!(lines.len(), ROUTES as usize);
-        assert!(lines.iter().all(|l| nhid(l) == Some(group_id) && !l.contains(B)), "{:?}", &lines[..3]);
+        assert!(lines.iter().all(|l| nhid(l) == Some(group) && !l.contains(B)), "{:?}", &lines[..3]);
         let get = ip(&ns, &["route", "get", "198.19.0.7"]);
         assert!(get.contains(&format!("via {A}")), "{get}");
 
@@ -200,11 +212,8 @@ fn a_returning_gateway_rejoins_its_group_in_place_not_one_change_per_route() {
     let name = ns.name().to_string();
     inside(&ns, async move || {
         let ns = name;
-        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
-        set_all(&fib, Some(via(&[A, B]))).await;
-        wait_programmed(&fib, ROUTES.into()).await;
-        let group = objects(&ns).iter().find(|l| l.contains("group")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
-        let group = group.expect("a group object");
+        let fib = fib_with_all(via(&[A, B])).await;
+        let group = group_id(&ns);
         fib.gateways_gone(vec![gateway(B)]).await;
         set_all(&fib, Some(via(&[A]))).await;
         let away = barrier(&ns, &fib, 1).await;
@@ -239,13 +248,10 @@ fn a_second_gateway_arriving_joins_the_group_of_the_first_in_place() {
     let name = ns.name().to_string();
     inside(&ns, async move || {
         let ns = name;
-        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
-        set_all(&fib, Some(via(&[A]))).await;
-        wait_programmed(&fib, ROUTES.into()).await;
+        let fib = fib_with_all(via(&[A])).await;
         let objs = objects(&ns);
         assert_eq!(objs.len(), 2, "A's object and a group of it alone: {objs:#?}");
-        let group = objs.iter().find(|l| l.contains("group")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
-        let group = group.expect("a group object");
+        let group = group_id(&ns);
         let lines = learned_lines(&ns);
         assert!(lines.iter().all(|l| nhid(l) == Some(group) && l.contains(&format!("via {A} "))), "{:?}", &lines[..3]);
 
@@ -268,9 +274,7 @@ fn routes_gaining_a_gateway_their_whole_group_does_not_gain_move_one_by_one() {
     let name = ns.name().to_string();
     inside(&ns, async move || {
         let ns = name;
-        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
-        set_all(&fib, Some(via(&[A, B]))).await;
-        wait_programmed(&fib, ROUTES.into()).await;
+        let fib = fib_with_all(via(&[A, B])).await;
         fib.gateways_gone(vec![gateway(B)]).await;
         set_all(&fib, Some(via(&[A]))).await;
         let away = barrier(&ns, &fib, 1).await;
