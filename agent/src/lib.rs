@@ -86,15 +86,14 @@ pub async fn run(config: Config, log_level: Option<LogLevelSetter>) -> anyhow::R
         netlink::write_sysctl("net/ipv6/conf/all/forwarding", "1").context("enable IPv6 forwarding")?;
     }
 
-    // Routes of ours already in the kernel mean an agent ran before: a graceful restart.
-    let restarting = fib::kernel::has_our_routes(&netlink).await?;
     let metrics = Arc::new(metrics::Metrics::new());
     let fib_options = fib::FibOptions {
         learned_metric: config.learned_route_metric,
         failures: metrics.route_failures.clone(),
         kernel_nexthops: config.kernel_nexthops,
     };
-    let fib = fib::spawn(netlink.clone(), fib_options);
+    // Routes of ours already in the kernel mean an agent ran before: a graceful restart.
+    let (fib, restarting) = fib::start(netlink.clone(), fib_options).await?;
     let mut speaker_config = SpeakerConfig::new(node::router_id(address), local_as);
     speaker_config.listen = desired::listen_addresses(&bgp_config, address, address6);
     speaker_config.hostname = Some(config.node_name.clone());

@@ -62,12 +62,6 @@ pub(super) async fn read(handle: &Handle, dumper: Option<&mut Batcher>) -> anyho
     Ok(table)
 }
 
-/// Whether the main table holds any route with our protocol (left by an earlier agent): the
-/// restart check.
-pub async fn has_our_routes(handle: &Handle) -> anyhow::Result<bool> {
-    Ok(!read_table(handle).await?.ours.is_empty())
-}
-
 fn table_of(route: &RouteMessage) -> u32 {
     route
         .attributes

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 use ipnetwork::IpNetwork;
 use prometheus_client::metrics::counter::Counter;
@@ -148,45 +149,69 @@ impl FibHandle {
 /// Starts the FIB owner. It reads the kernel first, so the first plan already knows which
 /// slots are someone else's and how next hops resolve.
 pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
-    let (tx, rx) = mpsc::channel(1024);
-    if let Err(e) = follow_kernel(tx.clone()) {
-        tracing::warn!(error = %e, "cannot follow kernel route changes; next hops are re-resolved every {RESYNC_EVERY:?} only");
-    }
-    let mut batcher = match batch::Writers::new() {
-        Ok(b) => Some(b),
-        Err(e) => {
-            tracing::warn!(error = %e, "no netlink socket for bulk route writes; writing one route per request");
-            None
+    let (fib, tx, rx) = Fib::new(handle, options);
+    tokio::spawn(async move {
+        let mut fib = fib;
+        if let Err(e) = fib.read_kernel().await {
+            tracing::warn!(error = %e, "reading the kernel's routes failed; retrying at the next resync");
         }
-    };
-    // Nexthop objects need the bulk socket (their messages are ours, not rtnetlink's), and a
-    // kernel that can list them.
-    let probe = batcher.as_mut().filter(|_| options.kernel_nexthops).map(|b| b.here().dump_nexthops());
-    let nexthops = match probe {
-        Some(Ok(_)) => Some(nexthop::Nexthops::default()),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "the kernel lists no nexthop objects (Linux 5.3+); routes carry their gateways");
-            None
-        }
-        None => None,
-    };
-    tracing::info!(kernel_nexthops = nexthops.is_some(), "FIB syncer ready");
-    let fib = Fib {
-        handle,
-        batcher,
-        metrics: RouteMetrics { learned: options.learned_metric },
-        failures: options.failures,
-        wanted: Wanted::default(),
-        table: KernelTable::default(),
-        nexthops,
-        adopting: true,
-        widening: widen::Widening::default(),
-        releasing: false,
-        problems: BTreeMap::new(),
-        stats: FibStats::default(),
-    };
-    tokio::spawn(fib.run(rx));
+        fib.run(rx).await
+    });
     FibHandle { tx }
+}
+
+/// [`spawn`], having read the kernel before it returns; also says whether the main table held
+/// routes of ours (an agent ran before: a graceful restart). One read serves both (a full
+/// table is a dump of 100,000 routes).
+pub async fn start(handle: Handle, options: FibOptions) -> anyhow::Result<(FibHandle, bool)> {
+    let (mut fib, tx, rx) = Fib::new(handle, options);
+    fib.read_kernel().await.context("reading the kernel's routes")?;
+    let ours = !fib.table.ours.is_empty();
+    tokio::spawn(fib.run(rx));
+    Ok((FibHandle { tx }, ours))
+}
+
+impl Fib {
+    fn new(handle: Handle, options: FibOptions) -> (Fib, mpsc::Sender<FibCommand>, mpsc::Receiver<FibCommand>) {
+        let (tx, rx) = mpsc::channel(1024);
+        if let Err(e) = follow_kernel(tx.clone()) {
+            tracing::warn!(error = %e, "cannot follow kernel route changes; next hops are re-resolved every {RESYNC_EVERY:?} only");
+        }
+        let mut batcher = match batch::Writers::new() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "no netlink socket for bulk route writes; writing one route per request");
+                None
+            }
+        };
+        // Nexthop objects need the bulk socket (their messages are ours, not rtnetlink's), and a
+        // kernel that can list them.
+        let probe = batcher.as_mut().filter(|_| options.kernel_nexthops).map(|b| b.here().dump_nexthops());
+        let nexthops = match probe {
+            Some(Ok(_)) => Some(nexthop::Nexthops::default()),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the kernel lists no nexthop objects (Linux 5.3+); routes carry their gateways");
+                None
+            }
+            None => None,
+        };
+        tracing::info!(kernel_nexthops = nexthops.is_some(), "FIB syncer ready");
+        let fib = Fib {
+            handle,
+            batcher,
+            metrics: RouteMetrics { learned: options.learned_metric },
+            failures: options.failures,
+            wanted: Wanted::default(),
+            table: KernelTable::default(),
+            nexthops,
+            adopting: true,
+            widening: widen::Widening::default(),
+            releasing: false,
+            problems: BTreeMap::new(),
+            stats: FibStats::default(),
+        };
+        (fib, tx, rx)
+    }
 }
 
 /// Subscribes to the kernel's route notifications and turns changes to other protocols'
@@ -280,9 +305,6 @@ struct ProblemState {
 
 impl Fib {
     async fn run(mut self, mut rx: mpsc::Receiver<FibCommand>) {
-        if let Err(e) = self.read_kernel().await {
-            tracing::warn!(error = %e, "reading the kernel's routes failed; retrying at the next resync");
-        }
         let mut next_resync = tokio::time::Instant::now() + RESYNC_EVERY;
         // What the last resync took: follow-ups to other protocols' changes wait ten times as
         // long, so a flapping route elsewhere cannot keep a node with a full table resyncing.
