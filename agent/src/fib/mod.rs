@@ -528,7 +528,7 @@ impl Fib {
                             && nexthop::eligible(key.prefix.is_ipv4(), hops)
                             && plan::only_gains(&form.hops, hops) =>
                     {
-                        widening.hold(group, now);
+                        widening.hold(group, *key, now);
                         held.push(*key);
                         false
                     }
@@ -600,16 +600,26 @@ impl Fib {
     /// The held changes are due: what no group took is carried out one route at a time.
     async fn release_widenings(&mut self) {
         self.grow_complete_groups();
-        let left = self.widening.release();
+        let (left, routes) = self.widening.release();
         if left.is_empty() {
             return;
         }
         tracing::info!(groups = ?left, "routes gaining gateways move one by one: not every route of their group gained the same");
-        // Against the model, not a new read: the held changes are what differs from it (and
-        // routes waiting for a retry, which stay waiting). Leftovers are the resync's business.
-        let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: true });
+        // Against the model, not a new read: the held changes are what differs from it (and,
+        // when every route is planned, routes waiting for a retry, which stay waiting).
+        // Leftovers are the resync's business.
         self.releasing = true;
-        let done = self.execute(plan, Evaluated::All).await;
+        let done = match routes {
+            Some(routes) => {
+                let wants: BTreeSet<WantKey> = routes.iter().filter_map(|k| self.metrics.want_of(k)).collect();
+                let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&wants));
+                self.execute(plan, Evaluated::Only(&routes)).await
+            }
+            None => {
+                let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: true });
+                self.execute(plan, Evaluated::All).await
+            }
+        };
         self.releasing = false;
         self.stats.programmed += done.installed;
         self.stats.removed += done.removed;
