@@ -546,26 +546,37 @@ impl Fib {
         }
         let ours = &self.table.ours;
         for group in self.widening.complete(|g| ours.count_where(|f| f.nh_id == Some(g))) {
+            // A group gone (its last gateway with it): its routes' changes are planned again
+            // when due.
             let Some(current) = self.nexthops.as_ref().filter(|o| o.is_group(group)).and_then(|o| o.hops_of(group)) else {
-                self.widening.settled(group);
+                self.widening.refused(group);
                 continue;
             };
             let through = self.table.ours.iter().filter(|(_, f)| f.nh_id == Some(group)).map(|(key, _)| key);
             let Some(hops) = plan::common_gateways(&self.wanted, &self.table, &self.metrics, through) else { continue };
-            let ipv4 = current.first().is_some_and(|h| h.via.is_ipv4());
-            if plan::same_gateways(&hops, &current) || !nexthop::eligible(ipv4, &hops) {
+            // Every route wants what it has: nothing waits.
+            if plan::same_gateways(&hops, &current) {
+                self.widening.settled(group);
                 continue;
             }
-            self.widening.settled(group);
-            self.regroup(group, hops);
+            let ipv4 = current.first().is_some_and(|h| h.via.is_ipv4());
+            if !nexthop::eligible(ipv4, &hops) {
+                self.widening.refused(group);
+                continue;
+            }
+            if self.regroup(group, hops) {
+                self.widening.settled(group);
+            } else {
+                self.widening.refused(group);
+            }
         }
     }
 
     /// Gives group `group` the objects of `hops` as its members: every route through it goes
-    /// via them from then on. When the kernel refuses, the routes move one by one (the held
-    /// changes are carried out when due).
-    fn regroup(&mut self, group: u32, hops: Hops) {
-        let (Some(objects), Some(writers)) = (self.nexthops.as_mut(), self.batcher.as_mut()) else { return };
+    /// via them from then on. Returns whether it did; when not, the held changes are carried
+    /// out one by one when due.
+    fn regroup(&mut self, group: u32, hops: Hops) -> bool {
+        let (Some(objects), Some(writers)) = (self.nexthops.as_mut(), self.batcher.as_mut()) else { return false };
         let (members, create) = objects.prepare_regroup(&hops);
         if !create.is_empty() {
             let results = writers
@@ -581,20 +592,21 @@ impl Fib {
                 }
             }
             if refused {
-                return;
+                return false;
             }
         }
         let result = writers.here().nexthop_requests(1, |buf, seq, _| nexthop::encode_regroup(buf, seq, group, &members, RTPROT_GINGHAM));
         if let Some(Err(errno)) = result.first() {
             let error = std::io::Error::from_raw_os_error(*errno);
             tracing::warn!(group, %error, "the kernel refused new members for a group; its routes move one by one");
-            return;
+            return false;
         }
         objects.regrouped(group, members, hops.clone());
         let routes = self.table.ours.count_where(|f| f.nh_id == Some(group));
         self.table.ours.rewrite_values(|form| (form.nh_id == Some(group)).then(|| Form { hops: hops.clone(), ..form.clone() }));
         self.stats.regrouped += routes as u64;
         tracing::info!(group, gateways = ?hops, routes, "a group took the gateways all its routes gained: one change for all of them");
+        true
     }
 
     /// The held changes are due: what no group took is carried out one route at a time.

@@ -28,6 +28,8 @@ pub struct Widening {
     /// Changes held per group. A route changed twice counts twice: this only says when to
     /// look whether all of a group's routes want the same gateways, not that they do.
     held: HashMap<u32, usize>,
+    /// Groups the kernel would not change: their routes wait for the release.
+    refused: BTreeSet<u32>,
     /// The slots held, up to [`REMEMBERED`]; `None` past it.
     routes: Option<BTreeSet<RouteKey>>,
     first: Option<Instant>,
@@ -36,7 +38,7 @@ pub struct Widening {
 
 impl Default for Widening {
     fn default() -> Self {
-        Widening { held: HashMap::new(), routes: Some(BTreeSet::new()), first: None, last: None }
+        Widening { held: HashMap::new(), refused: BTreeSet::new(), routes: Some(BTreeSet::new()), first: None, last: None }
     }
 }
 
@@ -66,7 +68,8 @@ impl Widening {
     /// The groups with as many changes held as routes through them (`routes_through`): those
     /// whose routes may all want the same gateways now. Lowest id first.
     pub fn complete(&self, routes_through: impl Fn(u32) -> usize) -> Vec<u32> {
-        let mut groups: Vec<u32> = self.held.iter().filter(|(g, n)| **n >= routes_through(**g)).map(|(g, _)| *g).collect();
+        let mut groups: Vec<u32> =
+            self.held.iter().filter(|(g, n)| !self.refused.contains(*g) && **n >= routes_through(**g)).map(|(g, _)| *g).collect();
         groups.sort();
         groups
     }
@@ -77,6 +80,12 @@ impl Widening {
         if self.held.is_empty() {
             *self = Widening::default();
         }
+    }
+
+    /// The kernel would not give group `group` its routes' gateways: they are carried out
+    /// one by one when due, and the group is not tried again until then.
+    pub fn refused(&mut self, group: u32) {
+        self.refused.insert(group);
     }
 
     /// Stops holding anything; returns the groups that still had routes held, and the slots
@@ -113,6 +122,9 @@ mod tests {
         w.settled(9);
         assert!(w.is_holding());
         assert_eq!(w.complete(routes), vec![7]);
+        w.refused(7);
+        assert!(w.complete(routes).is_empty(), "not tried again");
+        assert!(w.is_holding(), "its routes wait for the release");
         w.settled(7);
         assert!(!w.is_holding());
         assert_eq!(w.due(), None, "nothing held, nothing due");
