@@ -170,6 +170,8 @@ fn a_peer_going_names_the_gateways_no_other_path_has() {
     assert_eq!(r.gateways_only_of(1), [Gateway::new("198.18.0.1".parse().unwrap())], "no other path has ToR 1 as next hop");
     r.peer_down(1);
     assert_eq!(r.best(&p("198.19.1.0/24")).unwrap().next_hops, [Gateway::new("198.18.0.2".parse().unwrap())]);
+    let both = vec![Gateway::new("198.18.0.1".parse().unwrap()), Gateway::new("198.18.0.2".parse().unwrap())];
+    assert_eq!(r.unused_gateways(both), [Gateway::new("198.18.0.1".parse().unwrap())], "ToR 2 still carries paths");
 
     assert!(r.gateways_only_of(2).is_empty(), "peer 3's path goes via 198.18.0.2 too");
     r.peer_down(2);

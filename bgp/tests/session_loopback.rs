@@ -1,6 +1,6 @@
 //! The tokio driver against a hand-driven peer on 127.0.0.1: the session comes up, stays up
 //! through several hold periods, delivers UPDATEs both ways, and answers broken input with
-//! the right NOTIFICATION.
+//! the right NOTIFICATION; and the whole speaker's FIB stream when that peer goes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,8 +10,13 @@ use gingham_bgp::fsm::{DownReason, FsmConfig, State};
 use gingham_bgp::session::{spawn_peer, Listener, PeerCommand, PeerConfig, PeerEvent, PeerHandle, Transport};
 use gingham_bgp::wire::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+use gingham_bgp::rib::Gateway;
+use gingham_bgp::speaker::{FibUpdate, NeighborConfig, RouteChange, SpeakerConfig};
+use ipnetwork::Ipv4Network;
+use std::net::Ipv4Addr;
 
 const CODEC: SessionCodec = SessionCodec { four_octet_as: true, ebgp: false };
 
@@ -68,13 +73,21 @@ impl Raw {
         }
     }
     async fn establish(port: u16, hold: u16) -> Raw {
-        let mut raw = Raw::connect(port).await;
+        let raw = Raw::connect(port).await;
+        raw.open(hold).await
+    }
+    /// Takes the connection of a speaker that connects to us.
+    async fn accept(listener: &TcpListener, hold: u16) -> Raw {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.expect("no connection in 10 s").unwrap();
+        Raw { stream, buf: BytesMut::new() }.open(hold).await
+    }
+    async fn open(mut self, hold: u16) -> Raw {
         let open = Open::new(65000, hold, "198.18.0.2".parse().unwrap(), vec![Capability::Multiprotocol(Family::IPV4_UNICAST)]);
-        raw.send(&Message::Open(open)).await;
-        assert!(matches!(raw.recv().await, Some(Message::Open(_))));
-        assert_eq!(raw.recv().await, Some(Message::Keepalive));
-        raw.send(&Message::Keepalive).await;
-        raw
+        self.send(&Message::Open(open)).await;
+        assert!(matches!(self.recv().await, Some(Message::Open(_))));
+        assert_eq!(self.recv().await, Some(Message::Keepalive));
+        self.send(&Message::Keepalive).await;
+        self
     }
     /// Reads until a NOTIFICATION, then expects the connection to close.
     async fn notification(&mut self) -> Notification {
@@ -235,4 +248,62 @@ async fn connections_inside_a_listen_range_are_offered_to_the_owner() {
     let _raw = Raw::connect(listener.local_addrs()[0].port()).await;
     let unknown = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
     assert_eq!(unknown.remote.ip(), "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+}
+
+#[tokio::test]
+async fn a_gone_gateway_hint_waits_for_a_full_fib_stream_and_goes_first() {
+    // The FIB stream is not read while a peer's 3,000 routes arrive, so it fills (4 batches of
+    // 256) and the rest wait in the RIB. The peer then goes: the hint that its next hop is gone
+    // must still reach the FIB, before any withdrawal, or the FIB moves every route one by one.
+    let port_for_us = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = SpeakerConfig::new("198.18.0.1".parse().unwrap(), 65000);
+    config.listen = Vec::new();
+    let (handle, mut fib) = gingham_bgp::speaker::spawn(config).unwrap();
+    let mut neighbor = NeighborConfig::new("127.0.0.1".parse().unwrap(), 65000);
+    neighbor.port = port_for_us.local_addr().unwrap().port();
+    neighbor.connect_retry = Duration::from_millis(100);
+    neighbor.graceful_restart = None;
+    handle.add_peer(neighbor).await.unwrap();
+    let mut raw = Raw::accept(&port_for_us, 90).await;
+
+    let prefixes: Vec<Ipv4Network> = (0..3000u32).map(|i| Ipv4Network::new(Ipv4Addr::from(0xc613_0000 + i), 32).unwrap()).collect();
+    for chunk in prefixes.chunks(700) {
+        let mut update = route("198.19.0.0/16");
+        update.nlri = chunk.to_vec();
+        raw.send(&Message::Update(update)).await;
+    }
+    let routes = || async { handle.routes(Family::IPV4_UNICAST).await.unwrap().len() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while routes().await < prefixes.len() {
+        assert!(tokio::time::Instant::now() < deadline, "the speaker did not take the routes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(raw);
+    while routes().await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the peer's routes stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let gateway = Gateway::new("198.18.0.2".parse().unwrap());
+    let (mut hint_seen, mut present) = (false, std::collections::HashSet::new());
+    while !hint_seen || !present.is_empty() {
+        let update =
+            tokio::time::timeout(Duration::from_secs(10), fib.recv()).await.expect("FIB stream silent for 10 s").expect("speaker alive");
+        match update {
+            FibUpdate::GatewaysGone(gone) => {
+                assert_eq!(gone, [gateway]);
+                hint_seen = true;
+            }
+            FibUpdate::Routes(batch) => {
+                for RouteChange { prefix, best } in batch {
+                    if best.is_some() {
+                        present.insert(prefix);
+                    } else {
+                        assert!(hint_seen, "a withdrawal of {prefix} came before the gone-gateway hint");
+                        present.remove(&prefix);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -665,6 +665,24 @@ impl Rib {
         gone
     }
 
+    /// Those of `candidates` that no path goes through (a hint held back while the FIB was
+    /// busy must not name a gateway that came back meanwhile).
+    pub fn unused_gateways(&self, mut candidates: Vec<Gateway>) -> Vec<Gateway> {
+        let mut seen: HashSet<(*const PathAttributes, PeerId), FastHash> = HashSet::default();
+        for (peer, attrs) in self.table.all_paths() {
+            if candidates.is_empty() {
+                break;
+            }
+            if !seen.insert((Arc::as_ptr(attrs), peer)) {
+                continue;
+            }
+            if let Some(g) = gateway(attrs, self.peers.get(&peer).and_then(|r| r.link)) {
+                candidates.retain(|c| *c != g);
+            }
+        }
+        candidates
+    }
+
     pub fn peer(&self, id: PeerId) -> Option<&RibPeer> {
         self.peers.get(&id)
     }

@@ -17,6 +17,7 @@ use crate::procedures::max_prefix::{LimitAction, PrefixLimit};
 use crate::procedures::refresh::{self, InboundRefresh, Reply};
 use crate::procedures::TimerOp;
 use crate::rib::decision::DecisionConfig;
+use crate::rib::Gateway;
 use crate::rib::{GroupExport, PeerId, PrefixSet, Rib, RibConfig, RibPeer};
 use crate::session::{sleep_until, Listener, PeerCommand, PeerEvent, PeerHandle};
 use crate::wire::{AsPath, ErrorCode, Family, Message, Origin, PathAttributes, RefreshSubtype, RouteRefresh, Update};
@@ -80,6 +81,10 @@ pub(super) struct SpeakerTask {
     events_tx: mpsc::Sender<PeerEvent>,
     events: mpsc::Receiver<PeerEvent>,
     fib: mpsc::Sender<FibUpdate>,
+    /// Gateways no path has any more, not yet told to the FIB because its stream was full; they
+    /// go before the next batch of routes, which would otherwise move every prefix off them one
+    /// by one.
+    gone_pending: Vec<Gateway>,
     /// Prefixes whose best path changed and that the peers have not been told about yet.
     dirty: PrefixSet,
     timers: HashMap<TimerKind, Instant>,
@@ -116,6 +121,7 @@ impl SpeakerTask {
             events_tx,
             events,
             fib,
+            gone_pending: Vec::new(),
             dirty: PrefixSet::default(),
             timers: HashMap::new(),
             synced,
@@ -136,9 +142,15 @@ impl SpeakerTask {
                 // prefixes (once each) and the route is read as a batch leaves, so a slow reader
                 // gets the latest state per prefix and nothing is lost.
                 biased;
-                Ok(permit) = fib.reserve(), if self.rib.fib_pending() => {
-                    let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
-                    permit.send(FibUpdate::Routes(batch));
+                Ok(permit) = fib.reserve(), if self.rib.fib_pending() || !self.gone_pending.is_empty() => {
+                    let gone = std::mem::take(&mut self.gone_pending);
+                    let gone = if gone.is_empty() { gone } else { self.rib.unused_gateways(gone) };
+                    if !gone.is_empty() {
+                        permit.send(FibUpdate::GatewaysGone(gone));
+                    } else if self.rib.fib_pending() {
+                        let batch = self.rib.take_fib(FIB_BATCH).into_iter().map(|prefix| RouteChange { prefix, best: self.rib.best(&prefix) }).collect();
+                        permit.send(FibUpdate::Routes(batch));
+                    }
                 }
                 () = sleep_until(next_timer) => self.fire_timers().await,
                 cmd = commands.recv() => match cmd {
@@ -159,7 +171,7 @@ impl SpeakerTask {
                 }
             }
             self.propagate().await;
-            if self.synced_due && self.dirty.is_empty() && !self.rib.fib_pending() {
+            if self.synced_due && self.dirty.is_empty() && !self.rib.fib_pending() && self.gone_pending.is_empty() {
                 self.synced_due = false;
                 self.synced.send_replace(true);
             }
@@ -535,8 +547,8 @@ impl SpeakerTask {
     async fn peer_down(&mut self, id: PeerId) {
         let gone = self.rib.gateways_only_of(id);
         if !gone.is_empty() {
-            // Never wait for the FIB (a full stream means it is busy with a table): without the
-            // hint it changes the routes one by one, which is only slower.
+            // Never wait for the FIB here (a full stream means it is busy with a table): the
+            // hint then waits, ahead of the route changes, for the stream to take it.
             match self.fib.try_send(FibUpdate::GatewaysGone(gone)) {
                 Ok(()) => {
                     // The reader woken by the send waits in this worker's next-task slot, which
@@ -544,7 +556,11 @@ impl SpeakerTask {
                     // wait out the removal of every path below (170 ms for 100k, measured).
                     tokio::task::yield_now().await;
                 }
-                Err(e) => tracing::debug!(error = %e, "the FIB stream is full: no gone-gateway hint"),
+                Err(mpsc::error::TrySendError::Full(FibUpdate::GatewaysGone(gone))) => {
+                    tracing::debug!(gateways = gone.len(), "the FIB stream is full: the gone-gateway hint waits");
+                    self.gone_pending.extend(gone);
+                }
+                Err(_) => {}
             }
         }
         self.dirty.extend(self.rib.peer_down(id));
