@@ -194,9 +194,20 @@ impl Cluster {
         let pid = match &self.options.image {
             None => {
                 let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
-                let mut cmd = self.fabric.hosts[i].ns.command(self.agent_bin.to_str().context("agent path")?);
-                let child =
-                    cmd.args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("start gingham-agent")?;
+                // A tool to run the agent under (`scripts/code-order.sh` records which
+                // functions it runs with valgrind); whitespace-separated, no quoting.
+                let wrapper = std::env::var("GINGHAM_LAB_AGENT_WRAPPER").unwrap_or_default();
+                let mut argv: Vec<&str> = wrapper.split_whitespace().collect();
+                argv.push(self.agent_bin.to_str().context("agent path")?);
+                let mut cmd = self.fabric.hosts[i].ns.command(argv[0]);
+                let child = cmd
+                    .args(&argv[1..])
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .context("start gingham-agent")?;
                 let pid = child.id() as i32;
                 // The Child handle is not needed: the Daemon stops and reaps by PID.
                 std::mem::forget(child);
