@@ -58,15 +58,23 @@ pub async fn create(
         handle.link().del(old.header.index).execute().await.ok();
     }
     let ns_file = File::open(netns).with_context(|| format!("open pod namespace {}", netns.display()))?;
+    // One queue each way, said up front. Without it the kernel gives each end a queue per CPU
+    // and then cuts them to one (a veth uses one unless told otherwise), and that cut waits for
+    // an RCU grace period while holding the RTNL lock: every concurrent ADD (and every other
+    // netlink writer on the node) queued behind each one.
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(ifname.to_string())
         .mtu(mtu)
         .append_extra_attribute(LinkAttribute::NetNsFd(ns_file.as_raw_fd()))
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
         .build();
     let mut veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
         .name(host_ifname.to_string())
         .mtu(mtu)
         .address(HOST_MAC.to_vec())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
         .build();
     set_veth_peer(&mut veth, peer);
     handle.link().add(veth).execute().await.with_context(|| format!("create veth {host_ifname}"))?;

@@ -71,22 +71,32 @@ pub fn cni_latency(pods: usize) -> Result<String> {
         run_plugin(node_ns, &bridge, cmd, &format!("{:064x}", i + 1), ns, &format!("ref-{i}"), &reference_conf)
     };
     let mut out = format!("CNI latency, {pods} pods, plugin invoked in the node namespace as a runtime does (ms)\n");
-    out.push_str(&format!("{:<36} {:>9} {:>9} {:>9} {:>9}\n", "plugin / mode", "ADD p50", "ADD p99", "DEL p50", "DEL p99"));
+    out.push_str(&format!(
+        "{:<36} {:>9} {:>9} {:>9} {:>9} {:>16} {:>16}\n",
+        "plugin / mode", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "agent ADD mean", "IPAM assign mean"
+    ));
     for concurrent in [false, true] {
         let mode = if concurrent { "concurrent" } else { "sequential" };
+        // The agent times each assignment from the request to the IPAM writer's answer, its
+        // queue included: with concurrent ADDs, how long they wait for their address.
+        let before = agent_add_totals(&lab)?;
         let mut ours = measure(pods, concurrent, &gingham)?;
+        let after = agent_add_totals(&lab)?;
+        let mean = |i: usize| (after[i].0 - before[i].0) / (after[i].1 - before[i].1).max(1.0) * 1000.0;
         let mut theirs = measure(pods, concurrent, &reference)?;
         let row = |l: &mut Latencies| {
             [percentile(&mut l.add, 0.5), percentile(&mut l.add, 0.99), percentile(&mut l.del, 0.5), percentile(&mut l.del, 0.99)]
         };
         let (a, b) = (row(&mut ours), row(&mut theirs));
         out.push_str(&format!(
-            "{:<36} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+            "{:<36} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>16.2} {:>16.2}\n",
             format!("gingham, {mode}"),
             ms(a[0]),
             ms(a[1]),
             ms(a[2]),
-            ms(a[3])
+            ms(a[3]),
+            mean(0),
+            mean(1)
         ));
         out.push_str(&format!(
             "{:<36} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
@@ -290,6 +300,16 @@ pub fn route_latency(pods: usize) -> Result<String> {
 }
 
 /// Node 1's `gingham_ipam_assign_seconds` sum and count.
+/// The agent's own time for CNI ADDs (from the request on its socket to the reply) and for
+/// their address assignments, as (sum seconds, count) each.
+fn agent_add_totals(lab: &Cluster) -> Result<[(f64, f64); 2]> {
+    let metrics = lab.http_get(0, "/metrics")?;
+    let add = |what: &str| metric_sample(&metrics, &format!("gingham_cni_request_seconds_{what}{{command=\"ADD\",result=\"ok\"}}"));
+    let ipam = |what: &str| metric_sample(&metrics, &format!("gingham_ipam_assign_seconds_{what}"));
+    // Before the first ADD the series does not exist yet.
+    Ok([(add("sum").unwrap_or(0.0), add("count").unwrap_or(0.0)), (ipam("sum")?, ipam("count")?)])
+}
+
 fn ipam_assign_totals(lab: &Cluster) -> Result<(f64, f64)> {
     let metrics = lab.http_get(0, "/metrics")?;
     Ok((metric_sample(&metrics, "gingham_ipam_assign_seconds_sum")?, metric_sample(&metrics, "gingham_ipam_assign_seconds_count")?))

@@ -83,6 +83,17 @@ fn pods_ping_across_a_three_node_mesh_without_encapsulation() {
         }
         assert!(!lab.routes(i).unwrap().contains("encap"));
     }
+
+    // Both ends of a pod's veth are made with one queue each way (a veth uses one; asking for
+    // it up front spares a wait for RCU under the RTNL lock per pod).
+    for pod in &lab.pods {
+        let host = lab.fabric.hosts[pod.node].ns.exec("ip", &["-d", "-o", "link", "show", "type", "veth"]).unwrap();
+        let inside = pod.ns.exec("ip", &["-d", "-o", "link", "show", "eth0"]).unwrap();
+        for (side, links) in [("host", &host), ("pod", &inside)] {
+            let link = links.lines().find(|l| l.contains("cali") || side == "pod").unwrap_or_else(|| panic!("no {side} veth: {links}"));
+            assert!(link.contains("numtxqueues 1 numrxqueues 1"), "{} {side} end: {link}", pod.name);
+        }
+    }
 }
 
 #[test]
