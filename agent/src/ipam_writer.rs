@@ -1,7 +1,8 @@
 //! The node's single IPAM writer: every assignment and release of this node goes through this
 //! one task, so concurrent CNI requests never race each other's compare-and-swap on the same
-//! block (and never claim two blocks where one would do). Releases that queue up while it works
-//! go out in one pass over each block. It also owns the node's view of its own allocations
+//! block (and never claim two blocks where one would do). Assignments and releases that queue
+//! up while it works go out together, with one write of each block they touch (and the reads
+//! every assignment makes, made once). It also owns the node's view of its own allocations
 //! ([`HeldMap`]), published for the controller (exports) and the CNI service (CHECK, GC).
 
 use std::collections::BTreeMap;
@@ -97,26 +98,34 @@ async fn run(
             batch.push(more);
         }
         let mut releases: Vec<(String, Freed)> = Vec::new();
+        let mut assigns: Vec<AssignArgs> = Vec::new();
+        let mut replies = Vec::new();
         for command in batch {
             match command {
                 IpamCommand::Assign(args, reply) => {
-                    let result = ipam.assign(&args).await.map_err(|e| e.to_string());
-                    if let Ok(assigned) = &result {
-                        for a in [&assigned.ipv4, &assigned.ipv6].into_iter().flatten() {
-                            let h = Held {
-                                handle: args.handle.clone(),
-                                block: a.block,
-                                borrowed: a.borrowed,
-                                namespace: args.attrs.get(ATTR_NAMESPACE).cloned(),
-                                pod: args.attrs.get(ATTR_POD).cloned(),
-                            };
-                            held.insert(a.address, h);
-                        }
-                    }
-                    let _ = reply.send(result);
+                    assigns.push(args);
+                    replies.push(reply);
                 }
                 IpamCommand::Release(handle, reply) => releases.push((handle, reply)),
             }
+        }
+        // Pods that start together share the reads and the block writes of their assignments.
+        let results = ipam.assign_many(&assigns).await;
+        for ((args, reply), result) in assigns.iter().zip(replies).zip(results) {
+            let result = result.map_err(|e| e.to_string());
+            if let Ok(assigned) = &result {
+                for a in [&assigned.ipv4, &assigned.ipv6].into_iter().flatten() {
+                    let h = Held {
+                        handle: args.handle.clone(),
+                        block: a.block,
+                        borrowed: a.borrowed,
+                        namespace: args.attrs.get(ATTR_NAMESPACE).cloned(),
+                        pod: args.attrs.get(ATTR_POD).cloned(),
+                    };
+                    held.insert(a.address, h);
+                }
+            }
+            let _ = reply.send(result);
         }
         if !releases.is_empty() {
             let handles: Vec<String> = releases.iter().map(|(h, _)| h.clone()).collect();

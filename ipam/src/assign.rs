@@ -45,7 +45,7 @@ impl<D: Datastore> Ipam<D> {
         Ok(out)
     }
 
-    async fn assign_family(&self, args: &AssignArgs, family: Family, ctx: &Context) -> Result<Assignment> {
+    pub(crate) async fn assign_family(&self, args: &AssignArgs, family: Family, ctx: &Context) -> Result<Assignment> {
         let pools = eligible(&ctx.pools, family, &ctx.labels);
         if pools.is_empty() {
             return Err(IpamError::NoPool { node: args.node.clone(), family });
@@ -56,13 +56,7 @@ impl<D: Datastore> Ipam<D> {
         let strict_everywhere = pools.iter().all(|p| p.strict_affinity.unwrap_or(ctx.config.strict_affinity));
         for _ in 0..MAX_ROUNDS {
             let (affinities, _) = self.store.list::<BlockAffinity>().await?;
-            let mut mine: Vec<IpNetwork> = affinities
-                .iter()
-                .filter(|a| a.spec.node == args.node && a.spec.state == AffinityState::Confirmed)
-                .filter_map(|a| a.spec.cidr.parse().ok())
-                .filter(|c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network())))
-                .collect();
-            mine.sort();
+            let mine = own_blocks(&affinities, &args.node, &pools);
             let listed = if mine.len() > FEW_BLOCKS { Some(self.store.list::<IPAMBlock>().await?.0) } else { None };
             let by_cidr: BTreeMap<&str, &IPAMBlock> = listed.iter().flatten().map(|b| (b.spec.cidr.as_str(), b)).collect();
             for cidr in &mine {
@@ -272,4 +266,16 @@ impl<D: Datastore> Ipam<D> {
         }
         Err(IpamError::TooManyConflicts { what: format!("counting handle {handle:?}"), attempts: MAX_CONFLICTS })
     }
+}
+
+/// The node's confirmed blocks in `pools`, in address order (the order they are filled in).
+pub(crate) fn own_blocks(affinities: &[BlockAffinity], node: &str, pools: &[Pool]) -> Vec<IpNetwork> {
+    let mut mine: Vec<IpNetwork> = affinities
+        .iter()
+        .filter(|a| a.spec.node == node && a.spec.state == AffinityState::Confirmed)
+        .filter_map(|a| a.spec.cidr.parse().ok())
+        .filter(|c: &IpNetwork| pools.iter().any(|p| p.cidr.contains(c.network())))
+        .collect();
+    mine.sort();
+    mine
 }

@@ -12,6 +12,7 @@
 //! IPReservations are never handed out.
 
 mod assign;
+mod assign_many;
 pub mod block;
 mod cas;
 mod check;

@@ -259,3 +259,55 @@ async fn check_finds_leaks_and_repair_fixes_them() {
     assert!(after.is_clean(), "{after:?}");
     assert_eq!(after.allocations, 1, "the live allocation survived the repair");
 }
+
+#[tokio::test]
+async fn a_batch_gets_what_one_by_one_would_and_spills_into_a_claim() {
+    let ipam = setup(&[("pool", "198.19.0.0/24", 29)], &["a"]).await;
+    let first = ipam.assign(&v4("c0", "a")).await.unwrap().ipv4.unwrap();
+    // Seven fit the first /29 beside c0; the other three need a second block.
+    let batch: Vec<AssignArgs> = (1..11).map(|i| v4(&format!("c{i}"), "a")).collect();
+    let results = ipam.assign_many(&batch).await;
+    let got: Vec<_> = results.into_iter().map(|r| r.unwrap().ipv4.unwrap()).collect();
+    assert!(got[..7].iter().all(|a| a.block == first.block && !a.borrowed), "{got:?}");
+    assert!(got[7..].iter().all(|a| a.block != first.block && !a.borrowed), "{got:?}");
+    assert_eq!(affine_blocks(&ipam, "a").await.len(), 2);
+    let distinct: HashSet<IpAddr> = got.iter().map(|a| a.address).chain([first.address]).collect();
+    assert_eq!(distinct.len(), 11);
+    // The store agrees: each handle holds its one address, counted once.
+    let (blocks, _) = ipam.store().list::<IPAMBlock>().await.unwrap();
+    for (args, a) in batch.iter().zip(&got) {
+        let b = blocks.iter().find(|b| b.spec.cidr == a.block.to_string()).unwrap();
+        assert_eq!(block::holder(&b.spec, a.address).and_then(|h| h.handle_id.clone()).as_deref(), Some(args.handle.as_str()));
+        let handle = ipam.store().get::<IPAMHandle>(&args.handle).await.unwrap().unwrap();
+        assert_eq!(handle.spec.block.values().sum::<u32>(), 1, "{}", args.handle);
+    }
+    assert!(ipam.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn a_handle_twice_in_a_batch_or_retried_gets_one_address() {
+    let ipam = setup(&[("pool", "198.19.0.0/24", 26)], &["a"]).await;
+    let before = ipam.assign(&v4("old", "a")).await.unwrap().ipv4.unwrap();
+    let batch = vec![v4("c1", "a"), v4("old", "a"), v4("c1", "a"), v4("c2", "a")];
+    let got: Vec<_> = ipam.assign_many(&batch).await.into_iter().map(|r| r.unwrap().ipv4.unwrap().address).collect();
+    assert_eq!(got[1], before.address, "a retried ADD keeps its address");
+    assert_eq!(got[0], got[2], "the same container asked twice in one batch gets one address");
+    assert_ne!(got[0], got[3]);
+    let report = ipam.check().await.unwrap();
+    assert_eq!(report.allocations, 3);
+    assert!(report.is_clean());
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_its_second_family_gives_the_first_back() {
+    let ipam = setup(&[("v4", "198.19.0.0/16", 26)], &["a"]).await;
+    ipam.assign(&v4("c0", "a")).await.unwrap();
+    let batch = vec![AssignArgs { ipv6: true, ..v4("c1", "a") }, v4("c2", "a"), AssignArgs { ipv6: true, ..v4("c3", "a") }];
+    let results = ipam.assign_many(&batch).await;
+    assert!(matches!(results[0], Err(IpamError::NoPool { .. })), "{:?}", results[0]);
+    assert!(results[1].as_ref().unwrap().ipv4.is_some());
+    assert!(matches!(results[2], Err(IpamError::NoPool { .. })), "{:?}", results[2]);
+    let report = ipam.check().await.unwrap();
+    assert_eq!(report.allocations, 2, "only c0 and c2 hold addresses");
+    assert!(report.is_clean());
+}

@@ -1,5 +1,6 @@
-//! Property: whatever the interleaving of concurrent assigns and releases across nodes, no
-//! address is ever held by two handles and none is lost.
+//! Property: whatever the interleaving of concurrent assigns (one at a time or in batches, as
+//! a node's IPAM writer makes them) and releases across nodes, no address is ever held by two
+//! handles and none is lost.
 //!
 //! Three simulated nodes run their operation lists as concurrent tasks against one shared
 //! store. Every datastore call first yields to the scheduler a number of times drawn from the
@@ -67,6 +68,9 @@ impl Datastore for Interleaving {
 #[derive(Clone, Debug)]
 enum Op {
     Assign,
+    /// Several assignments at once; `true`: the last repeats the first's handle (a runtime
+    /// retrying an ADD that is still queued).
+    AssignBatch(usize, bool),
     /// Release the n-th handle this node assigned (mod how many it has), by handle.
     ReleaseHandle(usize),
     /// Same, by address.
@@ -74,7 +78,12 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![3 => Just(Op::Assign), 1 => (0usize..8).prop_map(Op::ReleaseHandle), 1 => (0usize..8).prop_map(Op::ReleaseAddress)]
+    prop_oneof![
+        3 => Just(Op::Assign),
+        2 => (2usize..6, any::<bool>()).prop_map(|(n, retry)| Op::AssignBatch(n, retry)),
+        1 => (0usize..8).prop_map(Op::ReleaseHandle),
+        1 => (0usize..8).prop_map(Op::ReleaseAddress)
+    ]
 }
 
 const NODES: [&str; 3] = ["n0", "n1", "n2"];
@@ -94,6 +103,40 @@ async fn run_node(ipam: Ipam<Interleaving>, node: &'static str, ops: Vec<Op>) ->
                     Ok(a) => live.push((handle, a.ipv4.unwrap().address)),
                     Err(IpamError::Exhausted { .. }) => {}
                     Err(e) => panic!("{node}: {e}"),
+                }
+            }
+            Op::AssignBatch(n, retry) => {
+                let mut batch: Vec<AssignArgs> = (0..n)
+                    .map(|k| AssignArgs {
+                        handle: format!("{node}-{i}-{k}"),
+                        node: node.into(),
+                        attrs: BTreeMap::new(),
+                        ipv4: true,
+                        ipv6: false,
+                    })
+                    .collect();
+                if retry {
+                    batch.push(batch[0].clone());
+                }
+                let results = ipam.assign_many(&batch).await;
+                assert_eq!(results.len(), batch.len());
+                let mut first = None;
+                for (k, (args, result)) in batch.iter().zip(results).enumerate() {
+                    match result {
+                        // The first may have found no room that others freed since.
+                        Ok(a) if k == n && first.is_some() => {
+                            assert_eq!(Some(a.ipv4.unwrap().address), first, "{node}: a repeated handle got a second address")
+                        }
+                        Ok(a) => {
+                            let address = a.ipv4.unwrap().address;
+                            if k == 0 {
+                                first = Some(address);
+                            }
+                            live.push((args.handle.clone(), address));
+                        }
+                        Err(IpamError::Exhausted { .. }) => {}
+                        Err(e) => panic!("{node}: {e}"),
+                    }
                 }
             }
             Op::ReleaseHandle(n) if !live.is_empty() => {
