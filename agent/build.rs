@@ -1,36 +1,10 @@
-//! Link options for the agent's binary.
-//!
-//! - Relative relocations packed (DT_RELR; glibc 2.36 and later, which the image has): the
-//!   loader reads a few kilobytes of them at start instead of 450 KB that then stayed mapped for
-//!   the agent's life (`gingham-lab bench-node --only rss`).
-//! - In release builds linked by LLD (rustc's default linker on x86_64 Linux since 1.90), the
-//!   functions a running agent uses first, in `code-order.txt` (`scripts/code-order.sh` writes
-//!   it): the code it touches is then a few contiguous megabytes instead of pages spread over
-//!   all of it, and the kernel maps each touched page with its neighbours.
-use std::path::Path;
-use std::process::Command;
+//! The agent's link options (`../build/link_order.rs` says why): packed relative relocations,
+//! and in release builds the functions a running agent uses first in its code
+//! (`code-order.txt`; `gingham-lab bench-node --only rss` shows what they save).
+#[path = "../build/link_order.rs"]
+mod link_order;
 
 fn main() {
-    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-    println!("cargo:rerun-if-changed=code-order.txt");
-    let order = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("code-order.txt");
-    let release = std::env::var("PROFILE").as_deref() == Ok("release");
-    if release && order.is_file() && links_with_lld() {
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
-        // Names from an older build (another rustc, other dependencies) are simply not placed.
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
-    }
-}
-
-/// Whether rustc links this target with its own LLD: x86_64 Linux (GNU) from rustc 1.90. GNU ld
-/// does not know the ordering option (and would fail the link).
-fn links_with_lld() -> bool {
-    if std::env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu") {
-        return false;
-    }
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("-V").output() else { return false };
-    let version = String::from_utf8_lossy(&out.stdout);
-    let minor = version.split_whitespace().nth(1).and_then(|v| v.split('.').nth(1)).and_then(|m| m.parse::<u32>().ok());
-    minor.is_some_and(|m| m >= 90)
+    link_order::pack_relocations();
+    link_order::place_first_what_runs();
 }

@@ -1,5 +1,9 @@
-//! gingham-lab carries its relative relocations packed (DT_RELR; glibc 2.36 and later), as the
-//! agent does: its `speaker` is the device of `bench-rr`, measured against BIRD's memory.
+//! gingham-lab is linked as the agent is (`../build/link_order.rs`), with its own
+//! `code-order.txt`: its `speaker` is the device of `bench-rr`, measured against BIRD's memory.
+#[path = "../build/link_order.rs"]
+mod link_order;
+
 fn main() {
-    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    link_order::pack_relocations();
+    link_order::place_first_what_runs();
 }

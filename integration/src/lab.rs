@@ -38,6 +38,18 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     bail!("{name} is not built next to {}: run `cargo build --workspace --bins` first", exe.display())
 }
 
+/// `program` run in `ns`, under the tool `GINGHAM_LAB_WRAPPER` names if set (whitespace-
+/// separated, no quoting): `scripts/code-order.sh` runs the agents and `bench-rr`'s speaker
+/// under valgrind to record which functions they run.
+pub fn wrapped(ns: &Netns, program: &Path) -> Result<std::process::Command> {
+    let wrapper = std::env::var("GINGHAM_LAB_WRAPPER").unwrap_or_default();
+    let mut argv: Vec<&str> = wrapper.split_whitespace().collect();
+    argv.push(program.to_str().context("program path")?);
+    let mut cmd = ns.command(argv[0]);
+    cmd.args(&argv[1..]);
+    Ok(cmd)
+}
+
 #[derive(Clone, Debug)]
 pub struct LabOptions {
     pub nodes: usize,
@@ -194,20 +206,9 @@ impl Cluster {
         let pid = match &self.options.image {
             None => {
                 let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
-                // A tool to run the agent under (`scripts/code-order.sh` records which
-                // functions it runs with valgrind); whitespace-separated, no quoting.
-                let wrapper = std::env::var("GINGHAM_LAB_AGENT_WRAPPER").unwrap_or_default();
-                let mut argv: Vec<&str> = wrapper.split_whitespace().collect();
-                argv.push(self.agent_bin.to_str().context("agent path")?);
-                let mut cmd = self.fabric.hosts[i].ns.command(argv[0]);
-                let child = cmd
-                    .args(&argv[1..])
-                    .args(&args)
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .spawn()
-                    .context("start gingham-agent")?;
+                let mut cmd = wrapped(&self.fabric.hosts[i].ns, &self.agent_bin)?;
+                let child =
+                    cmd.args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("start gingham-agent")?;
                 let pid = child.id() as i32;
                 // The Child handle is not needed: the Daemon stops and reaps by PID.
                 std::mem::forget(child);

@@ -132,7 +132,7 @@ struct Running {
 fn start_device(device: Device, ns: &Netns, n: &Neighbours, gingham_lab: &std::path::Path) -> Result<Running> {
     Ok(match device {
         Device::Gingham => {
-            let mut cmd = ns.command(gingham_lab.to_str().context("binary path")?);
+            let mut cmd = crate::lab::wrapped(ns, gingham_lab)?;
             cmd.args(["speaker", "--router-id", &DEVICE.to_string(), "--asn", "65000", "--cluster-id", "10.255.0.1"]);
             for a in &n.injectors {
                 cmd.args(["--peer", &format!("{a}:65000")]);
