@@ -299,17 +299,16 @@ pub fn route_latency(pods: usize) -> Result<String> {
     ))
 }
 
-/// Node 1's `gingham_ipam_assign_seconds` sum and count.
 /// The agent's own time for CNI ADDs (from the request on its socket to the reply) and for
 /// their address assignments, as (sum seconds, count) each.
 fn agent_add_totals(lab: &Cluster) -> Result<[(f64, f64); 2]> {
     let metrics = lab.http_get(0, "/metrics")?;
     let add = |what: &str| metric_sample(&metrics, &format!("gingham_cni_request_seconds_{what}{{command=\"ADD\",result=\"ok\"}}"));
-    let ipam = |what: &str| metric_sample(&metrics, &format!("gingham_ipam_assign_seconds_{what}"));
     // Before the first ADD the series does not exist yet.
-    Ok([(add("sum").unwrap_or(0.0), add("count").unwrap_or(0.0)), (ipam("sum")?, ipam("count")?)])
+    Ok([(add("sum").unwrap_or(0.0), add("count").unwrap_or(0.0)), ipam_assign_totals(lab)?])
 }
 
+/// Node 1's `gingham_ipam_assign_seconds` sum and count.
 fn ipam_assign_totals(lab: &Cluster) -> Result<(f64, f64)> {
     let metrics = lab.http_get(0, "/metrics")?;
     Ok((metric_sample(&metrics, "gingham_ipam_assign_seconds_sum")?, metric_sample(&metrics, "gingham_ipam_assign_seconds_count")?))
