@@ -559,6 +559,9 @@ impl SpeakerTask {
                 Err(mpsc::error::TrySendError::Full(FibUpdate::GatewaysGone(gone))) => {
                     tracing::debug!(gateways = gone.len(), "the FIB stream is full: the gone-gateway hint waits");
                     self.gone_pending.extend(gone);
+                    // Two sessions may go while the stream is full, through the same gateway.
+                    self.gone_pending.sort_by_key(|g| (g.addr, g.ifindex));
+                    self.gone_pending.dedup();
                 }
                 Err(_) => {}
             }
