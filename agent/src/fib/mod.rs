@@ -149,9 +149,8 @@ impl FibHandle {
 /// Starts the FIB owner. It reads the kernel first, so the first plan already knows which
 /// slots are someone else's and how next hops resolve.
 pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
-    let (fib, tx, rx) = Fib::new(handle, options);
+    let (mut fib, tx, rx) = Fib::new(handle, options);
     tokio::spawn(async move {
-        let mut fib = fib;
         if let Err(e) = fib.read_kernel().await {
             tracing::warn!(error = %e, "reading the kernel's routes failed; retrying at the next resync");
         }

@@ -91,10 +91,10 @@ impl Widening {
     /// Stops holding anything; returns the groups that still had routes held, and the slots
     /// held (`None`: too many to remember, plan every route).
     pub fn release(&mut self) -> (Vec<u32>, Option<BTreeSet<RouteKey>>) {
-        let mut groups: Vec<u32> = std::mem::take(&mut self.held).into_keys().collect();
+        let released = std::mem::take(self);
+        let mut groups: Vec<u32> = released.held.into_keys().collect();
         groups.sort();
-        let routes = std::mem::take(self).routes;
-        (groups, routes)
+        (groups, released.routes)
     }
 }
 
