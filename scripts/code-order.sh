@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Writes agent/code-order.txt: the agent's functions that run in a lab cluster (start, BGP mesh,
-# pods made and removed through the CNI plugin, routes installed and removed), hottest first,
+# pods made and removed through the CNI plugin, routes installed and removed) and on a node
+# taking a table from its ToRs, hottest first,
 # as the linker's symbol ordering file; and integration/code-order.txt, the same for
 # gingham-lab's speaker as bench-rr runs it (the device it measures against BIRD's memory).
 # Release builds lay them out together at the start of the binary's code (build/link_order.rs),
@@ -21,6 +22,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export GINGHAM_LAB_WRAPPER="valgrind --tool=callgrind --demangle=no --callgrind-out-file=$out/run.%p"
 ./target/release/gingham-lab up --nodes 2 --pods-per-node 3 >/dev/null
+# A node taking a table from its ToR, and one of two ToRs going and coming back (with nexthop
+# objects and without): the FIB's bulk paths, which the lab above never reaches.
+./target/release/gingham-lab bench-node --only table --routes 5000 >/dev/null
 mkdir "$out/agent" && mv "$out"/run.* "$out/agent/"
 ./target/release/gingham-lab bench-rr --only gingham --scenarios fanout,fanin,churn --clients 1,10 --churn-seconds 3 >/dev/null
 mkdir "$out/speaker" && mv "$out"/run.* "$out/speaker/"

@@ -54,6 +54,9 @@ const RESYNC_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 /// Work on at least this many routes (a resync of a large table, a session's table arriving or
 /// going) ends by handing freed memory back to the system.
 const GIVE_BACK_ABOVE: usize = 10_000;
+/// A table arrives in many batches: memory is handed back once no change came for this long
+/// after them (each time during the burst would redo the work the next batch undoes).
+const GIVE_BACK_WHEN_QUIET: Duration = Duration::from_secs(1);
 /// A burst of changes (a full table arriving) is planned and written in slices of this many
 /// routes: the plan, the requests and their results are copies of what they touch, and a
 /// table's worth of them at once would be the agent's largest moment.
@@ -294,6 +297,16 @@ struct Fib {
     stats: FibStats,
 }
 
+/// What one batch of commands did.
+struct Handled {
+    /// Another protocol's route changed (learned routes may resolve through it).
+    other_protocol_changed: bool,
+    /// Wanted routes set or removed.
+    routes: usize,
+    /// A resync ran and handed freed memory back.
+    gave_back: bool,
+}
+
 struct ProblemState {
     want: Option<WantKey>,
     refusal: Refusal,
@@ -309,6 +322,9 @@ impl Fib {
         // long, so a flapping route elsewhere cannot keep a node with a full table resyncing.
         let mut last_cost = Duration::ZERO;
         let mut follow: Option<tokio::time::Instant> = None;
+        // Routes changed since memory was last handed back, and when to do it.
+        let mut unreturned = 0;
+        let mut give_back: Option<tokio::time::Instant> = None;
         loop {
             let follow_at = follow.unwrap_or_else(|| tokio::time::Instant::now() + RESYNC_EVERY * 2);
             let widen_at = self.widening.due().map(tokio::time::Instant::from_std);
@@ -320,9 +336,17 @@ impl Fib {
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
-                    if self.handle_batch(batch).await {
+                    let handled = self.handle_batch(batch).await;
+                    if handled.other_protocol_changed {
                         follow.get_or_insert_with(|| tokio::time::Instant::now() + FOLLOW_DELAY.max(last_cost * 10));
                     }
+                    unreturned = if handled.gave_back { 0 } else { unreturned + handled.routes };
+                    give_back = (unreturned >= GIVE_BACK_ABOVE).then(|| tokio::time::Instant::now() + GIVE_BACK_WHEN_QUIET);
+                }
+                _ = tokio::time::sleep_until(give_back.unwrap_or(follow_at)), if give_back.is_some() => {
+                    give_back = None;
+                    unreturned = 0;
+                    self.give_back_memory();
                 }
                 _ = tokio::time::sleep_until(follow_at), if follow.is_some() => {
                     follow = None;
@@ -339,8 +363,7 @@ impl Fib {
         }
     }
 
-    /// Returns whether another protocol's route changed.
-    async fn handle_batch(&mut self, batch: Vec<FibCommand>) -> bool {
+    async fn handle_batch(&mut self, batch: Vec<FibCommand>) -> Handled {
         let mut touched: BTreeSet<WantKey> = BTreeSet::new();
         let mut kernel_changed = false;
         let mut synced = false;
@@ -377,13 +400,12 @@ impl Fib {
             }
         }
         kernel_changed |= self.plan_touched(&mut touched).await;
+        let mut gave_back = false;
         if synced {
             self.adopting = false;
-            self.resync().await;
-        } else if changed >= GIVE_BACK_ABOVE {
-            self.give_back_memory();
+            gave_back = self.resync().await;
         }
-        kernel_changed
+        Handled { other_protocol_changed: kernel_changed, routes: changed, gave_back }
     }
 
     /// Plans and carries out the wanted routes of `touched`, and empties it. Returns whether a
@@ -418,11 +440,12 @@ impl Fib {
         started.elapsed()
     }
 
-    /// Reads the kernel and plans everything: drift repair, re-resolution, leftovers.
-    async fn resync(&mut self) {
+    /// Reads the kernel and plans everything: drift repair, re-resolution, leftovers. Returns
+    /// whether it handed memory back.
+    async fn resync(&mut self) -> bool {
         if let Err(e) = self.read_kernel().await {
             tracing::warn!(error = %e, "route resync failed");
-            return;
+            return false;
         }
         let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: self.adopting });
         let (wanted, metrics) = (&self.wanted, &self.metrics);
@@ -433,9 +456,11 @@ impl Fib {
             self.stats.repaired += done.installed + done.removed;
         }
         self.delete_unused_objects();
-        if self.wanted.len() + self.table.ours.len() >= GIVE_BACK_ABOVE {
+        let give_back = self.wanted.len() + self.table.ours.len() >= GIVE_BACK_ABOVE;
+        if give_back {
             self.give_back_memory();
         }
+        give_back
     }
 
     /// Hands back what work on many routes freed: the tables' spare capacity, and the heap

@@ -2,15 +2,17 @@
 //! shaped for memory. A node learning a full table from its ToR holds 100,000 of each, and
 //! nearly all of them say the same thing (via the ToR, through one nexthop object): so each
 //! distinct value is kept once, with a count of the routes that have it, and a route is its
-//! key and the number of its value. An IPv4 key is packed into 64 bits. A route costs about 22
-//! bytes per table this way, where ordered maps of full entries took 83 and 166 (counted by the
-//! allocator: `agent/tests/fib_memory.rs`).
+//! key and the number of its value. An IPv4 key is packed into 64 bits, and those keys live in
+//! a [`PackedMap`] (a sorted array). A route costs 12 bytes per table this way, where a hash
+//! map took 22 and ordered maps of full entries 83 and 166 (counted by the allocator:
+//! `agent/tests/fib_memory.rs`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::Ipv4Addr;
+use std::num::NonZeroU32;
 
-use gingham_bgp::rib::FastHash;
+use gingham_bgp::rib::{FastHash, PackedMap};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::plan::{Class, RouteKey, WantKey};
@@ -145,25 +147,31 @@ impl<T: Clone + Eq + Hash> Interner<T> {
     }
 }
 
+fn one_up(n: u32) -> NonZeroU32 {
+    // Numbers index a Vec that fits in memory: never u32::MAX.
+    NonZeroU32::new(n + 1).expect("a value number is below u32::MAX")
+}
+
 /// A map whose values are interned and whose keys are packed where they fit. Iteration order
 /// is unspecified.
 #[derive(Clone, Debug)]
 pub struct Store<K, T> {
-    packed: HashMap<u64, u32, FastHash>,
+    /// Value numbers, one up (a number that cannot be 0 leaves the map's entries 12 octets).
+    packed: PackedMap<NonZeroU32>,
     wide: HashMap<K, u32, FastHash>,
     values: Interner<T>,
 }
 
 impl<K, T> Default for Store<K, T> {
     fn default() -> Self {
-        Store { packed: HashMap::default(), wide: HashMap::default(), values: Interner::default() }
+        Store { packed: PackedMap::default(), wide: HashMap::default(), values: Interner::default() }
     }
 }
 
 impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     fn number(&self, key: &K) -> Option<u32> {
         match key.pack() {
-            Some(bits) => self.packed.get(&bits).copied(),
+            Some(bits) => self.packed.get(&bits).map(|n| n.get() - 1),
             None => self.wide.get(key).copied(),
         }
     }
@@ -179,7 +187,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     pub fn insert(&mut self, key: K, value: T) {
         let n = self.values.take(value);
         let old = match key.pack() {
-            Some(bits) => self.packed.insert(bits, n),
+            Some(bits) => self.packed.insert(bits, one_up(n)).map(|n| n.get() - 1),
             None => self.wide.insert(key, n),
         };
         if let Some(old) = old {
@@ -189,7 +197,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
 
     pub fn remove(&mut self, key: &K) -> Option<T> {
         let n = match key.pack() {
-            Some(bits) => self.packed.remove(&bits),
+            Some(bits) => self.packed.remove(&bits).map(|n| n.get() - 1),
             None => self.wide.remove(key),
         }?;
         Some(self.values.release(n))
@@ -204,7 +212,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
-        let packed = self.packed.iter().map(|(bits, n)| (K::unpack(*bits), self.values.get(*n)));
+        let packed = self.packed.iter().map(|(bits, n)| (K::unpack(bits), self.values.get(n.get() - 1)));
         packed.chain(self.wide.iter().map(|(k, n)| (*k, self.values.get(*n))))
     }
 
@@ -232,7 +240,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
             }
             kept
         };
-        self.packed.retain(|bits, n| check(K::unpack(*bits), *n));
+        self.packed.retain(|bits, n| check(K::unpack(bits), n.get() - 1));
         self.wide.retain(|key, n| check(*key, *n));
     }
 

@@ -10,6 +10,7 @@ pub mod export;
 mod fast_hash;
 mod groups;
 pub mod pack;
+mod packed_map;
 pub mod policy;
 mod prefix_set;
 mod table;
@@ -25,6 +26,8 @@ use decision::{compare, Candidate, DecisionConfig};
 pub use export::ExportDecision;
 /// The hasher of the RIB's integer-keyed tables, for others' tables of the same kind.
 pub use fast_hash::FastHash;
+/// The map of the RIB's IPv4 table, for others' large tables keyed by packed prefixes.
+pub use packed_map::PackedMap;
 use policy::{Policy, RouteSource, Verdict};
 pub use prefix_set::PrefixSet;
 use table::{Path, Table};

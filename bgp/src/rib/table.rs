@@ -1,6 +1,7 @@
 //! The Loc-RIB's storage, shaped for memory: a prefix with one path (the common case) costs
 //! one 16-octet entry under an 8-octet key, holding the best path and which peers (by slot)
-//! currently hold the prefix from us. Further paths of multi-path prefixes live on the side.
+//! currently hold the prefix from us; IPv4 entries sit in a [`PackedMap`] (24 octets a prefix,
+//! no empty slots). Further paths of multi-path prefixes live on the side.
 //! A prefix that lost its last path but is still held by a peer stays as a tombstone until
 //! the withdrawal has been exported.
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
-use super::fast_hash::{FastHash, MULTIPLIER};
+use super::packed_map::PackedMap;
 use super::prefix_set::{v4_from_key, v4_key};
 use super::PeerId;
 use crate::wire::PathAttributes;
@@ -40,62 +41,9 @@ impl Dest {
     }
 }
 
-/// The IPv4 entries, split over shards by a hash of the key. A hash table doubles when it fills
-/// and holds both arrays while moving over; one table of a million entries would briefly need
-/// half again its size, while a shard only ever moves 1/64th of it.
-#[derive(Debug)]
-struct Shards(Vec<HashMap<u64, Dest, FastHash>>);
-
-const SHARDS: usize = 64;
-
-impl Default for Shards {
-    fn default() -> Self {
-        Shards((0..SHARDS).map(|_| HashMap::default()).collect())
-    }
-}
-
-impl Shards {
-    fn shard(k: u64) -> usize {
-        // Fibonacci hashing: the top bits of the product spread neighbouring prefixes. Not the
-        // shards' own FastHash: its top bits are the tables' control bytes, which would then be
-        // alike within a shard.
-        (k.wrapping_mul(MULTIPLIER) >> (64 - SHARDS.trailing_zeros())) as usize
-    }
-
-    fn get(&self, k: &u64) -> Option<&Dest> {
-        self.0[Self::shard(*k)].get(k)
-    }
-
-    fn get_mut(&mut self, k: &u64) -> Option<&mut Dest> {
-        self.0[Self::shard(*k)].get_mut(k)
-    }
-
-    fn remove(&mut self, k: &u64) -> Option<Dest> {
-        self.0[Self::shard(*k)].remove(k)
-    }
-
-    fn insert(&mut self, k: u64, d: Dest) {
-        self.0[Self::shard(k)].insert(k, d);
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&u64, &Dest)> {
-        self.0.iter().flat_map(HashMap::iter)
-    }
-
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut Dest> {
-        self.0.iter_mut().flat_map(HashMap::values_mut)
-    }
-
-    fn retain(&mut self, mut keep: impl FnMut(&u64, &mut Dest) -> bool) {
-        for shard in &mut self.0 {
-            shard.retain(&mut keep);
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    v4: Shards,
+    v4: PackedMap<Dest>,
     v6: HashMap<IpNetwork, Dest>,
     /// Second-best and further paths, best first.
     extra: HashMap<IpNetwork, Vec<Path>>,
@@ -222,7 +170,7 @@ impl Table {
     /// Every prefix (tombstones included) whose slot bit is set.
     pub(super) fn slot_prefixes(&self, slot: u32) -> Vec<IpNetwork> {
         let bit = 1u32 << slot;
-        let v4 = self.v4.iter().filter(|(_, d)| d.advertised & bit != 0).map(|(k, _)| v4_from_key(*k));
+        let v4 = self.v4.iter().filter(|(_, d)| d.advertised & bit != 0).map(|(k, _)| v4_from_key(k));
         v4.chain(self.v6.iter().filter(|(_, d)| d.advertised & bit != 0).map(|(p, _)| *p)).collect()
     }
 
@@ -276,7 +224,7 @@ impl Table {
 
     /// Prefixes with at least one path.
     pub(super) fn prefixes(&self) -> impl Iterator<Item = IpNetwork> + '_ {
-        let v4 = self.v4.iter().filter(|(_, d)| d.live()).map(|(k, _)| v4_from_key(*k));
+        let v4 = self.v4.iter().filter(|(_, d)| d.live()).map(|(k, _)| v4_from_key(k));
         v4.chain(self.v6.iter().filter(|(_, d)| d.live()).map(|(p, _)| *p))
     }
 }
