@@ -152,6 +152,10 @@ fn one_up(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n + 1).expect("a value number is below u32::MAX")
 }
 
+fn one_down(n: NonZeroU32) -> u32 {
+    n.get() - 1
+}
+
 /// A map whose values are interned and whose keys are packed where they fit. Iteration order
 /// is unspecified.
 #[derive(Clone, Debug)]
@@ -171,7 +175,7 @@ impl<K, T> Default for Store<K, T> {
 impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     fn number(&self, key: &K) -> Option<u32> {
         match key.pack() {
-            Some(bits) => self.packed.get(&bits).map(|n| n.get() - 1),
+            Some(bits) => self.packed.get(&bits).copied().map(one_down),
             None => self.wide.get(key).copied(),
         }
     }
@@ -187,7 +191,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     pub fn insert(&mut self, key: K, value: T) {
         let n = self.values.take(value);
         let old = match key.pack() {
-            Some(bits) => self.packed.insert(bits, one_up(n)).map(|n| n.get() - 1),
+            Some(bits) => self.packed.insert(bits, one_up(n)).map(one_down),
             None => self.wide.insert(key, n),
         };
         if let Some(old) = old {
@@ -197,7 +201,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
 
     pub fn remove(&mut self, key: &K) -> Option<T> {
         let n = match key.pack() {
-            Some(bits) => self.packed.remove(&bits).map(|n| n.get() - 1),
+            Some(bits) => self.packed.remove(&bits).map(one_down),
             None => self.wide.remove(key),
         }?;
         Some(self.values.release(n))
@@ -212,7 +216,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
-        let packed = self.packed.iter().map(|(bits, n)| (K::unpack(bits), self.values.get(n.get() - 1)));
+        let packed = self.packed.iter().map(|(bits, n)| (K::unpack(bits), self.values.get(one_down(*n))));
         packed.chain(self.wide.iter().map(|(k, n)| (*k, self.values.get(*n))))
     }
 
@@ -240,7 +244,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
             }
             kept
         };
-        self.packed.retain(|bits, n| check(K::unpack(bits), n.get() - 1));
+        self.packed.retain(|bits, n| check(K::unpack(bits), one_down(*n)));
         self.wide.retain(|key, n| check(*key, *n));
     }
 

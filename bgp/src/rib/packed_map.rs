@@ -66,7 +66,8 @@ impl<V> Default for PackedMap<V> {
 }
 
 impl<V> PackedMap<V> {
-    fn position(&self, key: u64) -> Result<usize, usize> {
+    /// Where `key` is in the array, if it is.
+    fn position(&self, key: u64) -> Option<usize> {
         let holds = |b: usize| self.index.get(b).is_some_and(|first| *first <= key) && self.index.get(b + 1).is_none_or(|next| key < *next);
         let last = self.finger.get();
         let block = if holds(last) {
@@ -74,39 +75,31 @@ impl<V> PackedMap<V> {
         } else if holds(last + 1) {
             last + 1
         } else {
-            let Some(b) = self.index.partition_point(|k| *k <= key).checked_sub(1) else { return Err(0) };
-            b
+            self.index.partition_point(|k| *k <= key).checked_sub(1)?
         };
         self.finger.set(block);
         let start = block * BLOCK;
         let entries = &self.array[start..(start + BLOCK).min(self.array.len())];
-        match entries.binary_search_by(|e| e.key.key().cmp(&key)) {
-            Ok(i) => Ok(start + i),
-            Err(i) => Err(start + i),
-        }
+        entries.binary_search_by(|e| e.key.key().cmp(&key)).ok().map(|i| start + i)
     }
 
     pub fn get(&self, key: &u64) -> Option<&V> {
         if let Some(v) = self.recent.get(key) {
             return Some(v);
         }
-        self.position(*key).ok().and_then(|i| self.array[i].value.as_ref())
+        self.position(*key).and_then(|i| self.array[i].value.as_ref())
     }
 
     pub fn get_mut(&mut self, key: &u64) -> Option<&mut V> {
         match self.position(*key) {
-            Ok(i) => self.array[i].value.as_mut(),
-            Err(_) => self.recent.get_mut(key),
+            Some(i) => self.array[i].value.as_mut(),
+            None => self.recent.get_mut(key),
         }
-    }
-
-    pub fn contains_key(&self, key: &u64) -> bool {
-        self.get(key).is_some()
     }
 
     /// Returns the value `key` had.
     pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
-        if let Ok(i) = self.position(key) {
+        if let Some(i) = self.position(key) {
             let old = self.array[i].value.replace(value);
             if old.is_none() {
                 self.vacant -= 1;
@@ -124,7 +117,7 @@ impl<V> PackedMap<V> {
         if let Some(v) = self.recent.remove(key) {
             return Some(v);
         }
-        let i = self.position(*key).ok()?;
+        let i = self.position(*key)?;
         let old = self.array[i].value.take();
         if old.is_some() {
             self.vacant += 1;
