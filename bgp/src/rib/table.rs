@@ -1,7 +1,8 @@
 //! The Loc-RIB's storage, shaped for memory: a prefix with one path (the common case) costs
 //! one 16-octet entry under an 8-octet key, holding the best path and which peers (by slot)
 //! currently hold the prefix from us; IPv4 entries sit in a [`PackedMap`] (24 octets a prefix,
-//! no empty slots). Further paths of multi-path prefixes live on the side.
+//! no empty slots). A second path (a node under two ToRs has one for every prefix) sits in a
+//! second sorted array, 24 octets more; a third and further paths live in a hash table.
 //! A prefix that lost its last path but is still held by a peer stays as a tombstone until
 //! the withdrawal has been exported.
 
@@ -45,7 +46,10 @@ impl Dest {
 pub(super) struct Table {
     v4: PackedMap<Dest>,
     v6: HashMap<IpNetwork, Dest>,
-    /// Second-best and further paths, best first.
+    /// Second-best paths of IPv4 prefixes.
+    second_v4: PackedMap<Path>,
+    /// The paths after those: an IPv4 prefix's third and further, an IPv6 prefix's second and
+    /// further; best first.
     extra: HashMap<IpNetwork, Vec<Path>>,
     live: usize,
     /// Shared by every tombstone.
@@ -102,6 +106,9 @@ impl Table {
         let mut paths = Vec::new();
         if d.live() {
             paths.push(Path { peer: d.peer, attrs: d.attrs });
+            if let IpNetwork::V4(v4) = p {
+                paths.extend(self.second_v4.remove(&v4_key(v4)));
+            }
             if let Some(rest) = self.extra.remove(p) {
                 paths.extend(rest);
             }
@@ -110,16 +117,23 @@ impl Table {
     }
 
     /// Stores `paths` (best first) and the advertised bits.
-    pub(super) fn put(&mut self, p: IpNetwork, mut paths: Vec<Path>, advertised: u32) {
-        if paths.is_empty() {
+    pub(super) fn put(&mut self, p: IpNetwork, paths: Vec<Path>, advertised: u32) {
+        let mut paths = paths.into_iter();
+        let Some(best) = paths.next() else {
             if advertised != 0 {
                 self.insert_dest(p, Dest { attrs: self.empty.clone(), peer: TOMBSTONE, advertised });
             }
             return;
+        };
+        if let IpNetwork::V4(v4) = p {
+            if let Some(second) = paths.next() {
+                self.second_v4.insert(v4_key(&v4), second);
+            }
         }
-        let best = paths.remove(0);
-        if !paths.is_empty() {
-            self.extra.insert(p, paths);
+        // Collected in place: the taken paths' own allocation, when there is one.
+        let rest: Vec<Path> = paths.collect();
+        if !rest.is_empty() {
+            self.extra.insert(p, rest);
         }
         self.insert_dest(p, Dest { attrs: best.attrs, peer: best.peer, advertised });
     }
@@ -132,6 +146,7 @@ impl Table {
     pub(super) fn paths(&self, p: &IpNetwork) -> Vec<Path> {
         let Some(best) = self.best(p) else { return Vec::new() };
         let mut v = vec![best];
+        v.extend(self.second(p).cloned());
         if let Some(rest) = self.extra.get(p) {
             v.extend(rest.iter().cloned());
         }
@@ -139,7 +154,16 @@ impl Table {
     }
 
     pub(super) fn has_peer(&self, p: &IpNetwork, peer: PeerId) -> bool {
-        self.dest(p).is_some_and(|d| d.peer == peer) || self.extra.get(p).is_some_and(|r| r.iter().any(|x| x.peer == peer))
+        self.dest(p).is_some_and(|d| d.peer == peer)
+            || self.second(p).is_some_and(|x| x.peer == peer)
+            || self.extra.get(p).is_some_and(|r| r.iter().any(|x| x.peer == peer))
+    }
+
+    fn second(&self, p: &IpNetwork) -> Option<&Path> {
+        match p {
+            IpNetwork::V4(v4) => self.second_v4.get(&v4_key(v4)),
+            IpNetwork::V6(_) => None,
+        }
     }
 
     /// Sets or clears a peer slot's bit; returns whether it was set.
@@ -219,12 +243,51 @@ impl Table {
     /// Every path of every prefix, in no order.
     pub(super) fn all_paths(&self) -> impl Iterator<Item = (PeerId, &Arc<PathAttributes>)> + '_ {
         let best = self.v4.iter().map(|(_, d)| d).chain(self.v6.values()).filter(|d| d.live()).map(|d| (d.peer, &d.attrs));
-        best.chain(self.extra.values().flatten().map(|p| (p.peer, &p.attrs)))
+        let second = self.second_v4.iter().map(|(_, p)| p);
+        best.chain(second.chain(self.extra.values().flatten()).map(|p| (p.peer, &p.attrs)))
     }
 
     /// Prefixes with at least one path.
     pub(super) fn prefixes(&self) -> impl Iterator<Item = IpNetwork> + '_ {
         let v4 = self.v4.iter().filter(|(_, d)| d.live()).map(|(k, _)| v4_from_key(k));
         v4.chain(self.v6.iter().filter(|(_, d)| d.live()).map(|(p, _)| *p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(peer: PeerId) -> Path {
+        Path { peer, attrs: Arc::new(PathAttributes { local_pref: Some(peer), ..Default::default() }) }
+    }
+
+    fn peers(paths: &[Path]) -> Vec<PeerId> {
+        paths.iter().map(|p| p.peer).collect()
+    }
+
+    #[test]
+    fn every_path_of_a_prefix_comes_back_in_order_whichever_store_holds_it() {
+        let mut t = Table::default();
+        for (prefix, n) in [("10.0.0.0/24", 1), ("10.0.1.0/24", 2), ("10.0.2.0/24", 4), ("2001:db8::/64", 3)] {
+            let p: IpNetwork = prefix.parse().unwrap();
+            let paths: Vec<Path> = (1..=n).map(path).collect();
+            t.put(p, paths, 0b101);
+            assert_eq!(peers(&t.paths(&p)), (1..=n).collect::<Vec<_>>(), "{prefix}");
+            assert!(t.has_peer(&p, n) && !t.has_peer(&p, n + 1), "{prefix}");
+        }
+        assert_eq!(t.len(), 4);
+        let mut all: Vec<PeerId> = t.all_paths().map(|(peer, _)| peer).collect();
+        all.sort();
+        assert_eq!(all, [1, 1, 1, 1, 2, 2, 2, 3, 3, 4]);
+
+        let p: IpNetwork = "10.0.2.0/24".parse().unwrap();
+        let (paths, advertised) = t.take(&p);
+        assert_eq!((peers(&paths), advertised), (vec![1, 2, 3, 4], 0b101));
+        assert!(t.paths(&p).is_empty() && !t.has_peer(&p, 2), "taken with its second and further paths");
+        // Back with fewer paths: nothing of the old ones stays beside it.
+        t.put(p, paths.into_iter().skip(2).collect(), 0);
+        assert_eq!(peers(&t.paths(&p)), [3, 4]);
+        assert_eq!(t.all_paths().count(), 8);
     }
 }

@@ -5,7 +5,8 @@
 //! empty namespace, and BIRD learning the same table over the same kind of session and
 //! exporting it to its kernel table (its memory is the reference for the agent's). Then the
 //! failover that nexthop objects are for: the same table from two ToRs, one of them going, with
-//! the agent's objects and without.
+//! the agent's objects and without; and the memory of holding the table from both ToRs (a rack
+//! with two), against BIRD's holding the same two tables and exporting ECMP routes.
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,7 @@ pub fn run(prefixes: usize) -> Result<String> {
     let bird = bird(prefixes)?;
     let objects = failover(prefixes, true)?;
     let gateways = failover(prefixes, false)?;
+    let bird_two = bird_two_tors(prefixes)?;
     let s = |d: Duration| d.as_secs_f64();
     let mb = |kib: u64| kib as f64 / 1024.0;
     Ok(format!(
@@ -99,11 +101,13 @@ pub fn run(prefixes: usize) -> Result<String> {
         ours.idle_cpu_percent / bird.idle_cpu_percent.max(0.01),
     ) + &format!(
         "The same table from two ToRs (ECMP), ToR 1's first, then ToR 2's: the route operations for both; ToR 2's session ends: until no route in the node's kernel goes via ToR 2, and the agent's route operations for it; then ToR 2 sends its table again: until every route goes via it again, and the route operations\n\
-         {:<42} {:>10} {:>10} {:>12} {:>12} {:>12} {:>14}\n\
-         {:<42} {:>10} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
-         {:<42} {:>10} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
-         {:<42} {:>10} {:>9.3}x {:>12} {:>12} {:>11.3}x\n",
+         {:<42} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12} {:>14}\n\
+         {:<42} {:>10.1} {:>10} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
+         {:<42} {:>10.1} {:>10} {:>10.3} {:>12} {:>12.3} {:>12.3} {:>14}\n\
+         {:<42} {:>10.1} {:>10} {:>10} {:>12} {:>12} {:>12} {:>14}\n\
+         {:<42} {:>9.2}x {:>10} {:>9.3}x {:>12} {:>12} {:>11.3}x\n",
         "",
+        "RSS MB",
         "both ops",
         "time s",
         "route ops",
@@ -111,6 +115,7 @@ pub fn run(prefixes: usize) -> Result<String> {
         "back s",
         "back route ops",
         "gingham-agent, nexthop objects",
+        mb(objects.rss_kib),
         objects.arrive_operations,
         s(objects.time),
         objects.operations,
@@ -118,13 +123,23 @@ pub fn run(prefixes: usize) -> Result<String> {
         s(objects.back),
         objects.back_operations,
         "gingham-agent, gateways in each route",
+        mb(gateways.rss_kib),
         gateways.arrive_operations,
         s(gateways.time),
         gateways.operations,
         s(gateways.poll),
         s(gateways.back),
         gateways.back_operations,
-        "objects / gateways",
+        "BIRD (merge paths; RSS only)",
+        mb(bird_two),
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "objects / gateways; RSS: objects / BIRD",
+        objects.rss_kib as f64 / bird_two as f64,
         "",
         s(objects.time) / s(gateways.time),
         "",
@@ -211,6 +226,8 @@ struct Failover {
     back_operations: u64,
     /// The route operations for ToR 1's table and then ToR 2's, before any of it.
     arrive_operations: u64,
+    /// The agent's, holding both tables, after [`QUIET`].
+    rss_kib: u64,
 }
 
 const TOR2: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 13);
@@ -238,6 +255,8 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
     std::thread::sleep(Duration::from_secs(3));
     let after = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
     let arrive_operations = after - before;
+    std::thread::sleep(QUIET);
+    let rss_kib = rss_kib(lab.nodes[0].agent.as_ref().context("agent")?.pid)?;
     let before = after;
     let (injector, reader, _) = tors.pop().context("ToR 2")?;
     // Polled from inside the node's namespace with a netlink dump, counted without decoding
@@ -285,7 +304,7 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
         injector.shutdown();
         let _ = reader.join();
     }
-    Ok(Failover { time, operations, poll, back, back_operations, arrive_operations })
+    Ok(Failover { time, operations, poll, back, back_operations, arrive_operations, rss_kib })
 }
 
 /// Our routes in the calling thread's namespace that go via `gateway` (alone or among others).
@@ -335,4 +354,39 @@ fn bird(prefixes: usize) -> Result<Side> {
     let remove = start.elapsed();
     let _ = reader.join();
     Ok(Side { install, remove, empty_kib, rss_kib: rss, peak_kib: peak_rss_kib(bird.daemon.pid)?, idle_cpu_percent })
+}
+
+/// BIRD in the node's place under two ToRs sending the same table, exporting ECMP routes over
+/// both (`merge paths`, as Calico configures it): its RSS holding them, after [`QUIET`].
+fn bird_two_tors(prefixes: usize) -> Result<u64> {
+    let fabric = crate::netns::Fabric::new(3)?;
+    let node_ns = &fabric.hosts[0].ns;
+    let config = format!(
+        "router id {NODE};\nprotocol device {{}}\nprotocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
+         protocol bgp tor1 {{ local {NODE} as {asn}; neighbor {TOR} as {asn}; direct; ipv4 {{ import all; export none; }}; }}\n\
+         protocol bgp tor2 {{ local {NODE} as {asn}; neighbor {TOR2} as {asn}; direct; ipv4 {{ import all; export none; }}; }}\n",
+        asn = peers::ASN
+    );
+    let bird = Bird::start(node_ns, &config)?;
+    let mut tors = Vec::new();
+    for (addr, host) in [(TOR, 1), (TOR2, 2)] {
+        let mut injector = establish_all(&fabric.hosts[host].ns, vec![addr], NODE)?.pop().context("one session")?;
+        let reader = injector.spawn_reader(None);
+        injector.write(&encode_updates(0..prefixes, addr, true)?)?;
+        tors.push((injector, reader));
+    }
+    // BIRD's protocol number in the kernel is 12.
+    wait_for("every BIRD route via both ToRs", LIMIT, || {
+        std::thread::sleep(Duration::from_millis(200));
+        let both =
+            in_netns(node_ns, || Ok(crate::route_count::routes_via(12, TOR)?.min(crate::route_count::routes_via(12, TOR2)?))).ok()?;
+        (both >= prefixes).then_some(())
+    })?;
+    std::thread::sleep(QUIET);
+    let rss = rss_kib(bird.daemon.pid)?;
+    for (injector, reader) in tors {
+        injector.shutdown();
+        let _ = reader.join();
+    }
+    Ok(rss)
 }
