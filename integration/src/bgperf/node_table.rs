@@ -251,12 +251,13 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
         })?;
     }
     anyhow::ensure!(in_netns(node_ns, || through(TOR))? >= prefixes, "the routes do not go via both ToRs");
-    // As below: the last changes may still be on their way.
-    std::thread::sleep(Duration::from_secs(3));
-    let after = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
-    let arrive_operations = after - before;
+    // As below: the last changes may still be on their way. Both tables are then held for
+    // [`QUIET`] before the memory is read; whatever the agent does with them meanwhile (a held
+    // change released, a resync's repair) counts with their arrival, not with ToR 2's going.
     std::thread::sleep(QUIET);
     let rss_kib = rss_kib(lab.nodes[0].agent.as_ref().context("agent")?.pid)?;
+    let after = fib_operations(&lab, "install")? + fib_operations(&lab, "remove")?;
+    let arrive_operations = after - before;
     let before = after;
     let (injector, reader, _) = tors.pop().context("ToR 2")?;
     // Polled from inside the node's namespace with a netlink dump, counted without decoding
