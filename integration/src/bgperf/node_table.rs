@@ -328,17 +328,26 @@ fn bird_routes(ns: &Netns) -> Result<usize> {
     Ok(ns.exec("ip", &["route", "show", "proto", "bird"])?.lines().count())
 }
 
+/// BIRD in the node's place, learning from each of `tors` and exporting to the kernel, ECMP
+/// routes over all of them when there are several (`merge paths`, as Calico configures it).
+fn bird_config(tors: &[std::net::Ipv4Addr]) -> String {
+    let merge = if tors.len() > 1 { " merge paths on;" } else { "" };
+    let mut config = format!("router id {NODE};\nprotocol device {{}}\nprotocol kernel {{ ipv4 {{ export all; }};{merge} }}\n");
+    for (n, tor) in tors.iter().enumerate() {
+        config += &format!(
+            "protocol bgp tor{n} {{ local {NODE} as {asn}; neighbor {tor} as {asn}; direct; ipv4 {{ import all; export none; }}; }}\n",
+            asn = peers::ASN
+        );
+    }
+    config
+}
+
 /// BIRD in the node's place. Its times are polled kernel counts (a dump of the whole table
 /// every poll), so they are coarse and slowed by the polling: shown, not compared.
 fn bird(prefixes: usize) -> Result<Side> {
     let fabric = crate::netns::Fabric::new(2)?;
     let (node_ns, tor_ns) = (&fabric.hosts[0].ns, &fabric.hosts[1].ns);
-    let config = format!(
-        "router id {NODE};\nprotocol device {{}}\nprotocol kernel {{ ipv4 {{ export all; }}; }}\n\
-         protocol bgp tor {{ local {NODE} as {asn}; neighbor {TOR} as {asn}; direct; ipv4 {{ import all; export none; }}; }}\n",
-        asn = peers::ASN
-    );
-    let bird = Bird::start(node_ns, &config)?;
+    let bird = Bird::start(node_ns, &bird_config(&[TOR]))?;
     let mut injector = establish_all(tor_ns, vec![TOR], NODE)?.pop().context("one session")?;
     let reader = injector.spawn_reader(None);
     let table = encode_updates(0..prefixes, TOR, true)?;
@@ -357,18 +366,12 @@ fn bird(prefixes: usize) -> Result<Side> {
     Ok(Side { install, remove, empty_kib, rss_kib: rss, peak_kib: peak_rss_kib(bird.daemon.pid)?, idle_cpu_percent })
 }
 
-/// BIRD in the node's place under two ToRs sending the same table, exporting ECMP routes over
-/// both (`merge paths`, as Calico configures it): its RSS holding them, after [`QUIET`].
+/// BIRD in the node's place under two ToRs sending the same table ([`bird_config`]): its RSS
+/// holding them, after [`QUIET`].
 fn bird_two_tors(prefixes: usize) -> Result<u64> {
     let fabric = crate::netns::Fabric::new(3)?;
     let node_ns = &fabric.hosts[0].ns;
-    let config = format!(
-        "router id {NODE};\nprotocol device {{}}\nprotocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
-         protocol bgp tor1 {{ local {NODE} as {asn}; neighbor {TOR} as {asn}; direct; ipv4 {{ import all; export none; }}; }}\n\
-         protocol bgp tor2 {{ local {NODE} as {asn}; neighbor {TOR2} as {asn}; direct; ipv4 {{ import all; export none; }}; }}\n",
-        asn = peers::ASN
-    );
-    let bird = Bird::start(node_ns, &config)?;
+    let bird = Bird::start(node_ns, &bird_config(&[TOR, TOR2]))?;
     let mut tors = Vec::new();
     for (addr, host) in [(TOR, 1), (TOR2, 2)] {
         let mut injector = establish_all(&fabric.hosts[host].ns, vec![addr], NODE)?.pop().context("one session")?;
