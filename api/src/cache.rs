@@ -13,7 +13,7 @@
 //! | sqlite     | the store's one change poller (a pragma per 100 ms) | every `resync`  |
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
@@ -71,13 +71,18 @@ impl Default for CacheOptions {
     }
 }
 
+/// Events a receiver may fall behind by before it gets `Lagged`.
+const EVENTS_KEPT: usize = 1024;
+
+/// A kind's event channel, made by its first subscriber: a channel keeps all its slots from
+/// the start (32 KB a kind, touched as it is made), and no consumer in a node agent follows
+/// events. They go out as `Arc`s: slots the size of a whole resource were 0.5 to 0.9 MB a kind.
+type Events<K> = Arc<OnceLock<broadcast::Sender<Arc<TypedEvent<K>>>>>;
+
 /// A handle on one kind's reflector; clones share it.
 pub struct Reflector<K> {
     snapshot: watch::Receiver<Arc<Snapshot<K>>>,
-    /// Events go out as `Arc`s: the channel keeps 1024 slots from the start, and slots the size
-    /// of a whole resource cost a node agent megabytes (about 0.5 to 0.9 MB a kind) that no
-    /// consumer in it reads.
-    events: broadcast::Sender<Arc<TypedEvent<K>>>,
+    events: Events<K>,
 }
 
 impl<K> Clone for Reflector<K> {
@@ -91,7 +96,7 @@ impl<K: Kind> Reflector<K> {
     pub fn start<D: Datastore>(store: Store<D>, options: CacheOptions) -> Reflector<K> {
         let empty = Snapshot { objects: BTreeMap::new(), revision: Revision(String::new()), synced: false };
         let (tx, snapshot) = watch::channel(Arc::new(empty));
-        let (events, _) = broadcast::channel(1024);
+        let events = Events::default();
         tokio::spawn(run(store, options, tx, events.clone()));
         Reflector { snapshot, events }
     }
@@ -114,9 +119,9 @@ impl<K: Kind> Reflector<K> {
     }
 
     /// Every change from now on, as events. A receiver that falls more than 1024 events behind
-    /// gets `Lagged` and should read a snapshot.
+    /// (`EVENTS_KEPT`) gets `Lagged` and should read a snapshot.
     pub fn events(&self) -> broadcast::Receiver<Arc<TypedEvent<K>>> {
-        self.events.subscribe()
+        self.events.get_or_init(|| broadcast::channel(EVENTS_KEPT).0).subscribe()
     }
 }
 
@@ -140,12 +145,9 @@ pub fn diff<K: Kind>(old: &BTreeMap<String, Arc<K>>, new: &BTreeMap<String, Arc<
     out
 }
 
-async fn run<K: Kind, D: Datastore>(
-    store: Store<D>,
-    options: CacheOptions,
-    tx: watch::Sender<Arc<Snapshot<K>>>,
-    events: broadcast::Sender<Arc<TypedEvent<K>>>,
-) {
+async fn run<K: Kind, D: Datastore>(store: Store<D>, options: CacheOptions, tx: watch::Sender<Arc<Snapshot<K>>>, events: Events<K>) {
+    // Only while someone listens: an event nobody reads is a clone of its object for nothing.
+    let listened = || events.get().filter(|e| e.receiver_count() > 0);
     let mut objects: BTreeMap<String, Arc<K>> = BTreeMap::new();
     loop {
         if tx.is_closed() {
@@ -160,7 +162,7 @@ async fn run<K: Kind, D: Datastore>(
             }
         };
         let listed: BTreeMap<String, Arc<K>> = items.into_iter().map(|o| (o.key(), Arc::new(o))).collect();
-        if events.receiver_count() > 0 {
+        if let Some(events) = listened() {
             for event in diff(&objects, &listed) {
                 let _ = events.send(Arc::new(event));
             }
@@ -209,7 +211,7 @@ async fn run<K: Kind, D: Datastore>(
                     }
                     TypedEvent::Resync => {}
                 }
-                if events.receiver_count() > 0 {
+                if let Some(events) = listened() {
                     let _ = events.send(Arc::new(event));
                 }
             }

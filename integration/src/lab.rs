@@ -242,7 +242,9 @@ impl Cluster {
             wait_for(&format!("{}'s BGP sessions", self.nodes[i].name), timeout, || {
                 let s = self.status(i).ok()?;
                 let peers = s["peers"].as_array()?;
-                (!peers.is_empty() && peers.iter().all(|p| p["state"] == "Established")).then_some(())
+                // A node alone has no mesh peers (the speaker still runs, for peers added later).
+                let alone = self.nodes.len() == 1;
+                ((alone || !peers.is_empty()) && peers.iter().all(|p| p["state"] == "Established")).then_some(())
             })
             .with_context(|| {
                 let down: Vec<String> = self

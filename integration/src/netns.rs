@@ -32,13 +32,14 @@ pub fn ip(args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(args)).map(|_| ())
 }
 
-/// Namespaces and processes alive right now, so a signal can still remove them: a process
-/// killed by SIGTERM runs no destructors.
-static LIVE: Mutex<Live> = Mutex::new(Live { namespaces: Vec::new(), pids: Vec::new() });
+/// Namespaces, processes and directories alive right now, so a signal can still remove them: a
+/// process killed by SIGTERM runs no destructors.
+static LIVE: Mutex<Live> = Mutex::new(Live { namespaces: Vec::new(), pids: Vec::new(), dirs: Vec::new() });
 
 struct Live {
     namespaces: Vec<String>,
     pids: Vec<i32>,
+    dirs: Vec<PathBuf>,
 }
 
 fn live() -> std::sync::MutexGuard<'static, Live> {
@@ -46,8 +47,8 @@ fn live() -> std::sync::MutexGuard<'static, Live> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// For binaries: on SIGINT or SIGTERM, stop every process and delete every namespace this
-/// process created, then exit 130.
+/// For binaries: on SIGINT or SIGTERM, stop every process and delete every namespace and
+/// temporary directory this process created, then exit 130.
 pub fn cleanup_on_signals() {
     std::thread::spawn(|| {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
@@ -62,15 +63,18 @@ pub fn cleanup_on_signals() {
                 _ = term.recv() => {}
             }
         });
-        let (pids, namespaces) = {
+        let (pids, namespaces, dirs) = {
             let l = live();
-            (l.pids.clone(), l.namespaces.clone())
+            (l.pids.clone(), l.namespaces.clone(), l.dirs.clone())
         };
         for pid in pids {
             Daemon { name: String::new(), pid, log: None }.stop();
         }
         for ns in namespaces.iter().rev() {
             let _best_effort = ip(&["netns", "del", ns]);
+        }
+        for dir in dirs {
+            let _best_effort = std::fs::remove_dir_all(dir);
         }
         eprintln!("interrupted: removed {} namespaces", namespaces.len());
         std::process::exit(130);
@@ -352,6 +356,7 @@ impl TempDir {
     pub fn new(prefix: &str) -> Result<TempDir> {
         let path = std::env::temp_dir().join(format!("{prefix}-{}", unique_suffix()));
         std::fs::create_dir_all(&path)?;
+        live().dirs.push(path.clone());
         Ok(TempDir { path })
     }
     pub fn join(&self, name: &str) -> PathBuf {
@@ -362,5 +367,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _best_effort = std::fs::remove_dir_all(&self.path);
+        live().dirs.retain(|d| d != &self.path);
     }
 }

@@ -15,6 +15,7 @@
 //! injector straight into a counting receiver: it must be much faster than any device, or the
 //! figures would measure the load instead.
 
+mod arrivals;
 pub mod node_table;
 pub mod peers;
 

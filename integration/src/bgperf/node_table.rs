@@ -1,9 +1,10 @@
 //! A node learning a full table from its ToR (`gingham-lab bench-node --only table`): our
 //! injector, in the ToR's place, sends N prefixes to one lab node; timed until the node's
-//! agent has installed them all in the kernel, and until it has removed them all after the
-//! session drops. Side by side in one run: `ip -batch` adding and deleting the same routes in an
-//! empty namespace, and BIRD learning the same table over the same kind of session and
-//! exporting it to its kernel table (its memory is the reference for the agent's). Then the
+//! kernel has announced the last of them added ([`super::arrivals`]), and until the agent has
+//! removed them all after the session drops. Side by side in one run: `ip -batch` adding and
+//! deleting the same routes in an empty namespace, and BIRD learning the same table over the
+//! same kind of session and exporting it to its kernel table, its install timed the same way
+//! (its memory is the reference for the agent's). Then the
 //! failover that nexthop objects are for: the same table from two ToRs, one of them going, with
 //! the agent's objects and without; and the memory of holding the table from both ToRs (a rack
 //! with two), against BIRD's holding the same two tables and exporting ECMP routes.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec};
 
+use super::arrivals::Arrivals;
 use super::peers::{self, encode_updates, Session};
 use super::{establish_all, in_netns, peak_rss_kib};
 use crate::bench_node::{count_routes, route_ns, time_ip_batch};
@@ -24,6 +26,10 @@ use crate::proc_stats::{cpu_seconds, status};
 const TOR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 12);
 const NODE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 11);
 const LIMIT: Duration = Duration::from_secs(300);
+const RTPROT_GINGHAM: u8 = 80;
+const RTPROT_BIRD: u8 = 12;
+/// The table's prefixes are /24s ([`peers::prefix`]).
+const TABLE_LEN: u8 = 24;
 
 struct Side {
     install: Duration,
@@ -58,12 +64,13 @@ pub fn run(prefixes: usize) -> Result<String> {
     let s = |d: Duration| d.as_secs_f64();
     let mb = |kib: u64| kib as f64 / 1024.0;
     Ok(format!(
-        "A node learning {prefixes} prefixes (/24s, one next hop) from its ToR over iBGP: until all are in the kernel, until all are gone after the session drops\n\
+        "A node learning {prefixes} prefixes (/24s, one next hop) from its ToR over iBGP: until the kernel has announced the last one added, until all are gone after the session drops\n\
          {:<42} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12}\n\
          {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
          {:<42} {:>10.2} {:>10.2} {:>12} {:>12} {:>12} {:>12}\n\
          {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
-         {:<42} {:>9.2}x {:>9.2}x {:>11.2}x {:>11.2}x {:>11.2}x {:>11.2}x\n",
+         {:<42} {:>9.2}x {:>9.2}x {:>11.2}x {:>11.2}x {:>11.2}x {:>11.2}x\n\
+         {:<42} {:>9.2}x\n",
         "",
         "install s",
         "remove s",
@@ -85,7 +92,7 @@ pub fn run(prefixes: usize) -> Result<String> {
         "-",
         "-",
         "-",
-        "BIRD (kernel export; time not comparable)",
+        "BIRD (kernel export; removal polled)",
         s(bird.install),
         s(bird.remove),
         mb(bird.empty_kib),
@@ -99,6 +106,8 @@ pub fn run(prefixes: usize) -> Result<String> {
         ours.rss_kib as f64 / bird.rss_kib as f64,
         ours.peak_kib as f64 / bird.peak_kib as f64,
         ours.idle_cpu_percent / bird.idle_cpu_percent.max(0.01),
+        "install: gingham / BIRD",
+        s(ours.install) / s(bird.install),
     ) + &format!(
         "The same table from two ToRs (ECMP), ToR 1's first, then ToR 2's: the route operations for both; ToR 2's session ends: until no route in the node's kernel goes via ToR 2, and the agent's route operations for it; then ToR 2 sends its table again: until every route goes via it again, and the route operations\n\
          {:<42} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12} {:>14}\n\
@@ -192,13 +201,15 @@ fn gingham(prefixes: usize) -> Result<Side> {
     let (injector, reader) = tor(&lab, "tor", TOR, 1)?;
     let table = encode_updates(0..prefixes, TOR, true)?;
     let pid = lab.nodes[0].agent.as_ref().context("agent")?.pid;
+    let node_ns = &lab.fabric.hosts[0].ns;
     let empty_kib = rss_kib(pid)?;
     let (installed, removed) = (fib_operations(&lab, "install")?, fib_operations(&lab, "remove")?);
+    let arrivals = Arrivals::start(node_ns, RTPROT_GINGHAM, TABLE_LEN)?;
     let start = Instant::now();
     injector.write(&table)?;
+    let install = arrivals.nth(prefixes, LIMIT)?.duration_since(start);
+    drop(arrivals);
     wait_operations(&lab, "install", installed, prefixes)?;
-    let install = start.elapsed();
-    let node_ns = &lab.fabric.hosts[0].ns;
     anyhow::ensure!(count_routes(node_ns)? >= prefixes, "the agent counted installs the kernel does not hold");
     let idle_cpu_percent = idle_cpu(pid)?;
     let rss = rss_kib(pid)?;
@@ -342,8 +353,8 @@ fn bird_config(tors: &[std::net::Ipv4Addr]) -> String {
     config
 }
 
-/// BIRD in the node's place. Its times are polled kernel counts (a dump of the whole table
-/// every poll), so they are coarse and slowed by the polling: shown, not compared.
+/// BIRD in the node's place. Its install is timed as the agent's is; its removal is a polled
+/// kernel count (a dump of the whole table every poll), coarse and slowed by the polling.
 fn bird(prefixes: usize) -> Result<Side> {
     let fabric = crate::netns::Fabric::new(2)?;
     let (node_ns, tor_ns) = (&fabric.hosts[0].ns, &fabric.hosts[1].ns);
@@ -352,10 +363,12 @@ fn bird(prefixes: usize) -> Result<Side> {
     let reader = injector.spawn_reader(None);
     let table = encode_updates(0..prefixes, TOR, true)?;
     let empty_kib = rss_kib(bird.daemon.pid)?;
+    let arrivals = Arrivals::start(node_ns, RTPROT_BIRD, TABLE_LEN)?;
     let start = Instant::now();
     injector.write(&table)?;
-    wait_for("every route in BIRD's kernel table", LIMIT, || (bird_routes(node_ns).ok()? >= prefixes).then_some(()))?;
-    let install = start.elapsed();
+    let install = arrivals.nth(prefixes, LIMIT)?.duration_since(start);
+    drop(arrivals);
+    anyhow::ensure!(bird_routes(node_ns)? >= prefixes, "BIRD's announced routes are not all in its kernel table");
     let idle_cpu_percent = idle_cpu(bird.daemon.pid)?;
     let rss = rss_kib(bird.daemon.pid)?;
     let start = Instant::now();
@@ -379,11 +392,12 @@ fn bird_two_tors(prefixes: usize) -> Result<u64> {
         injector.write(&encode_updates(0..prefixes, addr, true)?)?;
         tors.push((injector, reader));
     }
-    // BIRD's protocol number in the kernel is 12.
     wait_for("every BIRD route via both ToRs", LIMIT, || {
         std::thread::sleep(Duration::from_millis(200));
-        let both =
-            in_netns(node_ns, || Ok(crate::route_count::routes_via(12, TOR)?.min(crate::route_count::routes_via(12, TOR2)?))).ok()?;
+        let both = in_netns(node_ns, || {
+            Ok(crate::route_count::routes_via(RTPROT_BIRD, TOR)?.min(crate::route_count::routes_via(RTPROT_BIRD, TOR2)?))
+        })
+        .ok()?;
         (both >= prefixes).then_some(())
     })?;
     std::thread::sleep(QUIET);
