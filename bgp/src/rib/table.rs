@@ -1,19 +1,22 @@
-//! The Loc-RIB's storage, shaped for memory: a prefix with one path (the common case) costs
-//! one 16-octet entry under an 8-octet key, holding the best path and which peers (by slot)
-//! currently hold the prefix from us; IPv4 entries sit in a [`PackedMap`] (24 octets a prefix,
-//! no empty slots). A second path (a node under two ToRs has one for every prefix) sits in a
-//! second sorted array, 24 octets more; a third and further paths live in a hash table.
-//! A prefix that lost its last path but is still held by a peer stays as a tombstone until
-//! the withdrawal has been exported.
+//! The Loc-RIB's storage, shaped for memory. A path is a peer and an attribute set, and a full
+//! table from a ToR is 100,000 prefixes with a handful of those: each distinct one is kept once
+//! ([`Sources`]) and a prefix holds its number. A prefix with one path (the common case) costs
+//! one 8-octet entry under an 8-octet key, holding the best path's number and which peers (by
+//! slot) currently hold the prefix from us; IPv4 entries sit in a [`PackedMap`] (16 octets a
+//! prefix, no empty slots). A second path (a node under two ToRs has one for every prefix)
+//! sits in a second sorted array, 12 octets more; a third and further paths live in a hash
+//! table. A prefix that lost its last path but is still held by a peer stays as a tombstone
+//! until the withdrawal has been exported.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
 use super::packed_map::PackedMap;
 use super::prefix_set::{v4_from_key, v4_key};
-use super::PeerId;
+use super::{FastHash, PeerId};
 use crate::wire::PathAttributes;
 
 #[derive(Clone, Debug)]
@@ -22,7 +25,10 @@ pub(super) struct Path {
     pub(super) attrs: Arc<PathAttributes>,
 }
 
-const TOMBSTONE: PeerId = PeerId::MAX;
+/// A path's number in [`Sources`].
+type Source = NonZeroU32;
+/// The source of a prefix with no path (never handed out).
+const TOMBSTONE: Source = NonZeroU32::MAX;
 /// Bit of `Dest::advertised` that marks a change the FIB stream has not taken yet; the other
 /// 31 are peer slots.
 const FIB_BIT: u32 = 1 << 31;
@@ -31,14 +37,68 @@ pub(super) const SLOTS: usize = 31;
 /// Best path plus the Adj-RIB-Out bits of peers with a slot.
 #[derive(Debug)]
 struct Dest {
-    attrs: Arc<PathAttributes>,
-    peer: PeerId,
+    best: Source,
     advertised: u32,
 }
 
 impl Dest {
     fn live(&self) -> bool {
-        self.peer != TOMBSTONE
+        self.best != TOMBSTONE
+    }
+}
+
+/// Each distinct path once, numbered, with the number of prefixes that hold it. A path is
+/// told by its peer and its attribute set's address (the RIB interns attribute sets, so equal
+/// sets share one; and a set's address is not reused while its source holds it).
+#[derive(Debug, Default)]
+struct Sources {
+    /// Source `n` is at `n - 1`; `None` when free.
+    slots: Vec<Option<(Path, u32)>>,
+    numbers: HashMap<(PeerId, usize), Source, FastHash>,
+    free: Vec<Source>,
+}
+
+impl Sources {
+    fn hold(&mut self, path: Path) -> Source {
+        let id = (path.peer, Arc::as_ptr(&path.attrs) as usize);
+        if let Some(&n) = self.numbers.get(&id) {
+            if let Some((_, holders)) = &mut self.slots[n.get() as usize - 1] {
+                *holders += 1;
+            }
+            return n;
+        }
+        let n = match self.free.pop() {
+            Some(n) => n,
+            None => {
+                self.slots.push(None);
+                NonZeroU32::new(self.slots.len() as u32).filter(|n| *n != TOMBSTONE).expect("fewer than 2^32 - 1 distinct paths")
+            }
+        };
+        self.slots[n.get() as usize - 1] = Some((path, 1));
+        self.numbers.insert(id, n);
+        n
+    }
+
+    /// One prefix fewer holds `n`; its path.
+    fn release(&mut self, n: Source) -> Path {
+        let slot = &mut self.slots[n.get() as usize - 1];
+        let (path, holders) = slot.as_mut().expect("a held source");
+        *holders -= 1;
+        if *holders > 0 {
+            return path.clone();
+        }
+        let (path, _) = slot.take().expect("a held source");
+        self.numbers.remove(&(path.peer, Arc::as_ptr(&path.attrs) as usize));
+        self.free.push(n);
+        path
+    }
+
+    fn get(&self, n: Source) -> &Path {
+        &self.slots[n.get() as usize - 1].as_ref().expect("a held source").0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Path> + '_ {
+        self.slots.iter().flatten().map(|(path, _)| path)
     }
 }
 
@@ -47,13 +107,12 @@ pub(super) struct Table {
     v4: PackedMap<Dest>,
     v6: HashMap<IpNetwork, Dest>,
     /// Second-best paths of IPv4 prefixes.
-    second_v4: PackedMap<Path>,
+    second_v4: PackedMap<Source>,
+    sources: Sources,
     /// The paths after those: an IPv4 prefix's third and further, an IPv6 prefix's second and
     /// further; best first.
     extra: HashMap<IpNetwork, Vec<Path>>,
     live: usize,
-    /// Shared by every tombstone.
-    empty: Arc<PathAttributes>,
     /// Prefixes marked with FIB_BIT, in marking order (IPv4 as compact keys); taken from the
     /// front a batch at a time, so a queue (a table arriving is 100k of them).
     fib_v4: VecDeque<u64>,
@@ -105,9 +164,11 @@ impl Table {
         let Some(d) = self.remove_dest(p) else { return (Vec::new(), 0) };
         let mut paths = Vec::new();
         if d.live() {
-            paths.push(Path { peer: d.peer, attrs: d.attrs });
+            paths.push(self.sources.release(d.best));
             if let IpNetwork::V4(v4) = p {
-                paths.extend(self.second_v4.remove(&v4_key(v4)));
+                if let Some(second) = self.second_v4.remove(&v4_key(v4)) {
+                    paths.push(self.sources.release(second));
+                }
             }
             if let Some(rest) = self.extra.remove(p) {
                 paths.extend(rest);
@@ -121,12 +182,13 @@ impl Table {
         let mut paths = paths.into_iter();
         let Some(best) = paths.next() else {
             if advertised != 0 {
-                self.insert_dest(p, Dest { attrs: self.empty.clone(), peer: TOMBSTONE, advertised });
+                self.insert_dest(p, Dest { best: TOMBSTONE, advertised });
             }
             return;
         };
         if let IpNetwork::V4(v4) = p {
             if let Some(second) = paths.next() {
+                let second = self.sources.hold(second);
                 self.second_v4.insert(v4_key(&v4), second);
             }
         }
@@ -135,11 +197,12 @@ impl Table {
         if !rest.is_empty() {
             self.extra.insert(p, rest);
         }
-        self.insert_dest(p, Dest { attrs: best.attrs, peer: best.peer, advertised });
+        let best = self.sources.hold(best);
+        self.insert_dest(p, Dest { best, advertised });
     }
 
     pub(super) fn best(&self, p: &IpNetwork) -> Option<Path> {
-        self.dest(p).filter(|d| d.live()).map(|d| Path { peer: d.peer, attrs: d.attrs.clone() })
+        self.dest(p).filter(|d| d.live()).map(|d| self.sources.get(d.best).clone())
     }
 
     /// Every path of the prefix, best first.
@@ -154,14 +217,14 @@ impl Table {
     }
 
     pub(super) fn has_peer(&self, p: &IpNetwork, peer: PeerId) -> bool {
-        self.dest(p).is_some_and(|d| d.peer == peer)
+        self.dest(p).is_some_and(|d| d.live() && self.sources.get(d.best).peer == peer)
             || self.second(p).is_some_and(|x| x.peer == peer)
             || self.extra.get(p).is_some_and(|r| r.iter().any(|x| x.peer == peer))
     }
 
     fn second(&self, p: &IpNetwork) -> Option<&Path> {
         match p {
-            IpNetwork::V4(v4) => self.second_v4.get(&v4_key(v4)),
+            IpNetwork::V4(v4) => self.second_v4.get(&v4_key(v4)).map(|n| self.sources.get(*n)),
             IpNetwork::V6(_) => None,
         }
     }
@@ -208,7 +271,7 @@ impl Table {
         match self.dest_mut(&p) {
             Some(d) if d.advertised & FIB_BIT != 0 => return,
             Some(d) => d.advertised |= FIB_BIT,
-            None => self.insert_dest(p, Dest { attrs: self.empty.clone(), peer: TOMBSTONE, advertised: FIB_BIT }),
+            None => self.insert_dest(p, Dest { best: TOMBSTONE, advertised: FIB_BIT }),
         }
         match p {
             IpNetwork::V4(v4) => self.fib_v4.push_back(v4_key(&v4)),
@@ -240,11 +303,10 @@ impl Table {
         !self.fib_v4.is_empty() || !self.fib_v6.is_empty()
     }
 
-    /// Every path of every prefix, in no order.
+    /// Every path of every prefix, in no order; a path that several prefixes share may come
+    /// once or several times.
     pub(super) fn all_paths(&self) -> impl Iterator<Item = (PeerId, &Arc<PathAttributes>)> + '_ {
-        let best = self.v4.iter().map(|(_, d)| d).chain(self.v6.values()).filter(|d| d.live()).map(|d| (d.peer, &d.attrs));
-        let second = self.second_v4.iter().map(|(_, p)| p);
-        best.chain(second.chain(self.extra.values().flatten()).map(|p| (p.peer, &p.attrs)))
+        self.sources.iter().chain(self.extra.values().flatten()).map(|p| (p.peer, &p.attrs))
     }
 
     /// Prefixes with at least one path.
@@ -289,5 +351,32 @@ mod tests {
         t.put(p, paths.into_iter().skip(2).collect(), 0);
         assert_eq!(peers(&t.paths(&p)), [3, 4]);
         assert_eq!(t.all_paths().count(), 8);
+    }
+
+    #[test]
+    fn prefixes_with_the_same_path_share_it_until_the_last_one_goes() {
+        let mut t = Table::default();
+        let (a, b) = (path(1), path(2));
+        let prefixes: Vec<IpNetwork> = (0..100).map(|i| format!("10.1.{i}.0/24").parse().unwrap()).collect();
+        for p in &prefixes {
+            t.put(*p, vec![a.clone(), b.clone()], 0);
+        }
+        assert_eq!(t.all_paths().count(), 2, "one source per distinct path");
+        assert_eq!(t.sources.slots.len(), 2);
+        for p in &prefixes[..99] {
+            let (paths, _) = t.take(p);
+            assert!(Arc::ptr_eq(&paths[0].attrs, &a.attrs) && Arc::ptr_eq(&paths[1].attrs, &b.attrs));
+        }
+        let last = prefixes[99];
+        assert_eq!(peers(&t.paths(&last)), [1, 2], "the last prefix keeps both paths");
+        t.take(&last);
+        assert_eq!(t.all_paths().count(), 0, "released with the last prefix");
+        assert_eq!(Arc::strong_count(&a.attrs), 1, "the table holds no reference any more");
+        // A freed number is handed out again; a tombstone is no source.
+        t.put(last, vec![b.clone()], 0);
+        t.mark_fib(prefixes[0]);
+        assert_eq!(t.sources.slots.len(), 2);
+        assert_eq!(peers(&t.paths(&last)), [2]);
+        assert!(!t.has_peer(&prefixes[0], 1) && t.best(&prefixes[0]).is_none());
     }
 }
