@@ -49,7 +49,10 @@ impl Dest {
 
 /// Each distinct path once, numbered, with the number of prefixes that hold it. A path is
 /// told by its peer and its attribute set's address (the RIB interns attribute sets, so equal
-/// sets share one; and a set's address is not reused while its source holds it).
+/// sets share one; and a set's address is not reused while its source holds it). A source
+/// costs about 55 octets here (its slot and its hash entry) besides its attribute set: a table
+/// whose every prefix has an attribute set of its own (not a data centre's) pays about 47
+/// octets a prefix more than with its paths held in place (16 + 55 against 24).
 #[derive(Debug, Default)]
 struct Sources {
     /// Source `n` is at `n - 1`; `None` when free.
