@@ -1,6 +1,6 @@
 //! A node learning a full table from its ToR (`gingham-lab bench-node --only table`): our
 //! injector, in the ToR's place, sends N prefixes to one lab node; timed until the node's
-//! kernel has announced the last of them added ([`super::arrivals`]), and until the agent has
+//! kernel has announced the last of them added (`arrivals.rs`), and until the agent has
 //! removed them all after the session drops. Side by side in one run: `ip -batch` adding and
 //! deleting the same routes in an empty namespace, and BIRD learning the same table over the
 //! same kind of session and exporting it to its kernel table, its install timed the same way
