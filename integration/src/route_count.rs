@@ -7,15 +7,15 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use gingham_agent::fib::wire;
 
-const RTM_NEWROUTE: u16 = 24;
+pub(crate) const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTA_GATEWAY: u16 = 5;
 const RTA_MULTIPATH: u16 = 9;
 /// `struct rtmsg`, after the netlink header; the protocol is its sixth octet.
-const RTMSG: usize = 12;
+pub(crate) const RTMSG: usize = 12;
 
 /// Our own socket, closed on drop.
-struct Socket(libc::c_int);
+pub(crate) struct Socket(pub(crate) libc::c_int);
 
 impl Drop for Socket {
     fn drop(&mut self) {

@@ -16,12 +16,10 @@ use gingham_agent::fib::wire;
 
 use super::spawn_in;
 use crate::netns::Netns;
+use crate::route_count::{Socket, RTMSG, RTM_NEWROUTE};
 
-const RTM_NEWROUTE: u16 = 24;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTA_DST: u16 = 1;
-/// `struct rtmsg`: family, destination length, ..., protocol at its sixth octet.
-const RTMSG: usize = 12;
 /// A full table announced faster than it is read must not overflow the socket: 100,000
 /// announcements are about 10 MB.
 const RECEIVE_BUFFER: libc::c_int = 64 << 20;
@@ -104,16 +102,6 @@ impl Drop for Arrivals {
     }
 }
 
-/// Our own socket, closed on drop.
-struct Socket(libc::c_int);
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: a descriptor this value owns.
-        unsafe { libc::close(self.0) };
-    }
-}
-
 fn subscribe() -> Result<Socket> {
     // SAFETY: plain socket calls on a descriptor this function owns.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
@@ -179,6 +167,7 @@ fn read(socket: &Socket, kind: (u8, u8), seen: &(Mutex<Seen>, Condvar), stop: &A
 /// replaces).
 fn added(datagram: &[u8], (protocol, len): (u8, u8)) -> impl Iterator<Item = u32> + '_ {
     wire::messages(datagram).filter_map(move |(kind, _, payload)| {
+        // struct rtmsg: family, destination length, ..., the protocol at its sixth octet.
         if kind != RTM_NEWROUTE || payload.len() < RTMSG || payload[0] != libc::AF_INET as u8 || payload[1] != len || payload[5] != protocol
         {
             return None;

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use gingham_agent::netlink::RTPROT_GINGHAM;
 use gingham_api::resources::{BGPConfiguration, BGPPeer, BGPPeerSpec};
 
 use super::arrivals::Arrivals;
@@ -26,7 +27,6 @@ use crate::proc_stats::{cpu_seconds, status};
 const TOR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 12);
 const NODE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 11);
 const LIMIT: Duration = Duration::from_secs(300);
-const RTPROT_GINGHAM: u8 = 80;
 const RTPROT_BIRD: u8 = 12;
 /// The table's prefixes are /24s ([`peers::prefix`]).
 const TABLE_LEN: u8 = 24;
@@ -321,7 +321,7 @@ fn failover(prefixes: usize, kernel_nexthops: bool) -> Result<Failover> {
 
 /// Our routes in the calling thread's namespace that go via `gateway` (alone or among others).
 fn through(gateway: std::net::Ipv4Addr) -> Result<usize> {
-    crate::route_count::routes_via(80, gateway)
+    crate::route_count::routes_via(RTPROT_GINGHAM, gateway)
 }
 
 /// `ip -batch` adding, then deleting, the same /24s via one gateway in an empty namespace.
