@@ -12,7 +12,7 @@ use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
 
-use gingham_bgp::rib::{FastHash, PackedMap};
+use gingham_bgp::rib::{FastHash, Interner, PackedMap};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::plan::{Class, RouteKey, WantKey};
@@ -65,104 +65,13 @@ impl PackedKey for RouteKey {
     }
 }
 
-/// Each distinct value once, numbered, with the number of keys that have it.
-#[derive(Clone, Debug)]
-struct Interner<T> {
-    values: Vec<Option<(T, u32)>>,
-    numbers: HashMap<T, u32, FastHash>,
-    free: Vec<u32>,
-}
-
-impl<T> Default for Interner<T> {
-    fn default() -> Self {
-        Interner { values: Vec::new(), numbers: HashMap::default(), free: Vec::new() }
-    }
-}
-
-impl<T: Clone + Eq + Hash> Interner<T> {
-    /// The number of `value`, counting one more key that has it.
-    fn take(&mut self, value: T) -> u32 {
-        if let Some(&n) = self.numbers.get(&value) {
-            if let Some((_, refs)) = &mut self.values[n as usize] {
-                *refs += 1;
-            }
-            return n;
-        }
-        let n = match self.free.pop() {
-            Some(n) => {
-                self.values[n as usize] = Some((value.clone(), 1));
-                n
-            }
-            None => {
-                self.values.push(Some((value.clone(), 1)));
-                (self.values.len() - 1) as u32
-            }
-        };
-        self.numbers.insert(value, n);
-        n
-    }
-
-    /// One key fewer has value `n`; the last one takes it out.
-    fn release(&mut self, n: u32) -> T {
-        let entry = &mut self.values[n as usize];
-        let (value, refs) = entry.as_mut().expect("a key's value is interned");
-        *refs -= 1;
-        if *refs > 0 {
-            return value.clone();
-        }
-        let (value, _) = entry.take().expect("checked above");
-        if self.numbers.get(&value) == Some(&n) {
-            self.numbers.remove(&value);
-        }
-        self.free.push(n);
-        value
-    }
-
-    fn get(&self, n: u32) -> &T {
-        &self.values[n as usize].as_ref().expect("a key's value is interned").0
-    }
-
-    fn live(&self) -> impl Iterator<Item = &T> {
-        self.values.iter().flatten().map(|(v, _)| v)
-    }
-
-    /// Each distinct value with the number of keys that have it.
-    fn counted(&self) -> impl Iterator<Item = (&T, u32)> {
-        self.values.iter().flatten().map(|(v, refs)| (v, *refs))
-    }
-
-    /// Rewrites values in place (each distinct one once, however many keys have it).
-    fn rewrite(&mut self, mut change: impl FnMut(&T) -> Option<T>) {
-        let mut changed = false;
-        for (value, _) in self.values.iter_mut().flatten() {
-            if let Some(new) = change(value) {
-                *value = new;
-                changed = true;
-            }
-        }
-        if changed {
-            // Two numbers may now hold equal values: both stay valid, new keys get one of them.
-            self.numbers = self.values.iter().enumerate().filter_map(|(n, e)| e.as_ref().map(|(v, _)| (v.clone(), n as u32))).collect();
-        }
-    }
-}
-
-fn one_up(n: u32) -> NonZeroU32 {
-    // Numbers index a Vec that fits in memory: never u32::MAX.
-    NonZeroU32::new(n + 1).expect("a value number is below u32::MAX")
-}
-
-fn one_down(n: NonZeroU32) -> u32 {
-    n.get() - 1
-}
-
 /// A map whose values are interned and whose keys are packed where they fit. Iteration order
 /// is unspecified.
 #[derive(Clone, Debug)]
 pub struct Store<K, T> {
-    /// Value numbers, one up (a number that cannot be 0 leaves the map's entries 12 octets).
+    /// Value numbers (a number that cannot be 0 leaves the map's entries 12 octets).
     packed: PackedMap<NonZeroU32>,
-    wide: HashMap<K, u32, FastHash>,
+    wide: HashMap<K, NonZeroU32, FastHash>,
     values: Interner<T>,
 }
 
@@ -173,9 +82,9 @@ impl<K, T> Default for Store<K, T> {
 }
 
 impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
-    fn number(&self, key: &K) -> Option<u32> {
+    fn number(&self, key: &K) -> Option<NonZeroU32> {
         match key.pack() {
-            Some(bits) => self.packed.get(&bits).copied().map(one_down),
+            Some(bits) => self.packed.get(&bits).copied(),
             None => self.wide.get(key).copied(),
         }
     }
@@ -189,9 +98,9 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     }
 
     pub fn insert(&mut self, key: K, value: T) {
-        let n = self.values.take(value);
+        let n = self.values.hold(value);
         let old = match key.pack() {
-            Some(bits) => self.packed.insert(bits, one_up(n)).map(one_down),
+            Some(bits) => self.packed.insert(bits, n),
             None => self.wide.insert(key, n),
         };
         if let Some(old) = old {
@@ -201,7 +110,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
 
     pub fn remove(&mut self, key: &K) -> Option<T> {
         let n = match key.pack() {
-            Some(bits) => self.packed.remove(&bits).map(one_down),
+            Some(bits) => self.packed.remove(&bits),
             None => self.wide.remove(key),
         }?;
         Some(self.values.release(n))
@@ -216,7 +125,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
-        let packed = self.packed.iter().map(|(bits, n)| (K::unpack(bits), self.values.get(one_down(*n))));
+        let packed = self.packed.iter().map(|(bits, n)| (K::unpack(bits), self.values.get(*n)));
         packed.chain(self.wide.iter().map(|(k, n)| (*k, self.values.get(*n))))
     }
 
@@ -226,7 +135,7 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
 
     /// Each distinct value once.
     pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.values.live()
+        self.values.iter()
     }
 
     /// How many keys have a value that `matches`: a count per distinct value, without a walk
@@ -237,14 +146,14 @@ impl<K: PackedKey, T: Clone + Eq + Hash> Store<K, T> {
 
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &T) -> bool) {
         let values = &mut self.values;
-        let mut check = |key: K, n: u32| {
+        let mut check = |key: K, n: NonZeroU32| {
             let kept = keep(&key, values.get(n));
             if !kept {
                 values.release(n);
             }
             kept
         };
-        self.packed.retain(|bits, n| check(K::unpack(bits), one_down(*n)));
+        self.packed.retain(|bits, n| check(K::unpack(bits), *n));
         self.wide.retain(|key, n| check(*key, *n));
     }
 

@@ -9,6 +9,7 @@ pub mod decision;
 pub mod export;
 mod fast_hash;
 mod groups;
+mod interner;
 pub mod pack;
 mod packed_map;
 pub mod policy;
@@ -26,6 +27,8 @@ use decision::{compare, Candidate, DecisionConfig};
 pub use export::ExportDecision;
 /// The hasher of the RIB's integer-keyed tables, for others' tables of the same kind.
 pub use fast_hash::FastHash;
+/// Values numbered once and counted, for others' large tables of few distinct values.
+pub use interner::Interner;
 /// The map of the RIB's IPv4 table, for others' large tables keyed by packed prefixes.
 pub use packed_map::PackedMap;
 use policy::{Policy, RouteSource, Verdict};

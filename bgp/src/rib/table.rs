@@ -1,6 +1,6 @@
 //! The Loc-RIB's storage, shaped for memory. A path is a peer and an attribute set, and a full
 //! table from a ToR is 100,000 prefixes with a handful of those: each distinct one is kept once
-//! ([`Sources`]) and a prefix holds its number. A prefix with one path (the common case) costs
+//! (an [`Interner`]) and a prefix holds its number. A prefix with one path (the common case) costs
 //! one 8-octet entry under an 8-octet key, holding the best path's number and which peers (by
 //! slot) currently hold the prefix from us; IPv4 entries sit in a [`PackedMap`] (16 octets a
 //! prefix, no empty slots). A second path (a node under two ToRs has one for every prefix)
@@ -9,14 +9,16 @@
 //! until the withdrawal has been exported.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
+use super::interner::Interner;
 use super::packed_map::PackedMap;
 use super::prefix_set::{v4_from_key, v4_key};
-use super::{FastHash, PeerId};
+use super::PeerId;
 use crate::wire::PathAttributes;
 
 #[derive(Clone, Debug)]
@@ -25,7 +27,28 @@ pub(super) struct Path {
     pub(super) attrs: Arc<PathAttributes>,
 }
 
-/// A path's number in [`Sources`].
+/// A path is told by its peer and its attribute set's address: the RIB interns attribute sets,
+/// so equal sets share one, and a set's address is not reused while a path holds it.
+impl PartialEq for Path {
+    fn eq(&self, other: &Path) -> bool {
+        self.peer == other.peer && Arc::ptr_eq(&self.attrs, &other.attrs)
+    }
+}
+
+impl Eq for Path {}
+
+impl Hash for Path {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.peer.hash(state);
+        Arc::as_ptr(&self.attrs).hash(state);
+    }
+}
+
+/// A path's number among the table's sources: each distinct path is kept once, with the
+/// number of prefixes that hold it. A source costs about 55 octets (its slot and its hash
+/// entry) besides its attribute set: a table whose every prefix has an attribute set of its own
+/// (not a data centre's) pays about 47 octets a prefix more than with its paths held in place
+/// (16 + 55 against 24).
 type Source = NonZeroU32;
 /// The source of a prefix with no path (never handed out).
 const TOMBSTONE: Source = NonZeroU32::MAX;
@@ -47,71 +70,13 @@ impl Dest {
     }
 }
 
-/// Each distinct path once, numbered, with the number of prefixes that hold it. A path is
-/// told by its peer and its attribute set's address (the RIB interns attribute sets, so equal
-/// sets share one; and a set's address is not reused while its source holds it). A source
-/// costs about 55 octets here (its slot and its hash entry) besides its attribute set: a table
-/// whose every prefix has an attribute set of its own (not a data centre's) pays about 47
-/// octets a prefix more than with its paths held in place (16 + 55 against 24).
-#[derive(Debug, Default)]
-struct Sources {
-    /// Source `n` is at `n - 1`; `None` when free.
-    slots: Vec<Option<(Path, u32)>>,
-    numbers: HashMap<(PeerId, usize), Source, FastHash>,
-    free: Vec<Source>,
-}
-
-impl Sources {
-    fn hold(&mut self, path: Path) -> Source {
-        let id = (path.peer, Arc::as_ptr(&path.attrs) as usize);
-        if let Some(&n) = self.numbers.get(&id) {
-            if let Some((_, holders)) = &mut self.slots[n.get() as usize - 1] {
-                *holders += 1;
-            }
-            return n;
-        }
-        let n = match self.free.pop() {
-            Some(n) => n,
-            None => {
-                self.slots.push(None);
-                NonZeroU32::new(self.slots.len() as u32).filter(|n| *n != TOMBSTONE).expect("fewer than 2^32 - 1 distinct paths")
-            }
-        };
-        self.slots[n.get() as usize - 1] = Some((path, 1));
-        self.numbers.insert(id, n);
-        n
-    }
-
-    /// One prefix fewer holds `n`; its path.
-    fn release(&mut self, n: Source) -> Path {
-        let slot = &mut self.slots[n.get() as usize - 1];
-        let (path, holders) = slot.as_mut().expect("a held source");
-        *holders -= 1;
-        if *holders > 0 {
-            return path.clone();
-        }
-        let (path, _) = slot.take().expect("a held source");
-        self.numbers.remove(&(path.peer, Arc::as_ptr(&path.attrs) as usize));
-        self.free.push(n);
-        path
-    }
-
-    fn get(&self, n: Source) -> &Path {
-        &self.slots[n.get() as usize - 1].as_ref().expect("a held source").0
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Path> + '_ {
-        self.slots.iter().flatten().map(|(path, _)| path)
-    }
-}
-
 #[derive(Debug, Default)]
 pub(super) struct Table {
     v4: PackedMap<Dest>,
     v6: HashMap<IpNetwork, Dest>,
     /// Second-best paths of IPv4 prefixes.
     second_v4: PackedMap<Source>,
-    sources: Sources,
+    sources: Interner<Path>,
     /// The paths after those: an IPv4 prefix's third and further, an IPv6 prefix's second and
     /// further; best first.
     extra: HashMap<IpNetwork, Vec<Path>>,
@@ -365,7 +330,7 @@ mod tests {
             t.put(*p, vec![a.clone(), b.clone()], 0);
         }
         assert_eq!(t.all_paths().count(), 2, "one source per distinct path");
-        assert_eq!(t.sources.slots.len(), 2);
+        assert_eq!(t.sources.iter().count(), 2);
         for p in &prefixes[..99] {
             let (paths, _) = t.take(p);
             assert!(Arc::ptr_eq(&paths[0].attrs, &a.attrs) && Arc::ptr_eq(&paths[1].attrs, &b.attrs));
@@ -375,10 +340,10 @@ mod tests {
         t.take(&last);
         assert_eq!(t.all_paths().count(), 0, "released with the last prefix");
         assert_eq!(Arc::strong_count(&a.attrs), 1, "the table holds no reference any more");
-        // A freed number is handed out again; a tombstone is no source.
+        // A tombstone is no source.
         t.put(last, vec![b.clone()], 0);
         t.mark_fib(prefixes[0]);
-        assert_eq!(t.sources.slots.len(), 2);
+        assert!(t.dest(&last).is_some_and(|d| d.best.get() <= 2), "a freed number is handed out again");
         assert_eq!(peers(&t.paths(&last)), [2]);
         assert!(!t.has_peer(&prefixes[0], 1) && t.best(&prefixes[0]).is_none());
     }
