@@ -425,7 +425,7 @@ fn the_fib_reads_the_kernel_as_the_rtnetlink_handle_does() {
         (fib::kernel::read_table(&handle).await.unwrap(), fib::kernel::read_through_handle(&handle).await.unwrap())
     });
     let described = |t: &fib::plan::KernelTable| {
-        let mut ours: Vec<String> = t.ours.keys().map(|k| format!("{:?}", t.our_route(&k).unwrap())).collect();
+        let mut ours: Vec<String> = t.routes.our_routes().map(|(k, _)| format!("{:?}", t.our_route(&k).unwrap())).collect();
         ours.sort();
         let foreign: Vec<String> = t.foreign.values().map(|r| format!("{r:?}")).collect();
         (ours, foreign, t.local_addresses.clone())

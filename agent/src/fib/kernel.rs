@@ -20,18 +20,28 @@ use crate::netlink::{is_errno, RTPROT_GINGHAM};
 /// their own (through the handle when none can be made).
 pub async fn read_table(handle: &Handle) -> anyhow::Result<KernelTable> {
     let mut dumper = Batcher::new().ok();
-    read(handle, dumper.as_mut()).await
+    let mut table = KernelTable::default();
+    read(handle, dumper.as_mut(), &mut table).await?;
+    Ok(table)
 }
 
 /// The same, every route read through the handle (the fallback of [`read_table`]).
 pub async fn read_through_handle(handle: &Handle) -> anyhow::Result<KernelTable> {
-    read(handle, None).await
+    let mut table = KernelTable::default();
+    read(handle, None, &mut table).await?;
+    Ok(table)
 }
 
-/// The main table (both families) and the node's addresses. The routes come through
-/// `dumper`'s socket when there is one (decoded as they arrive), else through the handle.
-pub(super) async fn read(handle: &Handle, dumper: Option<&mut Batcher>) -> anyhow::Result<KernelTable> {
-    let mut table = KernelTable::default();
+/// Reads the main table (both families) and the node's addresses into `table`, in place of
+/// what it held of them (what is wanted stays). The routes come through `dumper`'s socket when
+/// there is one (decoded as they arrive), else through the handle. After a failure the table
+/// holds part of the kernel: what it lacks of ours is added again (and refused as there
+/// already), what it lacks of others' is still never touched (adds are exclusive), and the
+/// next read completes it.
+pub(super) async fn read(handle: &Handle, dumper: Option<&mut Batcher>, table: &mut KernelTable) -> anyhow::Result<()> {
+    table.routes.forget_ours();
+    table.foreign.clear();
+    table.local_addresses.clear();
     match dumper {
         Some(dumper) => dumper.dump_routes(|route| {
             if let Some(r) = parse(route) {
@@ -59,7 +69,7 @@ pub(super) async fn read(handle: &Handle, dumper: Option<&mut Batcher>) -> anyho
             }
         }
     }
-    Ok(table)
+    Ok(())
 }
 
 fn table_of(route: &RouteMessage) -> u32 {

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use gingham_api::status::RouteProblem;
 use gingham_bgp::rib::Gateway;
 pub use plan::{Class, Target, WantKey};
-use plan::{Form, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope, Wanted};
+use plan::{Form, KernelTable, Op, Programmed, RouteKey, RouteKind, RouteMetrics, Scope};
 use resolve::Refusal;
 
 use crate::netlink::RTPROT_GINGHAM;
@@ -168,7 +168,7 @@ pub fn spawn(handle: Handle, options: FibOptions) -> FibHandle {
 pub async fn start(handle: Handle, options: FibOptions) -> anyhow::Result<(FibHandle, bool)> {
     let (mut fib, tx, rx) = Fib::new(handle, options);
     fib.read_kernel().await.context("reading the kernel's routes")?;
-    let ours = !fib.table.ours.is_empty();
+    let ours = fib.table.routes.ours_len() > 0;
     tokio::spawn(fib.run(rx));
     Ok((FibHandle { tx }, ours))
 }
@@ -203,7 +203,6 @@ impl Fib {
             batcher,
             metrics: RouteMetrics { learned: options.learned_metric },
             failures: options.failures,
-            wanted: Wanted::default(),
             table: KernelTable::default(),
             nexthops,
             adopting: true,
@@ -283,7 +282,6 @@ struct Fib {
     batcher: Option<batch::Writers>,
     metrics: RouteMetrics,
     failures: Family<ReasonLabel, Counter>,
-    wanted: Wanted,
     /// The kernel as last read, kept current with our own successful operations.
     table: KernelTable,
     /// Our nexthop objects; `None` when routes carry their gateways instead.
@@ -373,12 +371,7 @@ impl Fib {
                 FibCommand::Set(changes) => {
                     changed += changes.len();
                     for (key, target) in changes {
-                        match target {
-                            Some(t) => self.wanted.insert(key, t),
-                            None => {
-                                self.wanted.remove(&key);
-                            }
-                        };
+                        self.table.routes.set_want(self.metrics.key(&key), target);
                         touched.insert(key);
                         if touched.len() >= PLAN_AT_MOST {
                             kernel_changed |= self.plan_touched(&mut touched).await;
@@ -417,7 +410,7 @@ impl Fib {
         let touched = std::mem::take(touched);
         // Learned routes may resolve through our static routes to peers: re-plan them soon.
         let statics = touched.iter().any(|w| w.class == Class::Static);
-        let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&touched));
+        let plan = plan::plan(&self.table, &self.metrics, Scope::Only(&touched));
         let evaluated: BTreeSet<RouteKey> = touched.iter().map(|w| self.metrics.key(w)).collect();
         let done = self.execute(plan, Evaluated::Only(&evaluated)).await;
         self.stats.programmed += done.installed;
@@ -428,7 +421,7 @@ impl Fib {
     async fn read_kernel(&mut self) -> anyhow::Result<()> {
         // On the FIB's own thread, as its small writes are: a blocking thread would allocate
         // from an arena of its own, and keep it.
-        self.table = kernel::read(&self.handle, self.batcher.as_mut().map(|w| w.here())).await?;
+        kernel::read(&self.handle, self.batcher.as_mut().map(|w| w.here()), &mut self.table).await?;
         self.read_nexthops();
         Ok(())
     }
@@ -447,16 +440,16 @@ impl Fib {
             tracing::warn!(error = %e, "route resync failed");
             return false;
         }
-        let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: self.adopting });
-        let (wanted, metrics) = (&self.wanted, &self.metrics);
-        self.problems.retain(|k, _| metrics.want_of(k).is_some_and(|w| wanted.contains_key(&w)));
+        let plan = plan::plan(&self.table, &self.metrics, Scope::Everything { adopting: self.adopting });
+        let routes = &self.table.routes;
+        self.problems.retain(|k, _| routes.want(k).is_some());
         let done = self.execute(plan, Evaluated::All).await;
         if done.installed + done.removed > 0 {
             tracing::info!(installed = done.installed, removed = done.removed, "repaired kernel routes");
             self.stats.repaired += done.installed + done.removed;
         }
         self.delete_unused_objects();
-        let give_back = self.wanted.len() + self.table.ours.len() >= GIVE_BACK_ABOVE;
+        let give_back = self.table.routes.wanted_len() + self.table.routes.ours_len() >= GIVE_BACK_ABOVE;
         if give_back {
             self.give_back_memory();
         }
@@ -466,8 +459,7 @@ impl Fib {
     /// Hands back what work on many routes freed: the tables' spare capacity, and the heap
     /// pages the allocator kept.
     fn give_back_memory(&mut self) {
-        self.wanted.shrink_to_fit();
-        self.table.ours.shrink_to_fit();
+        self.table.routes.shrink_to_fit();
         give_back_freed_memory();
     }
 
@@ -487,14 +479,14 @@ impl Fib {
             match (result, op) {
                 (Ok(()), Op::Add(key, p) | Op::Replace(key, p)) => {
                     done.installed += 1;
-                    self.table.ours.insert(key, installed_form(&p));
+                    self.table.routes.set_ours(key, Some(installed_form(&p)));
                 }
                 (Ok(()), Op::Delete(r)) => {
                     done.removed += 1;
-                    self.table.ours.remove(&r.key());
+                    self.table.routes.set_ours(r.key(), None);
                 }
                 (Err(error), op) => {
-                    let want = self.metrics.want_of(&op.key()).filter(|w| self.wanted.contains_key(w));
+                    let want = self.metrics.want_of(&op.key()).filter(|_| self.table.routes.want(&op.key()).is_some());
                     refused.insert(op.key(), (want, Refusal::Kernel { error }));
                 }
             }
@@ -590,7 +582,7 @@ impl Fib {
             })
             .collect();
         FibStats {
-            wanted: self.wanted.len() as u64,
+            wanted: self.table.routes.wanted_len() as u64,
             not_installed: self.problems.values().filter(|p| p.want.is_some()).count() as u64,
             problems,
             ..self.stats.clone()

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use gingham_bgp::rib::Gateway;
 
-use super::plan::{self, Class, Form, Hop, Hops, KernelTable, Op, Programmed, RouteKey, RouteMetrics, Scope, Target, WantKey, Wanted};
+use super::plan::{self, Class, Form, Hop, Hops, KernelTable, Op, Programmed, RouteKey, RouteMetrics, Scope, Target, WantKey};
 use super::{nexthop, Evaluated, Fib};
 use crate::netlink::RTPROT_GINGHAM;
 
@@ -25,7 +25,7 @@ impl Fib {
                 return;
             }
         }
-        self.table.ours.rewrite_values(|form| {
+        self.table.routes.rewrite_forms(|form| {
             let hops = form.nh_id.and_then(|id| objects.hops_of(id))?;
             (hops != form.hops).then(|| Form { hops, ..form.clone() })
         });
@@ -41,7 +41,7 @@ impl Fib {
             .into_iter()
             .filter(|op| {
                 let Op::Replace(key, Programmed::Via(hops)) = op else { return true };
-                let Some(form) = table.ours.get(key) else { return true };
+                let Some(form) = table.routes.ours(key) else { return true };
                 match form.nh_id {
                     Some(group)
                         if objects.is_group(group)
@@ -64,16 +64,16 @@ impl Fib {
         if !self.widening.is_holding() {
             return;
         }
-        let ours = &self.table.ours;
-        for group in self.widening.complete(|g| ours.count_where(|f| f.nh_id == Some(g))) {
+        let routes = &self.table.routes;
+        for group in self.widening.complete(|g| routes.count_ours_where(|f| f.nh_id == Some(g))) {
             // A group gone (its last gateway with it): its routes' changes are planned again
             // when due.
             let Some(current) = self.nexthops.as_ref().filter(|o| o.is_group(group)).and_then(|o| o.hops_of(group)) else {
                 self.widening.refused(group);
                 continue;
             };
-            let through = self.table.ours.iter().filter(|(_, f)| f.nh_id == Some(group)).map(|(key, _)| key);
-            let Some(hops) = plan::common_gateways(&self.wanted, &self.table, &self.metrics, through) else { continue };
+            let through = self.table.routes.our_routes().filter(|(_, f)| f.nh_id == Some(group)).map(|(key, _)| key);
+            let Some(hops) = plan::common_gateways(&self.table, &self.metrics, through) else { continue };
             // Every route wants what it has: nothing waits.
             if plan::same_gateways(&hops, &current) {
                 self.widening.settled(group);
@@ -122,8 +122,8 @@ impl Fib {
             return false;
         }
         objects.regrouped(group, members, hops.clone());
-        let routes = self.table.ours.count_where(|f| f.nh_id == Some(group));
-        self.table.ours.rewrite_values(|form| (form.nh_id == Some(group)).then(|| Form { hops: hops.clone(), ..form.clone() }));
+        let routes = self.table.routes.count_ours_where(|f| f.nh_id == Some(group));
+        self.table.routes.rewrite_forms(|form| (form.nh_id == Some(group)).then(|| Form { hops: hops.clone(), ..form.clone() }));
         self.stats.regrouped += routes as u64;
         tracing::info!(group, gateways = ?hops, routes, "a group took the gateways all its routes gained: one change for all of them");
         true
@@ -144,11 +144,11 @@ impl Fib {
         let done = match routes {
             Some(routes) => {
                 let wants: BTreeSet<WantKey> = routes.iter().filter_map(|k| self.metrics.want_of(k)).collect();
-                let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Only(&wants));
+                let plan = plan::plan(&self.table, &self.metrics, Scope::Only(&wants));
                 self.execute(plan, Evaluated::Only(&routes)).await
             }
             None => {
-                let plan = plan::plan(&self.wanted, &self.table, &self.metrics, Scope::Everything { adopting: true });
+                let plan = plan::plan(&self.table, &self.metrics, Scope::Everything { adopting: true });
                 self.execute(plan, Evaluated::All).await
             }
         };
@@ -217,7 +217,7 @@ impl Fib {
         if candidates.is_empty() {
             return;
         }
-        let still_used = still_used_vias(&self.wanted, &self.table, &self.metrics, gone);
+        let still_used = still_used_vias(&self.table, &self.metrics, gone);
         let ids: Vec<u32> = candidates.into_iter().filter(|(g, _)| !still_used.contains(&g.addr)).flat_map(|(_, ids)| ids).collect();
         if ids.is_empty() {
             return;
@@ -234,12 +234,12 @@ impl Fib {
                 }
             }
             let (shrunk, groups_gone) = objects.deleted(*id);
-            let before = self.table.ours.len();
-            self.table.ours.retain(|_, r| r.nh_id.is_none_or(|n| n != *id && !groups_gone.contains(&n)));
-            removed += (before - self.table.ours.len()) as u64;
+            let before = self.table.routes.ours_len();
+            self.table.routes.retain_ours(|_, r| r.nh_id.is_none_or(|n| n != *id && !groups_gone.contains(&n)));
+            removed += (before - self.table.routes.ours_len()) as u64;
             if !shrunk.is_empty() {
                 let shrunk: HashMap<u32, Hops> = shrunk.into_iter().collect();
-                self.table.ours.rewrite_values(|form| {
+                self.table.routes.rewrite_forms(|form| {
                     let hops = form.nh_id.and_then(|n| shrunk.get(&n))?;
                     Some(Form { hops: hops.clone(), ..form.clone() })
                 });
@@ -257,7 +257,7 @@ impl Fib {
             return;
         }
         let foreign = self.table.foreign.values().filter_map(|r| r.nh_id);
-        let used: HashSet<u32> = self.table.ours.values().filter_map(|f| f.nh_id).chain(foreign).collect();
+        let used: HashSet<u32> = self.table.routes.forms().filter_map(|f| f.nh_id).chain(foreign).collect();
         let unused = objects.unused(&used);
         if unused.is_empty() {
             return;
@@ -274,13 +274,13 @@ impl Fib {
 
 /// The gateways (resolved) that wanted routes go via, leaving out the learned routes whose BGP
 /// next hops include one of `gone` (their changes are on the way).
-fn still_used_vias(wanted: &Wanted, kernel: &KernelTable, metrics: &RouteMetrics, gone: &[Gateway]) -> HashSet<std::net::IpAddr> {
+fn still_used_vias(kernel: &KernelTable, metrics: &RouteMetrics, gone: &[Gateway]) -> HashSet<std::net::IpAddr> {
     let mut vias = HashSet::new();
     let mut seen: HashSet<(*const [Gateway], bool)> = HashSet::new();
     let mut resolved = plan::Resolved::default();
-    for (key, target) in wanted.iter() {
+    for (key, target) in kernel.routes.wanted() {
         let Target::Gateways(next_hops) = target else { continue };
-        let learned = key.class == Class::Learned;
+        let learned = key.metric == metrics.of(&key.prefix, Class::Learned);
         if !seen.insert((Arc::as_ptr(next_hops), learned)) {
             continue;
         }

@@ -24,7 +24,7 @@ use gingham_bgp::rib::Gateway;
 use ipnetwork::IpNetwork;
 
 use super::resolve::{resolve, Refusal};
-use super::store::Store;
+use super::store::Routes;
 use crate::netlink::RTPROT_GINGHAM;
 use gingham_bgp::rib::FastHash;
 
@@ -195,14 +195,11 @@ pub fn only_gains(from: &[Hop], to: &[Hop]) -> bool {
     within(from, to) && !within(to, from)
 }
 
-/// The routes the agent wants, by prefix and class.
-pub type Wanted = Store<WantKey, Target>;
-
-/// The main table split by owner, and the node's own addresses.
+/// The main table split by owner, the node's own addresses, and the routes the agent wants.
 #[derive(Clone, Debug, Default)]
 pub struct KernelTable {
-    /// Routes with our protocol number.
-    pub ours: Store<RouteKey, Form>,
+    /// By slot: the route wanted there, and ours (with our protocol number) the kernel holds.
+    pub routes: Routes,
     /// Routes of every other protocol. Two may share a slot (IPv6 device routes); one is kept,
     /// which is all "occupied" needs.
     pub foreign: BTreeMap<RouteKey, KernelRoute>,
@@ -212,14 +209,14 @@ pub struct KernelTable {
 impl KernelTable {
     /// Our route in slot `key`, whole.
     pub fn our_route(&self, key: &RouteKey) -> Option<KernelRoute> {
-        self.ours.get(key).map(|f| f.route(*key, RTPROT_GINGHAM))
+        self.routes.ours(key).map(|f| f.route(*key, RTPROT_GINGHAM))
     }
 
     /// Sorts a dumped route into ours or foreign.
     pub fn insert(&mut self, route: KernelRoute, our_protocol: u8) {
         let key = route.key();
         if route.protocol == our_protocol {
-            self.ours.insert(key, route.form());
+            self.routes.set_ours(key, Some(route.form()));
         } else {
             self.foreign.entry(key).or_insert(route);
         }
@@ -294,7 +291,7 @@ pub struct Plan {
     pub refused: Vec<(WantKey, Refusal)>,
 }
 
-pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
+pub fn plan<'w>(kernel: &'w KernelTable, metrics: &RouteMetrics, scope: Scope<'_>) -> Plan {
     let mut out = Plan::default();
     let mut resolved = Resolved::default();
     // Routes with the same next hops get the same resolved list (one allocation for all).
@@ -302,7 +299,7 @@ pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics
     let delete = |key: RouteKey, form: &Form| Op::Delete(form.route(key, RTPROT_GINGHAM));
     let mut one = |want: WantKey, target: Option<&'w Target>, out: &mut Plan| {
         let key = metrics.key(&want);
-        let ours = kernel.ours.get(&key);
+        let ours = kernel.routes.ours(&key);
         let Some(target) = target else {
             if let Some(r) = ours {
                 out.ops.push(delete(key, r));
@@ -336,16 +333,19 @@ pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics
     match scope {
         Scope::Only(keys) => {
             for want in keys {
-                one(*want, wanted.get(want), &mut out);
+                one(*want, kernel.routes.want(&metrics.key(want)), &mut out);
             }
         }
         Scope::Everything { adopting } => {
-            for (want, target) in wanted.iter() {
-                one(want, Some(target), &mut out);
+            for (key, target) in kernel.routes.wanted() {
+                // A wanted slot is always some class's (the agent wants by class).
+                if let Some(want) = metrics.want_of(&key) {
+                    one(want, Some(target), &mut out);
+                }
             }
             if !adopting {
-                for (key, r) in kernel.ours.iter() {
-                    if !metrics.want_of(&key).is_some_and(|w| wanted.contains_key(&w)) {
+                for (key, r) in kernel.routes.our_routes() {
+                    if kernel.routes.want(&key).is_none() {
                         out.ops.push(delete(key, r));
                     }
                 }
@@ -361,12 +361,7 @@ pub fn plan<'w>(wanted: &'w Wanted, kernel: &KernelTable, metrics: &RouteMetrics
 /// The gateways every one of `keys` (slots of our routes) is wanted via, when that is the same
 /// set for all of them and each could be installed: what one group they all go through can be
 /// changed to, in place of a change per route. `None` for no keys.
-pub fn common_gateways(
-    wanted: &Wanted,
-    kernel: &KernelTable,
-    metrics: &RouteMetrics,
-    keys: impl IntoIterator<Item = RouteKey>,
-) -> Option<Hops> {
+pub fn common_gateways(kernel: &KernelTable, metrics: &RouteMetrics, keys: impl IntoIterator<Item = RouteKey>) -> Option<Hops> {
     let mut resolved = Resolved::default();
     // Routes with the same next hops share one list: one resolution per list.
     let mut lists: HashMap<*const [Gateway], Option<Hops>, FastHash> = HashMap::default();
@@ -375,7 +370,7 @@ pub fn common_gateways(
         if kernel.foreign.contains_key(&key) {
             return None;
         }
-        let Target::Gateways(next_hops) = wanted.get(&metrics.want_of(&key)?)? else { return None };
+        let Target::Gateways(next_hops) = kernel.routes.want(&key)? else { return None };
         let hops =
             lists.entry(Arc::as_ptr(next_hops)).or_insert_with(|| resolve_all(next_hops, kernel, metrics, &mut resolved).ok()).clone()?;
         match &common {
@@ -471,16 +466,16 @@ mod tests {
         (WantKey { prefix: net(prefix), class: Class::Learned }, Target::Gateways(next_hops.iter().map(|n| Gateway::new(ip(n))).collect()))
     }
 
-    fn want<const N: usize>(routes: [(WantKey, Target); N]) -> Wanted {
-        let mut wanted = Wanted::default();
+    /// `t` with these routes wanted too.
+    fn want<const N: usize>(mut t: KernelTable, routes: [(WantKey, Target); N]) -> KernelTable {
         for (key, target) in routes {
-            wanted.insert(key, target);
+            t.routes.set_want(METRICS.key(&key), Some(target));
         }
-        wanted
+        t
     }
 
-    fn everything(wanted: &Wanted, t: &KernelTable) -> Plan {
-        plan(wanted, t, &METRICS, Scope::Everything { adopting: false })
+    fn everything(t: &KernelTable) -> Plan {
+        plan(t, &METRICS, Scope::Everything { adopting: false })
     }
 
     fn touches_foreign(p: &Plan, t: &KernelTable) -> bool {
@@ -493,9 +488,8 @@ mod tests {
 
     #[test]
     fn a_learned_default_and_fabric_route_go_beside_the_nodes_own_never_over_them() {
-        let t = node_table();
-        let wanted = want([learned("0.0.0.0/0", &["198.18.0.1"]), learned("198.18.0.0/24", &["198.18.0.1"])]);
-        let p = everything(&wanted, &t);
+        let t = want(node_table(), [learned("0.0.0.0/0", &["198.18.0.1"]), learned("198.18.0.0/24", &["198.18.0.1"])]);
+        let p = everything(&t);
         assert!(!touches_foreign(&p, &t), "{p:?}");
         assert!(p.refused.is_empty());
         let hop = Programmed::Via(Hops::from([Hop { via: ip("198.18.0.1"), dev: Some(2) }]));
@@ -510,13 +504,14 @@ mod tests {
 
     #[test]
     fn a_foreign_route_in_the_same_slot_is_refused_not_replaced() {
-        let t = node_table();
-        // Someone configured the learned metric equal to the node's default route's.
-        let metrics = RouteMetrics { learned: 0 };
-        let wanted = want([learned("0.0.0.0/0", &["198.18.0.1"])]);
-        let p = plan(&wanted, &t, &metrics, Scope::Everything { adopting: false });
+        let mut t = node_table();
+        // Someone else put a default route at the metric of our learned routes.
+        t.insert(route("0.0.0.0/0", 2048, 3, RouteKind::Unicast, Some(2), &["198.18.0.254"]), US);
+        let default = learned("0.0.0.0/0", &["198.18.0.1"]);
+        let t = want(t, [default.clone()]);
+        let p = everything(&t);
         assert!(p.ops.is_empty(), "{p:?}");
-        assert_eq!(p.refused, [(wanted.keys().next().unwrap(), Refusal::Occupied { protocol: 3 })]);
+        assert_eq!(p.refused, [(default.0, Refusal::Occupied { protocol: 3 })]);
     }
 
     #[test]
@@ -524,39 +519,39 @@ mod tests {
         let mut t = node_table();
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
         t.insert(route("198.19.6.0/26", 1, US, RouteKind::Blackhole, None, &[]), US);
-        let wanted = Wanted::default();
-        let p = everything(&wanted, &t);
+        let p = everything(&t);
         assert!(!touches_foreign(&p, &t));
         let deleted: Vec<IpNetwork> = p.ops.iter().map(|o| o.key().prefix).collect();
         assert_eq!(deleted, [net("198.19.5.0/26"), net("198.19.6.0/26")]);
-        let adopting = plan(&wanted, &t, &METRICS, Scope::Everything { adopting: true });
+        let adopting = plan(&t, &METRICS, Scope::Everything { adopting: true });
         assert!(adopting.ops.is_empty(), "a restarted agent keeps its routes until BGP has resynchronised");
     }
 
     #[test]
     fn routes_share_gateways_only_when_every_one_is_wanted_via_the_same_set() {
-        let t = node_table();
         let key = |p: &str| RouteKey { prefix: net(p), metric: 2048 };
         let both = ["198.18.0.12", "198.18.0.13"];
-        let wanted = want([
-            learned("198.19.5.0/26", &both),
-            learned("198.19.6.0/26", &["198.18.0.13", "198.18.0.12"]),
-            learned("198.19.7.0/26", &["198.18.0.12"]),
-            learned("198.18.9.0/24", &both),
-        ]);
-        let common = common_gateways(&wanted, &t, &METRICS, [key("198.19.5.0/26"), key("198.19.6.0/26")]);
+        let t = want(
+            node_table(),
+            [
+                learned("198.19.5.0/26", &both),
+                learned("198.19.6.0/26", &["198.18.0.13", "198.18.0.12"]),
+                learned("198.19.7.0/26", &["198.18.0.12"]),
+                learned("198.18.9.0/24", &both),
+            ],
+        );
+        let common = common_gateways(&t, &METRICS, [key("198.19.5.0/26"), key("198.19.6.0/26")]);
         let vias: Vec<IpAddr> = common.expect("the same set, in another order").iter().map(|h| h.via).collect();
         assert_eq!(vias, [ip("198.18.0.12"), ip("198.18.0.13")]);
-        assert_eq!(common_gateways(&wanted, &t, &METRICS, [key("198.19.5.0/26"), key("198.19.7.0/26")]), None, "one fewer");
-        assert_eq!(common_gateways(&wanted, &t, &METRICS, [key("198.19.5.0/26"), key("198.19.8.0/26")]), None, "one not wanted");
-        assert_eq!(common_gateways(&wanted, &t, &METRICS, []), None);
+        assert_eq!(common_gateways(&t, &METRICS, [key("198.19.5.0/26"), key("198.19.7.0/26")]), None, "one fewer");
+        assert_eq!(common_gateways(&t, &METRICS, [key("198.19.5.0/26"), key("198.19.8.0/26")]), None, "one not wanted");
+        assert_eq!(common_gateways(&t, &METRICS, []), None);
         // Another protocol's route in a slot: ours there would be refused, not changed.
-        let mut t = t;
-        let wanted = want([learned("198.19.5.0/26", &both), learned("198.19.9.0/26", &both)]);
+        let mut t = want(node_table(), [learned("198.19.5.0/26", &both), learned("198.19.9.0/26", &both)]);
         let keys = [key("198.19.5.0/26"), key("198.19.9.0/26")];
-        assert!(common_gateways(&wanted, &t, &METRICS, keys).is_some());
+        assert!(common_gateways(&t, &METRICS, keys).is_some());
         t.insert(route("198.19.9.0/26", 2048, 4, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
-        assert_eq!(common_gateways(&wanted, &t, &METRICS, keys), None);
+        assert_eq!(common_gateways(&t, &METRICS, keys), None);
     }
 
     #[test]
@@ -572,26 +567,28 @@ mod tests {
     fn drift_is_repaired_and_an_ecmp_change_replaces_our_route() {
         let mut t = node_table();
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
-        let wanted = want([learned("198.19.5.0/26", &["198.18.0.12", "198.18.0.13"]), learned("198.19.7.0/26", &["198.18.0.13"])]);
-        let p = everything(&wanted, &t);
+        let mut t = want(t, [learned("198.19.5.0/26", &["198.18.0.12", "198.18.0.13"]), learned("198.19.7.0/26", &["198.18.0.13"])]);
+        let p = everything(&t);
         assert!(matches!(&p.ops[0], Op::Replace(k, Programmed::Via(h)) if k.prefix == net("198.19.5.0/26") && h.len() == 2), "{p:?}");
         assert!(matches!(&p.ops[1], Op::Add(k, _) if k.prefix == net("198.19.7.0/26")), "{p:?}");
         // Once the kernel holds what is wanted there is nothing to do.
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, None, &["198.18.0.13", "198.18.0.12"]), US);
         t.insert(route("198.19.7.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.13"]), US);
-        assert_eq!(everything(&wanted, &t), Plan::default());
+        assert_eq!(everything(&t), Plan::default());
     }
 
     #[test]
     fn pod_routes_blackholes_and_learned_routes_of_one_prefix_have_separate_slots() {
-        let t = node_table();
         let p32 = net("198.19.1.1/32");
-        let wanted = want([
-            (WantKey { prefix: p32, class: Class::Endpoint }, Target::Device(7)),
-            (WantKey { prefix: p32, class: Class::Blackhole }, Target::Blackhole),
-            (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(Arc::from([Gateway::new(ip("198.18.0.12"))]))),
-        ]);
-        let p = everything(&wanted, &t);
+        let t = want(
+            node_table(),
+            [
+                (WantKey { prefix: p32, class: Class::Endpoint }, Target::Device(7)),
+                (WantKey { prefix: p32, class: Class::Blackhole }, Target::Blackhole),
+                (WantKey { prefix: p32, class: Class::Learned }, Target::Gateways(Arc::from([Gateway::new(ip("198.18.0.12"))]))),
+            ],
+        );
+        let p = everything(&t);
         let metrics: Vec<u32> = p.ops.iter().map(|o| o.key().metric).collect();
         assert_eq!(metrics, [0, 1, 2048]);
         assert_eq!(METRICS.of(&net("2001:db8::/64"), Class::Endpoint), 1024, "IPv6 has no metric 0");
@@ -602,8 +599,8 @@ mod tests {
         let mut t = node_table();
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
         t.foreign.retain(|k, _| k.prefix != net("198.18.0.0/24") && k.prefix != net("0.0.0.0/0"));
-        let wanted = want([learned("198.19.5.0/26", &["198.18.0.12"])]);
-        let p = everything(&wanted, &t);
+        let t = want(t, [learned("198.19.5.0/26", &["198.18.0.12"])]);
+        let p = everything(&t);
         assert!(matches!(&p.ops[..], [Op::Delete(r)] if r.prefix == net("198.19.5.0/26")), "{p:?}");
         assert_eq!(p.refused[0].1, Refusal::Unreachable { next_hop: ip("198.18.0.12") });
     }
@@ -614,8 +611,7 @@ mod tests {
         t.insert(route("198.19.5.0/26", 2048, US, RouteKind::Unicast, Some(2), &["198.18.0.12"]), US);
         t.insert(route("198.19.6.1/32", 0, US, RouteKind::Unicast, Some(9), &[]), US);
         let gone = WantKey { prefix: net("198.19.6.1/32"), class: Class::Endpoint };
-        let wanted = Wanted::default();
-        let p = plan(&wanted, &t, &METRICS, Scope::Only(&[gone].into()));
+        let p = plan(&t, &METRICS, Scope::Only(&[gone].into()));
         assert_eq!(p.ops, [Op::Delete(t.our_route(&RouteKey { prefix: gone.prefix, metric: 0 }).unwrap())]);
     }
 
