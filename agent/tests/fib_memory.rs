@@ -31,7 +31,7 @@ fn a_full_table_costs_a_few_dozen_bytes_a_route() {
     }
     let per_route = (live() - before) / ROUTES as isize;
     assert_eq!((routes.wanted_len(), routes.ours_len(), routes.forms().count()), (ROUTES as usize, ROUTES as usize, 1));
-    // 16-octet entries in a sorted array, at most a sixteenth of them in a hash table beside it
-    // (17 octets a slot, at least 7/16 full): 16 to 19 bytes a route.
-    assert!(per_route <= 20, "{per_route} bytes a route for what is wanted and what is ours");
+    // 12-octet entries in a sorted array, at most a sixteenth of them in a hash table beside it
+    // (17 octets a slot, at least 7/16 full): 12 to 15 bytes a route.
+    assert!(per_route <= 16, "{per_route} bytes a route for what is wanted and what is ours");
 }

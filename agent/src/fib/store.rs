@@ -3,14 +3,14 @@
 //! 100,000 of each, nearly all of them saying the same thing (via the ToR, through one nexthop
 //! object): so each distinct value is kept once, numbered, with a count of the routes that
 //! have it ([`Interner`]), and a slot is its key and the two numbers. An IPv4 key is packed
-//! into 64 bits, and those keys live in a [`PackedMap`] (a sorted array). A route costs 16
+//! into 64 bits, and those keys live in a [`PackedMap`] (a sorted array). A route costs 12
 //! bytes this way, where two tables of the same kind took 12 each, hash maps 22 each and
 //! ordered maps of full entries 83 and 166 (counted by the allocator:
 //! `agent/tests/fib_memory.rs`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 
 use gingham_bgp::rib::{FastHash, Interner, PackedMap};
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -47,34 +47,50 @@ impl RouteKey {
     }
 }
 
-/// A slot's two numbers: the wanted route's target (high half) and our route's form in the
-/// kernel (low half), 0 for none. A slot with neither is not kept, so the whole is never 0.
-#[derive(Clone, Copy, Debug)]
-struct Slot(NonZeroU64);
+/// A slot's two numbers: the wanted route's target and our route's form in the kernel.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    want: Option<NonZeroU32>,
+    ours: Option<NonZeroU32>,
+}
 
 impl Slot {
-    fn of(want: Option<NonZeroU32>, ours: Option<NonZeroU32>) -> Option<Slot> {
-        let half = |n: Option<NonZeroU32>| u64::from(n.map_or(0, NonZeroU32::get));
-        NonZeroU64::new((half(want) << 32) | half(ours)).map(Slot)
+    fn is_empty(self) -> bool {
+        self.want.is_none() && self.ours.is_none()
+    }
+}
+
+/// A slot in 32 bits, for the sorted array: each number in 16 (0 for none), which leaves an
+/// entry 12 octets with its key. Numbers are handed out again once free, so they stay about as
+/// low as the count of distinct values (one per pod and a few more); a slot with a higher one
+/// takes the wide map. A slot with neither number is not kept, so the whole is never 0.
+#[derive(Clone, Copy, Debug)]
+struct Narrow(NonZeroU32);
+
+impl Narrow {
+    fn of(slot: Slot) -> Option<Narrow> {
+        let half = |n: Option<NonZeroU32>| -> Option<u32> {
+            let n = n.map_or(0, NonZeroU32::get);
+            (n <= u32::from(u16::MAX)).then_some(n)
+        };
+        NonZeroU32::new((half(slot.want)? << 16) | half(slot.ours)?).map(Narrow)
     }
 
-    fn want(self) -> Option<NonZeroU32> {
-        NonZeroU32::new((self.0.get() >> 32) as u32)
-    }
-
-    fn ours(self) -> Option<NonZeroU32> {
-        NonZeroU32::new(self.0.get() as u32)
+    fn slot(self) -> Slot {
+        Slot { want: NonZeroU32::new(self.0.get() >> 16), ours: NonZeroU32::new(self.0.get() & 0xffff) }
     }
 }
 
 /// Both of the FIB's large tables in one, by kernel slot: what the agent wants there (a
 /// [`Target`]) and what our route there is (a [`Form`]), each value kept once and numbered. A
 /// node's wanted routes and ours in the kernel are nearly the same set of slots, so one key
-/// serves both: 16 octets a route, where two tables took 12 each. Iteration order is
+/// serves both: 12 octets a route, where two tables took 12 each. Iteration order is
 /// unspecified.
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
-    packed: PackedMap<Slot>,
+    packed: PackedMap<Narrow>,
+    /// Slots whose key does not pack (IPv6, a large metric) or whose numbers do not fit in
+    /// [`Narrow`]; a key is here or in `packed`, never in both.
     wide: HashMap<RouteKey, Slot, FastHash>,
     targets: Interner<Target>,
     forms: Interner<Form>,
@@ -83,42 +99,54 @@ pub struct Routes {
 }
 
 impl Routes {
-    fn slot(&self, key: &RouteKey) -> Option<Slot> {
-        match key.pack() {
-            Some(bits) => self.packed.get(&bits).copied(),
-            None => self.wide.get(key).copied(),
+    fn slot(&self, key: &RouteKey) -> Slot {
+        if let Some(n) = key.pack().and_then(|bits| self.packed.get(&bits)) {
+            return n.slot();
         }
+        if self.wide.is_empty() {
+            return Slot::default();
+        }
+        self.wide.get(key).copied().unwrap_or_default()
     }
 
-    fn put(&mut self, key: RouteKey, slot: Option<Slot>) {
-        match (key.pack(), slot) {
-            (Some(bits), Some(s)) => drop(self.packed.insert(bits, s)),
-            (Some(bits), None) => drop(self.packed.remove(&bits)),
-            (None, Some(s)) => drop(self.wide.insert(key, s)),
-            (None, None) => drop(self.wide.remove(&key)),
+    fn put(&mut self, key: RouteKey, slot: Slot) {
+        let bits = key.pack();
+        if let (Some(bits), Some(narrow)) = (bits, Narrow::of(slot)) {
+            self.packed.insert(bits, narrow);
+            if !self.wide.is_empty() {
+                self.wide.remove(&key);
+            }
+            return;
+        }
+        if let Some(bits) = bits {
+            self.packed.remove(&bits);
+        }
+        if !slot.is_empty() {
+            self.wide.insert(key, slot);
+        } else if !self.wide.is_empty() {
+            self.wide.remove(&key);
         }
     }
 
     /// What is wanted in slot `key`.
     pub fn want(&self, key: &RouteKey) -> Option<&Target> {
-        self.slot(key)?.want().map(|n| self.targets.get(n))
+        self.slot(key).want.map(|n| self.targets.get(n))
     }
 
     /// Sets (or with `None` clears) what is wanted in slot `key`.
     pub fn set_want(&mut self, key: RouteKey, target: Option<Target>) {
         let slot = self.slot(&key);
-        let old = slot.and_then(Slot::want);
         let new = target.map(|t| self.targets.hold(t));
-        if let Some(old) = old {
+        if let Some(old) = slot.want {
             self.targets.release(old);
         }
-        self.wanted = self.wanted + usize::from(new.is_some()) - usize::from(old.is_some());
-        self.put(key, Slot::of(new, slot.and_then(Slot::ours)));
+        self.wanted = self.wanted + usize::from(new.is_some()) - usize::from(slot.want.is_some());
+        self.put(key, Slot { want: new, ..slot });
     }
 
     /// Every wanted route.
     pub fn wanted(&self) -> impl Iterator<Item = (RouteKey, &Target)> {
-        self.slots().filter_map(|(key, s)| Some((key, self.targets.get(s.want()?))))
+        self.slots().filter_map(|(key, s)| Some((key, self.targets.get(s.want?))))
     }
 
     pub fn wanted_len(&self) -> usize {
@@ -127,24 +155,23 @@ impl Routes {
 
     /// Our route in slot `key`.
     pub fn ours(&self, key: &RouteKey) -> Option<&Form> {
-        self.slot(key)?.ours().map(|n| self.forms.get(n))
+        self.slot(key).ours.map(|n| self.forms.get(n))
     }
 
     /// Records (or with `None` forgets) our route in slot `key`.
     pub fn set_ours(&mut self, key: RouteKey, form: Option<Form>) {
         let slot = self.slot(&key);
-        let old = slot.and_then(Slot::ours);
         let new = form.map(|f| self.forms.hold(f));
-        if let Some(old) = old {
+        if let Some(old) = slot.ours {
             self.forms.release(old);
         }
-        self.ours = self.ours + usize::from(new.is_some()) - usize::from(old.is_some());
-        self.put(key, Slot::of(slot.and_then(Slot::want), new));
+        self.ours = self.ours + usize::from(new.is_some()) - usize::from(slot.ours.is_some());
+        self.put(key, Slot { ours: new, ..slot });
     }
 
     /// Every route of ours.
     pub fn our_routes(&self) -> impl Iterator<Item = (RouteKey, &Form)> {
-        self.slots().filter_map(|(key, s)| Some((key, self.forms.get(s.ours()?))))
+        self.slots().filter_map(|(key, s)| Some((key, self.forms.get(s.ours?))))
     }
 
     pub fn ours_len(&self) -> usize {
@@ -165,23 +192,28 @@ impl Routes {
     /// Forgets our routes for which `keep` says no (what is wanted stays).
     pub fn retain_ours(&mut self, mut keep: impl FnMut(&RouteKey, &Form) -> bool) {
         let (forms, ours) = (&mut self.forms, &mut self.ours);
-        let mut check = |key: RouteKey, slot: &mut Slot| {
-            let Some(n) = slot.ours() else { return true };
+        // The slot without our route, or `None` to drop it.
+        let mut check = |key: RouteKey, slot: Slot| -> Option<Slot> {
+            let Some(n) = slot.ours else { return Some(slot) };
             if keep(&key, forms.get(n)) {
-                return true;
+                return Some(slot);
             }
             forms.release(n);
             *ours -= 1;
-            match Slot::of(slot.want(), None) {
-                Some(s) => {
-                    *slot = s;
-                    true
-                }
-                None => false,
-            }
+            slot.want.map(|_| Slot { ours: None, ..slot })
         };
-        self.packed.retain(|bits, slot| check(RouteKey::unpack(bits), slot));
-        self.wide.retain(|key, slot| check(*key, slot));
+        self.packed.retain(|bits, narrow| match check(RouteKey::unpack(bits), narrow.slot()) {
+            // Its numbers were narrow and one went: still narrow.
+            Some(slot) => Narrow::of(slot).map(|n| *narrow = n).is_some(),
+            None => false,
+        });
+        self.wide.retain(|key, slot| match check(*key, *slot) {
+            Some(kept) => {
+                *slot = kept;
+                true
+            }
+            None => false,
+        });
     }
 
     /// Forgets every route of ours, before the kernel's are read again.
@@ -202,7 +234,7 @@ impl Routes {
     }
 
     fn slots(&self) -> impl Iterator<Item = (RouteKey, Slot)> + '_ {
-        let packed = self.packed.iter().map(|(bits, s)| (RouteKey::unpack(bits), *s));
+        let packed = self.packed.iter().map(|(bits, n)| (RouteKey::unpack(bits), n.slot()));
         packed.chain(self.wide.iter().map(|(k, s)| (*k, *s)))
     }
 }
@@ -269,19 +301,41 @@ mod tests {
         r.set_want(key(3), None);
         assert_eq!((r.want(&key(3)), r.ours(&key(3))), (None, Some(&form(7))));
         r.set_ours(key(3), None);
-        assert!(r.slot(&key(3)).is_none());
+        assert!(r.slot(&key(3)).is_empty());
         r.set_ours(key(4), Some(form(8)));
         assert_eq!(r.forms().count(), 2);
         r.retain_ours(|_, f| f.nh_id == Some(7));
         assert_eq!((r.ours(&key(4)), r.want(&key(4))), (None, Some(&via("198.18.0.1"))), "what is wanted stays");
         r.forget_ours();
         assert_eq!((r.ours_len(), r.our_routes().count(), r.forms().count()), (0, 0, 0));
-        assert!(r.slot(&key(42)).is_none(), "a slot of ours alone goes with it");
+        assert!(r.slot(&key(42)).is_empty() && r.packed.len() == 9, "a slot of ours alone goes with it");
         assert_eq!(r.wanted_len(), 9);
         for i in 0..10 {
             r.set_want(key(i), None);
         }
         assert_eq!((r.wanted().count(), r.packed.len()), (0, 0));
+    }
+
+    #[test]
+    fn slots_with_numbers_past_16_bits_take_the_wide_map_and_come_back() {
+        let mut r = Routes::default();
+        let many = u32::from(u16::MAX) + 10;
+        for i in 0..many {
+            r.set_want(key(i), Some(Target::Device(i)));
+        }
+        assert_eq!((r.wide.len(), r.packed.len()), (10, many as usize - 10));
+        r.set_ours(key(many - 1), Some(form(1)));
+        assert!((0..many).all(|i| r.want(&key(i)) == Some(&Target::Device(i))));
+        assert_eq!((r.wanted().count(), r.ours(&key(many - 1))), (many as usize, Some(&form(1))));
+        // A low number freed and taken again: the slot moves to the array.
+        r.set_want(key(0), None);
+        r.set_want(key(many - 1), Some(Target::Device(u32::MAX)));
+        assert_eq!((r.wide.len(), r.want(&key(many - 1)), r.ours(&key(many - 1))), (9, Some(&Target::Device(u32::MAX)), Some(&form(1))));
+        r.forget_ours();
+        for i in 1..many {
+            r.set_want(key(i), None);
+        }
+        assert_eq!((r.wide.len(), r.packed.len(), r.wanted_len()), (0, 0, 0));
     }
 
     #[test]
