@@ -1,6 +1,6 @@
 //! What a full table costs in the Loc-RIB, counted by the allocator (a test binary of its own,
 //! its tests one at a time, so nothing else allocates meanwhile): a node learning 100,000
-//! prefixes from its ToR keeps them in one sorted array of 16-octet entries (the path, the
+//! prefixes from its ToR keeps them in one sorted array of 12-octet entries (the path, the
 //! ToR with its one shared attribute set, kept once and named by a number), with the latest few
 //! in a hash table beside it; under two ToRs, each prefix's second path takes 12 octets more in
 //! a second array.
@@ -85,19 +85,20 @@ fn bytes_a_prefix(tors: u8) -> isize {
 }
 
 #[test]
-fn a_full_table_from_one_tor_costs_about_16_bytes_a_prefix() {
+fn a_full_table_from_one_tor_costs_about_12_bytes_a_prefix() {
     let _alone = alone();
     let per_prefix = bytes_a_prefix(1);
-    // 16-octet entries (the path is a number: the ToR's one attribute set is kept once), and at
-    // most a sixteenth of them in the side table (25 octets a slot, at least 7/16 full).
-    assert!(per_prefix <= 20, "{per_prefix} bytes a prefix");
+    // 12-octet entries (the path is a number: the ToR's one attribute set is kept once; the
+    // number and the groups' bits fit in 32 bits), and at most a sixteenth of them in the side
+    // table (17 octets a slot, at least 7/16 full).
+    assert!(per_prefix <= 15, "{per_prefix} bytes a prefix");
 }
 
 #[test]
-fn a_full_table_from_two_tors_costs_about_28_bytes_a_prefix() {
+fn a_full_table_from_two_tors_costs_about_24_bytes_a_prefix() {
     let _alone = alone();
     let per_prefix = bytes_a_prefix(2);
     // The first array as above, and a second of 12-octet entries (the second path's number),
     // each with its side table.
-    assert!(per_prefix <= 36, "{per_prefix} bytes a prefix");
+    assert!(per_prefix <= 30, "{per_prefix} bytes a prefix");
 }

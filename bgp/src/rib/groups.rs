@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
+use super::dests::SLOTS;
 use super::fast_hash::FastHash;
 use super::policy::Policy;
 use super::prefix_set::PrefixSet;
-use super::table::{Table, SLOTS};
+use super::table::Table;
 use super::{PeerId, RibPeer};
 use crate::wire::{Family, SessionCodec};
 

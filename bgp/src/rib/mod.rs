@@ -6,6 +6,7 @@
 //! pointer each; a path is a peer id and that pointer.
 
 pub mod decision;
+mod dests;
 pub mod export;
 mod fast_hash;
 mod groups;

@@ -1,20 +1,21 @@
 //! The Loc-RIB's storage, shaped for memory. A path is a peer and an attribute set, and a full
 //! table from a ToR is 100,000 prefixes with a handful of those: each distinct one is kept once
 //! (an [`Interner`]) and a prefix holds its number. A prefix with one path (the common case) costs
-//! one 8-octet entry under an 8-octet key, holding the best path's number and which peers (by
-//! slot) currently hold the prefix from us; IPv4 entries sit in a [`PackedMap`] (16 octets a
-//! prefix, no empty slots). A second path (a node under two ToRs has one for every prefix)
+//! one entry under an 8-octet key, holding the best path's number and which update groups (by
+//! slot) currently hold the prefix from us; IPv4 entries sit in sorted arrays (`dests.rs`: 12
+//! octets a prefix when its entry fits in 32 bits, as nearly all do, 16 when not; no empty
+//! slots). A second path (a node under two ToRs has one for every prefix)
 //! sits in a second sorted array, 12 octets more; a third and further paths live in a hash
 //! table. A prefix that lost its last path but is still held by a peer stays as a tombstone
 //! until the withdrawal has been exported.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
+use super::dests::{Dest, Source, V4Dests, FIB_BIT, TOMBSTONE};
 use super::interner::Interner;
 use super::packed_map::PackedMap;
 use super::prefix_set::{v4_from_key, v4_key};
@@ -44,35 +45,15 @@ impl Hash for Path {
     }
 }
 
-/// A path's number among the table's sources: each distinct path is kept once, with the
-/// number of prefixes that hold it. A source costs about 55 octets (its slot and its hash
-/// entry) besides its attribute set: a table whose every prefix has an attribute set of its own
-/// (not a data centre's) pays about 47 octets a prefix more than with its paths held in place
-/// (16 + 55 against 24).
-type Source = NonZeroU32;
-/// The source of a prefix with no path (never handed out).
-const TOMBSTONE: Source = NonZeroU32::MAX;
-/// Bit of `Dest::advertised` that marks a change the FIB stream has not taken yet; the other
-/// 31 are peer slots.
-const FIB_BIT: u32 = 1 << 31;
-pub(super) const SLOTS: usize = 31;
-
-/// Best path plus the Adj-RIB-Out bits of peers with a slot.
-#[derive(Debug)]
-struct Dest {
-    best: Source,
-    advertised: u32,
-}
-
-impl Dest {
-    fn live(&self) -> bool {
-        self.best != TOMBSTONE
-    }
-}
+// A path's number (`Source`) names a path among the table's sources: each distinct path is
+// kept once, with the number of prefixes that hold it. A source costs about 55 octets (its slot
+// and its hash entry) besides its attribute set: a table whose every prefix has an attribute
+// set of its own (not a data centre's) pays about 51 octets a prefix more than with its paths
+// held in place (12 + 55 against 16, and its entries full: 16 + 55 against 24).
 
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    v4: PackedMap<Dest>,
+    v4: V4Dests,
     v6: HashMap<IpNetwork, Dest>,
     /// Second-best paths of IPv4 prefixes.
     second_v4: PackedMap<Source>,
@@ -88,23 +69,16 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn dest(&self, p: &IpNetwork) -> Option<&Dest> {
+    fn dest(&self, p: &IpNetwork) -> Option<Dest> {
         match p {
-            IpNetwork::V4(v4) => self.v4.get(&v4_key(v4)),
-            IpNetwork::V6(_) => self.v6.get(p),
-        }
-    }
-
-    fn dest_mut(&mut self, p: &IpNetwork) -> Option<&mut Dest> {
-        match p {
-            IpNetwork::V4(v4) => self.v4.get_mut(&v4_key(v4)),
-            IpNetwork::V6(_) => self.v6.get_mut(p),
+            IpNetwork::V4(v4) => self.v4.get(v4_key(v4)),
+            IpNetwork::V6(_) => self.v6.get(p).copied(),
         }
     }
 
     fn remove_dest(&mut self, p: &IpNetwork) -> Option<Dest> {
         let d = match p {
-            IpNetwork::V4(v4) => self.v4.remove(&v4_key(v4)),
+            IpNetwork::V4(v4) => self.v4.remove(v4_key(v4)),
             IpNetwork::V6(_) => self.v6.remove(p),
         };
         if d.as_ref().is_some_and(Dest::live) {
@@ -113,17 +87,21 @@ impl Table {
         d
     }
 
-    fn insert_dest(&mut self, p: IpNetwork, d: Dest) {
-        if d.live() {
-            self.live += 1;
-        }
-        match p {
-            IpNetwork::V4(v4) => {
-                self.v4.insert(v4_key(&v4), d);
-            }
-            IpNetwork::V6(_) => {
-                self.v6.insert(p, d);
-            }
+    /// Inserts or replaces the prefix's entry.
+    fn set_dest(&mut self, p: IpNetwork, d: Dest) {
+        let old = match p {
+            IpNetwork::V4(v4) => self.v4.set(v4_key(&v4), d),
+            IpNetwork::V6(_) => self.v6.insert(p, d),
+        };
+        self.live = self.live + usize::from(d.live()) - usize::from(old.is_some_and(|o| o.live()));
+    }
+
+    /// Stores a changed entry, or drops it when it no longer holds anything.
+    fn update_dest(&mut self, p: IpNetwork, d: Dest) {
+        if !d.live() && d.advertised == 0 {
+            self.remove_dest(&p);
+        } else {
+            self.set_dest(p, d);
         }
     }
 
@@ -150,7 +128,7 @@ impl Table {
         let mut paths = paths.into_iter();
         let Some(best) = paths.next() else {
             if advertised != 0 {
-                self.insert_dest(p, Dest { best: TOMBSTONE, advertised });
+                self.set_dest(p, Dest { best: TOMBSTONE, advertised });
             }
             return;
         };
@@ -166,7 +144,7 @@ impl Table {
             self.extra.insert(p, rest);
         }
         let best = self.sources.hold(best);
-        self.insert_dest(p, Dest { best, advertised });
+        self.set_dest(p, Dest { best, advertised });
     }
 
     pub(super) fn best(&self, p: &IpNetwork) -> Option<Path> {
@@ -200,15 +178,11 @@ impl Table {
     /// Sets or clears a peer slot's bit; returns whether it was set.
     pub(super) fn set_advertised(&mut self, p: &IpNetwork, slot: u32, on: bool) -> bool {
         let bit = 1u32 << slot;
-        let Some(d) = self.dest_mut(p) else { return false };
+        let Some(mut d) = self.dest(p) else { return false };
         let was = d.advertised & bit != 0;
-        if on {
-            d.advertised |= bit;
-        } else {
-            d.advertised &= !bit;
-        }
-        if !d.live() && d.advertised == 0 {
-            self.remove_dest(p);
+        if was != on {
+            d.advertised ^= bit;
+            self.update_dest(*p, d);
         }
         was
     }
@@ -216,10 +190,12 @@ impl Table {
     /// Clears a slot everywhere (its peer went away or asked for everything again).
     pub(super) fn clear_slot(&mut self, slot: u32) {
         let bit = 1u32 << slot;
-        self.v4.values_mut().for_each(|d| d.advertised &= !bit);
-        self.v6.values_mut().for_each(|d| d.advertised &= !bit);
-        self.v4.retain(|_, d| d.live() || d.advertised != 0);
-        self.v6.retain(|_, d| d.live() || d.advertised != 0);
+        let clear = |d: &mut Dest| {
+            d.advertised &= !bit;
+            d.live() || d.advertised != 0
+        };
+        self.v4.retain(|_, d| clear(d));
+        self.v6.retain(|_, d| clear(d));
     }
 
     /// Every prefix (tombstones included) whose slot bit is set.
@@ -236,10 +212,10 @@ impl Table {
     /// Queues a best-path change for the FIB stream, once per prefix until it is taken. A
     /// prefix that is gone stays as a tombstone until then, so its removal is reported too.
     pub(super) fn mark_fib(&mut self, p: IpNetwork) {
-        match self.dest_mut(&p) {
+        match self.dest(&p) {
             Some(d) if d.advertised & FIB_BIT != 0 => return,
-            Some(d) => d.advertised |= FIB_BIT,
-            None => self.insert_dest(p, Dest { best: TOMBSTONE, advertised: FIB_BIT }),
+            Some(d) => self.set_dest(p, Dest { advertised: d.advertised | FIB_BIT, ..d }),
+            None => self.set_dest(p, Dest { best: TOMBSTONE, advertised: FIB_BIT }),
         }
         match p {
             IpNetwork::V4(v4) => self.fib_v4.push_back(v4_key(&v4)),
@@ -257,11 +233,8 @@ impl Table {
             self.fib_v4.shrink_to(1024);
         }
         for p in &out {
-            if let Some(d) = self.dest_mut(p) {
-                d.advertised &= !FIB_BIT;
-                if !d.live() && d.advertised == 0 {
-                    self.remove_dest(p);
-                }
+            if let Some(d) = self.dest(p) {
+                self.update_dest(*p, Dest { advertised: d.advertised & !FIB_BIT, ..d });
             }
         }
         out
