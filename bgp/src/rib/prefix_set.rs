@@ -60,6 +60,13 @@ impl PrefixSet {
         self.v6.clear();
     }
 
+    /// Gives back capacity beyond `n` prefixes (a full table withdrawn at once grows the set to
+    /// it, and a hash set keeps its capacity).
+    pub fn shrink_to(&mut self, n: usize) {
+        self.v4.shrink_to(n);
+        self.v6.shrink_to(n);
+    }
+
     pub fn extend(&mut self, it: impl IntoIterator<Item = IpNetwork>) {
         for p in it {
             self.insert(p);

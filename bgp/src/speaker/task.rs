@@ -737,6 +737,8 @@ impl SpeakerTask {
                 send_group(group, &targets).await;
             }
         }
+        // A session that dropped a full table marked all of it at once.
+        self.dirty.shrink_to(EXPORT_CHUNK);
         self.rib.collect_garbage();
     }
 }
