@@ -9,6 +9,7 @@
 //! `agent/tests/fib_memory.rs`).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
 
@@ -92,10 +93,34 @@ pub struct Routes {
     /// Slots whose key does not pack (IPv6, a large metric) or whose numbers do not fit in
     /// [`Narrow`]; a key is here or in `packed`, never in both.
     wide: HashMap<RouteKey, Slot, FastHash>,
-    targets: Interner<Target>,
-    forms: Interner<Form>,
-    wanted: usize,
-    ours: usize,
+    targets: Column<Target>,
+    forms: Column<Form>,
+}
+
+/// One of a slot's two values: each distinct one numbered, and how many slots have one.
+#[derive(Clone, Debug)]
+struct Column<T> {
+    values: Interner<T>,
+    slots: usize,
+}
+
+impl<T> Default for Column<T> {
+    fn default() -> Self {
+        Column { values: Interner::default(), slots: 0 }
+    }
+}
+
+impl<T: Clone + Eq + Hash> Column<T> {
+    /// Holds `new` in a slot in place of the value numbered `old` (either may be none); the new
+    /// number.
+    fn replace(&mut self, old: Option<NonZeroU32>, new: Option<T>) -> Option<NonZeroU32> {
+        let n = new.map(|v| self.values.hold(v));
+        if let Some(old) = old {
+            self.values.release(old);
+        }
+        self.slots = self.slots + usize::from(n.is_some()) - usize::from(old.is_some());
+        n
+    }
 }
 
 impl Routes {
@@ -130,76 +155,67 @@ impl Routes {
 
     /// What is wanted in slot `key`.
     pub fn want(&self, key: &RouteKey) -> Option<&Target> {
-        self.slot(key).want.map(|n| self.targets.get(n))
+        self.slot(key).want.map(|n| self.targets.values.get(n))
     }
 
     /// Sets (or with `None` clears) what is wanted in slot `key`.
     pub fn set_want(&mut self, key: RouteKey, target: Option<Target>) {
         let slot = self.slot(&key);
-        let new = target.map(|t| self.targets.hold(t));
-        if let Some(old) = slot.want {
-            self.targets.release(old);
-        }
-        self.wanted = self.wanted + usize::from(new.is_some()) - usize::from(slot.want.is_some());
-        self.put(key, Slot { want: new, ..slot });
+        let want = self.targets.replace(slot.want, target);
+        self.put(key, Slot { want, ..slot });
     }
 
     /// Every wanted route.
     pub fn wanted(&self) -> impl Iterator<Item = (RouteKey, &Target)> {
-        self.slots().filter_map(|(key, s)| Some((key, self.targets.get(s.want?))))
+        self.slots().filter_map(|(key, s)| Some((key, self.targets.values.get(s.want?))))
     }
 
     pub fn wanted_len(&self) -> usize {
-        self.wanted
+        self.targets.slots
     }
 
     /// Our route in slot `key`.
     pub fn ours(&self, key: &RouteKey) -> Option<&Form> {
-        self.slot(key).ours.map(|n| self.forms.get(n))
+        self.slot(key).ours.map(|n| self.forms.values.get(n))
     }
 
     /// Records (or with `None` forgets) our route in slot `key`.
     pub fn set_ours(&mut self, key: RouteKey, form: Option<Form>) {
         let slot = self.slot(&key);
-        let new = form.map(|f| self.forms.hold(f));
-        if let Some(old) = slot.ours {
-            self.forms.release(old);
-        }
-        self.ours = self.ours + usize::from(new.is_some()) - usize::from(slot.ours.is_some());
-        self.put(key, Slot { ours: new, ..slot });
+        let ours = self.forms.replace(slot.ours, form);
+        self.put(key, Slot { ours, ..slot });
     }
 
     /// Every route of ours.
     pub fn our_routes(&self) -> impl Iterator<Item = (RouteKey, &Form)> {
-        self.slots().filter_map(|(key, s)| Some((key, self.forms.get(s.ours?))))
+        self.slots().filter_map(|(key, s)| Some((key, self.forms.values.get(s.ours?))))
     }
 
     pub fn ours_len(&self) -> usize {
-        self.ours
+        self.forms.slots
     }
 
     /// Each distinct form of our routes once.
     pub fn forms(&self) -> impl Iterator<Item = &Form> {
-        self.forms.iter()
+        self.forms.values.iter()
     }
 
     /// How many of our routes have a form that `matches`: a count per distinct form, without
     /// a walk over the routes.
     pub fn count_ours_where(&self, mut matches: impl FnMut(&Form) -> bool) -> usize {
-        self.forms.counted().filter(|(f, _)| matches(f)).map(|(_, n)| n as usize).sum()
+        self.forms.values.counted().filter(|(f, _)| matches(f)).map(|(_, n)| n as usize).sum()
     }
 
     /// Forgets our routes for which `keep` says no (what is wanted stays).
     pub fn retain_ours(&mut self, mut keep: impl FnMut(&RouteKey, &Form) -> bool) {
-        let (forms, ours) = (&mut self.forms, &mut self.ours);
+        let forms = &mut self.forms;
         // The slot without our route, or `None` to drop it.
         let mut check = |key: RouteKey, slot: Slot| -> Option<Slot> {
             let Some(n) = slot.ours else { return Some(slot) };
-            if keep(&key, forms.get(n)) {
+            if keep(&key, forms.values.get(n)) {
                 return Some(slot);
             }
-            forms.release(n);
-            *ours -= 1;
+            forms.replace(Some(n), None);
             slot.want.map(|_| Slot { ours: None, ..slot })
         };
         self.packed.retain(|bits, narrow| match check(RouteKey::unpack(bits), narrow.slot()) {
@@ -224,7 +240,7 @@ impl Routes {
     /// Changes forms wherever they are (every route with the form sees the new one), without
     /// a walk over the routes.
     pub fn rewrite_forms(&mut self, change: impl FnMut(&Form) -> Option<Form>) {
-        self.forms.rewrite(change)
+        self.forms.values.rewrite(change)
     }
 
     /// Gives back what deletions left: a full table gone leaves its maps' capacity.
