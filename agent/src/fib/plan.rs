@@ -146,7 +146,7 @@ impl KernelRoute {
 }
 
 /// A route of ours without its slot: what the FIB's mirror of the kernel keeps per route (one
-/// copy of each distinct form, shared by the routes that have it; see [`Store`]).
+/// copy of each distinct form, shared by the routes that have it; see [`Routes`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Form {
     pub kind: RouteKind,
