@@ -17,6 +17,16 @@ pub(crate) const RTMSG: usize = 12;
 /// Our own socket, closed on drop.
 pub(crate) struct Socket(pub(crate) libc::c_int);
 
+impl Socket {
+    /// A raw `NETLINK_ROUTE` socket, unbound.
+    pub(crate) fn route() -> Result<Socket> {
+        // SAFETY: a plain socket call; the descriptor is owned by the value returned.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        anyhow::ensure!(fd >= 0, "netlink socket: {}", std::io::Error::last_os_error());
+        Ok(Socket(fd))
+    }
+}
+
 impl Drop for Socket {
     fn drop(&mut self) {
         // SAFETY: a descriptor this value owns.
@@ -26,10 +36,7 @@ impl Drop for Socket {
 
 /// Routes of `protocol` in the main and other tables that have `gateway` among their next hops.
 pub fn routes_via(protocol: u8, gateway: Ipv4Addr) -> Result<usize> {
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    anyhow::ensure!(fd >= 0, "netlink socket: {}", std::io::Error::last_os_error());
-    let socket = Socket(fd);
+    let socket = Socket::route()?;
     let mut request = Vec::with_capacity(wire::HEADER + RTMSG);
     let start = wire::push_header(&mut request, RTM_GETROUTE, wire::NLM_F_REQUEST | wire::NLM_F_DUMP, 1);
     request.push(libc::AF_INET as u8);

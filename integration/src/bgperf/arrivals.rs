@@ -103,12 +103,8 @@ impl Drop for Arrivals {
 }
 
 fn subscribe() -> Result<Socket> {
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        bail!("netlink socket: {}", std::io::Error::last_os_error());
-    }
-    let socket = Socket(fd);
+    let socket = Socket::route()?;
+    let fd = socket.0;
     let set = |option: libc::c_int, value: *const libc::c_void, len: usize| {
         // SAFETY: `value` points at `len` readable octets for the call.
         if unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, value, len as libc::socklen_t) } != 0 {
