@@ -307,3 +307,32 @@ async fn a_gone_gateway_hint_waits_for_a_full_fib_stream_and_goes_first() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_speaker_whose_fib_stream_is_dropped_takes_routes_and_syncs() {
+    // A route reflector out of the forwarding path drops the stream: route changes must not
+    // pile up for it, and "synced" (which waits for every change to reach the stream) must
+    // still come once the peer's table is in.
+    let port_for_us = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = SpeakerConfig::new("198.18.0.1".parse().unwrap(), 65000);
+    config.listen = Vec::new();
+    config.sync_deadline = Duration::from_millis(500);
+    let (handle, fib) = gingham_bgp::speaker::spawn(config).unwrap();
+    drop(fib);
+    let mut neighbor = NeighborConfig::new("127.0.0.1".parse().unwrap(), 65000);
+    neighbor.port = port_for_us.local_addr().unwrap().port();
+    neighbor.connect_retry = Duration::from_millis(100);
+    neighbor.graceful_restart = None;
+    handle.add_peer(neighbor).await.unwrap();
+    let mut raw = Raw::accept(&port_for_us, 90).await;
+
+    let prefixes: Vec<Ipv4Network> = (0..3000u32).map(|i| Ipv4Network::new(Ipv4Addr::from(0xc613_0000 + i), 32).unwrap()).collect();
+    for chunk in prefixes.chunks(700) {
+        let mut update = route("198.19.0.0/16");
+        update.nlri = chunk.to_vec();
+        raw.send(&Message::Update(update)).await;
+    }
+    raw.send(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST))).await;
+    tokio::time::timeout(Duration::from_secs(10), handle.wait_synced()).await.expect("synced within 10 s").unwrap();
+    assert_eq!(handle.routes(Family::IPV4_UNICAST).await.unwrap().len(), prefixes.len());
+}

@@ -326,7 +326,8 @@ impl SpeakerHandle {
 /// Starts the speaker: binds the listeners and spawns the owner task.
 ///
 /// Returns the handle and the stream of best-path changes. The stream must be read; while it
-/// is not, changes are coalesced per prefix inside the speaker.
+/// is not, changes are coalesced per prefix inside the speaker. A caller that installs nothing
+/// (a route reflector out of the forwarding path) drops it, and no change is queued for it.
 pub fn spawn(config: SpeakerConfig) -> Result<(SpeakerHandle, mpsc::Receiver<FibUpdate>), SpeakerError> {
     let listener = crate::session::Listener::bind(&config.listen, Vec::new(), None)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);

@@ -171,6 +171,11 @@ impl SpeakerTask {
                 }
             }
             self.propagate().await;
+            if self.fib.is_closed() && (self.rib.fib_pending() || !self.gone_pending.is_empty()) {
+                // Queued before the reader went; nobody will take it.
+                self.rib.take_fib(usize::MAX);
+                self.gone_pending.clear();
+            }
             if self.synced_due && self.dirty.is_empty() && !self.rib.fib_pending() && self.gone_pending.is_empty() {
                 self.synced_due = false;
                 self.synced.send_replace(true);
@@ -727,8 +732,12 @@ impl SpeakerTask {
         let targets: HashMap<PeerId, PeerHandle> = self.peers.values().filter(|p| p.up).map(|p| (p.id, p.handle.clone())).collect();
         while !self.dirty.is_empty() {
             let mut chunk = self.dirty.take(EXPORT_CHUNK);
-            for p in &chunk {
-                self.rib.mark_fib(*p);
+            // A stream nobody reads any more (a route reflector out of the forwarding path
+            // drops it) would only queue changes that are never taken.
+            if !self.fib.is_closed() {
+                for p in &chunk {
+                    self.rib.mark_fib(*p);
+                }
             }
             if deferring {
                 chunk.retain(|p| self.rib.best(p).is_none_or(|b| b.peer == crate::rib::LOCAL));

@@ -439,7 +439,7 @@ pub fn table(title: &str, rows: &[(String, Figures)]) -> String {
     for (scenario, f) in rows {
         let ours = rows.iter().find(|(s, o)| s == scenario && o.device == Device::Gingham).map(|(_, o)| o);
         out.push(format!(
-            "| {scenario} | {} | {:.2} | {:.2} | {:.1} | {} | {} |",
+            "| {scenario} | {} | {:.3} | {:.2} | {:.1} | {} | {} |",
             f.device.name(),
             f.seconds,
             f.cpu_seconds,
@@ -498,7 +498,7 @@ pub fn run_all(o: &Options, gingham_lab: &std::path::Path) -> Result<()> {
             for &d in &o.devices {
                 eprintln!("fan-out, {} clients: {} ...", m, d.name());
                 let f = fan_out(d, o.prefixes, m, gingham_lab)?;
-                eprintln!("  {:.2} s, {:.2} CPU s, {:.1} MB", f.seconds, f.cpu_seconds, f.peak_rss_kib as f64 / 1024.0);
+                eprintln!("  {:.3} s, {:.2} CPU s, {:.1} MB", f.seconds, f.cpu_seconds, f.peak_rss_kib as f64 / 1024.0);
                 rows.push((format!("M = {m}"), f));
             }
         }
@@ -514,7 +514,7 @@ pub fn run_all(o: &Options, gingham_lab: &std::path::Path) -> Result<()> {
         for &d in &o.devices {
             eprintln!("fan-in: {} ...", d.name());
             let f = fan_in(d, injectors, each, gingham_lab)?;
-            eprintln!("  {:.2} s, {:.2} CPU s", f.seconds, f.cpu_seconds);
+            eprintln!("  {:.3} s, {:.2} CPU s", f.seconds, f.cpu_seconds);
             rows.push((format!("{injectors} x {each}"), f));
         }
         println!("{}", table(&format!("fan-in: {injectors} injectors x {each} prefixes -> device -> 1 client"), &rows));

@@ -358,7 +358,10 @@ fn run_speaker(router_id: std::net::Ipv4Addr, asn: u32, cluster_id: Option<std::
         let mut config = SpeakerConfig::new(router_id, asn);
         config.cluster_id = cluster_id;
         config.listen = vec!["0.0.0.0:179".parse()?];
-        let (handle, mut changes) = speaker::spawn(config)?;
+        // Nobody installs these routes (as BIRD's configuration here has no kernel protocol):
+        // the stream of changes goes unread, so the speaker keeps none.
+        let (handle, changes) = speaker::spawn(config)?;
+        drop(changes);
         for p in peers {
             let mut parts = p.split(':');
             let addr = parts.next().unwrap_or_default().parse()?;
@@ -369,15 +372,12 @@ fn run_speaker(router_id: std::net::Ipv4Addr, asn: u32, cluster_id: Option<std::
             handle.add_peer(n).await?;
         }
         println!("ready");
-        // Nobody installs these routes; drain the stream so it does not coalesce forever.
-        let drain = tokio::spawn(async move { while changes.recv().await.is_some() {} });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
         drop(handle);
-        drain.abort();
         Ok::<(), anyhow::Error>(())
     })
 }
