@@ -217,10 +217,19 @@ async fn forward(fib: &fib::FibHandle, update: gingham_bgp::speaker::FibUpdate) 
 /// share one list of them (a table from one ToR: one list for all).
 fn learned_routes(batch: Vec<gingham_bgp::speaker::RouteChange>) -> Vec<(IpNetwork, Option<Target>)> {
     let mut shared: std::collections::HashSet<Arc<[Gateway]>> = std::collections::HashSet::new();
+    // Neighbouring prefixes nearly always share their next hops: compared with the last list
+    // first, most routes are spared hashing theirs.
+    let mut last: Option<Arc<[Gateway]>> = None;
     batch
         .into_iter()
         .map(|c| match c.best {
-            Some(best) if !best.next_hops.is_empty() => (c.prefix, Some(Target::Gateways(fib::plan::share(&mut shared, &best.next_hops)))),
+            Some(best) if !best.next_hops.is_empty() => {
+                let hops = match &last {
+                    Some(l) if **l == *best.next_hops => l.clone(),
+                    _ => last.insert(fib::plan::share(&mut shared, &best.next_hops)).clone(),
+                };
+                (c.prefix, Some(Target::Gateways(hops)))
+            }
             _ => (c.prefix, None),
         })
         .collect()
@@ -276,8 +285,12 @@ mod tests {
             best: Some(BestRoute { next_hops: hops, attrs: Default::default(), peer: 7 }),
         };
         let other = Gateway::new("198.18.0.13".parse().unwrap());
-        let got =
-            learned_routes(vec![change("10.0.0.0/24", vec![via]), change("10.0.1.0/24", vec![via]), change("10.0.2.0/24", vec![other])]);
+        let got = learned_routes(vec![
+            change("10.0.0.0/24", vec![via]),
+            change("10.0.1.0/24", vec![via]),
+            change("10.0.2.0/24", vec![other]),
+            change("10.0.3.0/24", vec![via]),
+        ]);
         let hops: Vec<Arc<[Gateway]>> = got
             .into_iter()
             .map(|(_, t)| match t {
@@ -287,5 +300,6 @@ mod tests {
             .collect();
         assert!(Arc::ptr_eq(&hops[0], &hops[1]), "one allocation for both");
         assert_eq!(&*hops[2], &[other]);
+        assert!(Arc::ptr_eq(&hops[0], &hops[3]), "a list seen before the last one is shared too");
     }
 }
