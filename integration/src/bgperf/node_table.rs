@@ -38,6 +38,9 @@ struct Side {
     empty_kib: u64,
     /// After the install and a quiet period holding the table.
     rss_kib: u64,
+    /// Of that, the process's own memory (`RssAnon`): not the program's and libraries' pages,
+    /// which the page cache holds and other processes share.
+    anon_kib: u64,
     peak_kib: u64,
     /// CPU use while holding the table with nothing changing.
     idle_cpu_percent: f64,
@@ -65,17 +68,18 @@ pub fn run(prefixes: usize) -> Result<String> {
     let mb = |kib: u64| kib as f64 / 1024.0;
     Ok(format!(
         "A node learning {prefixes} prefixes (/24s, one next hop) from its ToR over iBGP: until the kernel has announced the last one added, until all are gone after the session drops\n\
-         {:<42} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12}\n\
-         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
-         {:<42} {:>10.2} {:>10.2} {:>12} {:>12} {:>12} {:>12}\n\
-         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
-         {:<42} {:>9.2}x {:>9.2}x {:>11.2}x {:>11.2}x {:>11.2}x {:>11.2}x\n\
+         {:<42} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12} {:>12} {:>12} {:>12} {:>12}\n\
+         {:<42} {:>10.2} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1}\n\
+         {:<42} {:>9.2}x {:>9.2}x {:>11.2}x {:>11.2}x {:>11.2}x {:>11.2}x {:>11.2}x\n\
          {:<42} {:>9.2}x\n",
         "",
         "install s",
         "remove s",
         "RSS empty MB",
         "RSS MB",
+        "anon MB",
         "peak RSS MB",
         "idle CPU %",
         "gingham-agent",
@@ -83,6 +87,7 @@ pub fn run(prefixes: usize) -> Result<String> {
         s(ours.remove),
         mb(ours.empty_kib),
         mb(ours.rss_kib),
+        mb(ours.anon_kib),
         mb(ours.peak_kib),
         ours.idle_cpu_percent,
         "ip -batch (same routes)",
@@ -92,11 +97,13 @@ pub fn run(prefixes: usize) -> Result<String> {
         "-",
         "-",
         "-",
+        "-",
         "BIRD (kernel export; removal polled)",
         s(bird.install),
         s(bird.remove),
         mb(bird.empty_kib),
         mb(bird.rss_kib),
+        mb(bird.anon_kib),
         mb(bird.peak_kib),
         bird.idle_cpu_percent,
         "gingham / ip -batch; / BIRD",
@@ -104,6 +111,7 @@ pub fn run(prefixes: usize) -> Result<String> {
         s(ours.remove) / s(reference.1),
         ours.empty_kib as f64 / bird.empty_kib as f64,
         ours.rss_kib as f64 / bird.rss_kib as f64,
+        ours.anon_kib as f64 / bird.anon_kib as f64,
         ours.peak_kib as f64 / bird.peak_kib as f64,
         ours.idle_cpu_percent / bird.idle_cpu_percent.max(0.01),
         "install: gingham / BIRD",
@@ -212,7 +220,7 @@ fn gingham(prefixes: usize) -> Result<Side> {
     wait_operations(&lab, "install", installed, prefixes)?;
     anyhow::ensure!(count_routes(node_ns)? >= prefixes, "the agent counted installs the kernel does not hold");
     let idle_cpu_percent = idle_cpu(pid)?;
-    let rss = rss_kib(pid)?;
+    let (rss, anon_kib) = (rss_kib(pid)?, status(pid, "RssAnon:")?);
     let start = Instant::now();
     injector.shutdown();
     wait_operations(&lab, "remove", removed, prefixes)?;
@@ -220,7 +228,7 @@ fn gingham(prefixes: usize) -> Result<Side> {
     let left = node_ns.exec("ip", &["route", "show", "proto", "80", "via", &TOR.to_string()])?.lines().count();
     anyhow::ensure!(left == 0, "{left} routes via the ToR left in the node's kernel");
     let _ = reader.join();
-    Ok(Side { install, remove, empty_kib, rss_kib: rss, peak_kib: peak_rss_kib(pid)?, idle_cpu_percent })
+    Ok(Side { install, remove, empty_kib, rss_kib: rss, anon_kib, peak_kib: peak_rss_kib(pid)?, idle_cpu_percent })
 }
 
 /// One of two ToRs going away while the node holds the same table from both (ECMP): from the
@@ -370,13 +378,13 @@ fn bird(prefixes: usize) -> Result<Side> {
     drop(arrivals);
     anyhow::ensure!(bird_routes(node_ns)? >= prefixes, "BIRD's announced routes are not all in its kernel table");
     let idle_cpu_percent = idle_cpu(bird.daemon.pid)?;
-    let rss = rss_kib(bird.daemon.pid)?;
+    let (rss, anon_kib) = (rss_kib(bird.daemon.pid)?, status(bird.daemon.pid, "RssAnon:")?);
     let start = Instant::now();
     injector.shutdown();
     wait_for("BIRD's routes gone", LIMIT, || (bird_routes(node_ns).ok()? == 0).then_some(()))?;
     let remove = start.elapsed();
     let _ = reader.join();
-    Ok(Side { install, remove, empty_kib, rss_kib: rss, peak_kib: peak_rss_kib(bird.daemon.pid)?, idle_cpu_percent })
+    Ok(Side { install, remove, empty_kib, rss_kib: rss, anon_kib, peak_kib: peak_rss_kib(bird.daemon.pid)?, idle_cpu_percent })
 }
 
 /// BIRD in the node's place under two ToRs sending the same table ([`bird_config`]): its RSS
