@@ -250,28 +250,39 @@ async fn connections_inside_a_listen_range_are_offered_to_the_owner() {
     assert_eq!(unknown.remote.ip(), "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
 }
 
-#[tokio::test]
-async fn a_gone_gateway_hint_waits_for_a_full_fib_stream_and_goes_first() {
-    // The FIB stream is not read while a peer's 3,000 routes arrive, so it fills (4 batches of
-    // 256) and the rest wait in the RIB. The peer then goes: the hint that its next hop is gone
-    // must still reach the FIB, before any withdrawal, or the FIB moves every route one by one.
+/// The whole speaker (no listener), connected to a raw iBGP peer at 127.0.0.1 without
+/// graceful restart; the FIB stream is the caller's to read or drop.
+async fn speaker_with_raw_peer(mut config: SpeakerConfig) -> (gingham_bgp::speaker::SpeakerHandle, mpsc::Receiver<FibUpdate>, Raw) {
     let port_for_us = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = SpeakerConfig::new("198.18.0.1".parse().unwrap(), 65000);
     config.listen = Vec::new();
-    let (handle, mut fib) = gingham_bgp::speaker::spawn(config).unwrap();
+    let (handle, fib) = gingham_bgp::speaker::spawn(config).unwrap();
     let mut neighbor = NeighborConfig::new("127.0.0.1".parse().unwrap(), 65000);
     neighbor.port = port_for_us.local_addr().unwrap().port();
     neighbor.connect_retry = Duration::from_millis(100);
     neighbor.graceful_restart = None;
     handle.add_peer(neighbor).await.unwrap();
-    let mut raw = Raw::accept(&port_for_us, 90).await;
+    let raw = Raw::accept(&port_for_us, 90).await;
+    (handle, fib, raw)
+}
 
-    let prefixes: Vec<Ipv4Network> = (0..3000u32).map(|i| Ipv4Network::new(Ipv4Addr::from(0xc613_0000 + i), 32).unwrap()).collect();
+/// `n` /32s from the raw peer, 700 to an UPDATE.
+async fn send_table(raw: &mut Raw, n: u32) -> Vec<Ipv4Network> {
+    let prefixes: Vec<Ipv4Network> = (0..n).map(|i| Ipv4Network::new(Ipv4Addr::from(0xc613_0000 + i), 32).unwrap()).collect();
     for chunk in prefixes.chunks(700) {
         let mut update = route("198.19.0.0/16");
         update.nlri = chunk.to_vec();
         raw.send(&Message::Update(update)).await;
     }
+    prefixes
+}
+
+#[tokio::test]
+async fn a_gone_gateway_hint_waits_for_a_full_fib_stream_and_goes_first() {
+    // The FIB stream is not read while a peer's 3,000 routes arrive, so it fills (4 batches of
+    // 256) and the rest wait in the RIB. The peer then goes: the hint that its next hop is gone
+    // must still reach the FIB, before any withdrawal, or the FIB moves every route one by one.
+    let (handle, mut fib, mut raw) = speaker_with_raw_peer(SpeakerConfig::new("198.18.0.1".parse().unwrap(), 65000)).await;
+    let prefixes = send_table(&mut raw, 3000).await;
     let routes = || async { handle.routes(Family::IPV4_UNICAST).await.unwrap().len() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while routes().await < prefixes.len() {
@@ -313,25 +324,11 @@ async fn a_speaker_whose_fib_stream_is_dropped_takes_routes_and_syncs() {
     // A route reflector out of the forwarding path drops the stream: route changes must not
     // pile up for it, and "synced" (which waits for every change to reach the stream) must
     // still come once the peer's table is in.
-    let port_for_us = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = SpeakerConfig::new("198.18.0.1".parse().unwrap(), 65000);
-    config.listen = Vec::new();
     config.sync_deadline = Duration::from_millis(500);
-    let (handle, fib) = gingham_bgp::speaker::spawn(config).unwrap();
+    let (handle, fib, mut raw) = speaker_with_raw_peer(config).await;
     drop(fib);
-    let mut neighbor = NeighborConfig::new("127.0.0.1".parse().unwrap(), 65000);
-    neighbor.port = port_for_us.local_addr().unwrap().port();
-    neighbor.connect_retry = Duration::from_millis(100);
-    neighbor.graceful_restart = None;
-    handle.add_peer(neighbor).await.unwrap();
-    let mut raw = Raw::accept(&port_for_us, 90).await;
-
-    let prefixes: Vec<Ipv4Network> = (0..3000u32).map(|i| Ipv4Network::new(Ipv4Addr::from(0xc613_0000 + i), 32).unwrap()).collect();
-    for chunk in prefixes.chunks(700) {
-        let mut update = route("198.19.0.0/16");
-        update.nlri = chunk.to_vec();
-        raw.send(&Message::Update(update)).await;
-    }
+    let prefixes = send_table(&mut raw, 3000).await;
     raw.send(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST))).await;
     tokio::time::timeout(Duration::from_secs(10), handle.wait_synced()).await.expect("synced within 10 s").unwrap();
     assert_eq!(handle.routes(Family::IPV4_UNICAST).await.unwrap().len(), prefixes.len());
