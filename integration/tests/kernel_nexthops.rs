@@ -391,6 +391,33 @@ fn a_burst_of_more_routes_than_one_slice_is_installed_whole() {
     });
 }
 
+#[test]
+fn a_route_set_again_while_its_slice_is_written_ends_as_set_last() {
+    // A burst is planned slice by slice, each while the one before is still being written.
+    // Routes of the slice in the kernel's hands set again in the same burst must wait for its
+    // results: planned against the kernel as it was, they would be added a second time (the
+    // kernel refuses that) instead of replaced.
+    const BURST: u32 = 40_000;
+    const SLICE: u32 = 16 * 1024;
+    let ns = namespace();
+    let name = ns.name().to_string();
+    inside(&ns, async move || {
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        let mut burst: Vec<(WantKey, Option<Target>)> = (0..BURST).map(|i| (learned(i), Some(via(&[A])))).collect();
+        let again = SLICE + 100..SLICE + 1100;
+        burst.extend(again.clone().map(|i| (learned(i), Some(via(&[B])))));
+        fib.set(burst).await;
+        let stats = barrier(&name, &fib, 1).await;
+        assert_eq!(stats.not_installed, 0, "{stats:?}");
+        let lines = learned_lines(&name);
+        assert_eq!(lines.len(), BURST as usize);
+        let via_b: Vec<&String> = lines.iter().filter(|l| l.contains(B)).collect();
+        assert_eq!(via_b.len(), again.len(), "{via_b:#?}");
+        let first = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + again.start);
+        assert!(via_b.iter().any(|l| l.starts_with(&format!("{first} "))), "{first} goes via {B}");
+    });
+}
+
 /// The FIB reads the kernel on a netlink socket of its own, decoding the dump as it arrives
 /// (rtnetlink's handle queues a whole dump and keeps the queue's size). It finds what the handle
 /// finds: our routes of every form, both families, other protocols' routes, the node's

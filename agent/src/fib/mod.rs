@@ -210,6 +210,7 @@ impl Fib {
             releasing: false,
             problems: BTreeMap::new(),
             stats: FibStats::default(),
+            in_flight: None,
         };
         (fib, tx, rx)
     }
@@ -293,7 +294,41 @@ struct Fib {
     releasing: bool,
     problems: BTreeMap<RouteKey, ProblemState>,
     stats: FibStats,
+    /// A slice of a burst still being written while the next one is planned; only ever set
+    /// inside one batch of commands ([`Fib::handle_batch`] lands it before it returns).
+    in_flight: Option<InFlight>,
 }
+
+/// A slice being written, with what its results are judged against.
+struct InFlight {
+    started: Started,
+    /// The slots the slice looked at.
+    evaluated: BTreeSet<RouteKey>,
+    /// It wrote static routes, through which the next slice's next hops may resolve.
+    statics: bool,
+}
+
+/// A plan's ops handed to the kernel, and what their results are judged with.
+struct Started {
+    now: Instant,
+    refused: BTreeMap<RouteKey, (Option<WantKey>, Refusal)>,
+    /// Slots not written this time: waiting for their retry, or held for their group.
+    waiting: BTreeSet<RouteKey>,
+    write: Write,
+}
+
+/// Ops on their way to the kernel.
+enum Write {
+    Done(Vec<(Op, Result<(), String>)>),
+    /// On the bulk writers' blocking threads; the writers come back with the results. The ops
+    /// are kept to report them if the writers die with them.
+    Bulk {
+        task: tokio::task::JoinHandle<Result<BulkResults, tokio::task::JoinError>>,
+        sent: Vec<Op>,
+    },
+}
+
+type BulkResults = (batch::Writers, Vec<(Op, Result<(), String>)>);
 
 /// What one batch of commands did.
 struct Handled {
@@ -382,17 +417,20 @@ impl Fib {
                 // installed as changes, not found missing (and counted as repairs) by the resync.
                 FibCommand::Synced => synced = true,
                 FibCommand::Stats(reply) => {
+                    self.land().await;
                     let _ = reply.send(self.stats());
                 }
                 FibCommand::KernelChanged => kernel_changed = true,
                 FibCommand::GatewaysGone(gateways) => {
                     // The changes that came before it are carried out first, in order.
                     kernel_changed |= self.plan_touched(&mut touched).await;
+                    self.land().await;
                     self.gateways_gone(&gateways);
                 }
             }
         }
         kernel_changed |= self.plan_touched(&mut touched).await;
+        self.land().await;
         let mut gave_back = false;
         if synced {
             self.adopting = false;
@@ -410,12 +448,27 @@ impl Fib {
         let touched = std::mem::take(touched);
         // Learned routes may resolve through our static routes to peers: re-plan them soon.
         let statics = touched.iter().any(|w| w.class == Class::Static);
-        let plan = plan::plan(&self.table, &self.metrics, Scope::Only(&touched));
         let evaluated: BTreeSet<RouteKey> = touched.iter().map(|w| self.metrics.key(w)).collect();
-        let done = self.execute(plan, Evaluated::Only(&evaluated)).await;
+        // The slice before may still be in the kernel's hands: this one is planned meanwhile
+        // (the kernel's insertion would otherwise wait for every plan), unless it needs that
+        // slice's results. A plan reads our route in each slot it looks at, and resolves next
+        // hops through our static routes.
+        if self.in_flight.as_ref().is_some_and(|f| f.statics || f.evaluated.intersection(&evaluated).next().is_some()) {
+            self.land().await;
+        }
+        let plan = plan::plan(&self.table, &self.metrics, Scope::Only(&touched));
+        self.land().await;
+        let started = self.start(plan).await;
+        self.in_flight = Some(InFlight { started, evaluated, statics });
+        statics
+    }
+
+    /// Waits for the slice being written, if any, and takes in its results.
+    async fn land(&mut self) {
+        let Some(InFlight { started, evaluated, .. }) = self.in_flight.take() else { return };
+        let done = self.finish(started, Evaluated::Only(&evaluated)).await;
         self.stats.programmed += done.installed;
         self.stats.removed += done.removed;
-        statics
     }
 
     async fn read_kernel(&mut self) -> anyhow::Result<()> {
@@ -465,15 +518,28 @@ impl Fib {
 
     /// Carries out a plan and settles the problems of every key it looked at.
     async fn execute(&mut self, plan: plan::Plan, evaluated: Evaluated<'_>) -> Done {
+        let started = self.start(plan).await;
+        self.finish(started, evaluated).await
+    }
+
+    /// Hands a plan's ops to the kernel; [`Fib::finish`] takes in the results.
+    async fn start(&mut self, plan: plan::Plan) -> Started {
         let now = Instant::now();
-        let mut refused: BTreeMap<RouteKey, (Option<WantKey>, Refusal)> =
+        let refused: BTreeMap<RouteKey, (Option<WantKey>, Refusal)> =
             plan.refused.into_iter().map(|(w, r)| (self.metrics.key(&w), (Some(w), r))).collect();
         // A slot whose last attempt the kernel refused waits for its retry time.
         let (ops, waiting): (Vec<Op>, Vec<Op>) =
             plan.ops.into_iter().partition(|op| self.problems.get(&op.key()).and_then(|p| p.retry_at).is_none_or(|t| t <= now));
         let (ops, held) = self.hold_widenings(ops, now);
         let ops = self.through_objects(ops);
-        let results = self.write(ops).await;
+        let waiting: BTreeSet<RouteKey> = waiting.iter().map(Op::key).chain(held).collect();
+        let write = self.begin_write(ops).await;
+        Started { now, refused, waiting, write }
+    }
+
+    async fn finish(&mut self, started: Started, evaluated: Evaluated<'_>) -> Done {
+        let Started { now, mut refused, waiting, write } = started;
+        let results = self.write_results(write).await;
         let mut done = Done::default();
         for (op, result) in results {
             match (result, op) {
@@ -493,7 +559,6 @@ impl Fib {
         }
         // Every refusal is of a key looked at; a problem of a key looked at and not refused again
         // is over, unless the key still waits for its retry.
-        let waiting: BTreeSet<RouteKey> = waiting.iter().map(Op::key).chain(held).collect();
         let over: Vec<RouteKey> =
             self.problems.keys().filter(|k| evaluated.contains(k) && !waiting.contains(k) && !refused.contains_key(k)).copied().collect();
         for key in over {
@@ -510,34 +575,21 @@ impl Fib {
         done
     }
 
-    /// Carries out `ops`: in bulk (on blocking threads when there are many: the writes are
-    /// system calls), or one request each through the rtnetlink handle when there is no bulk
-    /// socket.
-    async fn write(&mut self, ops: Vec<Op>) -> Vec<(Op, Result<(), String>)> {
+    /// Starts carrying out `ops`: in bulk on blocking threads when there are many (the writes
+    /// are system calls), where they go on while this task plans more; a few at once here; or
+    /// one request each through the rtnetlink handle when there is no bulk socket.
+    async fn begin_write(&mut self, ops: Vec<Op>) -> Write {
         if ops.len() <= WRITE_HERE {
             if let Some(writers) = self.batcher.as_mut() {
-                return writers.apply_here(ops);
+                return Write::Done(writers.apply_here(ops));
             }
         }
         if let Some(writers) = self.batcher.take() {
-            // Kept to report them if the writer dies with them.
             let sent = ops.clone();
-            match writers.apply(ops).await {
-                Ok((writers, results)) => {
-                    self.batcher = Some(writers);
-                    return results;
-                }
-                // Only a panic in the bulk writer ends here. Its ops count as refused (reported,
-                // retried with the others' delays); the next resync reads what the kernel got.
-                Err(e) => {
-                    tracing::error!(error = %e, "bulk route writer failed; writing one route per request");
-                    let error = format!("the bulk route writer failed: {e}");
-                    return sent.into_iter().map(|op| (op, Err(error.clone()))).collect();
-                }
-            }
+            return Write::Bulk { task: tokio::spawn(writers.apply(ops)), sent };
         }
         let handle = self.handle.clone();
-        futures::stream::iter(ops)
+        let results = futures::stream::iter(ops)
             .map(|op| {
                 let handle = handle.clone();
                 async move {
@@ -547,7 +599,27 @@ impl Fib {
             })
             .buffer_unordered(PIPELINE)
             .collect()
-            .await
+            .await;
+        Write::Done(results)
+    }
+
+    async fn write_results(&mut self, write: Write) -> Vec<(Op, Result<(), String>)> {
+        let (task, sent) = match write {
+            Write::Done(results) => return results,
+            Write::Bulk { task, sent } => (task, sent),
+        };
+        let error = match task.await {
+            Ok(Ok((writers, results))) => {
+                self.batcher = Some(writers);
+                return results;
+            }
+            Ok(Err(e)) | Err(e) => e,
+        };
+        // Only a panic in the bulk writer ends here. Its ops count as refused (reported,
+        // retried with the others' delays); the next resync reads what the kernel got.
+        tracing::error!(error = %error, "bulk route writer failed; writing one route per request");
+        let error = format!("the bulk route writer failed: {error}");
+        sent.into_iter().map(|op| (op, Err(error.clone()))).collect()
     }
 
     fn report(&mut self, key: RouteKey, want: Option<WantKey>, refusal: Refusal, now: Instant) {
