@@ -418,6 +418,33 @@ fn a_route_set_again_while_its_slice_is_written_ends_as_set_last() {
     });
 }
 
+#[test]
+fn a_route_set_again_by_the_next_batch_while_its_slice_is_written_ends_as_set_last() {
+    // A batch's last slice stays in the kernel's hands while the next batch is planned (a table
+    // arrives in hundreds of batches). Routes of that slice set again by the next batch must
+    // wait for its results, as within one burst. When the FIB takes the second batch depends on
+    // timing: each round waits a little longer before sending it.
+    const BATCH: u32 = 20_000;
+    const SLICE: u32 = 16 * 1024;
+    let ns = namespace();
+    let name = ns.name().to_string();
+    inside(&ns, async move || {
+        let fib = fib::spawn(gingham_agent::netlink::connect().unwrap(), FibOptions::default());
+        let again = SLICE + 100..SLICE + 1100;
+        for (round, pause) in [0, 1, 3, 10].into_iter().enumerate() {
+            fib.set((0..BATCH).map(|i| (learned(i), Some(via(&[A])))).collect()).await;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            fib.set(again.clone().map(|i| (learned(i), Some(via(&[B])))).collect()).await;
+            let stats = barrier(&name, &fib, round as u8 + 1).await;
+            assert_eq!(stats.not_installed, 0, "round {round}: {stats:?}");
+            let lines = learned_lines(&name);
+            assert_eq!(lines.len(), BATCH as usize, "round {round}");
+            let via_b = lines.iter().filter(|l| l.contains(B)).count();
+            assert_eq!(via_b, again.len(), "round {round}");
+        }
+    });
+}
+
 /// The FIB reads the kernel on a netlink socket of its own, decoding the dump as it arrives
 /// (rtnetlink's handle queues a whole dump and keeps the queue's size). It finds what the handle
 /// finds: our routes of every form, both families, other protocols' routes, the node's

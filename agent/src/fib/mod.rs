@@ -27,9 +27,11 @@ pub mod widen;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::future::MaybeDone;
 use futures::StreamExt;
 use ipnetwork::IpNetwork;
 use prometheus_client::metrics::counter::Counter;
@@ -294,8 +296,9 @@ struct Fib {
     releasing: bool,
     problems: BTreeMap<RouteKey, ProblemState>,
     stats: FibStats,
-    /// A slice of a burst still being written while the next one is planned; only ever set
-    /// inside one batch of commands ([`Fib::handle_batch`] lands it before it returns).
+    /// A slice of a burst still being written while the next one is planned. Everything that
+    /// plans against the model or uses the bulk writers outside [`Fib::plan_touched`] lands it
+    /// first.
     in_flight: Option<InFlight>,
 }
 
@@ -323,9 +326,17 @@ enum Write {
     /// On the bulk writers' blocking threads; the writers come back with the results. The ops
     /// are kept to report them if the writers die with them.
     Bulk {
-        task: tokio::task::JoinHandle<Result<BulkResults, tokio::task::JoinError>>,
+        task: MaybeDone<tokio::task::JoinHandle<Result<BulkResults, tokio::task::JoinError>>>,
         sent: Vec<Op>,
     },
+}
+
+/// Resolves once the slice in flight is written (at once for one written here); its results
+/// stay with it for [`Fib::land`].
+async fn written(in_flight: &mut Option<InFlight>) {
+    if let Some(InFlight { started: Started { write: Write::Bulk { task, .. }, .. }, .. }) = in_flight {
+        task.await
+    }
 }
 
 type BulkResults = (batch::Writers, Vec<(Op, Result<(), String>)>);
@@ -376,9 +387,14 @@ impl Fib {
                     unreturned = if handled.gave_back { 0 } else { unreturned + handled.routes };
                     give_back = (unreturned >= GIVE_BACK_ABOVE).then(|| tokio::time::Instant::now() + GIVE_BACK_WHEN_QUIET);
                 }
+                // The last slice of a batch stays in flight while the next batch is planned
+                // (a table arrives in hundreds of batches); taken in as soon as it is written,
+                // and before anything below plans against the model.
+                () = written(&mut self.in_flight), if self.in_flight.is_some() => self.land().await,
                 _ = tokio::time::sleep_until(give_back.unwrap_or(follow_at)), if give_back.is_some() => {
                     give_back = None;
                     unreturned = 0;
+                    self.land().await;
                     self.give_back_memory();
                 }
                 _ = tokio::time::sleep_until(follow_at), if follow.is_some() => {
@@ -386,6 +402,7 @@ impl Fib {
                     last_cost = self.timed_resync().await;
                 }
                 _ = tokio::time::sleep_until(widen_at.unwrap_or(follow_at)), if widen_at.is_some() => {
+                    self.land().await;
                     self.release_widenings().await;
                 }
                 _ = tokio::time::sleep_until(next_resync) => {
@@ -430,9 +447,9 @@ impl Fib {
             }
         }
         kernel_changed |= self.plan_touched(&mut touched).await;
-        self.land().await;
         let mut gave_back = false;
         if synced {
+            self.land().await;
             self.adopting = false;
             gave_back = self.resync().await;
         }
@@ -481,6 +498,7 @@ impl Fib {
 
     /// [`Fib::resync`], returning how long it took.
     async fn timed_resync(&mut self) -> Duration {
+        self.land().await;
         let started = Instant::now();
         self.resync().await;
         started.elapsed()
@@ -586,7 +604,7 @@ impl Fib {
         }
         if let Some(writers) = self.batcher.take() {
             let sent = ops.clone();
-            return Write::Bulk { task: tokio::spawn(writers.apply(ops)), sent };
+            return Write::Bulk { task: MaybeDone::Future(tokio::spawn(writers.apply(ops))), sent };
         }
         let handle = self.handle.clone();
         let results = futures::stream::iter(ops)
@@ -608,7 +626,9 @@ impl Fib {
             Write::Done(results) => return results,
             Write::Bulk { task, sent } => (task, sent),
         };
-        let error = match task.await {
+        let mut task = task;
+        (&mut task).await;
+        let error = match Pin::new(&mut task).take_output().expect("awaited above") {
             Ok(Ok((writers, results))) => {
                 self.batcher = Some(writers);
                 return results;

@@ -129,27 +129,48 @@ fn subscribe() -> Result<Socket> {
     Ok(socket)
 }
 
+/// Announcements taken in by one system call: one at a time, the reader's calls and wakeups
+/// took most of a core while a table went in, a core the writer it times then lacked.
+const BATCH: usize = 256;
+/// Room for one announcement (a route with many next hops is still far below it).
+const DATAGRAM: usize = 8 << 10;
+
 fn read(socket: &Socket, kind: (u8, u8), seen: &(Mutex<Seen>, Condvar), stop: &AtomicBool) -> Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; BATCH * DATAGRAM];
+    let mut iovecs: Vec<libc::iovec> =
+        buf.chunks_mut(DATAGRAM).map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() }).collect();
+    // SAFETY: an all-zero mmsghdr is valid; each is pointed at its own iovec below.
+    let mut headers: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (h, iov) in headers.iter_mut().zip(iovecs.iter_mut()) {
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::recv(socket.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        // Waits (up to the socket's timeout) for one announcement, then takes what else is queued.
+        // SAFETY: every header points at a live iovec over its own part of `buf`.
+        let n =
+            unsafe { libc::recvmmsg(socket.0, headers.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::EINTR) => continue,
                 // Announcements were dropped: the count can no longer be trusted.
                 Some(libc::ENOBUFS) => bail!("the kernel dropped route announcements (receive buffer full)"),
-                _ => bail!("netlink recv: {e}"),
+                _ => bail!("netlink recvmmsg: {e}"),
             }
         }
         let now = Instant::now();
         let (lock, changed) = seen;
         let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
         let before = s.times.len();
-        for prefix in added(&buf[..n as usize], kind) {
-            if s.prefixes.insert(prefix) {
-                s.times.push(now);
+        for (h, datagram) in headers.iter().zip(buf.chunks(DATAGRAM)).take(n as usize) {
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                bail!("a route announcement longer than {DATAGRAM} octets");
+            }
+            for prefix in added(&datagram[..h.msg_len as usize], kind) {
+                if s.prefixes.insert(prefix) {
+                    s.times.push(now);
+                }
             }
         }
         if s.times.len() > before {
