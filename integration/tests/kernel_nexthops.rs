@@ -23,6 +23,9 @@ use gingham_integration::netns::Netns;
 use ipnetwork::IpNetwork;
 
 const ROUTES: u32 = 1000;
+/// The routes the FIB plans at once (its `PLAN_AT_MOST`): a burst larger than this is written
+/// slice by slice.
+const SLICE: u32 = 16 * 1024;
 const A: &str = "198.18.1.2";
 const B: &str = "198.18.1.3";
 
@@ -398,7 +401,6 @@ fn a_route_set_again_while_its_slice_is_written_ends_as_set_last() {
     // results: planned against the kernel as it was, they would be added a second time (the
     // kernel refuses that) instead of replaced.
     const BURST: u32 = 40_000;
-    const SLICE: u32 = 16 * 1024;
     let ns = namespace();
     let name = ns.name().to_string();
     inside(&ns, async move || {
@@ -425,7 +427,6 @@ fn a_route_set_again_by_the_next_batch_while_its_slice_is_written_ends_as_set_la
     // wait for its results, as within one burst. When the FIB takes the second batch depends on
     // timing: each round waits a little longer before sending it.
     const BATCH: u32 = 20_000;
-    const SLICE: u32 = 16 * 1024;
     let ns = namespace();
     let name = ns.name().to_string();
     inside(&ns, async move || {

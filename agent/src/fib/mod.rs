@@ -622,11 +622,10 @@ impl Fib {
     }
 
     async fn write_results(&mut self, write: Write) -> Vec<(Op, Result<(), String>)> {
-        let (task, sent) = match write {
+        let (mut task, sent) = match write {
             Write::Done(results) => return results,
             Write::Bulk { task, sent } => (task, sent),
         };
-        let mut task = task;
         (&mut task).await;
         let error = match Pin::new(&mut task).take_output().expect("awaited above") {
             Ok(Ok((writers, results))) => {
